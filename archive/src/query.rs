@@ -1,0 +1,112 @@
+//! SQL over the archive with DataFusion.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::ListingOptions;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use seedwatch_schemas::Table;
+
+use crate::writer::parquet_files;
+use crate::ArchiveError;
+
+/// How query results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// An aligned text table.
+    #[default]
+    Table,
+    /// CSV with a header.
+    Csv,
+    /// A JSON array of row objects.
+    Json,
+}
+
+impl std::str::FromStr for OutputFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "table" => Ok(Self::Table),
+            "csv" => Ok(Self::Csv),
+            "json" => Ok(Self::Json),
+            other => Err(format!("unknown format `{other}` (expected table, csv or json)")),
+        }
+    }
+}
+
+fn query_err(e: impl std::fmt::Display) -> ArchiveError {
+    ArchiveError::Query(e.to_string())
+}
+
+/// The schema a table has in SQL: its file schema plus the `date` partition column.
+pub fn sql_schema(table: Table) -> Arc<Schema> {
+    let mut fields: Vec<Field> = table.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("date", DataType::Utf8, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// A session with every archive table registered (`login`, `api`, `sync`,
+/// `audit`, `findings`, `dead_letter`). Tables with no files yet are empty, not
+/// missing, so the same SQL works on any archive.
+pub async fn open_session(root: &Path) -> Result<SessionContext, ArchiveError> {
+    if !root.is_dir() {
+        return Err(ArchiveError::Query(format!("{} is not an archive directory (run `seedwatch run --archive {}` first)", root.display(), root.display())));
+    }
+    let config = SessionConfig::new().with_information_schema(true);
+    let ctx = SessionContext::new_with_config(config);
+    for table in Table::ALL {
+        let dir = root.join(table.name());
+        if parquet_files(&dir)?.is_empty() {
+            let empty = MemTable::try_new(sql_schema(table), vec![vec![]]).map_err(query_err)?;
+            ctx.register_table(table.name(), Arc::new(empty)).map_err(query_err)?;
+            continue;
+        }
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(vec![("date".to_string(), DataType::Utf8)]);
+        let url = format!("{}/", dir.canonicalize().map_err(crate::io_err("resolving", &dir))?.display());
+        ctx.register_listing_table(table.name(), url, options, Some(table.schema()), None).await.map_err(query_err)?;
+    }
+    Ok(ctx)
+}
+
+/// Run `sql` and collect the result.
+pub async fn run_query(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, ArchiveError> {
+    let df = ctx.sql(sql).await.map_err(query_err)?;
+    df.collect().await.map_err(query_err)
+}
+
+/// Render batches in `format`.
+pub fn format_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<String, ArchiveError> {
+    match format {
+        OutputFormat::Table => datafusion::arrow::util::pretty::pretty_format_batches(batches)
+            .map(|t| t.to_string())
+            .map_err(query_err),
+        OutputFormat::Csv => {
+            let mut buf = Vec::new();
+            {
+                let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf);
+                for b in batches {
+                    writer.write(b).map_err(query_err)?;
+                }
+            }
+            String::from_utf8(buf).map_err(query_err)
+        }
+        OutputFormat::Json => {
+            let mut buf = Vec::new();
+            {
+                let mut writer = datafusion::arrow::json::ArrayWriter::new(&mut buf);
+                let refs: Vec<&RecordBatch> = batches.iter().collect();
+                writer.write_batches(&refs).map_err(query_err)?;
+                writer.finish().map_err(query_err)?;
+            }
+            let text = String::from_utf8(buf).map_err(query_err)?;
+            // An empty result is an empty array, not an empty string.
+            Ok(if text.trim().is_empty() { "[]".to_string() } else { text })
+        }
+    }
+}

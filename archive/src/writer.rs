@@ -1,0 +1,305 @@
+//! The Parquet writer: partition by date, deduplicate on id, write atomically.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use seedwatch_schemas::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use seedwatch_schemas::arrow::compute::{concat_batches, filter_record_batch};
+use seedwatch_schemas::arrow::datatypes::TimestampMillisecondType;
+use seedwatch_schemas::Table;
+
+use crate::{io_err, ArchiveError, Sink};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Tuning of the writer.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// Rows buffered per partition before a file is written.
+    pub flush_rows: usize,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// zstd level (1-22).
+    pub zstd_level: i32,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self { flush_rows: 512 * 1024, row_group_rows: 128 * 1024, zstd_level: 3 }
+    }
+}
+
+/// What a commit made durable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Files written.
+    pub files: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Rows written, by table name.
+    pub rows: BTreeMap<&'static str, u64>,
+}
+
+impl CommitStats {
+    /// Add another commit's counts.
+    pub fn merge(&mut self, other: &CommitStats) {
+        self.files += other.files;
+        self.bytes += other.bytes;
+        for (table, rows) in &other.rows {
+            *self.rows.entry(table).or_default() += rows;
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Partition {
+    ids: HashSet<u128>,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+}
+
+/// Writes tables under an archive root. Implements [`Sink`].
+#[derive(Debug)]
+pub struct ArchiveWriter {
+    root: PathBuf,
+    options: WriterOptions,
+    run_id: String,
+    sequence: u64,
+    partitions: HashMap<(Table, i64), Partition>,
+    /// Dead letters are partitioned by arrival date, which differs between
+    /// runs, so their ids are checked against the whole table.
+    dead_letter_ids: Option<HashSet<u128>>,
+    stats: CommitStats,
+}
+
+/// `date=YYYY-MM-DD` for a day number since the epoch.
+pub fn partition_dir(day: i64) -> String {
+    let date = DateTime::<Utc>::from_timestamp_millis(day * DAY_MS).map(|d| d.date_naive());
+    match date {
+        Some(d) => format!("date={}", d.format("%Y-%m-%d")),
+        None => format!("date=day-{day}"),
+    }
+}
+
+fn id_hash(id: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+}
+
+/// Every `*.parquet` file under `dir`, recursively.
+pub fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>, ArchiveError> {
+    let mut out = Vec::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).map_err(io_err("listing", &d))? {
+            let path = entry.map_err(io_err("listing", &d))?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Read the id column of every Parquet file under `dir` into `ids`.
+fn load_ids(dir: &Path, id_column: &str, ids: &mut HashSet<u128>) -> Result<(), ArchiveError> {
+    for path in parquet_files(dir)? {
+        let perr = |e: parquet::errors::ParquetError| ArchiveError::Parquet { path: path.clone(), message: e.to_string() };
+        let file = File::open(&path).map_err(io_err("opening", &path))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
+        let index = builder
+            .schema()
+            .index_of(id_column)
+            .map_err(|e| ArchiveError::Parquet { path: path.clone(), message: e.to_string() })?;
+        let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
+        for batch in builder.with_projection(mask).build().map_err(perr)? {
+            let batch = batch.map_err(|e| ArchiveError::Parquet { path: path.clone(), message: e.to_string() })?;
+            let col = batch.column(0).as_string::<i32>();
+            ids.extend(col.iter().flatten().map(id_hash));
+        }
+    }
+    Ok(())
+}
+
+impl ArchiveWriter {
+    /// A writer under `root` (created if missing). Leftover temp files of a
+    /// crashed run are removed: they were never renamed into place.
+    pub fn open(root: &Path, options: WriterOptions) -> Result<Self, ArchiveError> {
+        let tmp = root.join("_tmp");
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(io_err("cleaning", &tmp))?;
+        }
+        fs::create_dir_all(&tmp).map_err(io_err("creating", &tmp))?;
+        let mut run = [0u8; 8];
+        getrandom::fill(&mut run).map_err(|e| ArchiveError::Io {
+            action: "seeding a run id for",
+            path: root.to_path_buf(),
+            error: std::io::Error::other(e.to_string()),
+        })?;
+        let run_id = format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%S"), run.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        Ok(Self {
+            root: root.to_path_buf(),
+            options,
+            run_id,
+            sequence: 0,
+            partitions: HashMap::new(),
+            dead_letter_ids: None,
+            stats: CommitStats::default(),
+        })
+    }
+
+    /// The archive root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn partition(&mut self, table: Table, day: i64) -> Result<&mut Partition, ArchiveError> {
+        if !self.partitions.contains_key(&(table, day)) {
+            let mut partition = Partition::default();
+            if table != Table::DeadLetter {
+                let dir = self.root.join(table.name()).join(partition_dir(day));
+                load_ids(&dir, table.id_column(), &mut partition.ids)?;
+            }
+            self.partitions.insert((table, day), partition);
+        }
+        self.partitions.get_mut(&(table, day)).ok_or_else(|| ArchiveError::Schema { table: table.name(), message: "partition vanished".into() })
+    }
+
+    fn write_file(&mut self, table: Table, day: i64, batch: &RecordBatch) -> Result<(), ArchiveError> {
+        let dir = self.root.join(table.name()).join(partition_dir(day));
+        fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        self.sequence += 1;
+        let name = format!("part-{}-{:06}.parquet", self.run_id, self.sequence);
+        let tmp = self.root.join("_tmp").join(&name);
+        let target = dir.join(&name);
+        let perr = |e: parquet::errors::ParquetError| ArchiveError::Parquet { path: tmp.clone(), message: e.to_string() };
+        let level = ZstdLevel::try_new(self.options.zstd_level).map_err(perr)?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_max_row_group_row_count(Some(self.options.row_group_rows))
+            .set_created_by(format!("seedwatch {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        let file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(perr)?;
+        writer.write(batch).map_err(perr)?;
+        let file = writer.into_inner().map_err(perr)?;
+        file.sync_all().map_err(io_err("syncing", &tmp))?;
+        let bytes = file.metadata().map_err(io_err("reading metadata of", &tmp))?.len();
+        drop(file);
+        fs::rename(&tmp, &target).map_err(io_err("renaming into", &target))?;
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", &dir))?;
+        self.stats.files += 1;
+        self.stats.bytes += bytes;
+        *self.stats.rows.entry(table.name()).or_default() += batch.num_rows() as u64;
+        tracing::debug!(table = table.name(), rows = batch.num_rows(), bytes, path = %target.display(), "archive file written");
+        Ok(())
+    }
+
+    fn flush_partition(&mut self, table: Table, day: i64) -> Result<(), ArchiveError> {
+        let Some(partition) = self.partitions.get_mut(&(table, day)) else { return Ok(()) };
+        if partition.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut partition.pending);
+        partition.pending_rows = 0;
+        let batch = concat_batches(&table.schema(), &pending)
+            .map_err(|e| ArchiveError::Schema { table: table.name(), message: e.to_string() })?;
+        self.write_file(table, day, &batch)
+    }
+}
+
+impl Sink for ArchiveWriter {
+    fn write(&mut self, table: Table, batch: &RecordBatch) -> Result<(u64, u64), ArchiveError> {
+        let schema_err = |message: String| ArchiveError::Schema { table: table.name(), message };
+        if batch.num_rows() == 0 {
+            return Ok((0, 0));
+        }
+        if batch.schema().fields() != table.schema().fields() {
+            return Err(schema_err(format!("batch schema differs from the table schema: {:?}", batch.schema())));
+        }
+        let times = batch
+            .column_by_name(table.date_column())
+            .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
+            .ok_or_else(|| schema_err(format!("no timestamp column `{}`", table.date_column())))?;
+        let ids = batch
+            .column_by_name(table.id_column())
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or_else(|| schema_err(format!("no string column `{}`", table.id_column())))?;
+
+        let mut days: Vec<i64> = Vec::with_capacity(2);
+        for t in times.values().iter() {
+            let day = t.div_euclid(DAY_MS);
+            if !days.contains(&day) {
+                days.push(day);
+            }
+        }
+        if table == Table::DeadLetter && self.dead_letter_ids.is_none() {
+            let mut all = HashSet::new();
+            load_ids(&self.root.join(table.name()), table.id_column(), &mut all)?;
+            self.dead_letter_ids = Some(all);
+        }
+        let (mut kept, mut duplicates) = (0u64, 0u64);
+        for day in days {
+            let flush_rows = self.options.flush_rows;
+            let mut table_ids = self.dead_letter_ids.take();
+            let partition = self.partition(table, day)?;
+            let ids_seen = table_ids.as_mut().unwrap_or(&mut partition.ids);
+            let keep: BooleanArray = (0..batch.num_rows())
+                .map(|i| {
+                    let in_day = times.value(i).div_euclid(DAY_MS) == day;
+                    Some(in_day && !ids.is_null(i) && ids_seen.insert(id_hash(ids.value(i))))
+                })
+                .collect();
+            let in_day = times.values().iter().filter(|t| t.div_euclid(DAY_MS) == day).count() as u64;
+            let rows = keep.true_count();
+            kept += rows as u64;
+            duplicates += in_day - rows as u64;
+            if rows > 0 {
+                let part = if rows == batch.num_rows() { batch.clone() } else { filter_record_batch(batch, &keep).map_err(|e| schema_err(e.to_string()))? };
+                partition.pending.push(part);
+                partition.pending_rows += rows;
+            }
+            let full = partition.pending_rows >= flush_rows;
+            self.dead_letter_ids = table_ids;
+            if full {
+                self.flush_partition(table, day)?;
+            }
+        }
+        Ok((kept, duplicates))
+    }
+
+    fn commit(&mut self) -> Result<CommitStats, ArchiveError> {
+        let mut keys: Vec<(Table, i64)> = self.partitions.keys().copied().collect();
+        keys.sort();
+        for (table, day) in keys {
+            self.flush_partition(table, day)?;
+        }
+        Ok(std::mem::take(&mut self.stats))
+    }
+}
+
+/// Total size of the Parquet files of each table under `root`.
+pub fn table_sizes(root: &Path) -> Result<Vec<(Table, u64, usize)>, ArchiveError> {
+    let mut out = Vec::new();
+    for table in Table::ALL {
+        let files = parquet_files(&root.join(table.name()))?;
+        let mut bytes = 0;
+        for f in &files {
+            bytes += fs::metadata(f).map_err(io_err("reading metadata of", f))?.len();
+        }
+        out.push((table, bytes, files.len()));
+    }
+    Ok(out)
+}
+

@@ -1,0 +1,344 @@
+//! The rule engine: filters on whole batches, per-key windows on the rows that pass.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::compute::{cast, filter_record_batch, sort_to_indices};
+use datafusion::arrow::datatypes::{DataType, TimestampMillisecondType};
+use datafusion::arrow::row::{RowConverter, SortField};
+use seedwatch_schemas::finding::MAX_EVIDENCE;
+use seedwatch_schemas::{EventBatch, Finding};
+use serde_json::json;
+
+use crate::rule::{CompiledRule, RuleType};
+use crate::{DetectError, DetectStats, Detector};
+
+/// Sweep idle keys out of memory every this many batches per rule.
+const SWEEP_EVERY_BATCHES: u64 = 64;
+
+#[derive(Debug)]
+struct OpenFinding {
+    finding: Finding,
+    distinct_values: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct KeyState {
+    /// Count mode: the last N matches (time, event id), oldest first.
+    recent: VecDeque<(i64, Box<str>)>,
+    /// Distinct mode: value -> (last seen, event id of that sighting).
+    distinct: BTreeMap<Box<str>, (i64, Box<str>)>,
+    /// Newest event time seen for the key.
+    last_seen: i64,
+    open: Option<OpenFinding>,
+}
+
+#[derive(Debug)]
+struct RuleState {
+    rule: CompiledRule,
+    keys: HashMap<Box<[u8]>, KeyState>,
+    converter: RowConverter,
+    /// Open findings by expiry time, to close them without scanning every key.
+    expiries: BTreeMap<(i64, u64), Box<[u8]>>,
+    sequence: u64,
+    batches: u64,
+}
+
+/// Runs a set of compiled rules over batches. See the crate docs.
+#[derive(Debug)]
+pub struct RuleEngine {
+    rules: Vec<RuleState>,
+    by_family: [Vec<usize>; 4],
+    clock: fn() -> i64,
+}
+
+fn wall_clock_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn eval_error(rule: &CompiledRule, e: impl std::fmt::Display) -> DetectError {
+    DetectError::Evaluate { rule: rule.id.clone(), message: e.to_string() }
+}
+
+impl RuleEngine {
+    /// An engine over `rules`.
+    pub fn new(rules: Vec<CompiledRule>) -> Result<Self, DetectError> {
+        let mut by_family: [Vec<usize>; 4] = Default::default();
+        let mut states = Vec::with_capacity(rules.len());
+        for (i, rule) in rules.into_iter().enumerate() {
+            let schema = seedwatch_schemas::arrow_schema::event_schema(rule.family);
+            let fields = rule.group_by.iter().map(|c| SortField::new(schema.field(*c).data_type().clone())).collect();
+            let converter = RowConverter::new(fields).map_err(|e| eval_error(&rule, e))?;
+            by_family[rule.family.index()].push(i);
+            states.push(RuleState { rule, keys: HashMap::new(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0 });
+        }
+        Ok(Self { rules: states, by_family, clock: wall_clock_ms })
+    }
+
+    /// Use a fixed clock for `detected_at` (golden tests).
+    pub fn with_clock(mut self, clock: fn() -> i64) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The rules, in load order.
+    pub fn rules(&self) -> impl Iterator<Item = &CompiledRule> {
+        self.rules.iter().map(|r| &r.rule)
+    }
+
+    /// Keys currently tracked across all rules (for memory reporting).
+    pub fn tracked_keys(&self) -> usize {
+        self.rules.iter().map(|r| r.keys.len()).sum()
+    }
+}
+
+impl Detector for RuleEngine {
+    fn process(&mut self, events: &EventBatch, out: &mut Vec<Finding>) -> Result<DetectStats, DetectError> {
+        let mut stats = DetectStats::default();
+        let now = (self.clock)();
+        for &i in &self.by_family[events.family.index()] {
+            let state = &mut self.rules[i];
+            stats.rows_evaluated += events.batch.num_rows() as u64;
+            let (matched, opened) = state.process(&events.batch, now, out)?;
+            stats.rows_matched += matched;
+            stats.findings_opened += opened;
+        }
+        Ok(stats)
+    }
+
+    fn flush(&mut self, out: &mut Vec<Finding>) {
+        for state in &mut self.rules {
+            let mut open: Vec<OpenFinding> = state.keys.values_mut().filter_map(|k| k.open.take()).collect();
+            open.sort_by(|a, b| (a.finding.window_start, &a.finding.finding_id).cmp(&(b.finding.window_start, &b.finding.finding_id)));
+            out.extend(open.into_iter().map(|o| render(&state.rule, o)));
+            state.expiries.clear();
+        }
+    }
+}
+
+/// Columns of the filtered batch the engine reads per matching row.
+struct Columns<'a> {
+    time: &'a datafusion::arrow::array::PrimitiveArray<TimestampMillisecondType>,
+    event_id: &'a StringArray,
+    system: &'a StringArray,
+    state: &'a StringArray,
+    license: &'a StringArray,
+    location: &'a StringArray,
+    subject: &'a StringArray,
+    distinct: Option<&'a StringArray>,
+}
+
+fn as_utf8(batch: &RecordBatch, index: usize) -> Result<ArrayRef, String> {
+    let col = batch.column(index);
+    if col.data_type() == &DataType::Utf8 {
+        Ok(col.clone())
+    } else {
+        cast(col, &DataType::Utf8).map_err(|e| e.to_string())
+    }
+}
+
+fn string_col<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray, String> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| format!("column `{name}` is missing or not a string"))
+}
+
+impl RuleState {
+    fn process(&mut self, batch: &RecordBatch, now: i64, out: &mut Vec<Finding>) -> Result<(u64, u64), DetectError> {
+        let rule = &self.rule;
+        let mask = rule
+            .filter
+            .evaluate(batch)
+            .and_then(|v| v.into_array(batch.num_rows()))
+            .map_err(|e| eval_error(rule, e))?;
+        let mask: &BooleanArray = mask.as_boolean_opt().ok_or_else(|| eval_error(rule, "filter did not return booleans"))?;
+        if mask.true_count() == 0 {
+            return Ok((0, 0));
+        }
+        let matched = filter_record_batch(batch, mask).map_err(|e| eval_error(rule, e))?;
+        let n = matched.num_rows();
+        let keys = self
+            .converter
+            .convert_columns(&rule.group_by.iter().map(|c| matched.column(*c).clone()).collect::<Vec<_>>())
+            .map_err(|e| eval_error(rule, e))?;
+        let time_col = matched.column_by_name("time").ok_or_else(|| eval_error(rule, "no time column"))?;
+        let order = sort_to_indices(time_col, None, None).map_err(|e| eval_error(rule, e))?;
+        let subject = as_utf8(&matched, rule.subject).map_err(|e| eval_error(rule, e))?;
+        let distinct = rule.distinct.map(|c| as_utf8(&matched, c)).transpose().map_err(|e| eval_error(rule, e))?;
+        let cols = Columns {
+            time: time_col.as_primitive_opt().ok_or_else(|| eval_error(rule, "time is not a timestamp"))?,
+            event_id: string_col(&matched, "event_id").map_err(|e| eval_error(rule, e))?,
+            system: string_col(&matched, "system").map_err(|e| eval_error(rule, e))?,
+            state: string_col(&matched, "state").map_err(|e| eval_error(rule, e))?,
+            license: string_col(&matched, "license").map_err(|e| eval_error(rule, e))?,
+            location: string_col(&matched, "location").map_err(|e| eval_error(rule, e))?,
+            subject: subject.as_string(),
+            distinct: distinct.as_ref().map(|d| d.as_string()),
+        };
+
+        let mut opened = 0;
+        let mut watermark = i64::MIN;
+        for &row in order.values() {
+            let row = row as usize;
+            let key = keys.row(row);
+            let t = cols.time.value(row);
+            watermark = watermark.max(t);
+            if self.observe(key.as_ref(), row, t, &cols, now, out) {
+                opened += 1;
+            }
+        }
+        self.expire(watermark, out);
+        self.batches += 1;
+        if self.batches % SWEEP_EVERY_BATCHES == 0 {
+            let horizon = watermark.saturating_sub(self.rule.window_ms);
+            self.keys.retain(|_, k| k.open.is_some() || k.last_seen >= horizon);
+        }
+        Ok((n as u64, opened))
+    }
+
+    /// Feed one matching row; returns whether a new finding was opened.
+    fn observe(&mut self, key: &[u8], row: usize, t: i64, cols: &Columns<'_>, now: i64, out: &mut Vec<Finding>) -> bool {
+        let rule = &self.rule;
+        let Some(threshold) = rule.threshold_for(cols.system.value(row)) else { return false };
+        let threshold = threshold as usize;
+        let state = match self.keys.get_mut(key) {
+            Some(s) => s,
+            None => self.keys.entry(Box::from(key)).or_default(),
+        };
+        state.last_seen = state.last_seen.max(t);
+        let event_id = cols.event_id.value(row);
+
+        let (fires, first_time) = match cols.distinct {
+            None => {
+                let at = state.recent.partition_point(|(rt, _)| *rt <= t);
+                state.recent.insert(at, (t, Box::from(event_id)));
+                while state.recent.len() > threshold {
+                    state.recent.pop_front();
+                }
+                let first = state.recent.front().map_or(t, |(ft, _)| *ft);
+                let last = state.recent.back().map_or(t, |(lt, _)| *lt);
+                (state.recent.len() >= threshold && last - first <= rule.window_ms, first)
+            }
+            Some(values) => {
+                if values.is_null(row) {
+                    return false;
+                }
+                let horizon = t - rule.window_ms;
+                state.distinct.retain(|_, (seen, _)| *seen >= horizon);
+                let value = values.value(row);
+                match state.distinct.get_mut(value) {
+                    Some(entry) => *entry = ((*entry).0.max(t), Box::from(event_id)),
+                    None => {
+                        state.distinct.insert(Box::from(value), (t, Box::from(event_id)));
+                    }
+                }
+                let first = state.distinct.values().map(|(s, _)| *s).min().unwrap_or(t);
+                (state.distinct.len() >= threshold, first)
+            }
+        };
+        if !fires {
+            return false;
+        }
+
+        if let Some(open) = &mut state.open {
+            if t < open.finding.window_start + rule.suppress_ms {
+                let f = &mut open.finding;
+                f.event_count += 1;
+                f.window_end = f.window_end.max(t);
+                if f.evidence.len() < MAX_EVIDENCE && !f.evidence.iter().any(|e| e == event_id) {
+                    f.evidence.push(event_id.to_string());
+                }
+                if let Some(values) = cols.distinct {
+                    let v = values.value(row);
+                    if open.distinct_values.len() < MAX_EVIDENCE && !open.distinct_values.iter().any(|x| x == v) {
+                        open.distinct_values.push(v.to_string());
+                    }
+                }
+                return false;
+            }
+        }
+        if let Some(previous) = state.open.take() {
+            out.push(render(rule, previous));
+        }
+
+        let (evidence, count, distinct_values): (Vec<String>, usize, Vec<String>) = match cols.distinct {
+            None => (state.recent.iter().take(MAX_EVIDENCE).map(|(_, id)| id.to_string()).collect(), state.recent.len(), Vec::new()),
+            Some(_) => {
+                let mut seen: Vec<(&i64, &Box<str>, &Box<str>)> = state.distinct.iter().map(|(v, (s, id))| (s, id, v)).collect();
+                seen.sort();
+                (
+                    seen.iter().take(MAX_EVIDENCE).map(|(_, id, _)| id.to_string()).collect(),
+                    seen.len(),
+                    seen.iter().take(MAX_EVIDENCE).map(|(_, _, v)| v.to_string()).collect(),
+                )
+            }
+        };
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(rule.id.as_bytes());
+        hasher.update(key);
+        hasher.update(&first_time.to_le_bytes());
+        let finding = Finding {
+            finding_id: format!("{:016x}", hasher.digest()),
+            rule: rule.id.clone(),
+            title: rule.title.clone(),
+            severity: rule.severity,
+            family: rule.family,
+            system: cols.system.value(row).to_string(),
+            state: cols.state.value(row).to_string(),
+            license: cols.license.value(row).to_string(),
+            location: cols.location.value(row).to_string(),
+            subject: if cols.subject.is_null(row) { String::new() } else { cols.subject.value(row).to_string() },
+            window_start: first_time,
+            window_end: t,
+            event_count: count as i64,
+            evidence,
+            detected_at: now,
+            details: String::new(),
+        };
+        let expiry = first_time.saturating_add(rule.suppress_ms);
+        state.open = Some(OpenFinding { finding, distinct_values });
+        self.sequence += 1;
+        self.expiries.insert((expiry, self.sequence), Box::from(key));
+        true
+    }
+
+    /// Close open findings whose suppression window ended before `watermark`.
+    fn expire(&mut self, watermark: i64, out: &mut Vec<Finding>) {
+        while let Some(entry) = self.expiries.first_entry() {
+            if entry.key().0 > watermark {
+                break;
+            }
+            let ((expiry, _), key) = entry.remove_entry();
+            if let Some(state) = self.keys.get_mut(&key) {
+                let due = state.open.as_ref().is_some_and(|o| o.finding.window_start.saturating_add(self.rule.suppress_ms) == expiry);
+                if due {
+                    if let Some(open) = state.open.take() {
+                        out.push(render(&self.rule, open));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Fill in `details` and hand the finding out.
+fn render(rule: &CompiledRule, open: OpenFinding) -> Finding {
+    let mut f = open.finding;
+    let mut details = json!({ "filter": rule.filter_sql });
+    if rule.rule_type == RuleType::Threshold {
+        details["threshold"] = json!(rule.threshold_for(&f.system));
+        details["window_seconds"] = json!(rule.window_ms / 1000);
+    }
+    if !open.distinct_values.is_empty() {
+        details["distinct_values"] = json!(open.distinct_values);
+    }
+    f.details = details.to_string();
+    f
+}
+
+/// Sort findings into a stable order (by window start, rule, id): for output and goldens.
+pub fn sort_findings(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| (a.window_start, &a.rule, &a.finding_id).cmp(&(b.window_start, &b.rule, &b.finding_id)));
+}
+

@@ -1,0 +1,69 @@
+//! Detection: rules, read from YAML, evaluated over Arrow record batches.
+//!
+//! A rule ([`rule::RuleConfig`]) names a family, a SQL boolean filter over
+//! that family's columns, and a type:
+//! - `match`: every event passing the filter is a finding;
+//! - `threshold`: N events (or N distinct values of a field) per group key
+//!   inside a sliding event-time window.
+//!
+//! Filters are compiled once with DataFusion and evaluated on whole batches;
+//! only the rows that pass reach per-key state. Findings are held open while
+//! the rule's suppression window lasts, so a repeat updates one finding
+//! instead of adding rows.
+#![deny(missing_docs)]
+
+pub mod duration;
+pub mod engine;
+pub mod reference;
+pub mod rule;
+
+use seedwatch_schemas::{EventBatch, Finding};
+
+pub use engine::RuleEngine;
+pub use rule::{load_rules, CompiledRule, RuleConfig};
+
+/// Errors of the detect stage. Configuration errors name the file and line.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    /// A configuration file is unusable.
+    #[error("{file}:{line}: {message}")]
+    Config {
+        /// The file.
+        file: String,
+        /// 1-based line (0 when the whole file is at fault).
+        line: usize,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+    /// Evaluating a rule over a batch failed.
+    #[error("rule {rule}: {message}")]
+    Evaluate {
+        /// The rule id.
+        rule: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Turns batches of events into findings.
+///
+/// `process` may keep state between batches (windows, open findings); `flush`
+/// closes what is still open at the end of input or at shutdown.
+pub trait Detector: Send + std::fmt::Debug {
+    /// Evaluate one batch; push findings that are complete onto `out`.
+    fn process(&mut self, batch: &EventBatch, out: &mut Vec<Finding>) -> Result<DetectStats, DetectError>;
+
+    /// Emit every finding still open.
+    fn flush(&mut self, out: &mut Vec<Finding>);
+}
+
+/// Counts from evaluating one batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DetectStats {
+    /// Rows evaluated (once per rule of the batch's family).
+    pub rows_evaluated: u64,
+    /// Rows that passed a rule's filter.
+    pub rows_matched: u64,
+    /// Findings opened (repeats that update an open finding are not counted).
+    pub findings_opened: u64,
+}

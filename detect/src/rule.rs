@@ -1,0 +1,328 @@
+//! Rule files: typed configuration, validated and compiled once at load.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::DFSchema;
+use datafusion::logical_expr::ExprSchemable;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::prelude::SessionContext;
+use seedwatch_schemas::arrow_schema::event_schema;
+use seedwatch_schemas::{Family, Severity};
+use serde::Deserialize;
+
+use crate::duration::parse_duration_ms;
+use crate::DetectError;
+
+/// What kind of evaluation a rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleType {
+    /// Every event passing the filter is a finding.
+    Match,
+    /// N events (or distinct values) per group key within a sliding window.
+    Threshold,
+}
+
+/// A threshold: one number, or one per tracking system (`{metrc: 10, biotrack: 5}`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ThresholdConfig {
+    /// The same for every system.
+    All(u32),
+    /// Per system; a system not listed never fires.
+    PerSystem(BTreeMap<String, u32>),
+}
+
+/// A rule as written in YAML. Unknown keys are errors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Stable id, `<family>.<name>` (part of the interface: alerts and SQL use it).
+    pub id: String,
+    /// One-line human title.
+    pub title: String,
+    /// `low`, `medium`, `high` or `critical`.
+    pub severity: Severity,
+    /// The family whose events the rule reads.
+    pub family: String,
+    /// `match` or `threshold`.
+    #[serde(rename = "type")]
+    pub rule_type: RuleType,
+    /// SQL boolean expression over the family's columns; `true` when omitted.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Columns that form the group key (`license` is always added).
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// Column naming what the finding is about; defaults to the last `group_by` column.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Events (or distinct values) needed inside `window` (threshold rules).
+    #[serde(default)]
+    pub threshold: Option<ThresholdConfig>,
+    /// Sliding event-time window (threshold rules), e.g. `1h`.
+    #[serde(default)]
+    pub window: Option<String>,
+    /// Count distinct values of this column instead of events.
+    #[serde(default)]
+    pub distinct: Option<String>,
+    /// How long repeats update the same finding; defaults to the window, or 1h.
+    #[serde(default)]
+    pub suppress: Option<String>,
+    /// Free-form labels (seed sections, tactics).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Allow lists: events whose column holds one of the values are ignored.
+    #[serde(default)]
+    pub exceptions: BTreeMap<String, Vec<String>>,
+    /// Longer explanation for analysts.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A rule ready to run: filter compiled, durations parsed, columns resolved.
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    /// Rule id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Severity of its findings.
+    pub severity: Severity,
+    /// Family it reads.
+    pub family: Family,
+    /// Match or threshold.
+    pub rule_type: RuleType,
+    /// The filter (with exceptions folded in), compiled against the family schema.
+    pub filter: Arc<dyn PhysicalExpr>,
+    /// The filter's SQL text, for `rules backfill` and for display.
+    pub filter_sql: String,
+    /// Group key column indices (license first).
+    pub group_by: Vec<usize>,
+    /// Subject column index.
+    pub subject: usize,
+    /// Threshold per system (`None` key: all systems).
+    pub threshold: ThresholdConfig,
+    /// Window length in ms (0 for match rules).
+    pub window_ms: i64,
+    /// Distinct-count column index.
+    pub distinct: Option<usize>,
+    /// Suppression window in ms.
+    pub suppress_ms: i64,
+    /// Labels.
+    pub tags: Vec<String>,
+    /// Where the rule came from.
+    pub file: PathBuf,
+}
+
+impl CompiledRule {
+    /// Events (or distinct values) needed for `system`; `None` means the rule never fires there.
+    pub fn threshold_for(&self, system: &str) -> Option<u32> {
+        match &self.threshold {
+            ThresholdConfig::All(n) => Some(*n),
+            ThresholdConfig::PerSystem(m) => m.get(system).copied(),
+        }
+    }
+}
+
+/// The 1-based line on which `key:` first appears in a YAML text (0 if absent).
+fn line_of(text: &str, key: &str) -> usize {
+    let needle = format!("{key}:");
+    text.lines()
+        .position(|l| l.trim_start().trim_start_matches("- ").starts_with(&needle))
+        .map_or(0, |i| i + 1)
+}
+
+fn quote_sql(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Parse and compile one rule file's text.
+pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<CompiledRule, DetectError> {
+    let name = file.display().to_string();
+    let err = |key: &str, message: String| DetectError::Config { file: name.clone(), line: line_of(text, key), message };
+    let config: RuleConfig = serde_yaml::from_str(text).map_err(|e| DetectError::Config {
+        file: name.clone(),
+        line: e.location().map_or(0, |l| l.line()),
+        message: e.to_string(),
+    })?;
+    let family: Family = config
+        .family
+        .parse()
+        .map_err(|_| err("family", format!("field `family`: unknown family `{}` (expected login, api, sync or audit)", config.family)))?;
+    if !config.id.starts_with(&format!("{}.", family.as_str())) {
+        return Err(err("id", format!("field `id`: `{}` must start with `{}.`", config.id, family.as_str())));
+    }
+    let schema = event_schema(family);
+    let column = |key: &str, col: &str| {
+        schema
+            .index_of(col)
+            .map_err(|_| err(key, format!("field `{key}`: `{col}` is not a column of the {family} table")))
+    };
+
+    let mut group_by = vec![column("group_by", "license")?];
+    for col in &config.group_by {
+        let i = column("group_by", col)?;
+        if !group_by.contains(&i) {
+            group_by.push(i);
+        }
+    }
+    let subject = match &config.subject {
+        Some(col) => column("subject", col)?,
+        None => *group_by.last().unwrap_or(&0),
+    };
+    let distinct = config.distinct.as_deref().map(|c| column("distinct", c)).transpose()?;
+    let duration = |key: &str, value: &Option<String>| {
+        value.as_deref().map(parse_duration_ms).transpose().map_err(|m| err(key, format!("field `{key}`: {m}")))
+    };
+    let window = duration("window", &config.window)?;
+    let suppress = duration("suppress", &config.suppress)?;
+    let (threshold, window_ms) = match config.rule_type {
+        RuleType::Match => {
+            if config.threshold.is_some() || config.window.is_some() || config.distinct.is_some() {
+                return Err(err("type", "a `match` rule takes no `threshold`, `window` or `distinct`".into()));
+            }
+            (ThresholdConfig::All(1), 0)
+        }
+        RuleType::Threshold => {
+            let threshold = config.threshold.clone().ok_or_else(|| err("type", "a `threshold` rule needs field `threshold`".into()))?;
+            let window = window.ok_or_else(|| err("type", "a `threshold` rule needs field `window`".into()))?;
+            let bad = match &threshold {
+                ThresholdConfig::All(n) => *n == 0,
+                ThresholdConfig::PerSystem(m) => m.is_empty() || m.values().any(|n| *n == 0) || m.keys().any(|k| !seedwatch_schemas::SYSTEMS.contains(&k.as_str())),
+            };
+            if bad || window <= 0 {
+                return Err(err("threshold", "field `threshold`: must be a positive number, or positive numbers per system (metrc, biotrack), with a positive `window`".into()));
+            }
+            (threshold, window)
+        }
+    };
+
+    let mut sql = config.filter.clone().unwrap_or_else(|| "true".into());
+    for (col, values) in &config.exceptions {
+        column("exceptions", col)?;
+        if !values.is_empty() {
+            let list: Vec<String> = values.iter().map(|v| quote_sql(v)).collect();
+            sql = format!("({sql}) AND ({col} IS NULL OR {col} NOT IN ({}))", list.join(", "));
+        }
+    }
+    let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(|e| err("filter", e.to_string()))?;
+    let sql_err = |e: datafusion::error::DataFusionError| err("filter", format!("field `filter`: {e}"));
+    let expr = ctx.parse_sql_expr(&sql, &df_schema).map_err(sql_err)?;
+    let data_type = expr.get_type(&df_schema).map_err(sql_err)?;
+    if data_type != DataType::Boolean {
+        return Err(err("filter", format!("field `filter`: must be a boolean expression, this one is {data_type}")));
+    }
+    let filter = ctx.create_physical_expr(expr, &df_schema).map_err(sql_err)?;
+
+    Ok(CompiledRule {
+        id: config.id,
+        title: config.title,
+        severity: config.severity,
+        family,
+        rule_type: config.rule_type,
+        filter,
+        filter_sql: sql,
+        group_by,
+        subject,
+        threshold,
+        window_ms,
+        distinct,
+        suppress_ms: suppress.or(window.filter(|w| *w > 0)).unwrap_or(3_600_000),
+        tags: config.tags,
+        file: file.to_path_buf(),
+    })
+}
+
+fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DetectError> {
+    let io = |e: std::io::Error| DetectError::Config { file: dir.display().to_string(), line: 0, message: e.to_string() };
+    let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(io)?.collect::<Result<_, _>>().map_err(io)?;
+    entries.sort_by_key(|e| e.path());
+    for entry in entries {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_yaml(&path, out)?;
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Load and compile every `*.yaml` rule under `dir` (recursively), sorted by id.
+pub fn load_rules(dir: &Path) -> Result<Vec<CompiledRule>, DetectError> {
+    let mut files = Vec::new();
+    collect_yaml(dir, &mut files)?;
+    if files.is_empty() {
+        return Err(DetectError::Config { file: dir.display().to_string(), line: 0, message: "no rule files (*.yaml) found".into() });
+    }
+    let ctx = SessionContext::new();
+    let mut rules = Vec::with_capacity(files.len());
+    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| DetectError::Config { file: file.display().to_string(), line: 0, message: e.to_string() })?;
+        let rule = compile_rule(&file, &text, &ctx)?;
+        if let Some(other) = seen.insert(rule.id.clone(), file.clone()) {
+            return Err(DetectError::Config {
+                file: file.display().to_string(),
+                line: line_of(&text, "id"),
+                message: format!("field `id`: `{}` is already defined in {}", rule.id, other.display()),
+            });
+        }
+        rules.push(rule);
+    }
+    rules.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(text: &str) -> Result<CompiledRule, String> {
+        compile_rule(Path::new("r.yaml"), text, &SessionContext::new()).map_err(|e| e.to_string())
+    }
+
+    const GOOD: &str = "id: login.failed_burst\ntitle: t\nseverity: high\nfamily: login\ntype: threshold\nfilter: \"outcome = 'failure'\"\ngroup_by: [user]\nthreshold: 3\nwindow: 1h\n";
+
+    #[test]
+    fn compiles_a_threshold_rule_with_license_in_the_key() {
+        let rule = compile(GOOD).unwrap_or_else(|e| panic!("{e}"));
+        let schema = event_schema(Family::Login);
+        let names: Vec<&str> = rule.group_by.iter().map(|i| schema.field(*i).name().as_str()).collect();
+        assert_eq!(names, ["license", "user"]);
+        assert_eq!((rule.window_ms, rule.suppress_ms, rule.threshold_for("metrc")), (3_600_000, 3_600_000, Some(3)));
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_field() {
+        let cases = [
+            (GOOD.replace("window: 1h", "window: 1h\nwindwo: 2h"), "r.yaml:10", "windwo"),
+            (GOOD.replace("outcome = 'failure'", "outcome = = 'failure'"), "r.yaml:6", "filter"),
+            (GOOD.replace("outcome = 'failure'", "no_such_column = 1"), "r.yaml:6", "filter"),
+            (GOOD.replace("outcome = 'failure'", "status"), "r.yaml:6", "filter"),
+            (GOOD.replace("group_by: [user]", "group_by: [usr]"), "r.yaml:7", "group_by"),
+            (GOOD.replace("window: 1h", "window: soon"), "r.yaml:9", "window"),
+            (GOOD.replace("severity: high", "severity: scary"), "r.yaml:3", "severity"),
+            (GOOD.replace("threshold: 3", "threshold: 0"), "r.yaml:8", "threshold"),
+            (GOOD.replace("id: login.", "id: api."), "r.yaml:1", "id"),
+        ];
+        for (text, location, field) in cases {
+            let e = compile(&text).err().unwrap_or_else(|| panic!("accepted:\n{text}"));
+            assert!(e.starts_with(location) && e.contains(field), "{e}");
+        }
+    }
+
+    #[test]
+    fn per_system_thresholds_and_exceptions() {
+        let text = GOOD.replace("threshold: 3", "threshold: {metrc: 10, biotrack: 5}")
+            + "exceptions:\n  user: [\"svc-o'brien\"]\n";
+        let rule = compile(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((rule.threshold_for("metrc"), rule.threshold_for("biotrack"), rule.threshold_for("x")), (Some(10), Some(5), None));
+        assert!(rule.filter_sql.contains("NOT IN ('svc-o''brien')"), "{}", rule.filter_sql);
+    }
+}

@@ -1,0 +1,8 @@
+//! The seedwatch binary's wiring: the embedded pipeline, the generator, the
+//! truth scorer and the internal-events module. The stages themselves live
+//! in the `seedwatch-schemas`, `-ingest`, `-detect` and `-archive` crates.
+
+pub mod generate;
+pub mod internal_events;
+pub mod pipeline;
+pub mod truth;

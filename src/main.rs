@@ -1,0 +1,326 @@
+//! `seedwatch`: the command line. Parsing, defaults and printing only.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use seedwatch::generate::{generate, GenerateOptions, Truth};
+use seedwatch::pipeline::{run, RunOptions, RunReport};
+use seedwatch::truth::score;
+use seedwatch_archive::query::{format_batches, run_query};
+use seedwatch_archive::{open_session, OutputFormat};
+use seedwatch_schemas::dead_letter::ReasonCode;
+use seedwatch_schemas::{Family, Severity};
+
+/// Security monitoring for the logs around cannabis state tracking systems (Metrc, BioTrack).
+#[derive(Debug, Parser)]
+#[command(name = "seedwatch", version, about, long_about = None)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    /// Log level filter (e.g. `info`, `seedwatch=debug`); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "warn")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write realistic synthetic logs with labelled incidents (events.ndjson, locations.csv, roster.csv, truth.json).
+    Generate {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        shape: Shape,
+    },
+    /// Run the embedded pipeline: decode, detect and archive NDJSON files.
+    Run {
+        /// Input NDJSON files; `-` reads stdin. Repeat or list several.
+        #[arg(long, required = true, num_args = 1..)]
+        input: Vec<PathBuf>,
+        #[command(flatten)]
+        common: RunArgs,
+        /// Score the findings against a generator truth.json.
+        #[arg(long)]
+        truth: Option<PathBuf>,
+    },
+    /// Query the archive with SQL (tables: login, api, sync, audit, findings, dead_letter).
+    Query {
+        /// Archive directory.
+        #[arg(long)]
+        archive: PathBuf,
+        /// Output format.
+        #[arg(long, default_value = "table", value_parser = parse_format)]
+        format: OutputFormat,
+        /// The SQL statement.
+        sql: String,
+    },
+    /// Generate a data set, run it and print the findings, in one command.
+    Demo {
+        /// Working directory for the data and the archive.
+        #[arg(long, default_value = "seedwatch-demo")]
+        dir: PathBuf,
+        #[command(flatten)]
+        shape: Shape,
+        /// Rules directory.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
+    /// Rule tooling.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Validate every rule file (YAML schema, SQL compiles against the family's columns).
+    Check {
+        /// Rules directory.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Shape {
+    /// Days of history.
+    #[arg(long, default_value_t = 21)]
+    days: u32,
+    /// Number of locations (spread over Metrc and BioTrack states).
+    #[arg(long, default_value_t = 6)]
+    locations: usize,
+    /// Random seed; the same seed gives the same data.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// First day of history (YYYY-MM-DD).
+    #[arg(long, default_value = "2026-10-19")]
+    start: NaiveDate,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Archive directory (created if missing).
+    #[arg(long)]
+    archive: PathBuf,
+    /// Rules directory [default: ./rules, else the rules shipped with this build].
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// locations.csv (business hours and timezones).
+    #[arg(long)]
+    locations: Option<PathBuf>,
+    /// roster.csv (users and terminations).
+    #[arg(long)]
+    roster: Option<PathBuf>,
+    /// File with the local secret for credential fingerprints [default: ~/.config/seedwatch/fingerprint.key].
+    #[arg(long)]
+    fingerprint_key: Option<PathBuf>,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_format(s: &str) -> Result<OutputFormat, String> {
+    s.parse()
+}
+
+fn default_rules(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| {
+        let local = PathBuf::from("rules");
+        if local.is_dir() { local } else { PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/rules")) }
+    })
+}
+
+fn default_key(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        home.join(".config/seedwatch/fingerprint.key")
+    })
+}
+
+fn run_options(inputs: Vec<PathBuf>, args: RunArgs) -> RunOptions {
+    RunOptions {
+        inputs,
+        archive: args.archive,
+        rules: default_rules(args.rules),
+        locations: args.locations,
+        roster: args.roster,
+        fingerprint_key: default_key(args.fingerprint_key),
+        progress: !args.quiet,
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn print_summary(report: &RunReport, archive: &Path) {
+    let d = &report.decode;
+    println!(
+        "read {} lines ({:.1} MB) from {} input(s) in {:.2} s ({} lines/s)",
+        thousands(d.lines),
+        d.bytes as f64 / 1e6,
+        report.inputs,
+        report.seconds,
+        thousands((d.lines as f64 / report.seconds.max(1e-9)) as u64)
+    );
+    let families: Vec<String> = Family::ALL.iter().map(|f| format!("{} {}", f, thousands(d.events[f.index()]))).collect();
+    println!("events:       {}", families.join(" · "));
+    if d.redacted > 0 {
+        println!("redacted:     {} lines carried a raw credential; stored as fingerprints only", thousands(d.redacted));
+    }
+    let dups: u64 = report.duplicates.values().sum();
+    if dups > 0 {
+        let per: Vec<String> = report.duplicates.iter().map(|(t, n)| format!("{t} {}", thousands(*n))).collect();
+        println!("duplicates:   {} skipped, already archived ({})", thousands(dups), per.join(", "));
+    }
+    let dead: Vec<String> = ReasonCode::ALL.iter().zip(d.dead).filter(|(_, n)| *n > 0).map(|(c, n)| format!("{c} {n}")).collect();
+    if dead.is_empty() {
+        println!("dead letters: 0");
+    } else {
+        println!("dead letters: {} ({}); see: seedwatch query --archive {} \"SELECT line, reason FROM dead_letter\"", d.dead_total(), dead.join(", "), archive.display());
+    }
+    let mut by_severity: BTreeMap<Severity, u64> = BTreeMap::new();
+    for f in &report.findings {
+        *by_severity.entry(f.severity).or_default() += 1;
+    }
+    let sev: Vec<String> = Severity::ALL.iter().rev().map(|s| format!("{s} {}", by_severity.get(s).copied().unwrap_or(0))).collect();
+    println!("findings:     {} ({})", report.findings.len(), sev.join(" · "));
+    println!("archive:      {} ({} files, {:.1} MB written)", archive.display(), report.commit.files, report.commit.bytes as f64 / 1e6);
+}
+
+fn print_score(truth_path: &Path, report: &RunReport, rules: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(truth_path).with_context(|| format!("reading {}", truth_path.display()))?;
+    let truth: Truth = serde_json::from_str(&text).with_context(|| format!("parsing {}", truth_path.display()))?;
+    let loaded: HashSet<String> = seedwatch_detect::load_rules(rules)?.into_iter().map(|r| r.id).collect();
+    let s = score(&truth, &report.findings, &loaded);
+    println!();
+    println!("against {}:", truth_path.display());
+    println!("  recall:          {}/{} labelled incidents found ({:.0}%)", s.found.len(), s.found.len() + s.missed.len(), 100.0 * s.recall());
+    for e in &s.missed {
+        println!("  MISSED           {} ({}): {}", e.id, e.rule, e.description);
+    }
+    for (e, id) in &s.lookalike_hits {
+        println!("  LOOK-ALIKE FIRED {} ({}), finding {id}", e.id, e.rule);
+    }
+    println!("  look-alikes:     {}/{} stayed quiet", truth.lookalikes.len() - s.lookalike_hits.len(), truth.lookalikes.len());
+    println!("  false positives: {} findings explained by no label", s.unexpected.len());
+    if !s.not_loaded.is_empty() {
+        let ids: Vec<&str> = s.not_loaded.iter().map(|e| e.rule.as_str()).collect();
+        println!("  not scored:      {} incidents need rules not loaded here ({})", s.not_loaded.len(), ids.join(", "));
+    }
+    let dead = report.decode.dead_total();
+    println!("  dead letters:    {dead} (the generator wrote {} bad lines)", truth.bad_lines);
+    Ok(())
+}
+
+fn print_findings(report: &RunReport) {
+    println!();
+    println!("{:<8}  {:<24}  {:<28}  {:<5}  {:<14}  {:>6}  {}", "SEVERITY", "RULE", "WHEN (UTC)", "STATE", "LOCATION", "EVENTS", "SUBJECT");
+    for f in &report.findings {
+        let when = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(f.window_start).map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
+        println!("{:<8}  {:<24}  {:<28}  {:<5}  {:<14}  {:>6}  {}", f.severity.as_str(), f.rule, when, f.state, f.location, f.event_count, f.subject);
+    }
+}
+
+async fn query(archive: &Path, format: OutputFormat, sql: &str) -> Result<()> {
+    let ctx = open_session(archive).await?;
+    let batches = run_query(&ctx, sql).await?;
+    println!("{}", format_batches(&batches, format)?);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    match execute(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn execute(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Generate { out, shape } => {
+            let truth = generate(&out, &GenerateOptions { days: shape.days, locations: shape.locations, seed: shape.seed, start: shape.start })?;
+            println!(
+                "wrote {} events ({} incidents, {} look-alikes, {} bad lines) to {}",
+                thousands(truth.events),
+                truth.incidents.len(),
+                truth.lookalikes.len(),
+                truth.bad_lines,
+                out.display()
+            );
+        }
+        Command::Run { input, common, truth } => {
+            let opts = run_options(input, common);
+            let report = run(&opts)?;
+            print_summary(&report, &opts.archive);
+            if let Some(truth) = truth {
+                print_score(&truth, &report, &opts.rules)?;
+            }
+        }
+        Command::Query { archive, format, sql } => runtime()?.block_on(query(&archive, format, &sql))?,
+        Command::Demo { dir, shape, rules } => {
+            let data = dir.join("data");
+            let archive = dir.join("archive");
+            println!("generating {} days of logs for {} locations into {} ...", shape.days, shape.locations, data.display());
+            generate(&data, &GenerateOptions { days: shape.days, locations: shape.locations, seed: shape.seed, start: shape.start })?;
+            let args = RunArgs { archive: archive.clone(), rules, locations: Some(data.join("locations.csv")), roster: Some(data.join("roster.csv")), fingerprint_key: Some(dir.join("fingerprint.key")), quiet: false };
+            let opts = run_options(vec![data.join("events.ndjson")], args);
+            let report = run(&opts)?;
+            print_summary(&report, &archive);
+            print_findings(&report);
+            print_score(&data.join("truth.json"), &report, &opts.rules)?;
+            println!();
+            println!("try: cargo run --release -- query --archive {} \"SELECT rule, severity, count(*) AS n FROM findings GROUP BY rule, severity ORDER BY n DESC\"", archive.display());
+        }
+        Command::Rules { command: RulesCommand::Check { rules } } => {
+            let dir = default_rules(rules);
+            let rules = seedwatch_detect::load_rules(&dir)?;
+            for r in &rules {
+                println!("ok  {:<26} {:<9} {:<8} {}", r.id, format!("{:?}", r.rule_type).to_lowercase(), r.severity.as_str(), r.file.display());
+            }
+            println!("{} rules in {} are valid", rules.len(), dir.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

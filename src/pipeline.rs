@@ -1,0 +1,198 @@
+//! The embedded pipeline: files (or stdin) → decode → detect → archive, on
+//! two threads joined by a bounded channel. The stages only meet through
+//! `Source`, `Detector` and `Sink` and the batch types in `schemas`, so the
+//! channel can be replaced by Kafka without touching them.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::mpsc::sync_channel;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use seedwatch_archive::{ArchiveWriter, CommitStats, Sink, WriterOptions};
+use seedwatch_detect::{load_rules, Detector, RuleEngine};
+use seedwatch_ingest::{file_source, stdin_source, ChunkLimits, DecodeStats, DecodedChunk, Decoder, Fingerprinter, LineChunk, Redactor, Source};
+use seedwatch_schemas::finding::findings_to_batch;
+use seedwatch_schemas::{Finding, Table};
+
+use crate::internal_events::{ArchiveCommitted, ArchiveWritten, BatchDetected, ChunkDecoded, FindingsEmitted};
+
+/// What `seedwatch run` needs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Input files; `-` is stdin.
+    pub inputs: Vec<PathBuf>,
+    /// Archive root.
+    pub archive: PathBuf,
+    /// Rules directory.
+    pub rules: PathBuf,
+    /// Optional locations.csv (validated now; used by schedule rules).
+    pub locations: Option<PathBuf>,
+    /// Optional roster.csv (validated now; used by reference rules).
+    pub roster: Option<PathBuf>,
+    /// File holding the local fingerprint secret (created if missing).
+    pub fingerprint_key: PathBuf,
+    /// Print progress lines to stderr.
+    pub progress: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    /// Decode counts over all inputs.
+    pub decode: DecodeStats,
+    /// Rows skipped because the archive already had them, by table.
+    pub duplicates: BTreeMap<&'static str, u64>,
+    /// Every finding emitted.
+    pub findings: Vec<Finding>,
+    /// What the archive wrote.
+    pub commit: CommitStats,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Number of inputs read.
+    pub inputs: usize,
+}
+
+enum Message {
+    Chunk { decoded: DecodedChunk, bytes_done: u64, seconds: f64, source_kind: &'static str },
+    Failed(anyhow::Error),
+}
+
+/// Run the embedded pipeline. Configuration is loaded and checked before any
+/// input is read, so a bad rule or a missing file stops the run with nothing written.
+pub fn run(opts: &RunOptions) -> Result<RunReport> {
+    let started = Instant::now();
+    let rules = load_rules(&opts.rules)?;
+    if let Some(path) = &opts.locations {
+        seedwatch_detect::reference::load_locations(path)?;
+    }
+    if let Some(path) = &opts.roster {
+        seedwatch_detect::reference::load_roster(path)?;
+    }
+    let redactor = Redactor::new(Fingerprinter::load_or_create(&opts.fingerprint_key)?)?;
+    let mut sources: Vec<(Box<dyn Source>, &'static str)> = Vec::new();
+    for input in &opts.inputs {
+        if input.as_os_str() == "-" {
+            sources.push((Box::new(stdin_source(ChunkLimits::default())), "stdin"));
+        } else {
+            sources.push((Box::new(file_source(input, ChunkLimits::default())?), "file"));
+        }
+    }
+    if sources.is_empty() {
+        return Err(anyhow!("no input: pass --input FILE (or - for stdin)"));
+    }
+    let total_bytes: Option<u64> = sources.iter().map(|(s, _)| s.size_hint()).sum();
+    let mut engine = RuleEngine::new(rules)?;
+    let mut sink = ArchiveWriter::open(&opts.archive, WriterOptions::default())
+        .with_context(|| format!("opening the archive at {}", opts.archive.display()))?;
+
+    let inputs = sources.len();
+    let (tx, rx) = sync_channel::<Message>(4);
+    let decoder_thread = thread::Builder::new().name("seedwatch-decode".into()).spawn(move || {
+        let mut decoder = Decoder::new(redactor);
+        let mut chunk = LineChunk::new();
+        let mut bytes_before = 0;
+        for (mut source, source_kind) in sources {
+            loop {
+                let t = Instant::now();
+                let more = match source.next_chunk(&mut chunk) {
+                    Ok(more) => more,
+                    Err(e) => {
+                        let _ = tx.send(Message::Failed(e.into()));
+                        return;
+                    }
+                };
+                if !more {
+                    break;
+                }
+                let now_ms = chrono::Utc::now().timestamp_millis();
+                let message = match decoder.decode_chunk(&chunk, now_ms) {
+                    Ok(decoded) => Message::Chunk { decoded, bytes_done: bytes_before + source.bytes_read(), seconds: t.elapsed().as_secs_f64(), source_kind },
+                    Err(e) => Message::Failed(e.into()),
+                };
+                if tx.send(message).is_err() {
+                    return;
+                }
+            }
+            bytes_before += source.bytes_read();
+        }
+    })?;
+
+    let mut report = RunReport { inputs, ..RunReport::default() };
+    let mut findings = Vec::new();
+    let mut last_progress = Instant::now();
+    let mut progress_printed = false;
+    for message in rx {
+        let (decoded, bytes_done, seconds, source_kind) = match message {
+            Message::Chunk { decoded, bytes_done, seconds, source_kind } => (decoded, bytes_done, seconds, source_kind),
+            Message::Failed(e) => return Err(e),
+        };
+        ChunkDecoded { source_kind, stats: &decoded.stats, seconds }.emit();
+        report.decode.merge(&decoded.stats);
+        for events in &decoded.events {
+            let t = Instant::now();
+            let stats = engine.process(events, &mut findings)?;
+            BatchDetected { family: events.family, stats: &stats, seconds: t.elapsed().as_secs_f64() }.emit();
+            write(&mut sink, Table::Events(events.family), &events.batch, &mut report)?;
+        }
+        if let Some(dead) = &decoded.dead_letters {
+            write(&mut sink, Table::DeadLetter, dead, &mut report)?;
+        }
+        emit_findings(&mut sink, &mut findings, &mut report)?;
+        if opts.progress && last_progress.elapsed() >= Duration::from_secs(2) {
+            print_progress(&report, bytes_done, total_bytes, started);
+            last_progress = Instant::now();
+            progress_printed = true;
+        }
+    }
+    decoder_thread.join().map_err(|_| anyhow!("the decoder thread panicked"))?;
+    engine.flush(&mut findings);
+    emit_findings(&mut sink, &mut findings, &mut report)?;
+    let t = Instant::now();
+    report.commit = sink.commit()?;
+    ArchiveCommitted { stats: &report.commit, seconds: t.elapsed().as_secs_f64() }.emit();
+    if progress_printed {
+        eprintln!();
+    }
+    seedwatch_detect::engine::sort_findings(&mut report.findings);
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn write(sink: &mut ArchiveWriter, table: Table, batch: &seedwatch_schemas::arrow::record_batch::RecordBatch, report: &mut RunReport) -> Result<()> {
+    let (_, duplicates) = sink.write(table, batch)?;
+    ArchiveWritten { table: table.name(), duplicates }.emit();
+    if duplicates > 0 {
+        *report.duplicates.entry(table.name()).or_default() += duplicates;
+    }
+    Ok(())
+}
+
+fn emit_findings(sink: &mut ArchiveWriter, findings: &mut Vec<Finding>, report: &mut RunReport) -> Result<()> {
+    if findings.is_empty() {
+        return Ok(());
+    }
+    FindingsEmitted { findings }.emit();
+    let batch = findings_to_batch(findings)?;
+    write(sink, Table::Findings, &batch, report)?;
+    report.findings.append(findings);
+    Ok(())
+}
+
+fn print_progress(report: &RunReport, bytes_done: u64, total: Option<u64>, started: Instant) {
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    let pct = total.filter(|t| *t > 0).map(|t| format!(" ({:.0}%)", 100.0 * bytes_done as f64 / t as f64)).unwrap_or_default();
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\rprogress: {} lines, {:.1} MB{pct}, {:.0} lines/s, {} dead letters, {} findings   ",
+        report.decode.lines,
+        bytes_done as f64 / 1e6,
+        report.decode.lines as f64 / secs,
+        report.decode.dead_total(),
+        report.findings.len()
+    );
+    let _ = err.flush();
+}

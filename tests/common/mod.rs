@@ -1,0 +1,70 @@
+//! Shared fixtures for the end-to-end tests: one generated data set and one
+//! archive per test binary, built on first use.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use chrono::NaiveDate;
+use seedwatch::generate::{generate, GenerateOptions, Truth};
+use seedwatch::pipeline::{run, RunOptions, RunReport};
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub truth: Truth,
+    pub report: RunReport,
+}
+
+impl Fixture {
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+    pub fn archive(&self) -> PathBuf {
+        self.dir.path().join("archive")
+    }
+    pub fn options(&self) -> RunOptions {
+        run_options(&self.data(), &self.archive(), self.dir.path())
+    }
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn run_options(data: &Path, archive: &Path, dir: &Path) -> RunOptions {
+    RunOptions {
+        inputs: vec![data.join("events.ndjson")],
+        archive: archive.to_path_buf(),
+        rules: repo().join("rules"),
+        locations: Some(data.join("locations.csv")),
+        roster: Some(data.join("roster.csv")),
+        fingerprint_key: dir.join("fingerprint.key"),
+        progress: false,
+    }
+}
+
+pub fn options(days: u32, locations: usize, seed: u64) -> GenerateOptions {
+    GenerateOptions { days, locations, seed, start: NaiveDate::from_ymd_opt(2026, 10, 19).unwrap_or_default() }
+}
+
+/// The default demo shape (21 days, 6 locations), generated and run once.
+pub fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let truth = generate(&dir.path().join("data"), &options(21, 6, 42)).expect("generate");
+        let opts = run_options(&dir.path().join("data"), &dir.path().join("archive"), dir.path());
+        let report = run(&opts).expect("run");
+        Fixture { dir, truth, report }
+    })
+}
+
+pub fn seedwatch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_seedwatch")).args(args).current_dir(repo()).output().expect("running seedwatch")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

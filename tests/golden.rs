@@ -1,0 +1,55 @@
+//! Detector goldens: `tests/golden/<case>/input.ndjson` through the shipped
+//! rules must give exactly `expected.json`. `SEEDWATCH_UPDATE_GOLDEN=1`
+//! rewrites the expected files; review the diff before committing.
+
+mod common;
+
+use std::path::Path;
+
+use seedwatch_detect::{load_rules, Detector, RuleEngine};
+use seedwatch_ingest::{source::reader_source, Decoder, Fingerprinter, LineChunk, Redactor, Source};
+
+fn fixed_clock() -> i64 {
+    1_800_000_000_000
+}
+
+fn findings_for(input: &Path) -> String {
+    let rules = load_rules(&common::repo().join("rules")).expect("rules");
+    let mut engine = RuleEngine::new(rules).expect("engine").with_clock(fixed_clock);
+    let fp = Fingerprinter::new(b"golden-secret-0123456789").expect("fingerprinter");
+    let mut decoder = Decoder::new(Redactor::new(fp).expect("redactor"));
+    let file = std::fs::File::open(input).expect("input");
+    let mut source = reader_source("input.ndjson", file);
+    let mut chunk = LineChunk::new();
+    let mut findings = Vec::new();
+    while source.next_chunk(&mut chunk).expect("read") {
+        let decoded = decoder.decode_chunk(&chunk, fixed_clock()).expect("decode");
+        assert_eq!(decoded.stats.dead_total(), 0, "golden inputs must be valid");
+        for batch in &decoded.events {
+            engine.process(batch, &mut findings).expect("detect");
+        }
+    }
+    engine.flush(&mut findings);
+    seedwatch_detect::engine::sort_findings(&mut findings);
+    serde_json::to_string_pretty(&findings).expect("json") + "\n"
+}
+
+#[test]
+fn detector_goldens() {
+    let root = common::repo().join("tests/golden");
+    let update = std::env::var_os("SEEDWATCH_UPDATE_GOLDEN").is_some();
+    let mut cases = 0;
+    let mut entries: Vec<_> = std::fs::read_dir(&root).expect("golden dir").flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for dir in entries.into_iter().filter(|p| p.is_dir()) {
+        let got = findings_for(&dir.join("input.ndjson"));
+        let expected_path = dir.join("expected.json");
+        if update {
+            std::fs::write(&expected_path, &got).expect("write golden");
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        assert!(got == expected, "{} differs from {}:\n{got}", dir.display(), expected_path.display());
+        cases += 1;
+    }
+    assert!(cases >= 3, "only {cases} golden cases found");
+}
