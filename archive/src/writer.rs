@@ -252,7 +252,7 @@ impl Sink for ArchiveWriter {
         let (mut kept, mut duplicates) = (0u64, 0u64);
         for day in days {
             let flush_rows = self.options.flush_rows;
-            let mut table_ids = self.dead_letter_ids.take();
+            let mut table_ids = if table == Table::DeadLetter { self.dead_letter_ids.take() } else { None };
             let partition = self.partition(table, day)?;
             let ids_seen = table_ids.as_mut().unwrap_or(&mut partition.ids);
             let keep: BooleanArray = (0..batch.num_rows())
@@ -271,7 +271,9 @@ impl Sink for ArchiveWriter {
                 partition.pending_rows += rows;
             }
             let full = partition.pending_rows >= flush_rows;
-            self.dead_letter_ids = table_ids;
+            if table == Table::DeadLetter {
+                self.dead_letter_ids = table_ids;
+            }
             if full {
                 self.flush_partition(table, day)?;
             }

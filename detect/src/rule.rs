@@ -210,7 +210,10 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
         }
     }
     let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(|e| err("filter", e.to_string()))?;
-    let sql_err = |e: datafusion::error::DataFusionError| err("filter", format!("field `filter`: {e}"));
+    // DataFusion messages can span lines; a configuration error is one line.
+    let sql_err = |e: datafusion::error::DataFusionError| {
+        err("filter", format!("field `filter`: {}", e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")))
+    };
     let expr = ctx.parse_sql_expr(&sql, &df_schema).map_err(sql_err)?;
     let data_type = expr.get_type(&df_schema).map_err(sql_err)?;
     if data_type != DataType::Boolean {
