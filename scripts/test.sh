@@ -26,3 +26,6 @@ cargo test --release --locked --workspace --no-fail-fast "$@"
 
 echo "test.sh: checking the shipped rules"
 "$CARGO_TARGET_DIR/release/seedwatch" rules check --rules rules
+
+echo "test.sh: running every rule over its fixtures"
+"$CARGO_TARGET_DIR/release/seedwatch" rules test --rules rules

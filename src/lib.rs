@@ -5,4 +5,5 @@
 pub mod generate;
 pub mod internal_events;
 pub mod pipeline;
+pub mod rule_fixtures;
 pub mod truth;

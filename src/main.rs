@@ -93,6 +93,12 @@ enum RulesCommand {
         #[arg(long)]
         rules: Option<PathBuf>,
     },
+    /// Run each rule over its fixtures (`<name>.positive.ndjson` must fire, `<name>.negative.ndjson` must not).
+    Test {
+        /// Rules directory.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -320,6 +326,22 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 println!("ok  {:<26} {:<9} {:<8} {}", r.id, format!("{:?}", r.rule_type).to_lowercase(), r.severity.as_str(), r.file.display());
             }
             println!("{} rules in {} are valid", rules.len(), dir.display());
+        }
+        Command::Rules { command: RulesCommand::Test { rules } } => {
+            let dir = default_rules(rules);
+            let results = seedwatch::rule_fixtures::test_rules(&dir)?;
+            let failed = results.iter().filter(|r| !r.problems.is_empty()).count();
+            for r in &results {
+                let status = if r.problems.is_empty() { "ok  " } else { "FAIL" };
+                println!("{status} {:<26} positive: {} finding(s), negative: {}", r.rule, r.positive, r.negative);
+                for p in &r.problems {
+                    println!("     {p}");
+                }
+            }
+            println!("{} passed, {} failed", results.len() - failed, failed);
+            if failed > 0 {
+                return Ok(ExitCode::from(1));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

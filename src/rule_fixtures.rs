@@ -1,0 +1,76 @@
+//! `seedwatch rules test`: every rule ships fixtures beside its YAML file,
+//! `<name>.positive.ndjson` (must produce at least one finding of the rule)
+//! and `<name>.negative.ndjson` (near misses: must produce none). Each rule
+//! runs alone over its own fixtures.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use seedwatch_detect::{load_rules, CompiledRule, Detector, RuleEngine};
+use seedwatch_ingest::{file_source, ChunkLimits, Decoder, Fingerprinter, LineChunk, Redactor, Source};
+
+/// Outcome of one rule's fixtures.
+#[derive(Debug, Clone)]
+pub struct FixtureResult {
+    /// Rule id.
+    pub rule: String,
+    /// Findings of the rule over the positive fixture.
+    pub positive: usize,
+    /// Findings of the rule over the negative fixture.
+    pub negative: usize,
+    /// What is wrong; empty when the rule passes.
+    pub problems: Vec<String>,
+}
+
+/// The fixture file of `kind` (`positive` or `negative`) for a rule file.
+pub fn fixture_path(rule_file: &Path, kind: &str) -> PathBuf {
+    let stem = rule_file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    rule_file.with_file_name(format!("{stem}.{kind}.ndjson"))
+}
+
+fn findings_over(rule: &CompiledRule, path: &Path, problems: &mut Vec<String>) -> Result<usize> {
+    let mut source = file_source(path, ChunkLimits::default())?;
+    let fingerprinter = Fingerprinter::new(b"seedwatch-rule-fixtures")?;
+    let mut decoder = Decoder::new(Redactor::new(fingerprinter)?);
+    let mut engine = RuleEngine::new(vec![rule.clone()])?;
+    let mut chunk = LineChunk::new();
+    let mut findings = Vec::new();
+    while source.next_chunk(&mut chunk)? {
+        let decoded = decoder.decode_chunk(&chunk, 0)?;
+        if decoded.stats.dead_total() > 0 {
+            problems.push(format!("{} has {} invalid lines", path.display(), decoded.stats.dead_total()));
+        }
+        for batch in &decoded.events {
+            engine.process(batch, &mut findings)?;
+        }
+    }
+    engine.flush(&mut findings);
+    Ok(findings.iter().filter(|f| f.rule == rule.id).count())
+}
+
+/// Run every rule under `dir` over its fixtures.
+pub fn test_rules(dir: &Path) -> Result<Vec<FixtureResult>> {
+    let rules = load_rules(dir)?;
+    let mut results = Vec::with_capacity(rules.len());
+    for rule in &rules {
+        let mut problems = Vec::new();
+        let mut count = |kind: &str| -> Result<usize> {
+            let path = fixture_path(&rule.file, kind);
+            if !path.exists() {
+                problems.push(format!("missing fixture {}", path.display()));
+                return Ok(0);
+            }
+            findings_over(rule, &path, &mut problems).with_context(|| format!("rule {}: {}", rule.id, path.display()))
+        };
+        let positive = count("positive")?;
+        let negative = count("negative")?;
+        if positive == 0 {
+            problems.push("the positive fixture produced no finding".into());
+        }
+        if negative > 0 {
+            problems.push(format!("the negative fixture produced {negative} finding(s)"));
+        }
+        results.push(FixtureResult { rule: rule.id.clone(), positive, negative, problems });
+    }
+    Ok(results)
+}
