@@ -533,7 +533,9 @@ pub fn generate(out: &Path, opts: &GenerateOptions) -> Result<Truth> {
         }
     }
     incidents(&mut w, &sites, opts);
-    w.lines.sort_by_key(|(t, _)| *t);
+    // Identical lines are one event (the archive dedups them), so write each once.
+    w.lines.sort();
+    w.lines.dedup();
     w.truth.events = w.lines.len() as u64;
 
     // Collector glitches: lines that must be dead-lettered, not dropped.

@@ -338,7 +338,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                     println!("     {p}");
                 }
             }
-            println!("{} passed, {} failed", results.len() - failed, failed);
+            println!("rules test: {} of {} rules pass their fixtures", results.len() - failed, results.len());
             if failed > 0 {
                 return Ok(ExitCode::from(1));
             }
