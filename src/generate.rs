@@ -450,7 +450,9 @@ fn incidents(w: &mut Writer, sites: &[Site], opts: &GenerateOptions) {
     let site = s(1);
     let t0 = local(site, day(1), 23 * 60 + 40);
     w.push(t0, api(site, t0, "GET", "/packages/v2/export", 200, 48_000, "91.132.147.5", Some(&site.key_id)));
-    w.truth.incidents.push(entry("api-bulk-export", "api.bulk_export", site, &site.key_id, t0, t0, "48,000 records in one export call at 23:40 (6.1: bulk export is critical)"));
+    let mut e = entry("api-bulk-export", "api.bulk_export", site, &site.key_id, t0, t0, "48,000 records in one export call at 23:40 (6.1: bulk export is critical)");
+    e.also = vec!["api.off_hours".into()];
+    w.truth.incidents.push(e);
 
     // The Nevada 4:20 rush: sync timeouts, backlog growing to 47 over 3 hours (001 mistake 2).
     let site = sites.iter().find(|s| s.state == "NV").unwrap_or(s(2));
@@ -483,6 +485,39 @@ fn incidents(w: &mut Writer, sites: &[Site], opts: &GenerateOptions) {
     let reset = site.employees[2].user.clone();
     w.push(t4, audit(site, t4, &admin, "password_reset", json!({"target": reset, "src_ip": "185.220.101.34"})));
     w.truth.incidents.push(entry("password-reset", "audit.password_reset", site, &admin, t4, t4, "unexpected password reset of a manager at night (6.1)"));
+
+    // The attacker's own login, at 02:05 before the admin changes above (5.1: logins outside business hours).
+    let site = s(0);
+    let t0 = local(site, day(2), 2 * 60 + 5);
+    w.push(t0, login(site, t0, &admin, "185.220.101.34", true, None));
+    w.truth.incidents.push(entry("off-hours-login", "login.off_hours", site, &admin, t0, t0, "admin login at 02:05 local from a Tor exit (5.1)"));
+
+    // Look-alikes: a late-evening login inside hours, and a 3 am login at a 24-hour site.
+    let manager = site.employees[1].user.clone();
+    let t0 = local(site, day(1), site.close.saturating_sub(20));
+    w.push(t0, login(site, t0, &manager, &site.office_ip, true, None));
+    w.truth.lookalikes.push(entry("late-evening-login", "login.off_hours", site, &manager, t0, t0, "login 20 minutes before closing: inside hours"));
+    if let Some(site) = sites.iter().find(|s| s.close - s.open >= 24 * 60) {
+        let user = site.employees[2].user.clone();
+        let t0 = local(site, day(1), 3 * 60 + 10);
+        w.push(t0, login(site, t0, &user, &site.office_ip, true, None));
+        w.truth.lookalikes.push(entry("night-shift-24h", "login.off_hours", site, &user, t0, t0, "3 am login at a 24-hour site"));
+    }
+
+    // API calls at 3 am from the POS of a store that closes at night (2.4.4: review next business day).
+    let site = s(4);
+    let t0 = local(site, day(0), 3 * 60);
+    for k in 0..5 {
+        let t = t0 + k * 240_000;
+        w.push(t, api(site, t, "GET", "/packages/v2/active", 200, 150, &site.pos_ip, Some(&site.key_id)));
+    }
+    w.truth.incidents.push(entry("api-off-hours", "api.off_hours", site, &site.key_id, t0, t0 + 16 * 60_000, "5 API calls between 03:00 and 03:16 local"));
+
+    // A manager terminated four months ago logs in again (Massachusetts 2023; 001 mistake 5).
+    let site = &sites[n - 1];
+    let t0 = local(site, day(1), 11 * 60);
+    w.push(t0, login(site, t0, "derek.former", "98.51.7.20", true, None));
+    w.truth.incidents.push(entry("terminated-login", "login.terminated_user", site, "derek.former", t0, t0, "login by a manager terminated 4 months earlier (1.2: insider threats)"));
 
     // Ex-employee deactivated properly: the deactivation itself is an audit finding.
     let site = s(5);

@@ -224,12 +224,16 @@ fn print_summary(report: &RunReport, archive: &Path) {
     let sev: Vec<String> = Severity::ALL.iter().rev().map(|s| format!("{s} {}", by_severity.get(s).copied().unwrap_or(0))).collect();
     println!("findings:     {} ({})", report.findings.len(), sev.join(" · "));
     println!("archive:      {} ({} files, {:.1} MB written)", archive.display(), report.commit.files, report.commit.bytes as f64 / 1e6);
+    for (rule, why) in &report.skipped_rules {
+        println!("skipped rule: {rule} {why}");
+    }
 }
 
 fn print_score(truth_path: &Path, report: &RunReport, rules: &Path) -> Result<()> {
     let text = std::fs::read_to_string(truth_path).with_context(|| format!("reading {}", truth_path.display()))?;
     let truth: Truth = serde_json::from_str(&text).with_context(|| format!("parsing {}", truth_path.display()))?;
-    let loaded: HashSet<String> = seedwatch_detect::load_rules(rules)?.into_iter().map(|r| r.id).collect();
+    let skipped: HashSet<&str> = report.skipped_rules.iter().map(|(r, _)| r.as_str()).collect();
+    let loaded: HashSet<String> = seedwatch_detect::load_rules(rules)?.into_iter().map(|r| r.id).filter(|r| !skipped.contains(r.as_str())).collect();
     let s = score(&truth, &report.findings, &loaded);
     println!();
     println!("against {}:", truth_path.display());

@@ -6,12 +6,14 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::sync_channel;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use seedwatch_archive::{ArchiveWriter, CommitStats, Sink, WriterOptions};
+use seedwatch_detect::reference::Reference;
 use seedwatch_detect::{load_rules, Detector, RuleEngine};
 use seedwatch_ingest::{file_source, stdin_source, ChunkLimits, DecodeStats, DecodedChunk, Decoder, Fingerprinter, LineChunk, Redactor, Source};
 use seedwatch_schemas::finding::findings_to_batch;
@@ -53,6 +55,8 @@ pub struct RunReport {
     pub seconds: f64,
     /// Number of inputs read.
     pub inputs: usize,
+    /// Rules not evaluated for lack of reference data, with the reason.
+    pub skipped_rules: Vec<(String, &'static str)>,
 }
 
 enum Message {
@@ -65,11 +69,12 @@ enum Message {
 pub fn run(opts: &RunOptions) -> Result<RunReport> {
     let started = Instant::now();
     let rules = load_rules(&opts.rules)?;
+    let mut reference = Reference::default();
     if let Some(path) = &opts.locations {
-        seedwatch_detect::reference::load_locations(path)?;
+        reference.locations = seedwatch_detect::reference::load_locations(path)?;
     }
     if let Some(path) = &opts.roster {
-        seedwatch_detect::reference::load_roster(path)?;
+        reference.roster = seedwatch_detect::reference::load_roster(path)?;
     }
     let redactor = Redactor::new(Fingerprinter::load_or_create(&opts.fingerprint_key)?)?;
     let mut sources: Vec<(Box<dyn Source>, &'static str)> = Vec::new();
@@ -84,7 +89,10 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         return Err(anyhow!("no input: pass --input FILE (or - for stdin)"));
     }
     let total_bytes: Option<u64> = sources.iter().map(|(s, _)| s.size_hint()).sum();
-    let mut engine = RuleEngine::new(rules)?;
+    let mut engine = RuleEngine::with_reference(rules, Arc::new(reference))?;
+    for (rule, why) in engine.skipped() {
+        tracing::warn!(rule = %rule, reason = why, "rule skipped");
+    }
     let mut sink = ArchiveWriter::open(&opts.archive, WriterOptions::default())
         .with_context(|| format!("opening the archive at {}", opts.archive.display()))?;
 
@@ -120,7 +128,8 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         }
     })?;
 
-    let mut report = RunReport { inputs, ..RunReport::default() };
+    let skipped_rules = engine.skipped().iter().map(|(r, why)| (r.clone(), *why)).collect();
+    let mut report = RunReport { inputs, skipped_rules, ..RunReport::default() };
     let mut findings = Vec::new();
     let mut last_progress = Instant::now();
     let mut progress_printed = false;

@@ -1,11 +1,14 @@
 //! `seedwatch rules test`: every rule ships fixtures beside its YAML file,
 //! `<name>.positive.ndjson` (must produce at least one finding of the rule)
 //! and `<name>.negative.ndjson` (near misses: must produce none). Each rule
-//! runs alone over its own fixtures.
+//! runs alone over its own fixtures; `schedule` and `reference` rules join
+//! against `<rules>/fixtures/locations.csv` and `<rules>/fixtures/roster.csv`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use seedwatch_detect::reference::{load_locations, load_roster, Reference};
 use seedwatch_detect::{load_rules, CompiledRule, Detector, RuleEngine};
 use seedwatch_ingest::{file_source, ChunkLimits, Decoder, Fingerprinter, LineChunk, Redactor, Source};
 
@@ -28,11 +31,28 @@ pub fn fixture_path(rule_file: &Path, kind: &str) -> PathBuf {
     rule_file.with_file_name(format!("{stem}.{kind}.ndjson"))
 }
 
-fn findings_over(rule: &CompiledRule, path: &Path, problems: &mut Vec<String>) -> Result<usize> {
+/// Reference files for fixtures live in `<rules>/fixtures/`.
+fn fixture_reference(dir: &Path) -> Result<Reference> {
+    let mut reference = Reference::default();
+    let locations = dir.join("fixtures/locations.csv");
+    if locations.exists() {
+        reference.locations = load_locations(&locations)?;
+    }
+    let roster = dir.join("fixtures/roster.csv");
+    if roster.exists() {
+        reference.roster = load_roster(&roster)?;
+    }
+    Ok(reference)
+}
+
+fn findings_over(rule: &CompiledRule, reference: &Arc<Reference>, path: &Path, problems: &mut Vec<String>) -> Result<usize> {
     let mut source = file_source(path, ChunkLimits::default())?;
     let fingerprinter = Fingerprinter::new(b"seedwatch-rule-fixtures")?;
     let mut decoder = Decoder::new(Redactor::new(fingerprinter)?);
-    let mut engine = RuleEngine::new(vec![rule.clone()])?;
+    let mut engine = RuleEngine::with_reference(vec![rule.clone()], reference.clone())?;
+    if let Some((_, why)) = engine.skipped().first() {
+        problems.push(format!("cannot run: {why}; add it under fixtures/"));
+    }
     let mut chunk = LineChunk::new();
     let mut findings = Vec::new();
     while source.next_chunk(&mut chunk)? {
@@ -51,6 +71,7 @@ fn findings_over(rule: &CompiledRule, path: &Path, problems: &mut Vec<String>) -
 /// Run every rule under `dir` over its fixtures.
 pub fn test_rules(dir: &Path) -> Result<Vec<FixtureResult>> {
     let rules = load_rules(dir)?;
+    let reference = Arc::new(fixture_reference(dir)?);
     let mut results = Vec::with_capacity(rules.len());
     for rule in &rules {
         let mut problems = Vec::new();
@@ -60,7 +81,7 @@ pub fn test_rules(dir: &Path) -> Result<Vec<FixtureResult>> {
                 problems.push(format!("missing fixture {}", path.display()));
                 return Ok(0);
             }
-            findings_over(rule, &path, &mut problems).with_context(|| format!("rule {}: {}", rule.id, path.display()))
+            findings_over(rule, &reference, &path, &mut problems).with_context(|| format!("rule {}: {}", rule.id, path.display()))
         };
         let positive = count("positive")?;
         let negative = count("negative")?;

@@ -1,6 +1,7 @@
 //! The rule engine: filters on whole batches, per-key windows on the rows that pass.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::{cast, filter_record_batch, sort_to_indices};
@@ -10,7 +11,8 @@ use seedwatch_schemas::finding::MAX_EVIDENCE;
 use seedwatch_schemas::{EventBatch, Finding};
 use serde_json::json;
 
-use crate::rule::{CompiledRule, RuleType};
+use crate::reference::Reference;
+use crate::rule::{CompiledRule, RowCondition, RuleType};
 use crate::{DetectError, DetectStats, Detector};
 
 /// Sweep idle keys out of memory every this many batches per rule.
@@ -49,6 +51,8 @@ struct RuleState {
 pub struct RuleEngine {
     rules: Vec<RuleState>,
     by_family: [Vec<usize>; 4],
+    reference: Arc<Reference>,
+    skipped: Vec<(String, &'static str)>,
     clock: fn() -> i64,
 }
 
@@ -61,18 +65,41 @@ fn eval_error(rule: &CompiledRule, e: impl std::fmt::Display) -> DetectError {
 }
 
 impl RuleEngine {
-    /// An engine over `rules`.
+    /// An engine over `rules` with no reference data: `schedule` and
+    /// `reference` rules are skipped (see [`RuleEngine::skipped`]).
     pub fn new(rules: Vec<CompiledRule>) -> Result<Self, DetectError> {
+        Self::with_reference(rules, Arc::new(Reference::default()))
+    }
+
+    /// An engine over `rules`, joining against `reference`. Rules whose
+    /// reference table is empty are skipped and listed by [`RuleEngine::skipped`].
+    pub fn with_reference(rules: Vec<CompiledRule>, reference: Arc<Reference>) -> Result<Self, DetectError> {
         let mut by_family: [Vec<usize>; 4] = Default::default();
         let mut states = Vec::with_capacity(rules.len());
-        for (i, rule) in rules.into_iter().enumerate() {
+        let mut skipped = Vec::new();
+        for rule in rules {
+            let missing = match rule.condition {
+                RowCondition::OutsideHours if reference.locations.is_empty() => Some("needs locations.csv (--locations)"),
+                RowCondition::TerminatedUser { .. } if reference.roster.is_empty() => Some("needs roster.csv (--roster)"),
+                _ => None,
+            };
+            if let Some(why) = missing {
+                skipped.push((rule.id.clone(), why));
+                continue;
+            }
+            let i = states.len();
             let schema = seedwatch_schemas::arrow_schema::event_schema(rule.family);
             let fields = rule.group_by.iter().map(|c| SortField::new(schema.field(*c).data_type().clone())).collect();
             let converter = RowConverter::new(fields).map_err(|e| eval_error(&rule, e))?;
             by_family[rule.family.index()].push(i);
             states.push(RuleState { rule, keys: HashMap::new(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0 });
         }
-        Ok(Self { rules: states, by_family, clock: wall_clock_ms })
+        Ok(Self { rules: states, by_family, reference, skipped, clock: wall_clock_ms })
+    }
+
+    /// Rules not evaluated for lack of reference data, with the reason.
+    pub fn skipped(&self) -> &[(String, &'static str)] {
+        &self.skipped
     }
 
     /// Use a fixed clock for `detected_at` (golden tests).
@@ -99,7 +126,7 @@ impl Detector for RuleEngine {
         for &i in &self.by_family[events.family.index()] {
             let state = &mut self.rules[i];
             stats.rows_evaluated += events.batch.num_rows() as u64;
-            let (matched, opened) = state.process(&events.batch, now, out)?;
+            let (matched, opened) = state.process(&events.batch, &self.reference, now, out)?;
             stats.rows_matched += matched;
             stats.findings_opened += opened;
         }
@@ -145,7 +172,7 @@ fn string_col<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray,
 }
 
 impl RuleState {
-    fn process(&mut self, batch: &RecordBatch, now: i64, out: &mut Vec<Finding>) -> Result<(u64, u64), DetectError> {
+    fn process(&mut self, batch: &RecordBatch, reference: &Reference, now: i64, out: &mut Vec<Finding>) -> Result<(u64, u64), DetectError> {
         let rule = &self.rule;
         let mask = rule
             .filter
@@ -156,7 +183,14 @@ impl RuleState {
         if mask.true_count() == 0 {
             return Ok((0, 0));
         }
-        let matched = filter_record_batch(batch, mask).map_err(|e| eval_error(rule, e))?;
+        let mut matched = filter_record_batch(batch, mask).map_err(|e| eval_error(rule, e))?;
+        if rule.condition != RowCondition::None {
+            let mask = condition_mask(rule.condition, &matched, reference).map_err(|e| eval_error(rule, e))?;
+            if mask.true_count() == 0 {
+                return Ok((0, 0));
+            }
+            matched = filter_record_batch(&matched, &mask).map_err(|e| eval_error(rule, e))?;
+        }
         let n = matched.num_rows();
         let keys = self
             .converter
@@ -322,6 +356,34 @@ impl RuleState {
     }
 }
 
+/// Evaluate a reference-data condition over the rows that passed the filter.
+fn condition_mask(condition: RowCondition, batch: &RecordBatch, reference: &Reference) -> Result<BooleanArray, String> {
+    let time: &datafusion::arrow::array::PrimitiveArray<TimestampMillisecondType> = batch
+        .column_by_name("time")
+        .and_then(|c| c.as_primitive_opt())
+        .ok_or("no time column")?;
+    Ok(match condition {
+        RowCondition::None => BooleanArray::from(vec![true; batch.num_rows()]),
+        RowCondition::OutsideHours => {
+            let location = string_col(batch, "location")?;
+            // A location missing from locations.csv cannot be judged: it does not fire.
+            (0..batch.num_rows())
+                .map(|i| Some(reference.locations.get(location.value(i)).is_some_and(|l| !l.is_open_at(time.value(i)))))
+                .collect()
+        }
+        RowCondition::TerminatedUser { column } => {
+            let users = as_utf8(batch, column)?;
+            let users = users.as_string::<i32>();
+            (0..batch.num_rows())
+                .map(|i| {
+                    let entry = (!users.is_null(i)).then(|| reference.roster.get(users.value(i))).flatten();
+                    Some(entry.and_then(|e| e.terminated_at_ms).is_some_and(|at| time.value(i) >= at))
+                })
+                .collect()
+        }
+    })
+}
+
 /// Fill in `details` and hand the finding out.
 fn render(rule: &CompiledRule, open: OpenFinding) -> Finding {
     let mut f = open.finding;
@@ -329,6 +391,11 @@ fn render(rule: &CompiledRule, open: OpenFinding) -> Finding {
     if rule.rule_type == RuleType::Threshold {
         details["threshold"] = json!(rule.threshold_for(&f.system));
         details["window_seconds"] = json!(rule.window_ms / 1000);
+    }
+    match rule.rule_type {
+        RuleType::Schedule => details["check"] = json!("outside business hours (locations.csv, local time)"),
+        RuleType::Reference => details["check"] = json!("user terminated before the event (roster.csv)"),
+        _ => {}
     }
     if !open.distinct_values.is_empty() {
         details["distinct_values"] = json!(open.distinct_values);

@@ -119,20 +119,58 @@ pub fn load_locations(path: &Path) -> Result<HashMap<String, Location>, DetectEr
     Ok(out)
 }
 
+/// A roster row with its termination time parsed.
+#[derive(Debug, Clone)]
+pub struct RosterEntry {
+    /// The row as written.
+    pub row: RosterRow,
+    /// Termination time (UTC ms) when the user is terminated.
+    pub terminated_at_ms: Option<i64>,
+}
+
+/// Reference data the detectors join against. Empty tables are allowed: the
+/// rules that need them are skipped (the pipeline says so).
+#[derive(Debug, Clone, Default)]
+pub struct Reference {
+    /// locations.csv by location id.
+    pub locations: HashMap<String, Location>,
+    /// roster.csv by user.
+    pub roster: HashMap<String, RosterEntry>,
+}
+
+impl Location {
+    /// Whether `t` (UTC ms) falls inside the location's local business hours.
+    /// Hours that cross midnight (`18:00`-`02:00`) are supported.
+    pub fn is_open_at(&self, t: i64) -> bool {
+        if self.is_24_hours() {
+            return true;
+        }
+        let Some(utc) = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(t) else { return true };
+        let local = utc.with_timezone(&self.tz);
+        let minute = chrono::Timelike::hour(&local) * 60 + chrono::Timelike::minute(&local);
+        if self.open_minute <= self.close_minute {
+            minute >= self.open_minute && minute < self.close_minute
+        } else {
+            minute >= self.open_minute || minute < self.close_minute
+        }
+    }
+}
+
 /// Load `roster.csv`, keyed by user.
-pub fn load_roster(path: &Path) -> Result<HashMap<String, RosterRow>, DetectError> {
+pub fn load_roster(path: &Path) -> Result<HashMap<String, RosterEntry>, DetectError> {
     let mut out = HashMap::new();
     for (line, row) in read_rows::<RosterRow>(path)? {
         let err = |m: String| config_error(path, line, m);
-        match row.status.as_str() {
-            "active" => {}
-            "terminated" => {
+        let terminated_at_ms = match row.status.as_str() {
+            "active" => None,
+            "terminated" => Some(
                 chrono::DateTime::parse_from_rfc3339(&row.terminated_at)
-                    .map_err(|_| err(format!("field `terminated_at`: `{}` is not RFC 3339 (required when terminated)", row.terminated_at)))?;
-            }
+                    .map_err(|_| err(format!("field `terminated_at`: `{}` is not RFC 3339 (required when terminated)", row.terminated_at)))?
+                    .timestamp_millis(),
+            ),
             other => return Err(err(format!("field `status`: `{other}` is not active or terminated"))),
-        }
-        out.insert(row.user.clone(), row);
+        };
+        out.insert(row.user.clone(), RosterEntry { row, terminated_at_ms });
     }
     Ok(out)
 }
@@ -157,6 +195,27 @@ mod tests {
         let bad = write(&good.replace("America/Denver", "Mars/Olympus"));
         let e = load_locations(bad.path()).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains(":3:") && e.contains("timezone"), "{e}");
+    }
+
+    #[test]
+    fn business_hours_follow_the_local_clock_across_dst() {
+        let f = write("location,license,state,system,timezone,open,close\nsf,L1,CA,metrc,America/Los_Angeles,09:00,21:00\nlv,L2,NV,metrc,America/Los_Angeles,00:00,24:00\nbar,L3,CA,metrc,America/Los_Angeles,18:00,02:00\n");
+        let locations = load_locations(f.path()).unwrap_or_else(|e| panic!("{e}"));
+        let ms = |s: &str| chrono::DateTime::parse_from_rfc3339(s).map_or(0, |d| d.timestamp_millis());
+        let sf = &locations["sf"];
+        // 09:30 local is 16:30 UTC in PDT (before 2026-11-01) and 17:30 UTC in PST (after).
+        assert!(sf.is_open_at(ms("2026-10-30T16:30:00Z")));
+        assert!(!sf.is_open_at(ms("2026-11-02T16:30:00Z")), "08:30 PST is before opening");
+        assert!(sf.is_open_at(ms("2026-11-02T17:30:00Z")));
+        // 20:59 and 21:00 local on each side of the change.
+        assert!(sf.is_open_at(ms("2026-10-30T20:59:00-07:00")));
+        assert!(!sf.is_open_at(ms("2026-11-02T21:00:00-08:00")));
+        // The repeated hour on 2026-11-01 (01:00-02:00 twice) is closed both times.
+        assert!(!sf.is_open_at(ms("2026-11-01T01:30:00-07:00")));
+        assert!(!sf.is_open_at(ms("2026-11-01T01:30:00-08:00")));
+        assert!(locations["lv"].is_open_at(ms("2026-11-01T01:30:00-08:00")), "24-hour sites are always open");
+        assert!(locations["bar"].is_open_at(ms("2026-11-02T01:00:00-08:00")), "hours may cross midnight");
+        assert!(!locations["bar"].is_open_at(ms("2026-11-02T03:00:00-08:00")));
     }
 
     #[test]

@@ -24,6 +24,41 @@ pub enum RuleType {
     Match,
     /// N events (or distinct values) per group key within a sliding window.
     Threshold,
+    /// An event outside its location's business hours (locations.csv, local time, DST-aware).
+    Schedule,
+    /// An event joined against a reference table (roster.csv): use by a terminated user.
+    Reference,
+}
+
+/// The join of a `reference` rule.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceConfig {
+    /// The reference table; only `roster` today.
+    pub table: String,
+    /// The event column holding the roster's `user`.
+    #[serde(default = "default_reference_column")]
+    pub column: String,
+    /// When a joined event fires; only `terminated` (at or after `terminated_at`) today.
+    pub condition: String,
+}
+
+fn default_reference_column() -> String {
+    "user".into()
+}
+
+/// A per-row check applied after the SQL filter, for rules that need reference data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowCondition {
+    /// Nothing beyond the filter.
+    None,
+    /// The event's local time is outside its location's business hours.
+    OutsideHours,
+    /// The user in this column was terminated at or before the event.
+    TerminatedUser {
+        /// Column index of the user.
+        column: usize,
+    },
 }
 
 /// A threshold: one number, or one per tracking system (`{metrc: 10, biotrack: 5}`).
@@ -81,6 +116,9 @@ pub struct RuleConfig {
     /// Longer explanation for analysts.
     #[serde(default)]
     pub description: Option<String>,
+    /// The join of a `reference` rule.
+    #[serde(default)]
+    pub reference: Option<ReferenceConfig>,
 }
 
 /// A rule ready to run: filter compiled, durations parsed, columns resolved.
@@ -114,6 +152,8 @@ pub struct CompiledRule {
     pub suppress_ms: i64,
     /// Labels.
     pub tags: Vec<String>,
+    /// Check against reference data after the filter.
+    pub condition: RowCondition,
     /// Where the rule came from.
     pub file: PathBuf,
 }
@@ -180,10 +220,23 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
     };
     let window = duration("window", &config.window)?;
     let suppress = duration("suppress", &config.suppress)?;
+    if config.reference.is_some() != (config.rule_type == RuleType::Reference) {
+        return Err(err("reference", "field `reference` goes with `type: reference`, and only there".into()));
+    }
+    let mut condition = RowCondition::None;
     let (threshold, window_ms) = match config.rule_type {
-        RuleType::Match => {
+        RuleType::Match | RuleType::Schedule | RuleType::Reference => {
             if config.threshold.is_some() || config.window.is_some() || config.distinct.is_some() {
-                return Err(err("type", "a `match` rule takes no `threshold`, `window` or `distinct`".into()));
+                return Err(err("type", "only `threshold` rules take `threshold`, `window` or `distinct`".into()));
+            }
+            if config.rule_type == RuleType::Schedule {
+                condition = RowCondition::OutsideHours;
+            }
+            if let Some(reference) = &config.reference {
+                if reference.table != "roster" || reference.condition != "terminated" {
+                    return Err(err("reference", "field `reference`: supported is `table: roster` with `condition: terminated`".into()));
+                }
+                condition = RowCondition::TerminatedUser { column: column("reference", &reference.column)? };
             }
             (ThresholdConfig::All(1), 0)
         }
@@ -236,6 +289,7 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
         distinct,
         suppress_ms: suppress.or(window.filter(|w| *w > 0)).unwrap_or(3_600_000),
         tags: config.tags,
+        condition,
         file: file.to_path_buf(),
     })
 }

@@ -1,6 +1,6 @@
 use super::*;
 use crate::redact::Fingerprinter;
-use seedwatch_schemas::arrow::array::{Array, AsArray};
+use seedwatch_schemas::arrow::array::AsArray;
 use seedwatch_schemas::arrow::datatypes::{Int64Type, TimestampMillisecondType};
 use serde_json::{json, Value};
 
