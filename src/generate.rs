@@ -147,6 +147,12 @@ impl Writer {
         self.lines.push((t, v.to_string()));
     }
 
+    /// Drop every sync line of `license` in `[from, to]`: an outage.
+    fn drop_syncs(&mut self, license: &str, from: i64, to: i64) {
+        let license = format!("\"license\":\"{license}\"");
+        self.lines.retain(|(t, line)| !(*t >= from && *t <= to && line.contains("\"family\":\"sync\"") && line.contains(&license)));
+    }
+
     /// Drop ordinary failed logins of `user` in `[from, to]`, so that a
     /// look-alike is exactly what its label says and no random typo tips it over.
     fn quiet_failures(&mut self, user: &str, from: i64, to: i64) {
@@ -334,14 +340,17 @@ fn normal_traffic(w: &mut Writer, rng: &mut ChaCha8Rng, site: &Site, day: NaiveD
             w.push(t, api(site, t, method, endpoint, status, records, &site.pos_ip, None));
         }
     }
-    // Sync runs at the state's cadence, around the clock (POS keeps syncing overnight).
-    let mut minute = rng.random_range(0..site.sync_every);
-    while minute < 24 * 60 {
-        let t = local(site, day, minute) + rng.random_range(0..20_000);
-        let open_now = minute >= site.open && minute < site.close;
-        let pending = if open_now { rng.random_range(0..4) } else { 0 };
-        w.push(t, sync(site, t, true, pending, pending * 20, None));
-        minute += site.sync_every;
+    // Sync runs at the state's cadence, around the clock (POS keeps syncing overnight),
+    // stepped in real time so that the day DST ends has no gap.
+    let day_end = local(site, day + Duration::days(1), 0);
+    let open_start = local(site, day, site.open);
+    let open_end = local(site, day, site.close);
+    let mut t = local(site, day, 0) + rng.random_range(0..site.sync_every as i64 * 60_000);
+    while t < day_end {
+        let at = t + rng.random_range(0..20_000);
+        let pending = if at >= open_start && at < open_end { rng.random_range(0..4) } else { 0 };
+        w.push(at, sync(site, at, true, pending, pending * 20, None));
+        t += site.sync_every as i64 * 60_000;
     }
     // A few inventory adjustments by managers.
     for _ in 0..rng.random_range(0..4) {
@@ -462,7 +471,8 @@ fn incidents(w: &mut Writer, sites: &[Site], opts: &GenerateOptions) {
         let pending = 5 + k as u64 * 4 - (k as u64 / 11);
         w.push(t, sync(site, t, false, pending, (k as u64 + 1) * 900, Some("timeout waiting for tracking API")));
     }
-    w.truth.incidents.push(entry("sync-backlog-420", "sync.failure", site, site.integration, t0, t0 + 11 * 15 * 60_000, "sync timeouts from 4:20 pm, backlog growing to 47 (001: Nevada 2024)"));
+    w.truth.incidents.push(entry("sync-backlog-420", "sync.failure", site, site.integration, t0, t0 + 11 * 15 * 60_000, "sync timeouts from 4:20 pm (001: Nevada 2024)"));
+    w.truth.incidents.push(entry("sync-backlog-47", "sync.backlog", site, site.integration, t0, t0 + 11 * 15 * 60_000, "backlog of pending transactions growing past 40 to 49 (001: Nevada 2024 reached 47)"));
 
     // Compromised admin: off-hours user creation, role escalation, MFA disabled, data export (6.1).
     let site = s(0);
@@ -518,6 +528,18 @@ fn incidents(w: &mut Writer, sites: &[Site], opts: &GenerateOptions) {
     let t0 = local(site, day(1), 11 * 60);
     w.push(t0, login(site, t0, "derek.former", "98.51.7.20", true, None));
     w.truth.incidents.push(entry("terminated-login", "login.terminated_user", site, "derek.former", t0, t0, "login by a manager terminated 4 months earlier (1.2: insider threats)"));
+
+    // A real-time state's POS stops syncing for 9 hours (000 2.5.1: escalate at 1 h, 4 h, 8 h).
+    let site = s(0);
+    let (from, to) = (local(site, day(3), 10 * 60), local(site, day(3), 19 * 60));
+    w.drop_syncs(&site.license, from, to);
+    w.truth.incidents.push(entry("sync-outage", "sync.lag", site, site.integration, from, to, &format!("no sync for 9 h in {} (real-time state; 2.5.1 ladder ends at 8 h+)", site.state)));
+    // Look-alike: a 3-hour gap in Michigan, whose limit is 15 min + 8 h grace.
+    if let Some(site) = sites.iter().find(|s| s.state == "MI") {
+        let (from, to) = (local(site, day(2), 11 * 60), local(site, day(2), 14 * 60));
+        w.drop_syncs(&site.license, from, to);
+        w.truth.lookalikes.push(entry("mi-3h-gap", "sync.lag", site, site.integration, from, to, "3 h without sync where the limit is 8 h 15 min"));
+    }
 
     // Ex-employee deactivated properly: the deactivation itself is an audit finding.
     let site = s(5);

@@ -69,7 +69,7 @@ enum Message {
 pub fn run(opts: &RunOptions) -> Result<RunReport> {
     let started = Instant::now();
     let rules = load_rules(&opts.rules)?;
-    let mut reference = Reference::default();
+    let mut reference = Reference { policy: seedwatch_detect::policy::load_policy(&opts.rules.join("policy.yaml"))?, ..Reference::default() };
     if let Some(path) = &opts.locations {
         reference.locations = seedwatch_detect::reference::load_locations(path)?;
     }
@@ -145,6 +145,9 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             let stats = engine.process(events, &mut findings)?;
             BatchDetected { family: events.family, stats: &stats, seconds: t.elapsed().as_secs_f64() }.emit();
             write(&mut sink, Table::Events(events.family), &events.batch, &mut report)?;
+        }
+        if let Some(watermark) = decoded.max_event_time() {
+            engine.advance(watermark);
         }
         if let Some(dead) = &decoded.dead_letters {
             write(&mut sink, Table::DeadLetter, dead, &mut report)?;

@@ -33,7 +33,7 @@ pub fn fixture_path(rule_file: &Path, kind: &str) -> PathBuf {
 
 /// Reference files for fixtures live in `<rules>/fixtures/`.
 fn fixture_reference(dir: &Path) -> Result<Reference> {
-    let mut reference = Reference::default();
+    let mut reference = Reference { policy: seedwatch_detect::policy::load_policy(&dir.join("policy.yaml"))?, ..Reference::default() };
     let locations = dir.join("fixtures/locations.csv");
     if locations.exists() {
         reference.locations = load_locations(&locations)?;
@@ -62,6 +62,9 @@ fn findings_over(rule: &CompiledRule, reference: &Arc<Reference>, path: &Path, p
         }
         for batch in &decoded.events {
             engine.process(batch, &mut findings)?;
+        }
+        if let Some(watermark) = decoded.max_event_time() {
+            engine.advance(watermark);
         }
     }
     engine.flush(&mut findings);

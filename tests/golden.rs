@@ -15,7 +15,9 @@ fn fixed_clock() -> i64 {
 
 fn findings_for(input: &Path) -> String {
     let rules = load_rules(&common::repo().join("rules")).expect("rules");
-    let mut engine = RuleEngine::new(rules).expect("engine").with_clock(fixed_clock);
+    let policy = seedwatch_detect::policy::load_policy(&common::repo().join("rules/policy.yaml")).expect("policy");
+    let reference = std::sync::Arc::new(seedwatch_detect::reference::Reference { policy, ..Default::default() });
+    let mut engine = RuleEngine::with_reference(rules, reference).expect("engine").with_clock(fixed_clock);
     let fp = Fingerprinter::new(b"golden-secret-0123456789").expect("fingerprinter");
     let mut decoder = Decoder::new(Redactor::new(fp).expect("redactor"));
     let file = std::fs::File::open(input).expect("input");
@@ -27,6 +29,9 @@ fn findings_for(input: &Path) -> String {
         assert_eq!(decoded.stats.dead_total(), 0, "golden inputs must be valid");
         for batch in &decoded.events {
             engine.process(batch, &mut findings).expect("detect");
+        }
+        if let Some(watermark) = decoded.max_event_time() {
+            engine.advance(watermark);
         }
     }
     engine.flush(&mut findings);

@@ -8,7 +8,7 @@ use datafusion::arrow::compute::{cast, filter_record_batch, sort_to_indices};
 use datafusion::arrow::datatypes::{DataType, TimestampMillisecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
 use seedwatch_schemas::finding::MAX_EVIDENCE;
-use seedwatch_schemas::{EventBatch, Finding};
+use seedwatch_schemas::{EventBatch, Finding, Severity};
 use serde_json::json;
 
 use crate::reference::Reference;
@@ -35,10 +35,24 @@ struct KeyState {
     open: Option<OpenFinding>,
 }
 
+/// Absence rules: the last matching event per key.
+#[derive(Debug)]
+struct AbsentKey {
+    last_ok: i64,
+    last_event_id: Box<str>,
+    system: Box<str>,
+    state: Box<str>,
+    license: Box<str>,
+    location: Box<str>,
+    subject: Box<str>,
+    open: Option<Finding>,
+}
+
 #[derive(Debug)]
 struct RuleState {
     rule: CompiledRule,
     keys: HashMap<Box<[u8]>, KeyState>,
+    absent: HashMap<Box<[u8]>, AbsentKey>,
     converter: RowConverter,
     /// Open findings by expiry time, to close them without scanning every key.
     expiries: BTreeMap<(i64, u64), Box<[u8]>>,
@@ -53,6 +67,8 @@ pub struct RuleEngine {
     by_family: [Vec<usize>; 4],
     reference: Arc<Reference>,
     skipped: Vec<(String, &'static str)>,
+    /// Newest event time seen in any family: absence is judged against it.
+    watermark: i64,
     clock: fn() -> i64,
 }
 
@@ -92,9 +108,9 @@ impl RuleEngine {
             let fields = rule.group_by.iter().map(|c| SortField::new(schema.field(*c).data_type().clone())).collect();
             let converter = RowConverter::new(fields).map_err(|e| eval_error(&rule, e))?;
             by_family[rule.family.index()].push(i);
-            states.push(RuleState { rule, keys: HashMap::new(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0 });
+            states.push(RuleState { rule, keys: HashMap::new(), absent: HashMap::new(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0 });
         }
-        Ok(Self { rules: states, by_family, reference, skipped, clock: wall_clock_ms })
+        Ok(Self { rules: states, by_family, reference, skipped, watermark: i64::MIN, clock: wall_clock_ms })
     }
 
     /// Rules not evaluated for lack of reference data, with the reason.
@@ -133,8 +149,21 @@ impl Detector for RuleEngine {
         Ok(stats)
     }
 
+    fn advance(&mut self, watermark: i64) -> u64 {
+        self.watermark = self.watermark.max(watermark);
+        let now = (self.clock)();
+        let mut opened = 0;
+        for state in self.rules.iter_mut().filter(|r| r.rule.absence.is_some()) {
+            opened += state.check_absence(self.watermark, &self.reference, now);
+        }
+        opened
+    }
+
     fn flush(&mut self, out: &mut Vec<Finding>) {
         for state in &mut self.rules {
+            let mut still_absent: Vec<Finding> = state.absent.values_mut().filter_map(|k| k.open.take()).collect();
+            still_absent.sort_by(|a, b| (a.window_start, &a.finding_id).cmp(&(b.window_start, &b.finding_id)));
+            out.extend(still_absent);
             let mut open: Vec<OpenFinding> = state.keys.values_mut().filter_map(|k| k.open.take()).collect();
             open.sort_by(|a, b| (a.finding.window_start, &a.finding.finding_id).cmp(&(b.finding.window_start, &b.finding.finding_id)));
             out.extend(open.into_iter().map(|o| render(&state.rule, o)));
@@ -211,6 +240,13 @@ impl RuleState {
             distinct: distinct.as_ref().map(|d| d.as_string()),
         };
 
+        if self.rule.absence.is_some() {
+            for &row in order.values() {
+                let row = row as usize;
+                self.saw_ok(keys.row(row).as_ref(), row, &cols, reference, now, out);
+            }
+            return Ok((n as u64, 0));
+        }
         let mut opened = 0;
         let mut watermark = i64::MIN;
         for &row in order.values() {
@@ -218,7 +254,7 @@ impl RuleState {
             let key = keys.row(row);
             let t = cols.time.value(row);
             watermark = watermark.max(t);
-            if self.observe(key.as_ref(), row, t, &cols, now, out) {
+            if self.observe(key.as_ref(), row, t, &cols, reference, now, out) {
                 opened += 1;
             }
         }
@@ -232,7 +268,73 @@ impl RuleState {
     }
 
     /// Feed one matching row; returns whether a new finding was opened.
-    fn observe(&mut self, key: &[u8], row: usize, t: i64, cols: &Columns<'_>, now: i64, out: &mut Vec<Finding>) -> bool {
+    /// Absence rules: a matching event resets its key and resolves an open finding.
+    /// A gap between two matching events longer than the limit is a finding
+    /// even when no watermark check fell inside it (both ends in one batch).
+    fn saw_ok(&mut self, key: &[u8], row: usize, cols: &Columns<'_>, reference: &Reference, now: i64, out: &mut Vec<Finding>) {
+        let t = cols.time.value(row);
+        let event_id = cols.event_id.value(row);
+        if let Some(k) = self.absent.get_mut(key) {
+            if t <= k.last_ok {
+                return;
+            }
+            if k.open.is_none() {
+                if let Some(severity) = absence_severity(&self.rule, &k.state, t - k.last_ok, reference) {
+                    k.open = Some(absence_finding(&self.rule, key, k, severity, t, now));
+                }
+            }
+            if let Some(mut f) = k.open.take() {
+                let gap_severity = absence_severity(&self.rule, &k.state, t - k.last_ok, reference);
+                f.severity = f.severity.max(gap_severity.unwrap_or(f.severity));
+                f.window_end = t;
+                if f.evidence.len() < MAX_EVIDENCE {
+                    f.evidence.push(event_id.to_string());
+                }
+                f.details = absence_details(&f, t, true);
+                out.push(f);
+            }
+            k.last_ok = t;
+            k.last_event_id = Box::from(event_id);
+            return;
+        }
+        let s = |c: &StringArray| Box::<str>::from(if c.is_null(row) { "" } else { c.value(row) });
+        self.absent.insert(
+            Box::from(key),
+            AbsentKey {
+                last_ok: t,
+                last_event_id: Box::from(event_id),
+                system: s(cols.system),
+                state: s(cols.state),
+                license: s(cols.license),
+                location: s(cols.location),
+                subject: s(cols.subject),
+                open: None,
+            },
+        );
+    }
+
+    /// Absence rules: open or escalate findings for keys silent past their limit.
+    fn check_absence(&mut self, watermark: i64, reference: &Reference, now: i64) -> u64 {
+        let mut opened = 0;
+        for (key, k) in &mut self.absent {
+            let Some(severity) = absence_severity(&self.rule, &k.state, watermark.saturating_sub(k.last_ok), reference) else { continue };
+            match &mut k.open {
+                Some(f) => {
+                    f.severity = f.severity.max(severity);
+                    f.window_end = watermark;
+                    f.details = absence_details(f, watermark, false);
+                }
+                None => {
+                    k.open = Some(absence_finding(&self.rule, key, k, severity, watermark, now));
+                    opened += 1;
+                }
+            }
+        }
+        opened
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn observe(&mut self, key: &[u8], row: usize, t: i64, cols: &Columns<'_>, reference: &Reference, now: i64, out: &mut Vec<Finding>) -> bool {
         let rule = &self.rule;
         let Some(threshold) = rule.threshold_for(cols.system.value(row)) else { return false };
         let threshold = threshold as usize;
@@ -312,11 +414,16 @@ impl RuleState {
         hasher.update(rule.id.as_bytes());
         hasher.update(key);
         hasher.update(&first_time.to_le_bytes());
+        let state_code = cols.state.value(row);
+        let severity = match &rule.escalate {
+            Some((flag, raised)) if reference.policy.flag(flag, state_code) == Some(true) => rule.severity.max(*raised),
+            _ => rule.severity,
+        };
         let finding = Finding {
             finding_id: format!("{:016x}", hasher.digest()),
             rule: rule.id.clone(),
             title: rule.title.clone(),
-            severity: rule.severity,
+            severity,
             family: rule.family,
             system: cols.system.value(row).to_string(),
             state: cols.state.value(row).to_string(),
@@ -354,6 +461,52 @@ impl RuleState {
             }
         }
     }
+}
+
+/// The severity of `elapsed` ms of silence for a key in `state`, or `None` within the limit.
+fn absence_severity(rule: &CompiledRule, state: &str, elapsed: i64, reference: &Reference) -> Option<Severity> {
+    let absence = rule.absence.as_ref()?;
+    let limit = match &absence.limit {
+        crate::rule::Limit::Fixed(ms) => *ms,
+        crate::rule::Limit::Policy(name) => reference.policy.numeric_ms(name, state)?,
+    };
+    if elapsed <= limit.max(absence.minimum_ms) {
+        return None;
+    }
+    Some(absence.ladder.iter().rev().find(|(after, _)| elapsed >= *after).map_or(rule.severity, |(_, s)| *s))
+}
+
+/// A new absence finding for a key silent since `k.last_ok`.
+fn absence_finding(rule: &CompiledRule, key: &[u8], k: &AbsentKey, severity: Severity, until: i64, now: i64) -> Finding {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(rule.id.as_bytes());
+    hasher.update(key);
+    hasher.update(&k.last_ok.to_le_bytes());
+    let mut f = Finding {
+        finding_id: format!("{:016x}", hasher.digest()),
+        rule: rule.id.clone(),
+        title: rule.title.clone(),
+        severity,
+        family: rule.family,
+        system: k.system.to_string(),
+        state: k.state.to_string(),
+        license: k.license.to_string(),
+        location: k.location.to_string(),
+        subject: k.subject.to_string(),
+        window_start: k.last_ok,
+        window_end: until,
+        event_count: 1,
+        evidence: vec![k.last_event_id.to_string()],
+        detected_at: now,
+        details: String::new(),
+    };
+    f.details = absence_details(&f, until, false);
+    f
+}
+
+/// `details` of an absence finding: how long the key has been silent.
+fn absence_details(f: &Finding, until: i64, resolved: bool) -> String {
+    json!({ "last_ok": f.window_start, "silent_seconds": (until - f.window_start) / 1000, "resolved": resolved }).to_string()
 }
 
 /// Evaluate a reference-data condition over the rows that passed the filter.

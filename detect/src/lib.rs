@@ -14,6 +14,7 @@
 
 pub mod duration;
 pub mod engine;
+pub mod policy;
 pub mod reference;
 pub mod rule;
 
@@ -52,6 +53,14 @@ pub enum DetectError {
 pub trait Detector: Send + std::fmt::Debug {
     /// Evaluate one batch; push findings that are complete onto `out`.
     fn process(&mut self, batch: &EventBatch, out: &mut Vec<Finding>) -> Result<DetectStats, DetectError>;
+
+    /// Event time has reached `watermark` across every family (called after
+    /// all batches of a chunk): rules that fire on silence judge it now.
+    /// Returns findings opened.
+    fn advance(&mut self, watermark: i64) -> u64 {
+        let _ = watermark;
+        0
+    }
 
     /// Emit every finding still open.
     fn flush(&mut self, out: &mut Vec<Finding>);

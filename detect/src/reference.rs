@@ -136,6 +136,8 @@ pub struct Reference {
     pub locations: HashMap<String, Location>,
     /// roster.csv by user.
     pub roster: HashMap<String, RosterEntry>,
+    /// policy.yaml, per state and system.
+    pub policy: crate::policy::Policy,
 }
 
 impl Location {

@@ -28,6 +28,61 @@ pub enum RuleType {
     Schedule,
     /// An event joined against a reference table (roster.csv): use by a terminated user.
     Reference,
+    /// Nothing passing the filter for a key for longer than a limit (event time).
+    Absence,
+}
+
+/// A limit: a fixed duration, or a policy value per state (`{policy: sync_limit}`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum LimitConfig {
+    /// A duration such as `4h`.
+    Fixed(String),
+    /// A named policy value.
+    Policy {
+        /// The policy value's name.
+        policy: String,
+    },
+}
+
+/// One rung of an absence rule's escalation ladder.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LadderStep {
+    /// Time since the last matching event at which this severity applies.
+    pub after: String,
+    /// The severity from then on.
+    pub severity: Severity,
+}
+
+/// Raise a finding's severity where a policy flag holds for its state.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalateConfig {
+    /// A boolean policy value, e.g. `mfa_required`.
+    pub policy: String,
+    /// The severity where it is true.
+    pub severity: Severity,
+}
+
+/// Resolved limit of an absence rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Limit {
+    /// Fixed, in ms.
+    Fixed(i64),
+    /// A policy value, looked up per state.
+    Policy(String),
+}
+
+/// The compiled parameters of an `absence` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Absence {
+    /// How long without a matching event before it fires.
+    pub limit: Limit,
+    /// Floor under the limit (real-time states have a limit of 0).
+    pub minimum_ms: i64,
+    /// (elapsed ms, severity), ascending.
+    pub ladder: Vec<(i64, Severity)>,
 }
 
 /// The join of a `reference` rule.
@@ -119,6 +174,18 @@ pub struct RuleConfig {
     /// The join of a `reference` rule.
     #[serde(default)]
     pub reference: Option<ReferenceConfig>,
+    /// Absence rules: the limit, fixed or from policy.
+    #[serde(default)]
+    pub limit: Option<LimitConfig>,
+    /// Absence rules: a floor under the limit.
+    #[serde(default)]
+    pub minimum: Option<String>,
+    /// Absence rules: severities by time elapsed.
+    #[serde(default)]
+    pub ladder: Vec<LadderStep>,
+    /// Raise the severity where a policy flag holds.
+    #[serde(default)]
+    pub escalate: Option<EscalateConfig>,
 }
 
 /// A rule ready to run: filter compiled, durations parsed, columns resolved.
@@ -154,6 +221,10 @@ pub struct CompiledRule {
     pub tags: Vec<String>,
     /// Check against reference data after the filter.
     pub condition: RowCondition,
+    /// Absence parameters (absence rules only).
+    pub absence: Option<Absence>,
+    /// (policy flag, severity) escalation.
+    pub escalate: Option<(String, Severity)>,
     /// Where the rule came from.
     pub file: PathBuf,
 }
@@ -224,6 +295,17 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
         return Err(err("reference", "field `reference` goes with `type: reference`, and only there".into()));
     }
     let mut condition = RowCondition::None;
+    let mut absence = None;
+    if config.rule_type != RuleType::Absence && (config.limit.is_some() || config.minimum.is_some() || !config.ladder.is_empty()) {
+        return Err(err("limit", "fields `limit`, `minimum` and `ladder` go with `type: absence`".into()));
+    }
+    let escalate = match &config.escalate {
+        Some(e) if !crate::policy::FLAG_NAMES.contains(&e.policy.as_str()) => {
+            return Err(err("escalate", format!("field `escalate`: unknown policy flag `{}` (known: {})", e.policy, crate::policy::FLAG_NAMES.join(", "))));
+        }
+        Some(e) => Some((e.policy.clone(), e.severity)),
+        None => None,
+    };
     let (threshold, window_ms) = match config.rule_type {
         RuleType::Match | RuleType::Schedule | RuleType::Reference => {
             if config.threshold.is_some() || config.window.is_some() || config.distinct.is_some() {
@@ -238,6 +320,32 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
                 }
                 condition = RowCondition::TerminatedUser { column: column("reference", &reference.column)? };
             }
+            (ThresholdConfig::All(1), 0)
+        }
+        RuleType::Absence => {
+            if config.threshold.is_some() || config.window.is_some() || config.distinct.is_some() {
+                return Err(err("type", "only `threshold` rules take `threshold`, `window` or `distinct`".into()));
+            }
+            let limit = match &config.limit {
+                None => return Err(err("type", "an `absence` rule needs field `limit` (a duration or `{policy: sync_limit}`)".into())),
+                Some(LimitConfig::Fixed(text)) => Limit::Fixed(parse_duration_ms(text).map_err(|m| err("limit", format!("field `limit`: {m}")))?),
+                Some(LimitConfig::Policy { policy }) => {
+                    if !crate::policy::NUMERIC_NAMES.contains(&policy.as_str()) {
+                        return Err(err("limit", format!("field `limit`: unknown policy value `{policy}` (known: {})", crate::policy::NUMERIC_NAMES.join(", "))));
+                    }
+                    Limit::Policy(policy.clone())
+                }
+            };
+            let minimum_ms = duration("minimum", &config.minimum)?.unwrap_or(0);
+            let mut ladder = Vec::new();
+            for step in &config.ladder {
+                let after = parse_duration_ms(&step.after).map_err(|m| err("ladder", format!("field `ladder`: {m}")))?;
+                ladder.push((after, step.severity));
+            }
+            if ladder.windows(2).any(|w| w[0].0 >= w[1].0) {
+                return Err(err("ladder", "field `ladder`: steps must be in increasing `after` order".into()));
+            }
+            absence = Some(Absence { limit, minimum_ms, ladder });
             (ThresholdConfig::All(1), 0)
         }
         RuleType::Threshold => {
@@ -290,6 +398,8 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
         suppress_ms: suppress.or(window.filter(|w| *w > 0)).unwrap_or(3_600_000),
         tags: config.tags,
         condition,
+        absence,
+        escalate,
         file: file.to_path_buf(),
     })
 }
@@ -302,6 +412,9 @@ fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DetectError> {
         let path = entry.path();
         if path.is_dir() {
             collect_yaml(&path, out)?;
+        } else if path.file_stem().is_some_and(|s| s == "policy") {
+            // The policy table lives beside the rules but is not a rule.
+            continue;
         } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
             out.push(path);
         }

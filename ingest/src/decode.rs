@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use seedwatch_schemas::arrow::array::{
-    ArrayRef, BooleanBuilder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+    ArrayRef, AsArray, BooleanBuilder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
 };
 use seedwatch_schemas::arrow::record_batch::RecordBatch;
 use seedwatch_schemas::arrow_schema::event_schema;
@@ -88,6 +88,18 @@ pub struct DecodedChunk {
     pub dead_letters: Option<RecordBatch>,
     /// Counts.
     pub stats: DecodeStats,
+}
+
+impl DecodedChunk {
+    /// Newest event time in the chunk (UTC ms), across families.
+    pub fn max_event_time(&self) -> Option<i64> {
+        self.events
+            .iter()
+            .filter_map(|e| e.batch.column_by_name("time"))
+            .filter_map(|c| c.as_primitive_opt::<seedwatch_schemas::arrow::datatypes::TimestampMillisecondType>())
+            .filter_map(seedwatch_schemas::arrow::compute::max)
+            .max()
+    }
 }
 
 /// Why a line was rejected.

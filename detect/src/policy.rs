@@ -1,0 +1,195 @@
+//! The per-state and per-system policy table (`rules/policy.yaml`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::duration::parse_duration_ms;
+use crate::DetectError;
+
+/// One state's entries; absent ones fall back to `defaults`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatePolicyConfig {
+    /// Required sync interval (`0s` for real-time).
+    pub sync_interval: Option<String>,
+    /// Grace period on top of the interval before a late sync is a violation.
+    pub sync_grace: Option<String>,
+    /// Whether the state requires MFA for every user.
+    pub mfa_required: Option<bool>,
+    /// API key rotation period in days.
+    pub key_rotation_days: Option<u32>,
+    /// Maximum session timeout.
+    pub session_timeout: Option<String>,
+}
+
+/// One system's entries.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemPolicyConfig {
+    /// Failed API calls per hour before alerting.
+    pub failed_api_per_hour: Option<u32>,
+}
+
+/// The file as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Values for states not listed and entries not given.
+    pub defaults: StatePolicyConfig,
+    /// Per tracking system.
+    #[serde(default)]
+    pub systems: BTreeMap<String, SystemPolicyConfig>,
+    /// Per two-letter state code.
+    #[serde(default)]
+    pub states: BTreeMap<String, StatePolicyConfig>,
+}
+
+/// A state's resolved policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatePolicy {
+    /// Sync interval in ms.
+    pub sync_interval_ms: i64,
+    /// Grace in ms.
+    pub sync_grace_ms: i64,
+    /// MFA required.
+    pub mfa_required: bool,
+    /// Key rotation days.
+    pub key_rotation_days: u32,
+    /// Session timeout in ms.
+    pub session_timeout_ms: i64,
+}
+
+/// The resolved table.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    defaults: StatePolicy,
+    states: BTreeMap<String, StatePolicy>,
+    systems: BTreeMap<String, SystemPolicyConfig>,
+}
+
+/// Numeric policy values a rule can refer to by name.
+pub const NUMERIC_NAMES: &[&str] = &["sync_limit"];
+/// Boolean policy values a rule can refer to by name.
+pub const FLAG_NAMES: &[&str] = &["mfa_required"];
+
+impl Default for Policy {
+    fn default() -> Self {
+        let defaults = StatePolicy {
+            sync_interval_ms: 86_400_000,
+            sync_grace_ms: 0,
+            mfa_required: false,
+            key_rotation_days: 90,
+            session_timeout_ms: 1_800_000,
+        };
+        Self { defaults, states: BTreeMap::new(), systems: BTreeMap::new() }
+    }
+}
+
+impl Policy {
+    /// The policy for `state` (defaults when the state is not listed).
+    pub fn state(&self, state: &str) -> StatePolicy {
+        self.states.get(state).copied().unwrap_or(self.defaults)
+    }
+
+    /// A numeric value by name for a state, in ms (`sync_limit` = interval + grace).
+    pub fn numeric_ms(&self, name: &str, state: &str) -> Option<i64> {
+        let p = self.state(state);
+        match name {
+            "sync_limit" => Some(p.sync_interval_ms + p.sync_grace_ms),
+            _ => None,
+        }
+    }
+
+    /// A boolean value by name for a state.
+    pub fn flag(&self, name: &str, state: &str) -> Option<bool> {
+        match name {
+            "mfa_required" => Some(self.state(state).mfa_required),
+            _ => None,
+        }
+    }
+
+    /// The failed-API threshold of a system, when set.
+    pub fn failed_api_per_hour(&self, system: &str) -> Option<u32> {
+        self.systems.get(system).and_then(|s| s.failed_api_per_hour)
+    }
+}
+
+fn resolve(file: &str, text: &str, key: &str, base: StatePolicy, c: &StatePolicyConfig) -> Result<StatePolicy, DetectError> {
+    let line = text.lines().position(|l| l.trim_start().starts_with(&format!("{key}:"))).map_or(0, |i| i + 1);
+    let ms = |field: &str, v: &Option<String>, fallback: i64| -> Result<i64, DetectError> {
+        v.as_deref().map_or(Ok(fallback), |t| {
+            parse_duration_ms(t).map_err(|m| DetectError::Config { file: file.to_string(), line, message: format!("{key}: field `{field}`: {m}") })
+        })
+    };
+    Ok(StatePolicy {
+        sync_interval_ms: ms("sync_interval", &c.sync_interval, base.sync_interval_ms)?,
+        sync_grace_ms: ms("sync_grace", &c.sync_grace, base.sync_grace_ms)?,
+        mfa_required: c.mfa_required.unwrap_or(base.mfa_required),
+        key_rotation_days: c.key_rotation_days.unwrap_or(base.key_rotation_days),
+        session_timeout_ms: ms("session_timeout", &c.session_timeout, base.session_timeout_ms)?,
+    })
+}
+
+/// Load `policy.yaml`; a missing file gives the built-in defaults.
+pub fn load_policy(path: &Path) -> Result<Policy, DetectError> {
+    if !path.exists() {
+        return Ok(Policy::default());
+    }
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| DetectError::Config { file: file.clone(), line: 0, message: e.to_string() })?;
+    let config: PolicyConfig = serde_yaml::from_str(&text).map_err(|e| DetectError::Config {
+        file: file.clone(),
+        line: e.location().map_or(0, |l| l.line()),
+        message: e.to_string(),
+    })?;
+    let defaults = resolve(&file, &text, "defaults", Policy::default().defaults, &config.defaults)?;
+    let mut states = BTreeMap::new();
+    for (code, c) in &config.states {
+        if !seedwatch_schemas::STATE_CODES.contains(&code.as_str()) {
+            let line = text.lines().position(|l| l.trim_start().starts_with(&format!("{code}:"))).map_or(0, |i| i + 1);
+            return Err(DetectError::Config { file, line, message: format!("states: `{code}` is not a state code") });
+        }
+        states.insert(code.clone(), resolve(&file, &text, code, defaults, c)?);
+    }
+    for system in config.systems.keys() {
+        if !seedwatch_schemas::SYSTEMS.contains(&system.as_str()) {
+            return Err(DetectError::Config { file, line: 0, message: format!("systems: `{system}` is not metrc or biotrack") });
+        }
+    }
+    Ok(Policy { defaults, states, systems: config.systems })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_policy_encodes_the_seed_tables() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/policy.yaml");
+        let p = load_policy(&path).unwrap_or_else(|e| panic!("{e}"));
+        let h = 3_600_000;
+        assert_eq!(p.numeric_ms("sync_limit", "CA"), Some(0));
+        assert_eq!(p.numeric_ms("sync_limit", "CO"), Some(24 * h + 15 * 60_000));
+        assert_eq!(p.numeric_ms("sync_limit", "MI"), Some(8 * h + 15 * 60_000));
+        assert_eq!(p.numeric_ms("sync_limit", "NV"), Some(4 * h + 15 * 60_000));
+        assert_eq!(p.numeric_ms("sync_limit", "MA"), Some(96 * h));
+        assert_eq!(p.numeric_ms("sync_limit", "IL"), Some(24 * h));
+        assert_eq!((p.flag("mfa_required", "CA"), p.flag("mfa_required", "CO")), (Some(true), Some(false)));
+        assert_eq!((p.state("CO").key_rotation_days, p.state("MA").key_rotation_days, p.state("OR").key_rotation_days), (60, 120, 90));
+        assert_eq!((p.failed_api_per_hour("metrc"), p.failed_api_per_hour("biotrack")), (Some(10), Some(5)));
+    }
+
+    #[test]
+    fn bad_entries_name_the_line() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(&path, "defaults:\n  sync_interval: 24h\nstates:\n  CA: {sync_interval: soon}\n").unwrap_or_else(|e| panic!("{e}"));
+        let e = load_policy(&path).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("policy.yaml:4:") && e.contains("sync_interval"), "{e}");
+        std::fs::write(&path, "defaults: {}\nstates:\n  XX: {}\n").unwrap_or_else(|e| panic!("{e}"));
+        let e = load_policy(&path).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains(":3:") && e.contains("XX"), "{e}");
+    }
+}
