@@ -1,0 +1,53 @@
+//! Changing a number in rules/policy.yaml changes behaviour, with no code.
+
+mod common;
+
+use std::sync::Arc;
+
+use seedwatch_detect::policy::load_policy;
+use seedwatch_detect::reference::Reference;
+use seedwatch_detect::{load_rules, Detector, RuleEngine};
+use seedwatch_ingest::source::reader_source;
+use seedwatch_ingest::{Decoder, Fingerprinter, LineChunk, Redactor, Source};
+use seedwatch_schemas::{Finding, Severity};
+
+fn findings(policy_text: &str, rule: &str, fixture: &str) -> Vec<Finding> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, policy_text).expect("write policy");
+    let reference = Arc::new(Reference { policy: load_policy(&path).expect("policy"), ..Reference::default() });
+    let rules: Vec<_> = load_rules(&common::repo().join("rules")).expect("rules").into_iter().filter(|r| r.id == rule).collect();
+    let mut engine = RuleEngine::with_reference(rules, reference).expect("engine");
+    let mut decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"policy-test-secret").expect("fp")).expect("redactor"));
+    let file = std::fs::File::open(common::repo().join("rules").join(fixture)).expect("fixture");
+    let mut source = reader_source(fixture, file);
+    let mut chunk = LineChunk::new();
+    let mut out = Vec::new();
+    while source.next_chunk(&mut chunk).expect("read") {
+        let decoded = decoder.decode_chunk(&chunk, 0).expect("decode");
+        for batch in &decoded.events {
+            engine.process(batch, &mut out).expect("detect");
+        }
+        if let Some(w) = decoded.max_event_time() {
+            engine.advance(w);
+        }
+    }
+    engine.flush(&mut out);
+    out
+}
+
+#[test]
+fn policy_numbers_drive_severity_and_limits() {
+    let shipped = std::fs::read_to_string(common::repo().join("rules/policy.yaml")).expect("policy");
+    let ca = "  CA: {sync_interval: 0s, sync_grace: 0s, mfa_required: true, key_rotation_days: 90, session_timeout: 30m}";
+    assert!(shipped.contains(ca), "the test edits this line of policy.yaml");
+
+    let mfa = findings(&shipped, "audit.mfa_disabled", "audit/mfa_disabled.positive.ndjson");
+    assert_eq!(mfa.iter().map(|f| f.severity).collect::<Vec<_>>(), vec![Severity::Critical], "CA requires MFA");
+    let relaxed = shipped.replace(ca, "  CA: {sync_interval: 12h, mfa_required: false}");
+    let mfa = findings(&relaxed, "audit.mfa_disabled", "audit/mfa_disabled.positive.ndjson");
+    assert_eq!(mfa.iter().map(|f| f.severity).collect::<Vec<_>>(), vec![Severity::High]);
+
+    assert_eq!(findings(&shipped, "sync.lag", "sync/lag.positive.ndjson").len(), 1, "90 min without sync in real-time CA");
+    assert!(findings(&relaxed, "sync.lag", "sync/lag.positive.ndjson").is_empty(), "within a 12 h interval");
+}
