@@ -292,7 +292,7 @@ fn activity(minute_of_day: u32) -> f64 {
     0.25 + 0.75 * peak
 }
 
-fn normal_traffic(w: &mut Writer, rng: &mut ChaCha8Rng, site: &Site, day: NaiveDate) {
+fn normal_traffic(w: &mut Writer, rng: &mut ChaCha8Rng, site: &Site, day: NaiveDate, day_index: u32) {
     let weekday = day.weekday().num_days_from_monday() as usize;
     // Logins: each scheduled employee logs in near opening, and again after a break.
     for emp in &site.employees {
@@ -310,10 +310,14 @@ fn normal_traffic(w: &mut Writer, rng: &mut ChaCha8Rng, site: &Site, day: NaiveD
             w.push(t - 40_000, login(site, t - 40_000, &emp.user, ip, false, Some("invalid password")));
         }
         w.push(t, login(site, t, &emp.user, ip, true, None));
-        if rng.random_bool(0.5) {
+        // In the first week people who work from home do so at least once a
+        // day, so their usual addresses are known before alerts start.
+        let settling_in = day_index < 7 && emp.home_ip.is_some();
+        if settling_in || rng.random_bool(0.5) {
             let again = (shift_start + rng.random_range(180..300)).min(site.close.saturating_sub(10).max(shift_start + 1));
             let t2 = local(site, day, again) + rng.random_range(0..60_000);
-            w.push(t2, login(site, t2, &emp.user, ip, true, None));
+            let ip2 = if settling_in { emp.home_ip.as_deref().unwrap_or(ip) } else { ip };
+            w.push(t2, login(site, t2, &emp.user, ip2, true, None));
         }
     }
     // API calls from the POS integration, shaped by the day's sales.
@@ -433,6 +437,7 @@ fn incidents(w: &mut Writer, sites: &[Site], opts: &GenerateOptions) {
     }
     let system = site.system;
     w.truth.incidents.push(entry("api-key-abuse", "api.failed_burst", site, &key, t0, t0 + 13 * 170_000, &format!("14 failed calls in 40 min with one {system} key from an unknown host (2.4.4)")));
+    w.truth.incidents.push(entry("api-new-ip", "api.new_ip", site, &key, t0, t0, "the same key, first seen from 91.132.147.5 (2.4.4: API calls from new IP)"));
 
     // BioTrack: 6 auth failures in 30 minutes (3.4.2: 5+ per hour) at the first BioTrack site.
     if let Some(site) = sites.iter().find(|s| s.system == "biotrack") {
@@ -442,7 +447,9 @@ fn incidents(w: &mut Writer, sites: &[Site], opts: &GenerateOptions) {
             let t = t0 + k * 300_000;
             w.push(t, api(site, t, "POST", "/v1/sales", 401, 0, "91.132.147.9", Some(&key)));
         }
-        w.truth.incidents.push(entry("biotrack-auth-failures", "api.failed_burst", site, &key, t0, t0 + 25 * 60_000, "6 authentication failures in 30 min on BioTrack (3.4.2: 5+ per hour)"));
+        let mut e = entry("biotrack-auth-failures", "api.failed_burst", site, &key, t0, t0 + 25 * 60_000, "6 authentication failures in 30 min on BioTrack (3.4.2: 5+ per hour)");
+        e.also = vec!["api.new_ip".into()];
+        w.truth.incidents.push(e);
     }
 
     // Look-alike: a Metrc key with 6 failures in an hour (Metrc threshold is 10).
@@ -460,8 +467,17 @@ fn incidents(w: &mut Writer, sites: &[Site], opts: &GenerateOptions) {
     let t0 = local(site, day(1), 23 * 60 + 40);
     w.push(t0, api(site, t0, "GET", "/packages/v2/export", 200, 48_000, "91.132.147.5", Some(&site.key_id)));
     let mut e = entry("api-bulk-export", "api.bulk_export", site, &site.key_id, t0, t0, "48,000 records in one export call at 23:40 (6.1: bulk export is critical)");
-    e.also = vec!["api.off_hours".into()];
+    e.also = vec!["api.off_hours".into(), "api.new_ip".into()];
     w.truth.incidents.push(e);
+
+    // A vendor nobody configured starts calling the API for site 1 (3.4.2: new integration source).
+    let site = s(1);
+    let t0 = local(site, day(2), 14 * 60 + 12);
+    for k in 0..3 {
+        let t = t0 + k * 60_000;
+        w.push(t, merge(api(site, t, "GET", "/packages/v2/active", 200, 180, "91.132.147.5", Some("greenbits-sync-01")), json!({"integration": "greenbits"})));
+    }
+    w.truth.incidents.push(entry("new-integration", "api.new_integration", site, "greenbits", t0, t0 + 120_000, "an unknown integration (greenbits) reading packages (3.4.2, 5.1)"));
 
     // The Nevada 4:20 rush: sync timeouts, backlog growing to 47 over 3 hours (001 mistake 2).
     let site = sites.iter().find(|s| s.state == "NV").unwrap_or(s(2));
@@ -501,6 +517,7 @@ fn incidents(w: &mut Writer, sites: &[Site], opts: &GenerateOptions) {
     let t0 = local(site, day(2), 2 * 60 + 5);
     w.push(t0, login(site, t0, &admin, "185.220.101.34", true, None));
     w.truth.incidents.push(entry("off-hours-login", "login.off_hours", site, &admin, t0, t0, "admin login at 02:05 local from a Tor exit (5.1)"));
+    w.truth.incidents.push(entry("new-ip-login", "login.new_ip", site, &admin, t0, t0, "admin's first login from a Tor exit (5.1, 6.1: login from unknown IP)"));
 
     // Look-alikes: a late-evening login inside hours, and a 3 am login at a 24-hour site.
     let manager = site.employees[1].user.clone();
@@ -586,7 +603,7 @@ pub fn generate(out: &Path, opts: &GenerateOptions) -> Result<Truth> {
     for d in 0..opts.days {
         let day = opts.start + Duration::days(d as i64);
         for site in &sites {
-            normal_traffic(&mut w, &mut rng, site, day);
+            normal_traffic(&mut w, &mut rng, site, day, d);
         }
     }
     incidents(&mut w, &sites, opts);

@@ -48,10 +48,19 @@ struct AbsentKey {
     open: Option<Finding>,
 }
 
+/// New-value rules: what each key has been seen with.
+#[derive(Debug, Default)]
+struct SeenValues {
+    first_seen: i64,
+    /// Value hash -> last seen (event time).
+    values: HashMap<u64, i64>,
+}
+
 #[derive(Debug)]
 struct RuleState {
     rule: CompiledRule,
     keys: HashMap<Box<[u8]>, KeyState>,
+    seen: HashMap<Box<[u8]>, SeenValues>,
     absent: HashMap<Box<[u8]>, AbsentKey>,
     converter: RowConverter,
     /// Open findings by expiry time, to close them without scanning every key.
@@ -108,7 +117,7 @@ impl RuleEngine {
             let fields = rule.group_by.iter().map(|c| SortField::new(schema.field(*c).data_type().clone())).collect();
             let converter = RowConverter::new(fields).map_err(|e| eval_error(&rule, e))?;
             by_family[rule.family.index()].push(i);
-            states.push(RuleState { rule, keys: HashMap::new(), absent: HashMap::new(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0 });
+            states.push(RuleState { rule, keys: HashMap::new(), seen: HashMap::new(), absent: HashMap::new(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0 });
         }
         Ok(Self { rules: states, by_family, reference, skipped, watermark: i64::MIN, clock: wall_clock_ms })
     }
@@ -220,6 +229,14 @@ impl RuleState {
             }
             matched = filter_record_batch(&matched, &mask).map_err(|e| eval_error(rule, e))?;
         }
+        if let Some(nv) = &rule.new_value {
+            let mask = new_value_mask(nv, &matched, &self.converter, &rule.group_by, &mut self.seen).map_err(|e| eval_error(rule, e))?;
+            if mask.true_count() == 0 {
+                return Ok((0, 0));
+            }
+            matched = filter_record_batch(&matched, &mask).map_err(|e| eval_error(rule, e))?;
+        }
+        let rule = &self.rule;
         let n = matched.num_rows();
         let keys = self
             .converter
@@ -228,7 +245,9 @@ impl RuleState {
         let time_col = matched.column_by_name("time").ok_or_else(|| eval_error(rule, "no time column"))?;
         let order = sort_to_indices(time_col, None, None).map_err(|e| eval_error(rule, e))?;
         let subject = as_utf8(&matched, rule.subject).map_err(|e| eval_error(rule, e))?;
-        let distinct = rule.distinct.map(|c| as_utf8(&matched, c)).transpose().map_err(|e| eval_error(rule, e))?;
+        // New-value rules report the new values the way distinct counts report theirs.
+        let distinct_col = rule.distinct.or(rule.new_value.as_ref().map(|nv| nv.field));
+        let distinct = distinct_col.map(|c| as_utf8(&matched, c)).transpose().map_err(|e| eval_error(rule, e))?;
         let cols = Columns {
             time: time_col.as_primitive_opt().ok_or_else(|| eval_error(rule, "time is not a timestamp"))?,
             event_id: string_col(&matched, "event_id").map_err(|e| eval_error(rule, e))?,
@@ -504,6 +523,45 @@ fn absence_finding(rule: &CompiledRule, key: &[u8], k: &AbsentKey, severity: Sev
     f
 }
 
+/// New-value rules: mark rows whose value the key has not shown within the
+/// history, outside the key's learning period; remember every value seen.
+fn new_value_mask(
+    nv: &crate::rule::NewValue,
+    batch: &RecordBatch,
+    converter: &RowConverter,
+    group_by: &[usize],
+    seen: &mut HashMap<Box<[u8]>, SeenValues>,
+) -> Result<BooleanArray, String> {
+    let keys = converter
+        .convert_columns(&group_by.iter().map(|c| batch.column(*c).clone()).collect::<Vec<_>>())
+        .map_err(|e| e.to_string())?;
+    let time_col = batch.column_by_name("time").ok_or("no time column")?;
+    let time = time_col.as_primitive_opt::<TimestampMillisecondType>().ok_or("time is not a timestamp")?;
+    let values = as_utf8(batch, nv.field)?;
+    let values = values.as_string::<i32>();
+    let order = sort_to_indices(time_col, None, None).map_err(|e| e.to_string())?;
+    let mut is_new = vec![false; batch.num_rows()];
+    for &row in order.values() {
+        let row = row as usize;
+        if values.is_null(row) {
+            continue;
+        }
+        let t = time.value(row);
+        let key = keys.row(row);
+        if !seen.contains_key(key.as_ref()) {
+            seen.insert(Box::from(key.as_ref()), SeenValues { first_seen: t, values: HashMap::new() });
+        }
+        let Some(state) = seen.get_mut(key.as_ref()) else { continue };
+        let hash = xxhash_rust::xxh3::xxh3_64(values.value(row).as_bytes());
+        let known = state.values.get(&hash).is_some_and(|last| t - *last <= nv.history_ms);
+        let learning = t - state.first_seen < nv.learning_ms;
+        is_new[row] = !known && !learning;
+        let last = state.values.entry(hash).or_insert(t);
+        *last = (*last).max(t);
+    }
+    Ok(BooleanArray::from(is_new))
+}
+
 /// `details` of an absence finding: how long the key has been silent.
 fn absence_details(f: &Finding, until: i64, resolved: bool) -> String {
     json!({ "last_ok": f.window_start, "silent_seconds": (until - f.window_start) / 1000, "resolved": resolved }).to_string()
@@ -545,13 +603,18 @@ fn render(rule: &CompiledRule, open: OpenFinding) -> Finding {
         details["threshold"] = json!(rule.threshold_for(&f.system));
         details["window_seconds"] = json!(rule.window_ms / 1000);
     }
+    if let Some(nv) = &rule.new_value {
+        details["history_days"] = json!(nv.history_ms / 86_400_000);
+        details["learning_days"] = json!(nv.learning_ms / 86_400_000);
+    }
     match rule.rule_type {
         RuleType::Schedule => details["check"] = json!("outside business hours (locations.csv, local time)"),
         RuleType::Reference => details["check"] = json!("user terminated before the event (roster.csv)"),
         _ => {}
     }
     if !open.distinct_values.is_empty() {
-        details["distinct_values"] = json!(open.distinct_values);
+        let name = if rule.new_value.is_some() { "new_values" } else { "distinct_values" };
+        details[name] = json!(open.distinct_values);
     }
     f.details = details.to_string();
     f

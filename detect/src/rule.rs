@@ -30,6 +30,19 @@ pub enum RuleType {
     Reference,
     /// Nothing passing the filter for a key for longer than a limit (event time).
     Absence,
+    /// A value of `field` not seen for the key within `history` (after a learning period).
+    NewValue,
+}
+
+/// The compiled parameters of a `new_value` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewValue {
+    /// Column whose values are tracked per key.
+    pub field: usize,
+    /// A value unseen for this long counts as new again.
+    pub history_ms: i64,
+    /// A key's first sighting starts a quiet period of this length.
+    pub learning_ms: i64,
 }
 
 /// A limit: a fixed duration, or a policy value per state (`{policy: sync_limit}`).
@@ -186,6 +199,15 @@ pub struct RuleConfig {
     /// Raise the severity where a policy flag holds.
     #[serde(default)]
     pub escalate: Option<EscalateConfig>,
+    /// New-value rules: the column whose values are tracked.
+    #[serde(default)]
+    pub field: Option<String>,
+    /// New-value rules: how long a value stays known (default 90d).
+    #[serde(default)]
+    pub history: Option<String>,
+    /// New-value rules: quiet period after a key's first sighting (default 7d).
+    #[serde(default)]
+    pub learning: Option<String>,
 }
 
 /// A rule ready to run: filter compiled, durations parsed, columns resolved.
@@ -223,6 +245,8 @@ pub struct CompiledRule {
     pub condition: RowCondition,
     /// Absence parameters (absence rules only).
     pub absence: Option<Absence>,
+    /// New-value parameters (new_value rules only).
+    pub new_value: Option<NewValue>,
     /// (policy flag, severity) escalation.
     pub escalate: Option<(String, Severity)>,
     /// Where the rule came from.
@@ -296,6 +320,10 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
     }
     let mut condition = RowCondition::None;
     let mut absence = None;
+    let mut new_value = None;
+    if config.rule_type != RuleType::NewValue && (config.field.is_some() || config.history.is_some() || config.learning.is_some()) {
+        return Err(err("field", "fields `field`, `history` and `learning` go with `type: new_value`".into()));
+    }
     if config.rule_type != RuleType::Absence && (config.limit.is_some() || config.minimum.is_some() || !config.ladder.is_empty()) {
         return Err(err("limit", "fields `limit`, `minimum` and `ladder` go with `type: absence`".into()));
     }
@@ -307,6 +335,18 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
         None => None,
     };
     let (threshold, window_ms) = match config.rule_type {
+        RuleType::NewValue => {
+            if config.threshold.is_some() || config.window.is_some() || config.distinct.is_some() {
+                return Err(err("type", "only `threshold` rules take `threshold`, `window` or `distinct`".into()));
+            }
+            let field = config.field.as_deref().ok_or_else(|| err("type", "a `new_value` rule needs field `field`".into()))?;
+            new_value = Some(NewValue {
+                field: column("field", field)?,
+                history_ms: duration("history", &config.history)?.unwrap_or(90 * 86_400_000),
+                learning_ms: duration("learning", &config.learning)?.unwrap_or(7 * 86_400_000),
+            });
+            (ThresholdConfig::All(1), 0)
+        }
         RuleType::Match | RuleType::Schedule | RuleType::Reference => {
             if config.threshold.is_some() || config.window.is_some() || config.distinct.is_some() {
                 return Err(err("type", "only `threshold` rules take `threshold`, `window` or `distinct`".into()));
@@ -399,6 +439,7 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
         tags: config.tags,
         condition,
         absence,
+        new_value,
         escalate,
         file: file.to_path_buf(),
     })
