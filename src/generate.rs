@@ -147,6 +147,43 @@ impl Writer {
         self.lines.push((t, v.to_string()));
     }
 
+    /// Records moved by `key_id` in the UTC hour `hour` (hours since the epoch).
+    fn api_hour_records(&self, key_id: &str, hour: i64) -> f64 {
+        let marker = format!("\"key_id\":\"{key_id}\"");
+        self.lines
+            .iter()
+            .filter(|(t, line)| t.div_euclid(3_600_000) == hour && line.contains(&marker))
+            .filter_map(|(_, line)| serde_json::from_str::<Value>(line).ok())
+            .filter_map(|v| v["records"].as_f64())
+            .sum()
+    }
+
+    /// Median of the same UTC hour on the previous `days` active days: what the detector calls normal.
+    fn api_hour_median(&self, key_id: &str, hour: i64, days: i64) -> f64 {
+        let mut past: Vec<f64> = (1..=days).map(|d| self.api_hour_records(key_id, hour - 24 * d)).filter(|v| *v > 0.0).collect();
+        past.sort_by(f64::total_cmp);
+        match past.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => past[n / 2],
+            n => (past[n / 2 - 1] + past[n / 2]) / 2.0,
+        }
+    }
+
+    /// Add calls to `key_id`'s hour until it moves `factor` x its normal records.
+    fn inflate_hour(&mut self, site: &Site, t0: i64, factor: f64) -> (i64, i64) {
+        let hour = t0.div_euclid(3_600_000);
+        let target = factor * self.api_hour_median(&site.key_id, hour, 28);
+        let mut total = self.api_hour_records(&site.key_id, hour);
+        let mut t = hour * 3_600_000 + 60_000;
+        let start = t;
+        while total + 150.0 <= target {
+            self.push(t, api(site, t, "GET", "/packages/v2/active", 200, 150, &site.pos_ip, Some(&site.key_id)));
+            total += 150.0;
+            t += 50_000;
+        }
+        (start, t)
+    }
+
     /// Drop every sync line of `license` in `[from, to]`: an outage.
     fn drop_syncs(&mut self, license: &str, from: i64, to: i64) {
         let license = format!("\"license\":\"{license}\"");
@@ -557,6 +594,15 @@ fn incidents(w: &mut Writer, sites: &[Site], opts: &GenerateOptions) {
         w.drop_syncs(&site.license, from, to);
         w.truth.lookalikes.push(entry("mi-3h-gap", "sync.lag", site, site.integration, from, to, "3 h without sync where the limit is 8 h 15 min"));
     }
+
+    // A key moving 3x its normal records in one hour (2.4.4: unusual data volume, 2x normal).
+    let site = s(3).clone();
+    let (from, to) = w.inflate_hour(&site, local(&site, day(1), 15 * 60), 3.0);
+    w.truth.incidents.push(entry("volume-spike", "api.volume_spike", &site, &site.key_id, from, to, "3x the key's normal records for 15:00 (2.4.4: unusual data volume)"));
+    // Look-alike: a busy hour at 1.6x normal.
+    let site = s(5).clone();
+    let (from, to) = w.inflate_hour(&site, local(&site, day(1), 14 * 60), 1.6);
+    w.truth.lookalikes.push(entry("busy-hour", "api.volume_spike", &site, &site.key_id, from, to, "1.6x the normal records for the hour: below 2x"));
 
     // Ex-employee deactivated properly: the deactivation itself is an audit finding.
     let site = s(5);

@@ -56,10 +56,30 @@ struct SeenValues {
     values: HashMap<u64, i64>,
 }
 
+const HOUR_MS: i64 = 3_600_000;
+
+/// Baseline rules: the current hour's volume and past volumes of each hour of the day.
+#[derive(Debug)]
+struct HourlyKey {
+    hour: i64,
+    total: f64,
+    events: i64,
+    /// Normal level of the current hour (median of the same UTC hour on past
+    /// days) and its robust spread (1.4826 x MAD), once known.
+    baseline: Option<(f64, f64)>,
+    /// Local hour of day of the current hour (the location's timezone from
+    /// locations.csv, else UTC), so that DST does not shift the comparison.
+    slot: usize,
+    /// Per local hour of day: (day, volume) of past active hours, oldest first.
+    samples: Vec<VecDeque<(i64, f64)>>,
+    open: Option<Finding>,
+}
+
 #[derive(Debug)]
 struct RuleState {
     rule: CompiledRule,
     keys: HashMap<Box<[u8]>, KeyState>,
+    hourly: HashMap<Box<[u8]>, HourlyKey>,
     seen: HashMap<Box<[u8]>, SeenValues>,
     absent: HashMap<Box<[u8]>, AbsentKey>,
     converter: RowConverter,
@@ -117,7 +137,7 @@ impl RuleEngine {
             let fields = rule.group_by.iter().map(|c| SortField::new(schema.field(*c).data_type().clone())).collect();
             let converter = RowConverter::new(fields).map_err(|e| eval_error(&rule, e))?;
             by_family[rule.family.index()].push(i);
-            states.push(RuleState { rule, keys: HashMap::new(), seen: HashMap::new(), absent: HashMap::new(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0 });
+            states.push(RuleState { rule, keys: HashMap::new(), hourly: HashMap::new(), seen: HashMap::new(), absent: HashMap::new(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0 });
         }
         Ok(Self { rules: states, by_family, reference, skipped, watermark: i64::MIN, clock: wall_clock_ms })
     }
@@ -170,6 +190,9 @@ impl Detector for RuleEngine {
 
     fn flush(&mut self, out: &mut Vec<Finding>) {
         for state in &mut self.rules {
+            let mut spikes: Vec<Finding> = state.hourly.values_mut().filter_map(|k| k.open.take()).collect();
+            spikes.sort_by(|a, b| (a.window_start, &a.finding_id).cmp(&(b.window_start, &b.finding_id)));
+            out.extend(spikes);
             let mut still_absent: Vec<Finding> = state.absent.values_mut().filter_map(|k| k.open.take()).collect();
             still_absent.sort_by(|a, b| (a.window_start, &a.finding_id).cmp(&(b.window_start, &b.finding_id)));
             out.extend(still_absent);
@@ -259,6 +282,15 @@ impl RuleState {
             distinct: distinct.as_ref().map(|d| d.as_string()),
         };
 
+        if let Some(baseline) = self.rule.baseline.clone() {
+            let measure = baseline.measure.and_then(|c| matched.column(c).as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>().cloned());
+            for &row in order.values() {
+                let row = row as usize;
+                let value = measure.as_ref().map_or(1.0, |m| if m.is_null(row) { 0.0 } else { m.value(row) as f64 });
+                self.hourly_observe(&baseline, keys.row(row).as_ref(), row, value, &cols, reference, now, out);
+            }
+            return Ok((n as u64, 0));
+        }
         if self.rule.absence.is_some() {
             for &row in order.values() {
                 let row = row as usize;
@@ -288,6 +320,104 @@ impl RuleState {
 
     /// Feed one matching row; returns whether a new finding was opened.
     /// Absence rules: a matching event resets its key and resolves an open finding.
+    /// Baseline rules: add one event's volume to its key's hour; fire (or
+    /// update the hour's finding) when the hour reaches `ratio` x its normal level.
+    #[allow(clippy::too_many_arguments)]
+    fn hourly_observe(&mut self, b: &crate::rule::Baseline, key: &[u8], row: usize, value: f64, cols: &Columns<'_>, reference: &Reference, now: i64, out: &mut Vec<Finding>) {
+        let t = cols.time.value(row);
+        let hour = t.div_euclid(HOUR_MS);
+        let local_hour = |h: i64| -> usize {
+            let location = if cols.location.is_null(row) { None } else { reference.locations.get(cols.location.value(row)) };
+            let utc = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(h * HOUR_MS);
+            match (location, utc) {
+                (Some(l), Some(u)) => chrono::Timelike::hour(&u.with_timezone(&l.tz)) as usize,
+                _ => h.rem_euclid(24) as usize,
+            }
+        };
+        if !self.hourly.contains_key(key) {
+            let fresh = HourlyKey { hour, total: 0.0, events: 0, baseline: None, slot: local_hour(hour), samples: vec![VecDeque::new(); 24], open: None };
+            self.hourly.insert(Box::from(key), fresh);
+        }
+        let Some(k) = self.hourly.get_mut(key) else { return };
+        if hour < k.hour {
+            // A late event for an hour already judged: archived, not re-judged.
+            return;
+        }
+        if hour > k.hour {
+            let slot = &mut k.samples[k.slot];
+            let day = k.hour.div_euclid(24);
+            if k.events > 0 {
+                slot.push_back((day, k.total));
+            }
+            while slot.front().is_some_and(|(d, _)| day - d >= b.history_days as i64) || slot.len() > b.history_days {
+                slot.pop_front();
+            }
+            if let Some(f) = k.open.take() {
+                out.push(f);
+            }
+            k.hour = hour;
+            k.slot = local_hour(hour);
+            k.total = 0.0;
+            k.events = 0;
+            let horizon = hour.div_euclid(24) - b.history_days as i64;
+            let past: Vec<f64> = k.samples[k.slot].iter().filter(|(d, _)| *d >= horizon).map(|(_, v)| *v).collect();
+            k.baseline = (past.len() >= b.min_samples).then(|| {
+                use statrs::statistics::{Data, Median};
+                let median = Data::new(past.clone()).median();
+                let deviations: Vec<f64> = past.iter().map(|v| (v - median).abs()).collect();
+                (median, 1.4826 * Data::new(deviations).median())
+            });
+        }
+        k.total += value;
+        k.events += 1;
+        let Some((normal, spread)) = k.baseline.filter(|(v, _)| *v > 0.0) else { return };
+        if k.total < b.ratio * normal || k.total < b.min_volume || k.total - normal < b.min_deviation * spread {
+            return;
+        }
+        let details = json!({
+            "observed": k.total, "baseline": normal, "ratio": (k.total / normal * 100.0).round() / 100.0,
+            "robust_sd": (spread * 10.0).round() / 10.0,
+            "fires_at_ratio": b.ratio, "local_hour": k.slot, "measure": b.measure.map_or("events", |_| "sum"),
+        })
+        .to_string();
+        let event_id = cols.event_id.value(row);
+        match &mut k.open {
+            Some(f) => {
+                f.window_end = t;
+                f.event_count = k.events;
+                if f.evidence.len() < MAX_EVIDENCE {
+                    f.evidence.push(event_id.to_string());
+                }
+                f.details = details;
+            }
+            None => {
+                let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+                hasher.update(self.rule.id.as_bytes());
+                hasher.update(key);
+                hasher.update(&hour.to_le_bytes());
+                let text = |c: &StringArray| if c.is_null(row) { String::new() } else { c.value(row).to_string() };
+                k.open = Some(Finding {
+                    finding_id: format!("{:016x}", hasher.digest()),
+                    rule: self.rule.id.clone(),
+                    title: self.rule.title.clone(),
+                    severity: self.rule.severity,
+                    family: self.rule.family,
+                    system: text(cols.system),
+                    state: text(cols.state),
+                    license: text(cols.license),
+                    location: text(cols.location),
+                    subject: text(cols.subject),
+                    window_start: hour * HOUR_MS,
+                    window_end: t,
+                    event_count: k.events,
+                    evidence: vec![event_id.to_string()],
+                    detected_at: now,
+                    details,
+                });
+            }
+        }
+    }
+
     /// A gap between two matching events longer than the limit is a finding
     /// even when no watermark check fell inside it (both ends in one batch).
     fn saw_ok(&mut self, key: &[u8], row: usize, cols: &Columns<'_>, reference: &Reference, now: i64, out: &mut Vec<Finding>) {

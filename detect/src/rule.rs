@@ -32,6 +32,26 @@ pub enum RuleType {
     Absence,
     /// A value of `field` not seen for the key within `history` (after a learning period).
     NewValue,
+    /// Volume in the current hour at least `ratio` times the key's normal level for that hour.
+    Baseline,
+}
+
+/// The compiled parameters of a `baseline` rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Baseline {
+    /// Column summed per hour (`None`: count events).
+    pub measure: Option<usize>,
+    /// Observed / baseline ratio that fires (the seeds' "2x normal volume").
+    pub ratio: f64,
+    /// Past days of the same hour kept as samples.
+    pub history_days: usize,
+    /// Samples needed before the key is judged.
+    pub min_samples: usize,
+    /// Smallest hourly volume worth an alert.
+    pub min_volume: f64,
+    /// How many robust standard deviations (1.4826 x MAD) above the median
+    /// the hour must also be, so that naturally noisy keys stay quiet.
+    pub min_deviation: f64,
 }
 
 /// The compiled parameters of a `new_value` rule.
@@ -208,6 +228,24 @@ pub struct RuleConfig {
     /// New-value rules: quiet period after a key's first sighting (default 7d).
     #[serde(default)]
     pub learning: Option<String>,
+    /// Baseline rules: the column summed per hour (omit to count events).
+    #[serde(default)]
+    pub measure: Option<String>,
+    /// Baseline rules: ratio to the normal level that fires (default 2.0).
+    #[serde(default)]
+    pub ratio: Option<f64>,
+    /// Baseline rules: days of the same hour kept as samples (default 28).
+    #[serde(default)]
+    pub history_days: Option<usize>,
+    /// Baseline rules: samples needed before judging a key's hour (default 7).
+    #[serde(default)]
+    pub min_samples: Option<usize>,
+    /// Baseline rules: smallest hourly volume that can fire (default 0).
+    #[serde(default)]
+    pub min_volume: Option<f64>,
+    /// Baseline rules: robust deviations above normal also required (default 4).
+    #[serde(default)]
+    pub min_deviation: Option<f64>,
 }
 
 /// A rule ready to run: filter compiled, durations parsed, columns resolved.
@@ -247,6 +285,8 @@ pub struct CompiledRule {
     pub absence: Option<Absence>,
     /// New-value parameters (new_value rules only).
     pub new_value: Option<NewValue>,
+    /// Baseline parameters (baseline rules only).
+    pub baseline: Option<Baseline>,
     /// (policy flag, severity) escalation.
     pub escalate: Option<(String, Severity)>,
     /// Where the rule came from.
@@ -321,6 +361,12 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
     let mut condition = RowCondition::None;
     let mut absence = None;
     let mut new_value = None;
+    let mut baseline = None;
+    if config.rule_type != RuleType::Baseline
+        && (config.measure.is_some() || config.ratio.is_some() || config.history_days.is_some() || config.min_samples.is_some() || config.min_volume.is_some() || config.min_deviation.is_some())
+    {
+        return Err(err("measure", "fields `measure`, `ratio`, `history_days`, `min_samples` and `min_volume` go with `type: baseline`".into()));
+    }
     if config.rule_type != RuleType::NewValue && (config.field.is_some() || config.history.is_some() || config.learning.is_some()) {
         return Err(err("field", "fields `field`, `history` and `learning` go with `type: new_value`".into()));
     }
@@ -335,6 +381,30 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
         None => None,
     };
     let (threshold, window_ms) = match config.rule_type {
+        RuleType::Baseline => {
+            if config.threshold.is_some() || config.window.is_some() || config.distinct.is_some() {
+                return Err(err("type", "only `threshold` rules take `threshold`, `window` or `distinct`".into()));
+            }
+            let measure = config.measure.as_deref().map(|m| column("measure", m)).transpose()?;
+            if let Some(m) = measure {
+                if schema.field(m).data_type() != &DataType::Int64 {
+                    return Err(err("measure", "field `measure`: must be an integer column (records, bytes, ...)".into()));
+                }
+            }
+            let ratio = config.ratio.unwrap_or(2.0);
+            if !(ratio > 1.0) {
+                return Err(err("ratio", "field `ratio`: must be greater than 1".into()));
+            }
+            baseline = Some(Baseline {
+                measure,
+                ratio,
+                history_days: config.history_days.unwrap_or(28).max(1),
+                min_samples: config.min_samples.unwrap_or(7).max(1),
+                min_volume: config.min_volume.unwrap_or(0.0),
+                min_deviation: config.min_deviation.unwrap_or(4.0),
+            });
+            (ThresholdConfig::All(1), 0)
+        }
         RuleType::NewValue => {
             if config.threshold.is_some() || config.window.is_some() || config.distinct.is_some() {
                 return Err(err("type", "only `threshold` rules take `threshold`, `window` or `distinct`".into()));
@@ -440,6 +510,7 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
         condition,
         absence,
         new_value,
+        baseline,
         escalate,
         file: file.to_path_buf(),
     })
