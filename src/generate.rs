@@ -604,6 +604,26 @@ fn incidents(w: &mut Writer, sites: &[Site], opts: &GenerateOptions) {
     let (from, to) = w.inflate_hour(&site, local(&site, day(1), 14 * 60), 1.6);
     w.truth.lookalikes.push(entry("busy-hour", "api.volume_spike", &site, &site.key_id, from, to, "1.6x the normal records for the hour: below 2x"));
 
+    // Key history: every POS key was created before the data starts. Denver's is 75 days old at
+    // the end (Colorado rotates every 60: overdue); the others were rotated 30 days before the
+    // start, and Oakland's previous key was revoked properly (look-alike).
+    let first = local(s(0), opts.start, 0);
+    for (i, site) in sites.iter().enumerate() {
+        let admin = site.employees[0].user.clone();
+        let key = site.key_id.clone();
+        let created = if site.state == "CO" { local(site, day(0), 12 * 60) - 75 * 86_400_000 } else { first - 30 * 86_400_000 + i as i64 * 60_000 };
+        w.push(created, audit(site, created, &admin, "api_key_created", json!({"target": key})));
+        if site.state == "CO" {
+            w.truth.incidents.push(entry("key-rotation-overdue", "audit.key_rotation_overdue", site, &key, created + 60 * 86_400_000, created + 75 * 86_400_000, "POS key 75 days old where Colorado requires rotation every 60 (001 mistake 1)"));
+        }
+    }
+    let site = s(0);
+    let old_key = format!("{}-previous", site.key_id);
+    let (born, revoked) = (first - 150 * 86_400_000, first - 30 * 86_400_000 - 3_600_000);
+    w.push(born, audit(site, born, &site.employees[0].user, "api_key_created", json!({"target": old_key})));
+    w.push(revoked, audit(site, revoked, &site.employees[0].user, "api_key_revoked", json!({"target": old_key})));
+    w.truth.lookalikes.push(entry("rotated-key", "audit.key_rotation_overdue", site, &old_key, born, revoked, "a key created 150 days ago and revoked at rotation"));
+
     // Ex-employee deactivated properly: the deactivation itself is an audit finding.
     let site = s(5);
     let t0 = local(site, day(6), 17 * 60 + 30);

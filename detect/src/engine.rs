@@ -241,9 +241,39 @@ impl RuleState {
             .and_then(|v| v.into_array(batch.num_rows()))
             .map_err(|e| eval_error(rule, e))?;
         let mask: &BooleanArray = mask.as_boolean_opt().ok_or_else(|| eval_error(rule, "filter did not return booleans"))?;
-        if mask.true_count() == 0 {
-            return Ok((0, 0));
+        let clear = self.rule.absence.as_ref().and_then(|a| a.clear.clone());
+        let result = if mask.true_count() == 0 { Ok((0, 0)) } else { self.process_matched(batch, mask, reference, now, out) };
+        if let Some(clear) = clear {
+            self.clear_keys(&clear, batch, out).map_err(|e| eval_error(&self.rule, e))?;
         }
+        result
+    }
+
+    /// Absence rules: events passing `clear` stop tracking their key; an open finding closes.
+    fn clear_keys(&mut self, clear: &Arc<dyn datafusion::physical_expr::PhysicalExpr>, batch: &RecordBatch, out: &mut Vec<Finding>) -> Result<(), String> {
+        let mask = clear.evaluate(batch).and_then(|v| v.into_array(batch.num_rows())).map_err(|e| e.to_string())?;
+        let mask = mask.as_boolean_opt().ok_or("clear did not return booleans")?;
+        if mask.true_count() == 0 {
+            return Ok(());
+        }
+        let cleared = filter_record_batch(batch, mask).map_err(|e| e.to_string())?;
+        let keys = self
+            .converter
+            .convert_columns(&self.rule.group_by.iter().map(|c| cleared.column(*c).clone()).collect::<Vec<_>>())
+            .map_err(|e| e.to_string())?;
+        for i in 0..cleared.num_rows() {
+            if let Some(mut k) = self.absent.remove(keys.row(i).as_ref()) {
+                if let Some(mut f) = k.open.take() {
+                    f.details = absence_details(&f, f.window_end, true);
+                    out.push(f);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn process_matched(&mut self, batch: &RecordBatch, mask: &BooleanArray, reference: &Reference, now: i64, out: &mut Vec<Finding>) -> Result<(u64, u64), DetectError> {
+        let rule = &self.rule;
         let mut matched = filter_record_batch(batch, mask).map_err(|e| eval_error(rule, e))?;
         if rule.condition != RowCondition::None {
             let mask = condition_mask(rule.condition, &matched, reference).map_err(|e| eval_error(rule, e))?;

@@ -70,7 +70,7 @@ pub struct Policy {
 }
 
 /// Numeric policy values a rule can refer to by name.
-pub const NUMERIC_NAMES: &[&str] = &["sync_limit"];
+pub const NUMERIC_NAMES: &[&str] = &["sync_limit", "key_rotation"];
 /// Boolean policy values a rule can refer to by name.
 pub const FLAG_NAMES: &[&str] = &["mfa_required"];
 
@@ -98,6 +98,7 @@ impl Policy {
         let p = self.state(state);
         match name {
             "sync_limit" => Some(p.sync_interval_ms + p.sync_grace_ms),
+            "key_rotation" => Some(i64::from(p.key_rotation_days) * 86_400_000),
             _ => None,
         }
     }

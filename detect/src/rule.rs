@@ -108,7 +108,7 @@ pub enum Limit {
 }
 
 /// The compiled parameters of an `absence` rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Absence {
     /// How long without a matching event before it fires.
     pub limit: Limit,
@@ -116,6 +116,14 @@ pub struct Absence {
     pub minimum_ms: i64,
     /// (elapsed ms, severity), ascending.
     pub ladder: Vec<(i64, Severity)>,
+    /// Events that stop tracking their key, compiled.
+    pub clear: Option<Arc<dyn PhysicalExpr>>,
+}
+
+impl PartialEq for Absence {
+    fn eq(&self, other: &Self) -> bool {
+        self.limit == other.limit && self.minimum_ms == other.minimum_ms && self.ladder == other.ladder && self.clear.is_some() == other.clear.is_some()
+    }
 }
 
 /// The join of a `reference` rule.
@@ -213,6 +221,9 @@ pub struct RuleConfig {
     /// Absence rules: a floor under the limit.
     #[serde(default)]
     pub minimum: Option<String>,
+    /// Absence rules: SQL filter of events that end tracking of their key (a revoked key).
+    #[serde(default)]
+    pub clear: Option<String>,
     /// Absence rules: severities by time elapsed.
     #[serde(default)]
     pub ladder: Vec<LadderStep>,
@@ -315,6 +326,18 @@ fn quote_sql(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
+/// Compile a SQL boolean expression over a family's columns.
+fn compile_filter(ctx: &SessionContext, schema: &datafusion::arrow::datatypes::SchemaRef, sql: &str) -> Result<Arc<dyn PhysicalExpr>, String> {
+    let flat = |e: datafusion::error::DataFusionError| e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+    let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(flat)?;
+    let expr = ctx.parse_sql_expr(sql, &df_schema).map_err(flat)?;
+    let data_type = expr.get_type(&df_schema).map_err(flat)?;
+    if data_type != DataType::Boolean {
+        return Err(format!("must be a boolean expression, this one is {data_type}"));
+    }
+    ctx.create_physical_expr(expr, &df_schema).map_err(flat)
+}
+
 /// Parse and compile one rule file's text.
 pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<CompiledRule, DetectError> {
     let name = file.display().to_string();
@@ -370,8 +393,8 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
     if config.rule_type != RuleType::NewValue && (config.field.is_some() || config.history.is_some() || config.learning.is_some()) {
         return Err(err("field", "fields `field`, `history` and `learning` go with `type: new_value`".into()));
     }
-    if config.rule_type != RuleType::Absence && (config.limit.is_some() || config.minimum.is_some() || !config.ladder.is_empty()) {
-        return Err(err("limit", "fields `limit`, `minimum` and `ladder` go with `type: absence`".into()));
+    if config.rule_type != RuleType::Absence && (config.limit.is_some() || config.minimum.is_some() || !config.ladder.is_empty() || config.clear.is_some()) {
+        return Err(err("limit", "fields `limit`, `minimum`, `ladder` and `clear` go with `type: absence`".into()));
     }
     let escalate = match &config.escalate {
         Some(e) if !crate::policy::FLAG_NAMES.contains(&e.policy.as_str()) => {
@@ -455,7 +478,11 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
             if ladder.windows(2).any(|w| w[0].0 >= w[1].0) {
                 return Err(err("ladder", "field `ladder`: steps must be in increasing `after` order".into()));
             }
-            absence = Some(Absence { limit, minimum_ms, ladder });
+            let clear = match &config.clear {
+                Some(sql) => Some(compile_filter(ctx, &schema, sql).map_err(|m| err("clear", format!("field `clear`: {m}")))?),
+                None => None,
+            };
+            absence = Some(Absence { limit, minimum_ms, ladder, clear });
             (ThresholdConfig::All(1), 0)
         }
         RuleType::Threshold => {
@@ -480,17 +507,8 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
             sql = format!("({sql}) AND ({col} IS NULL OR {col} NOT IN ({}))", list.join(", "));
         }
     }
-    let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(|e| err("filter", e.to_string()))?;
-    // DataFusion messages can span lines; a configuration error is one line.
-    let sql_err = |e: datafusion::error::DataFusionError| {
-        err("filter", format!("field `filter`: {}", e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")))
-    };
-    let expr = ctx.parse_sql_expr(&sql, &df_schema).map_err(sql_err)?;
-    let data_type = expr.get_type(&df_schema).map_err(sql_err)?;
-    if data_type != DataType::Boolean {
-        return Err(err("filter", format!("field `filter`: must be a boolean expression, this one is {data_type}")));
-    }
-    let filter = ctx.create_physical_expr(expr, &df_schema).map_err(sql_err)?;
+    // DataFusion messages can span lines; compile_filter flattens them, as a configuration error is one line.
+    let filter = compile_filter(ctx, &schema, &sql).map_err(|m| err("filter", format!("field `filter`: {m}")))?;
 
     Ok(CompiledRule {
         id: config.id,
