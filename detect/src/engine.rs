@@ -421,29 +421,10 @@ impl RuleState {
                 f.details = details;
             }
             None => {
-                let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-                hasher.update(self.rule.id.as_bytes());
-                hasher.update(key);
-                hasher.update(&hour.to_le_bytes());
-                let text = |c: &StringArray| if c.is_null(row) { String::new() } else { c.value(row).to_string() };
-                k.open = Some(Finding {
-                    finding_id: format!("{:016x}", hasher.digest()),
-                    rule: self.rule.id.clone(),
-                    title: self.rule.title.clone(),
-                    severity: self.rule.severity,
-                    family: self.rule.family,
-                    system: text(cols.system),
-                    state: text(cols.state),
-                    license: text(cols.license),
-                    location: text(cols.location),
-                    subject: text(cols.subject),
-                    window_start: hour * HOUR_MS,
-                    window_end: t,
-                    event_count: k.events,
-                    evidence: vec![event_id.to_string()],
-                    detected_at: now,
-                    details,
-                });
+                let place = Place::of_row(cols, row);
+                let mut f = new_finding(&self.rule, key, self.rule.severity, &place, (hour * HOUR_MS, t), k.events, vec![event_id.to_string()], now);
+                f.details = details;
+                k.open = Some(f);
             }
         }
     }
@@ -589,33 +570,12 @@ impl RuleState {
                 )
             }
         };
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        hasher.update(rule.id.as_bytes());
-        hasher.update(key);
-        hasher.update(&first_time.to_le_bytes());
         let state_code = cols.state.value(row);
         let severity = match &rule.escalate {
             Some((flag, raised)) if reference.policy.flag(flag, state_code) == Some(true) => rule.severity.max(*raised),
             _ => rule.severity,
         };
-        let finding = Finding {
-            finding_id: format!("{:016x}", hasher.digest()),
-            rule: rule.id.clone(),
-            title: rule.title.clone(),
-            severity,
-            family: rule.family,
-            system: cols.system.value(row).to_string(),
-            state: cols.state.value(row).to_string(),
-            license: cols.license.value(row).to_string(),
-            location: cols.location.value(row).to_string(),
-            subject: if cols.subject.is_null(row) { String::new() } else { cols.subject.value(row).to_string() },
-            window_start: first_time,
-            window_end: t,
-            event_count: count as i64,
-            evidence,
-            detected_at: now,
-            details: String::new(),
-        };
+        let finding = new_finding(rule, key, severity, &Place::of_row(cols, row), (first_time, t), count as i64, evidence, now);
         let expiry = first_time.saturating_add(rule.suppress_ms);
         state.open = Some(OpenFinding { finding, distinct_values });
         self.sequence += 1;
@@ -655,30 +615,50 @@ fn absence_severity(rule: &CompiledRule, state: &str, elapsed: i64, reference: &
     Some(absence.ladder.iter().rev().find(|(after, _)| elapsed >= *after).map_or(rule.severity, |(_, s)| *s))
 }
 
-/// A new absence finding for a key silent since `k.last_ok`.
-fn absence_finding(rule: &CompiledRule, key: &[u8], k: &AbsentKey, severity: Severity, until: i64, now: i64) -> Finding {
+/// Where a finding belongs: system, state, license, location and subject,
+/// taken from the event that opened it.
+struct Place<'a>([&'a str; 5]);
+
+impl<'a> Place<'a> {
+    fn of_row(cols: &Columns<'a>, row: usize) -> Self {
+        let v = |c: &'a StringArray| if c.is_null(row) { "" } else { c.value(row) };
+        Place([v(cols.system), v(cols.state), v(cols.license), v(cols.location), v(cols.subject)])
+    }
+}
+
+/// A new finding. Its id hashes rule, group key and window start, so the same
+/// input always gives the same ids (and the archive deduplicates re-runs).
+#[allow(clippy::too_many_arguments)]
+fn new_finding(rule: &CompiledRule, key: &[u8], severity: Severity, place: &Place<'_>, window: (i64, i64), event_count: i64, evidence: Vec<String>, now: i64) -> Finding {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     hasher.update(rule.id.as_bytes());
     hasher.update(key);
-    hasher.update(&k.last_ok.to_le_bytes());
-    let mut f = Finding {
+    hasher.update(&window.0.to_le_bytes());
+    let [system, state, license, location, subject] = place.0.map(str::to_string);
+    Finding {
         finding_id: format!("{:016x}", hasher.digest()),
         rule: rule.id.clone(),
         title: rule.title.clone(),
         severity,
         family: rule.family,
-        system: k.system.to_string(),
-        state: k.state.to_string(),
-        license: k.license.to_string(),
-        location: k.location.to_string(),
-        subject: k.subject.to_string(),
-        window_start: k.last_ok,
-        window_end: until,
-        event_count: 1,
-        evidence: vec![k.last_event_id.to_string()],
+        system,
+        state,
+        license,
+        location,
+        subject,
+        window_start: window.0,
+        window_end: window.1,
+        event_count,
+        evidence,
         detected_at: now,
         details: String::new(),
-    };
+    }
+}
+
+/// A new absence finding for a key silent since `k.last_ok`.
+fn absence_finding(rule: &CompiledRule, key: &[u8], k: &AbsentKey, severity: Severity, until: i64, now: i64) -> Finding {
+    let place = Place([&k.system, &k.state, &k.license, &k.location, &k.subject]);
+    let mut f = new_finding(rule, key, severity, &place, (k.last_ok, until), 1, vec![k.last_event_id.to_string()], now);
     f.details = absence_details(&f, until, false);
     f
 }
