@@ -49,5 +49,10 @@ fn policy_numbers_drive_severity_and_limits() {
     assert_eq!(mfa.iter().map(|f| f.severity).collect::<Vec<_>>(), vec![Severity::High]);
 
     assert_eq!(findings(&shipped, "sync.lag", "sync/lag.positive.ndjson").len(), 1, "90 min without sync in real-time CA");
+    assert_eq!(findings(&shipped, "api.failed_burst", "api/failed_burst.positive.ndjson").len(), 2, "Metrc 10 and BioTrack 5 per hour");
+    let stricter = shipped.replace("metrc: {failed_api_per_hour: 10}", "metrc: {failed_api_per_hour: 11}");
+    assert_ne!(stricter, shipped);
+    let burst = findings(&stricter, "api.failed_burst", "api/failed_burst.positive.ndjson");
+    assert_eq!(burst.iter().map(|f| f.system.as_str()).collect::<Vec<_>>(), vec!["biotrack"], "10 Metrc failures no longer reach 11");
     assert!(findings(&relaxed, "sync.lag", "sync/lag.positive.ndjson").is_empty(), "within a 12 h interval");
 }

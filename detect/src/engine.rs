@@ -22,6 +22,8 @@ const SWEEP_EVERY_BATCHES: u64 = 64;
 struct OpenFinding {
     finding: Finding,
     distinct_values: Vec<String>,
+    /// The threshold that applied when it opened.
+    threshold: u32,
 }
 
 #[derive(Debug, Default)]
@@ -496,8 +498,8 @@ impl RuleState {
     #[allow(clippy::too_many_arguments)]
     fn observe(&mut self, key: &[u8], row: usize, t: i64, cols: &Columns<'_>, reference: &Reference, now: i64, out: &mut Vec<Finding>) -> bool {
         let rule = &self.rule;
-        let Some(threshold) = rule.threshold_for(cols.system.value(row)) else { return false };
-        let threshold = threshold as usize;
+        let Some(threshold_n) = rule.threshold_for(cols.system.value(row), &reference.policy) else { return false };
+        let threshold = threshold_n as usize;
         let state = match self.keys.get_mut(key) {
             Some(s) => s,
             None => self.keys.entry(Box::from(key)).or_default(),
@@ -577,7 +579,7 @@ impl RuleState {
         };
         let finding = new_finding(rule, key, severity, &Place::of_row(cols, row), (first_time, t), count as i64, evidence, now);
         let expiry = first_time.saturating_add(rule.suppress_ms);
-        state.open = Some(OpenFinding { finding, distinct_values });
+        state.open = Some(OpenFinding { finding, distinct_values, threshold: threshold_n });
         self.sequence += 1;
         self.expiries.insert((expiry, self.sequence), Box::from(key));
         true
@@ -740,7 +742,7 @@ fn render(rule: &CompiledRule, open: OpenFinding) -> Finding {
     let mut f = open.finding;
     let mut details = json!({ "filter": rule.filter_sql });
     if rule.rule_type == RuleType::Threshold {
-        details["threshold"] = json!(rule.threshold_for(&f.system));
+        details["threshold"] = json!(open.threshold);
         details["window_seconds"] = json!(rule.window_ms / 1000);
     }
     if let Some(nv) = &rule.new_value {

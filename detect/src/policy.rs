@@ -71,6 +71,8 @@ pub struct Policy {
 
 /// Numeric policy values a rule can refer to by name.
 pub const NUMERIC_NAMES: &[&str] = &["sync_limit", "key_rotation"];
+/// Per-system numbers a rule can use as a threshold.
+pub const SYSTEM_NUMBER_NAMES: &[&str] = &["failed_api_per_hour"];
 /// Boolean policy values a rule can refer to by name.
 pub const FLAG_NAMES: &[&str] = &["mfa_required"];
 
@@ -114,6 +116,14 @@ impl Policy {
     /// The failed-API threshold of a system, when set.
     pub fn failed_api_per_hour(&self, system: &str) -> Option<u32> {
         self.systems.get(system).and_then(|s| s.failed_api_per_hour)
+    }
+
+    /// A per-system number by name (see [`SYSTEM_NUMBER_NAMES`]).
+    pub fn system_number(&self, name: &str, system: &str) -> Option<u32> {
+        match name {
+            "failed_api_per_hour" => self.failed_api_per_hour(system),
+            _ => None,
+        }
     }
 }
 

@@ -163,6 +163,11 @@ pub enum RowCondition {
 pub enum ThresholdConfig {
     /// The same for every system.
     All(u32),
+    /// A per-system number from policy.yaml (`{policy: failed_api_per_hour}`).
+    Policy {
+        /// The policy value's name.
+        policy: String,
+    },
     /// Per system; a system not listed never fires.
     PerSystem(BTreeMap<String, u32>),
 }
@@ -306,9 +311,10 @@ pub struct CompiledRule {
 
 impl CompiledRule {
     /// Events (or distinct values) needed for `system`; `None` means the rule never fires there.
-    pub fn threshold_for(&self, system: &str) -> Option<u32> {
+    pub fn threshold_for(&self, system: &str, policy: &crate::policy::Policy) -> Option<u32> {
         match &self.threshold {
             ThresholdConfig::All(n) => Some(*n),
+            ThresholdConfig::Policy { policy: name } => policy.system_number(name, system),
             ThresholdConfig::PerSystem(m) => m.get(system).copied(),
         }
     }
@@ -490,10 +496,11 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
             let window = window.ok_or_else(|| err("type", "a `threshold` rule needs field `window`".into()))?;
             let bad = match &threshold {
                 ThresholdConfig::All(n) => *n == 0,
+                ThresholdConfig::Policy { policy } => !crate::policy::SYSTEM_NUMBER_NAMES.contains(&policy.as_str()),
                 ThresholdConfig::PerSystem(m) => m.is_empty() || m.values().any(|n| *n == 0) || m.keys().any(|k| !seedwatch_schemas::SYSTEMS.contains(&k.as_str())),
             };
             if bad || window <= 0 {
-                return Err(err("threshold", "field `threshold`: must be a positive number, or positive numbers per system (metrc, biotrack), with a positive `window`".into()));
+                return Err(err("threshold", "field `threshold`: must be a positive number, positive numbers per system (metrc, biotrack), or `{policy: failed_api_per_hour}`, with a positive `window`".into()));
             }
             (threshold, window)
         }
@@ -595,7 +602,8 @@ mod tests {
         let schema = event_schema(Family::Login);
         let names: Vec<&str> = rule.group_by.iter().map(|i| schema.field(*i).name().as_str()).collect();
         assert_eq!(names, ["license", "user"]);
-        assert_eq!((rule.window_ms, rule.suppress_ms, rule.threshold_for("metrc")), (3_600_000, 3_600_000, Some(3)));
+        let p = crate::policy::Policy::default();
+        assert_eq!((rule.window_ms, rule.suppress_ms, rule.threshold_for("metrc", &p)), (3_600_000, 3_600_000, Some(3)));
     }
 
     #[test]
@@ -622,7 +630,8 @@ mod tests {
         let text = GOOD.replace("threshold: 3", "threshold: {metrc: 10, biotrack: 5}")
             + "exceptions:\n  user: [\"svc-o'brien\"]\n";
         let rule = compile(&text).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((rule.threshold_for("metrc"), rule.threshold_for("biotrack"), rule.threshold_for("x")), (Some(10), Some(5), None));
+        let p = crate::policy::Policy::default();
+        assert_eq!((rule.threshold_for("metrc", &p), rule.threshold_for("biotrack", &p), rule.threshold_for("x", &p)), (Some(10), Some(5), None));
         assert!(rule.filter_sql.contains("NOT IN ('svc-o''brien')"), "{}", rule.filter_sql);
     }
 }
