@@ -22,6 +22,7 @@ struct Metrics {
     bytes_in: IntCounterVec,
     redacted: IntCounterVec,
     rows_matched: IntCounterVec,
+    late_events: IntCounterVec,
     findings: IntCounterVec,
     archive_rows: IntCounterVec,
     archive_files: IntCounterVec,
@@ -39,6 +40,7 @@ static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| {
         bytes_in: counter("bytes_in_total", "Bytes of input read, by source kind.", &["source"])?,
         redacted: counter("redacted_lines_total", "Lines in which a raw credential was replaced by a fingerprint.", &["source"])?,
         rows_matched: counter("detect_rows_matched_total", "Rows that passed a rule filter, by family.", &["family"])?,
+        late_events: counter("late_events_total", "Events beyond the allowed lateness (archived, not evaluated), by family.", &["family"])?,
         findings: counter("findings_total", "Findings emitted, by rule, severity and state.", &["rule", "severity", "state"])?,
         archive_rows: counter("archive_rows_total", "Rows written to the archive, by table.", &["table"])?,
         archive_files: counter("archive_files_total", "Parquet files written.", &[])?,
@@ -104,6 +106,10 @@ impl BatchDetected<'_> {
         tracing::trace!(family = self.family.as_str(), matched = self.stats.rows_matched, opened = self.stats.findings_opened, "batch detected");
         let Some(m) = METRICS.as_ref() else { return };
         m.rows_matched.with_label_values(&[self.family.as_str()]).inc_by(self.stats.rows_matched);
+        if self.stats.late_events > 0 {
+            tracing::debug!(family = self.family.as_str(), late = self.stats.late_events, "late events not evaluated");
+            m.late_events.with_label_values(&[self.family.as_str()]).inc_by(self.stats.late_events);
+        }
         m.batch_seconds.with_label_values(&["detect"]).observe(self.seconds);
     }
 }

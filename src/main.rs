@@ -134,9 +134,17 @@ struct RunArgs {
     /// File with the local secret for credential fingerprints [default: ~/.config/seedwatch/fingerprint.key].
     #[arg(long)]
     fingerprint_key: Option<PathBuf>,
+    /// How far behind the newest event an event may arrive and still be evaluated
+    /// (later ones are archived and counted as late).
+    #[arg(long, default_value = "1h", value_parser = parse_lateness)]
+    allowed_lateness: i64,
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
+}
+
+fn parse_lateness(s: &str) -> Result<i64, String> {
+    seedwatch_detect::duration::parse_duration_ms(s)
 }
 
 fn parse_format(s: &str) -> Result<OutputFormat, String> {
@@ -166,6 +174,7 @@ fn run_options(inputs: Vec<PathBuf>, args: RunArgs) -> RunOptions {
         roster: args.roster,
         fingerprint_key: default_key(args.fingerprint_key),
         progress: !args.quiet,
+        allowed_lateness_ms: args.allowed_lateness,
     }
 }
 
@@ -211,6 +220,9 @@ fn print_summary(report: &RunReport, archive: &Path) {
     if dups > 0 {
         let per: Vec<String> = report.duplicates.iter().map(|(t, n)| format!("{t} {}", thousands(*n))).collect();
         println!("duplicates:   {} skipped, already archived ({})", thousands(dups), per.join(", "));
+    }
+    if report.late_events > 0 {
+        println!("late:         {} events arrived beyond the allowed lateness: archived, not evaluated", thousands(report.late_events));
     }
     let dead: Vec<String> = ReasonCode::ALL.iter().zip(d.dead).filter(|(_, n)| *n > 0).map(|(c, n)| format!("{c} {n}")).collect();
     if dead.is_empty() {
@@ -315,7 +327,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             let archive = dir.join("archive");
             println!("generating {} days of logs for {} locations into {} ...", shape.days, shape.locations, data.display());
             generate(&data, &GenerateOptions { days: shape.days, locations: shape.locations, seed: shape.seed, start: shape.start })?;
-            let args = RunArgs { archive: archive.clone(), rules, locations: Some(data.join("locations.csv")), roster: Some(data.join("roster.csv")), fingerprint_key: Some(dir.join("fingerprint.key")), quiet: false };
+            let args = RunArgs { archive: archive.clone(), rules, locations: Some(data.join("locations.csv")), roster: Some(data.join("roster.csv")), fingerprint_key: Some(dir.join("fingerprint.key")), allowed_lateness: seedwatch_detect::engine::DEFAULT_ALLOWED_LATENESS_MS, quiet: false };
             let opts = run_options(vec![data.join("events.ndjson")], args);
             let report = run(&opts)?;
             print_summary(&report, &archive);

@@ -38,6 +38,8 @@ pub struct RunOptions {
     pub fingerprint_key: PathBuf,
     /// Print progress lines to stderr.
     pub progress: bool,
+    /// How far behind the newest event an event may arrive and still be evaluated (ms).
+    pub allowed_lateness_ms: i64,
 }
 
 /// What a run did.
@@ -57,6 +59,8 @@ pub struct RunReport {
     pub inputs: usize,
     /// Rules not evaluated for lack of reference data, with the reason.
     pub skipped_rules: Vec<(String, &'static str)>,
+    /// Events beyond the allowed lateness: archived, not evaluated.
+    pub late_events: u64,
 }
 
 enum Message {
@@ -89,7 +93,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         return Err(anyhow!("no input: pass --input FILE (or - for stdin)"));
     }
     let total_bytes: Option<u64> = sources.iter().map(|(s, _)| s.size_hint()).sum();
-    let mut engine = RuleEngine::with_reference(rules, Arc::new(reference))?;
+    let mut engine = RuleEngine::with_reference(rules, Arc::new(reference))?.with_allowed_lateness(opts.allowed_lateness_ms);
     for (rule, why) in engine.skipped() {
         tracing::warn!(rule = %rule, reason = why, "rule skipped");
     }
@@ -143,6 +147,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         for events in &decoded.events {
             let t = Instant::now();
             let stats = engine.process(events, &mut findings)?;
+            report.late_events += stats.late_events;
             BatchDetected { family: events.family, stats: &stats, seconds: t.elapsed().as_secs_f64() }.emit();
             write(&mut sink, Table::Events(events.family), &events.batch, &mut report)?;
         }

@@ -15,6 +15,9 @@ use crate::reference::Reference;
 use crate::rule::{CompiledRule, RowCondition, RuleType};
 use crate::{DetectError, DetectStats, Detector};
 
+/// Default allowed lateness: one hour behind the newest event.
+pub const DEFAULT_ALLOWED_LATENESS_MS: i64 = 3_600_000;
+
 /// Sweep idle keys out of memory every this many batches per rule.
 const SWEEP_EVERY_BATCHES: u64 = 64;
 
@@ -100,6 +103,8 @@ pub struct RuleEngine {
     skipped: Vec<(String, &'static str)>,
     /// Newest event time seen in any family: absence is judged against it.
     watermark: i64,
+    /// How far behind the watermark an event may be and still be evaluated.
+    allowed_lateness_ms: i64,
     clock: fn() -> i64,
 }
 
@@ -141,12 +146,18 @@ impl RuleEngine {
             by_family[rule.family.index()].push(i);
             states.push(RuleState { rule, keys: HashMap::new(), hourly: HashMap::new(), seen: HashMap::new(), absent: HashMap::new(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0 });
         }
-        Ok(Self { rules: states, by_family, reference, skipped, watermark: i64::MIN, clock: wall_clock_ms })
+        Ok(Self { rules: states, by_family, reference, skipped, watermark: i64::MIN, allowed_lateness_ms: DEFAULT_ALLOWED_LATENESS_MS, clock: wall_clock_ms })
     }
 
     /// Rules not evaluated for lack of reference data, with the reason.
     pub fn skipped(&self) -> &[(String, &'static str)] {
         &self.skipped
+    }
+
+    /// Evaluate events up to `ms` behind the watermark; older ones are only counted as late.
+    pub fn with_allowed_lateness(mut self, ms: i64) -> Self {
+        self.allowed_lateness_ms = ms.max(0);
+        self
     }
 
     /// Use a fixed clock for `detected_at` (golden tests).
@@ -170,10 +181,26 @@ impl Detector for RuleEngine {
     fn process(&mut self, events: &EventBatch, out: &mut Vec<Finding>) -> Result<DetectStats, DetectError> {
         let mut stats = DetectStats::default();
         let now = (self.clock)();
+        // Events too far behind the watermark would reopen windows that were already judged:
+        // one columnar comparison drops them from evaluation (they are archived all the same).
+        let mut on_time = std::borrow::Cow::Borrowed(&events.batch);
+        if self.watermark != i64::MIN {
+            let horizon = self.watermark.saturating_sub(self.allowed_lateness_ms);
+            let time = events.batch.column_by_name("time").and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>());
+            if let Some(time) = time {
+                let keep = BooleanArray::from_unary(time, |t| t >= horizon);
+                let late = events.batch.num_rows() - keep.true_count();
+                if late > 0 {
+                    stats.late_events = late as u64;
+                    let kept = filter_record_batch(&events.batch, &keep).map_err(|e| DetectError::Evaluate { rule: "lateness".into(), message: e.to_string() })?;
+                    on_time = std::borrow::Cow::Owned(kept);
+                }
+            }
+        }
         for &i in &self.by_family[events.family.index()] {
             let state = &mut self.rules[i];
-            stats.rows_evaluated += events.batch.num_rows() as u64;
-            let (matched, opened) = state.process(&events.batch, &self.reference, now, out)?;
+            stats.rows_evaluated += on_time.num_rows() as u64;
+            let (matched, opened) = state.process(&on_time, &self.reference, now, out)?;
             stats.rows_matched += matched;
             stats.findings_opened += opened;
         }

@@ -75,4 +75,6 @@ pub struct DetectStats {
     pub rows_matched: u64,
     /// Findings opened (repeats that update an open finding are not counted).
     pub findings_opened: u64,
+    /// Events older than the watermark minus the allowed lateness: archived, not evaluated.
+    pub late_events: u64,
 }

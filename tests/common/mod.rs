@@ -42,6 +42,7 @@ pub fn run_options(data: &Path, archive: &Path, dir: &Path) -> RunOptions {
         roster: Some(data.join("roster.csv")),
         fingerprint_key: dir.join("fingerprint.key"),
         progress: false,
+        allowed_lateness_ms: seedwatch_detect::engine::DEFAULT_ALLOWED_LATENESS_MS,
     }
 }
 
