@@ -149,6 +149,58 @@ impl RuleEngine {
         Ok(Self { rules: states, by_family, reference, skipped, watermark: i64::MIN, allowed_lateness_ms: DEFAULT_ALLOWED_LATENESS_MS, clock: wall_clock_ms })
     }
 
+    /// SQL that recovers a `new_value` rule's seen-sets from the archive: one
+    /// row per (group key, value) with `first_seen` and `last_seen`. `None` for
+    /// other rule types. The columns come back in [`RuleEngine::restore_seen`]'s order.
+    pub fn seen_set_query(rule: &CompiledRule) -> Option<String> {
+        let nv = rule.new_value.as_ref()?;
+        let schema = seedwatch_schemas::arrow_schema::event_schema(rule.family);
+        let quote = |i: &usize| format!("\"{}\"", schema.field(*i).name());
+        let groups: Vec<String> = rule.group_by.iter().map(quote).collect();
+        let field = quote(&nv.field);
+        Some(format!(
+            "SELECT {g}, CAST({field} AS VARCHAR) AS value, min(time) AS first_seen, max(time) AS last_seen \
+             FROM {table} WHERE ({filter}) AND {field} IS NOT NULL GROUP BY {g}, {field}",
+            g = groups.join(", "),
+            table = rule.family.as_str(),
+            filter = rule.filter_sql,
+        ))
+    }
+
+    /// Seed a `new_value` rule's seen-sets from rows of [`RuleEngine::seen_set_query`],
+    /// so a restarted detector remembers what it learned. Returns keys restored.
+    pub fn restore_seen(&mut self, rule_id: &str, batch: &RecordBatch) -> Result<usize, DetectError> {
+        let Some(state) = self.rules.iter_mut().find(|r| r.rule.id == rule_id && r.rule.new_value.is_some()) else { return Ok(0) };
+        let err = |e: &dyn std::fmt::Display| DetectError::Evaluate { rule: rule_id.to_string(), message: format!("restoring seen values: {e}") };
+        let n = state.rule.group_by.len();
+        if batch.num_columns() != n + 3 {
+            return Err(err(&"unexpected columns"));
+        }
+        // SQL may hand strings back as views; the converter and hashes want plain Utf8.
+        let utf8: Vec<ArrayRef> = (0..=n).map(|i| as_utf8(batch, i)).collect::<Result<_, _>>().map_err(|e| err(&e))?;
+        let keys = state.converter.convert_columns(&utf8[..n]).map_err(|e| err(&e))?;
+        let values = utf8[n].as_string_opt::<i32>().ok_or_else(|| err(&"value is not a string"))?;
+        let first = batch.column(n + 1).as_primitive_opt::<TimestampMillisecondType>().ok_or_else(|| err(&"first_seen is not a timestamp"))?;
+        let last = batch.column(n + 2).as_primitive_opt::<TimestampMillisecondType>().ok_or_else(|| err(&"last_seen is not a timestamp"))?;
+        let before = state.seen.len();
+        for row in 0..batch.num_rows() {
+            if values.is_null(row) {
+                continue;
+            }
+            let key = keys.row(row);
+            if !state.seen.contains_key(key.as_ref()) {
+                state.seen.insert(Box::from(key.as_ref()), SeenValues { first_seen: first.value(row), values: HashMap::new() });
+            }
+            if let Some(seen) = state.seen.get_mut(key.as_ref()) {
+                seen.first_seen = seen.first_seen.min(first.value(row));
+                let hash = xxhash_rust::xxh3::xxh3_64(values.value(row).as_bytes());
+                let entry = seen.values.entry(hash).or_insert(last.value(row));
+                *entry = (*entry).max(last.value(row));
+            }
+        }
+        Ok(state.seen.len() - before)
+    }
+
     /// Rules not evaluated for lack of reference data, with the reason.
     pub fn skipped(&self) -> &[(String, &'static str)] {
         &self.skipped
