@@ -73,7 +73,6 @@ enum Message {
 pub fn run(opts: &RunOptions) -> Result<RunReport> {
     let started = Instant::now();
     let rules = load_rules(&opts.rules)?;
-    let rules_for_restore: Vec<_> = rules.iter().filter(|r| r.new_value.is_some()).cloned().collect();
     let mut reference = Reference { policy: seedwatch_detect::policy::load_policy(&opts.rules.join("policy.yaml"))?, ..Reference::default() };
     if let Some(path) = &opts.locations {
         reference.locations = seedwatch_detect::reference::load_locations(path)?;
@@ -98,7 +97,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     for (rule, why) in engine.skipped() {
         tracing::warn!(rule = %rule, reason = why, "rule skipped");
     }
-    restore_seen_sets(&mut engine, &rules_for_restore, &opts.archive)?;
+    restore_seen_sets(&mut engine, &opts.archive)?;
     let mut sink = ArchiveWriter::open(&opts.archive, WriterOptions::default())
         .with_context(|| format!("opening the archive at {}", opts.archive.display()))?;
 
@@ -182,21 +181,21 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
 
 /// A restarted run remembers what earlier runs learned: the seen-sets of
 /// `new_value` rules are rebuilt from the archive with DataFusion.
-fn restore_seen_sets(engine: &mut RuleEngine, rules: &[seedwatch_detect::CompiledRule], archive: &std::path::Path) -> Result<()> {
-    if rules.is_empty() || !archive.is_dir() {
+fn restore_seen_sets(engine: &mut RuleEngine, archive: &std::path::Path) -> Result<()> {
+    let queries: Vec<(String, String)> = engine.rules().filter_map(|r| RuleEngine::seen_set_query(r).map(|q| (r.id.clone(), q))).collect();
+    if queries.is_empty() || !archive.is_dir() {
         return Ok(());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
         let ctx = seedwatch_archive::open_session(archive).await?;
-        for rule in rules {
-            let Some(sql) = RuleEngine::seen_set_query(rule) else { continue };
-            let batches = seedwatch_archive::query::run_query(&ctx, &sql).await.with_context(|| format!("restoring {} from the archive", rule.id))?;
+        for (rule, sql) in &queries {
+            let batches = seedwatch_archive::query::run_query(&ctx, sql).await.with_context(|| format!("restoring {rule} from the archive"))?;
             let mut keys = 0;
             for batch in &batches {
-                keys += engine.restore_seen(&rule.id, batch)?;
+                keys += engine.restore_seen(rule, batch)?;
             }
-            tracing::info!(rule = %rule.id, keys, "seen values restored from the archive");
+            tracing::info!(rule = %rule, keys, "seen values restored from the archive");
         }
         Ok::<(), anyhow::Error>(())
     })

@@ -69,8 +69,8 @@ struct HourlyKey {
     hour: i64,
     total: f64,
     events: i64,
-    /// Normal level of the current hour (median of the same UTC hour on past
-    /// days) and its robust spread (1.4826 x MAD), once known.
+    /// Normal level of the current hour (median of the same local hour on
+    /// past days) and its robust spread (1.4826 x MAD), once known.
     baseline: Option<(f64, f64)>,
     /// Local hour of day of the current hour (the location's timezone from
     /// locations.csv, else UTC), so that DST does not shift the comparison.
@@ -271,15 +271,12 @@ impl Detector for RuleEngine {
 
     fn flush(&mut self, out: &mut Vec<Finding>) {
         for state in &mut self.rules {
-            let mut spikes: Vec<Finding> = state.hourly.values_mut().filter_map(|k| k.open.take()).collect();
-            spikes.sort_by(|a, b| (a.window_start, &a.finding_id).cmp(&(b.window_start, &b.finding_id)));
-            out.extend(spikes);
-            let mut still_absent: Vec<Finding> = state.absent.values_mut().filter_map(|k| k.open.take()).collect();
-            still_absent.sort_by(|a, b| (a.window_start, &a.finding_id).cmp(&(b.window_start, &b.finding_id)));
-            out.extend(still_absent);
-            let mut open: Vec<OpenFinding> = state.keys.values_mut().filter_map(|k| k.open.take()).collect();
-            open.sort_by(|a, b| (a.finding.window_start, &a.finding.finding_id).cmp(&(b.finding.window_start, &b.finding.finding_id)));
-            out.extend(open.into_iter().map(|o| render(&state.rule, o)));
+            // Each rule type keeps its open findings in its own map; at most one is non-empty.
+            let mut open: Vec<Finding> = state.hourly.values_mut().filter_map(|k| k.open.take()).collect();
+            open.extend(state.absent.values_mut().filter_map(|k| k.open.take()));
+            open.extend(state.keys.values_mut().filter_map(|k| k.open.take()).map(|o| render(&state.rule, o)));
+            sort_findings(&mut open);
+            out.extend(open);
             state.expiries.clear();
         }
     }
@@ -370,7 +367,6 @@ impl RuleState {
             }
             matched = filter_record_batch(&matched, &mask).map_err(|e| eval_error(rule, e))?;
         }
-        let rule = &self.rule;
         let n = matched.num_rows();
         let keys = self
             .converter
@@ -429,8 +425,6 @@ impl RuleState {
         Ok((n as u64, opened))
     }
 
-    /// Feed one matching row; returns whether a new finding was opened.
-    /// Absence rules: a matching event resets its key and resolves an open finding.
     /// Baseline rules: add one event's volume to its key's hour; fire (or
     /// update the hour's finding) when the hour reaches `ratio` x its normal level.
     #[allow(clippy::too_many_arguments)]
@@ -510,8 +504,9 @@ impl RuleState {
         }
     }
 
-    /// A gap between two matching events longer than the limit is a finding
-    /// even when no watermark check fell inside it (both ends in one batch).
+    /// Absence rules: a matching event resets its key and resolves an open
+    /// finding. A gap between two matching events longer than the limit is a
+    /// finding even when no watermark check fell inside it (both ends in one batch).
     fn saw_ok(&mut self, key: &[u8], row: usize, cols: &Columns<'_>, reference: &Reference, now: i64, out: &mut Vec<Finding>) {
         let t = cols.time.value(row);
         let event_id = cols.event_id.value(row);
@@ -519,14 +514,12 @@ impl RuleState {
             if t <= k.last_ok {
                 return;
             }
-            if k.open.is_none() {
-                if let Some(severity) = absence_severity(&self.rule, &k.state, t - k.last_ok, reference) {
-                    k.open = Some(absence_finding(&self.rule, key, k, severity, t, now));
-                }
+            let gap = absence_severity(&self.rule, &k.state, t - k.last_ok, reference);
+            if let (None, Some(severity)) = (&k.open, gap) {
+                k.open = Some(absence_finding(&self.rule, key, k, severity, t, now));
             }
             if let Some(mut f) = k.open.take() {
-                let gap_severity = absence_severity(&self.rule, &k.state, t - k.last_ok, reference);
-                f.severity = f.severity.max(gap_severity.unwrap_or(f.severity));
+                f.severity = gap.map_or(f.severity, |g| f.severity.max(g));
                 f.window_end = t;
                 if f.evidence.len() < MAX_EVIDENCE {
                     f.evidence.push(event_id.to_string());
@@ -574,6 +567,7 @@ impl RuleState {
         opened
     }
 
+    /// Feed one matching row; returns whether a new finding was opened.
     #[allow(clippy::too_many_arguments)]
     fn observe(&mut self, key: &[u8], row: usize, t: i64, cols: &Columns<'_>, reference: &Reference, now: i64, out: &mut Vec<Finding>) -> bool {
         let rule = &self.rule;

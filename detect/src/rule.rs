@@ -409,11 +409,11 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
         Some(e) => Some((e.policy.clone(), e.severity)),
         None => None,
     };
+    if config.rule_type != RuleType::Threshold && (config.threshold.is_some() || config.window.is_some() || config.distinct.is_some()) {
+        return Err(err("type", "only `threshold` rules take `threshold`, `window` or `distinct`".into()));
+    }
     let (threshold, window_ms) = match config.rule_type {
         RuleType::Baseline => {
-            if config.threshold.is_some() || config.window.is_some() || config.distinct.is_some() {
-                return Err(err("type", "only `threshold` rules take `threshold`, `window` or `distinct`".into()));
-            }
             let measure = config.measure.as_deref().map(|m| column("measure", m)).transpose()?;
             if let Some(m) = measure {
                 if schema.field(m).data_type() != &DataType::Int64 {
@@ -435,9 +435,6 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
             (ThresholdConfig::All(1), 0)
         }
         RuleType::NewValue => {
-            if config.threshold.is_some() || config.window.is_some() || config.distinct.is_some() {
-                return Err(err("type", "only `threshold` rules take `threshold`, `window` or `distinct`".into()));
-            }
             let field = config.field.as_deref().ok_or_else(|| err("type", "a `new_value` rule needs field `field`".into()))?;
             new_value = Some(NewValue {
                 field: column("field", field)?,
@@ -447,9 +444,6 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
             (ThresholdConfig::All(1), 0)
         }
         RuleType::Match | RuleType::Schedule | RuleType::Reference => {
-            if config.threshold.is_some() || config.window.is_some() || config.distinct.is_some() {
-                return Err(err("type", "only `threshold` rules take `threshold`, `window` or `distinct`".into()));
-            }
             if config.rule_type == RuleType::Schedule {
                 condition = RowCondition::OutsideHours;
             }
@@ -462,9 +456,6 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
             (ThresholdConfig::All(1), 0)
         }
         RuleType::Absence => {
-            if config.threshold.is_some() || config.window.is_some() || config.distinct.is_some() {
-                return Err(err("type", "only `threshold` rules take `threshold`, `window` or `distinct`".into()));
-            }
             let limit = match &config.limit {
                 None => return Err(err("type", "an `absence` rule needs field `limit` (a duration or `{policy: sync_limit}`)".into())),
                 Some(LimitConfig::Fixed(text)) => Limit::Fixed(parse_duration_ms(text).map_err(|m| err("limit", format!("field `limit`: {m}")))?),
