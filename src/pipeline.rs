@@ -73,13 +73,7 @@ enum Message {
 pub fn run(opts: &RunOptions) -> Result<RunReport> {
     let started = Instant::now();
     let rules = load_rules(&opts.rules)?;
-    let mut reference = Reference { policy: seedwatch_detect::policy::load_policy(&opts.rules.join("policy.yaml"))?, ..Reference::default() };
-    if let Some(path) = &opts.locations {
-        reference.locations = seedwatch_detect::reference::load_locations(path)?;
-    }
-    if let Some(path) = &opts.roster {
-        reference.roster = seedwatch_detect::reference::load_roster(path)?;
-    }
+    let reference = Reference::load(&opts.rules, opts.locations.as_deref(), opts.roster.as_deref())?;
     let redactor = Redactor::new(Fingerprinter::load_or_create(&opts.fingerprint_key)?)?;
     let mut sources: Vec<(Box<dyn Source>, &'static str)> = Vec::new();
     for input in &opts.inputs {
@@ -199,6 +193,37 @@ fn restore_seen_sets(engine: &mut RuleEngine, archive: &std::path::Path) -> Resu
         }
         Ok::<(), anyhow::Error>(())
     })
+}
+
+/// What [`detect_source`] saw.
+#[derive(Debug, Default)]
+pub struct Detected {
+    /// Findings, after the final flush.
+    pub findings: Vec<Finding>,
+    /// Decode counts.
+    pub decode: DecodeStats,
+    /// Events beyond the allowed lateness.
+    pub late_events: u64,
+}
+
+/// Decode and detect a whole source with no archive: chunk by chunk, each
+/// chunk's batches then `advance`, then `flush`. For rule fixtures and tests;
+/// `run` does the same with the archive in between.
+pub fn detect_source(engine: &mut RuleEngine, decoder: &mut Decoder, source: &mut dyn Source) -> Result<Detected> {
+    let mut out = Detected::default();
+    let mut chunk = LineChunk::new();
+    while source.next_chunk(&mut chunk)? {
+        let decoded = decoder.decode_chunk(&chunk, 0)?;
+        out.decode.merge(&decoded.stats);
+        for batch in &decoded.events {
+            out.late_events += engine.process(batch, &mut out.findings)?.late_events;
+        }
+        if let Some(watermark) = decoded.max_event_time() {
+            engine.advance(watermark);
+        }
+    }
+    engine.flush(&mut out.findings);
+    Ok(out)
 }
 
 fn write(sink: &mut ArchiveWriter, table: Table, batch: &seedwatch_schemas::arrow::record_batch::RecordBatch, report: &mut RunReport) -> Result<()> {

@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use seedwatch_detect::reference::{load_locations, load_roster, Reference};
-use seedwatch_detect::{load_rules, CompiledRule, Detector, RuleEngine};
-use seedwatch_ingest::{file_source, ChunkLimits, Decoder, Fingerprinter, LineChunk, Redactor, Source};
+use seedwatch_detect::reference::Reference;
+use seedwatch_detect::{load_rules, CompiledRule, RuleEngine};
+use seedwatch_ingest::{file_source, ChunkLimits, Decoder, Fingerprinter, Redactor};
+
+use crate::pipeline::detect_source;
 
 /// Outcome of one rule's fixtures.
 #[derive(Debug, Clone)]
@@ -33,42 +35,23 @@ pub fn fixture_path(rule_file: &Path, kind: &str) -> PathBuf {
 
 /// Reference files for fixtures live in `<rules>/fixtures/`.
 fn fixture_reference(dir: &Path) -> Result<Reference> {
-    let mut reference = Reference { policy: seedwatch_detect::policy::load_policy(&dir.join("policy.yaml"))?, ..Reference::default() };
-    let locations = dir.join("fixtures/locations.csv");
-    if locations.exists() {
-        reference.locations = load_locations(&locations)?;
-    }
-    let roster = dir.join("fixtures/roster.csv");
-    if roster.exists() {
-        reference.roster = load_roster(&roster)?;
-    }
-    Ok(reference)
+    let (locations, roster) = (dir.join("fixtures/locations.csv"), dir.join("fixtures/roster.csv"));
+    let present = |p: &PathBuf| p.exists().then(|| p.clone());
+    Ok(Reference::load(dir, present(&locations).as_deref(), present(&roster).as_deref())?)
 }
 
 fn findings_over(rule: &CompiledRule, reference: &Arc<Reference>, path: &Path, problems: &mut Vec<String>) -> Result<usize> {
     let mut source = file_source(path, ChunkLimits::default())?;
-    let fingerprinter = Fingerprinter::new(b"seedwatch-rule-fixtures")?;
-    let mut decoder = Decoder::new(Redactor::new(fingerprinter)?);
+    let mut decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"seedwatch-rule-fixtures")?)?);
     let mut engine = RuleEngine::with_reference(vec![rule.clone()], reference.clone())?;
     if let Some((_, why)) = engine.skipped().first() {
         problems.push(format!("cannot run: {why}; add it under fixtures/"));
     }
-    let mut chunk = LineChunk::new();
-    let mut findings = Vec::new();
-    while source.next_chunk(&mut chunk)? {
-        let decoded = decoder.decode_chunk(&chunk, 0)?;
-        if decoded.stats.dead_total() > 0 {
-            problems.push(format!("{} has {} invalid lines", path.display(), decoded.stats.dead_total()));
-        }
-        for batch in &decoded.events {
-            engine.process(batch, &mut findings)?;
-        }
-        if let Some(watermark) = decoded.max_event_time() {
-            engine.advance(watermark);
-        }
+    let detected = detect_source(&mut engine, &mut decoder, &mut source)?;
+    if detected.decode.dead_total() > 0 {
+        problems.push(format!("{} has {} invalid lines", path.display(), detected.decode.dead_total()));
     }
-    engine.flush(&mut findings);
-    Ok(findings.iter().filter(|f| f.rule == rule.id).count())
+    Ok(detected.findings.iter().filter(|f| f.rule == rule.id).count())
 }
 
 /// Run every rule under `dir` over its fixtures.

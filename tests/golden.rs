@@ -6,8 +6,9 @@ mod common;
 
 use std::path::Path;
 
-use seedwatch_detect::{load_rules, Detector, RuleEngine};
-use seedwatch_ingest::{source::reader_source, Decoder, Fingerprinter, LineChunk, Redactor, Source};
+use seedwatch::pipeline::detect_source;
+use seedwatch_detect::{load_rules, RuleEngine};
+use seedwatch_ingest::{source::reader_source, Decoder, Fingerprinter, Redactor};
 
 fn fixed_clock() -> i64 {
     1_800_000_000_000
@@ -21,20 +22,9 @@ fn findings_for(input: &Path) -> String {
     let fp = Fingerprinter::new(b"golden-secret-0123456789").expect("fingerprinter");
     let mut decoder = Decoder::new(Redactor::new(fp).expect("redactor"));
     let file = std::fs::File::open(input).expect("input");
-    let mut source = reader_source("input.ndjson", file);
-    let mut chunk = LineChunk::new();
-    let mut findings = Vec::new();
-    while source.next_chunk(&mut chunk).expect("read") {
-        let decoded = decoder.decode_chunk(&chunk, fixed_clock()).expect("decode");
-        assert_eq!(decoded.stats.dead_total(), 0, "golden inputs must be valid");
-        for batch in &decoded.events {
-            engine.process(batch, &mut findings).expect("detect");
-        }
-        if let Some(watermark) = decoded.max_event_time() {
-            engine.advance(watermark);
-        }
-    }
-    engine.flush(&mut findings);
+    let detected = detect_source(&mut engine, &mut decoder, &mut reader_source("input.ndjson", file)).expect("detect");
+    assert_eq!(detected.decode.dead_total(), 0, "golden inputs must be valid");
+    let mut findings = detected.findings;
     seedwatch_detect::engine::sort_findings(&mut findings);
     serde_json::to_string_pretty(&findings).expect("json") + "\n"
 }

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use seedwatch_detect::policy::load_policy;
 use seedwatch_detect::reference::Reference;
-use seedwatch_detect::{load_rules, Detector, RuleEngine};
+use seedwatch::pipeline::detect_source;
+use seedwatch_detect::{load_rules, RuleEngine};
 use seedwatch_ingest::source::reader_source;
-use seedwatch_ingest::{Decoder, Fingerprinter, LineChunk, Redactor, Source};
+use seedwatch_ingest::{Decoder, Fingerprinter, Redactor};
 use seedwatch_schemas::{Finding, Severity};
 
 fn findings(policy_text: &str, rule: &str, fixture: &str) -> Vec<Finding> {
@@ -20,20 +21,7 @@ fn findings(policy_text: &str, rule: &str, fixture: &str) -> Vec<Finding> {
     let mut engine = RuleEngine::with_reference(rules, reference).expect("engine");
     let mut decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"policy-test-secret").expect("fp")).expect("redactor"));
     let file = std::fs::File::open(common::repo().join("rules").join(fixture)).expect("fixture");
-    let mut source = reader_source(fixture, file);
-    let mut chunk = LineChunk::new();
-    let mut out = Vec::new();
-    while source.next_chunk(&mut chunk).expect("read") {
-        let decoded = decoder.decode_chunk(&chunk, 0).expect("decode");
-        for batch in &decoded.events {
-            engine.process(batch, &mut out).expect("detect");
-        }
-        if let Some(w) = decoded.max_event_time() {
-            engine.advance(w);
-        }
-    }
-    engine.flush(&mut out);
-    out
+    detect_source(&mut engine, &mut decoder, &mut reader_source(fixture, file)).expect("detect").findings
 }
 
 #[test]

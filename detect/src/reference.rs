@@ -140,6 +140,18 @@ pub struct Reference {
     pub policy: crate::policy::Policy,
 }
 
+impl Reference {
+    /// Load `policy.yaml` from the rules directory (built-in defaults when absent)
+    /// and the reference files that are given.
+    pub fn load(rules_dir: &Path, locations: Option<&Path>, roster: Option<&Path>) -> Result<Self, DetectError> {
+        Ok(Self {
+            policy: crate::policy::load_policy(&rules_dir.join("policy.yaml"))?,
+            locations: locations.map(load_locations).transpose()?.unwrap_or_default(),
+            roster: roster.map(load_roster).transpose()?.unwrap_or_default(),
+        })
+    }
+}
+
 impl Location {
     /// Whether `t` (UTC ms) falls inside the location's local business hours.
     /// Hours that cross midnight (`18:00`-`02:00`) are supported.
