@@ -221,6 +221,10 @@ fn print_summary(report: &RunReport, archive: &Path) {
         let per: Vec<String> = report.duplicates.iter().map(|(t, n)| format!("{t} {}", thousands(*n))).collect();
         println!("duplicates:   {} skipped, already archived ({})", thousands(dups), per.join(", "));
     }
+    if let Some(r) = &report.resumed {
+        let at = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(r.until - 1).map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default();
+        println!("resumed:      detector state rebuilt from {} archived rows up to {at} ({:.1} s)", thousands(r.rows), r.seconds);
+    }
     if report.late_events > 0 {
         println!("late:         {} events arrived beyond the allowed lateness: archived, not evaluated", thousands(report.late_events));
     }

@@ -12,12 +12,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use seedwatch_archive::{ArchiveWriter, CommitStats, Sink, WriterOptions};
+use seedwatch_archive::{ArchiveWriter, CommitStats, Sink, WriterOptions, Written};
 use seedwatch_detect::reference::Reference;
 use seedwatch_detect::{load_rules, Detector, RuleEngine};
 use seedwatch_ingest::{file_source, stdin_source, ChunkLimits, DecodeStats, DecodedChunk, Decoder, Fingerprinter, LineChunk, Redactor, Source};
 use seedwatch_schemas::finding::findings_to_batch;
-use seedwatch_schemas::{Finding, Table};
+use seedwatch_schemas::{EventBatch, Finding, Table};
 
 use crate::internal_events::{ArchiveCommitted, ArchiveWritten, BatchDetected, ChunkDecoded, FindingsEmitted};
 
@@ -61,6 +61,8 @@ pub struct RunReport {
     pub skipped_rules: Vec<(String, &'static str)>,
     /// Events beyond the allowed lateness: archived, not evaluated.
     pub late_events: u64,
+    /// State restored from the archive before reading input.
+    pub resumed: Option<Resumed>,
 }
 
 enum Message {
@@ -91,7 +93,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     for (rule, why) in engine.skipped() {
         tracing::warn!(rule = %rule, reason = why, "rule skipped");
     }
-    restore_seen_sets(&mut engine, &opts.archive)?;
+    let resumed = resume_from_archive(&mut engine, &opts.archive, None)?;
     let mut sink = ArchiveWriter::open(&opts.archive, WriterOptions::default())
         .with_context(|| format!("opening the archive at {}", opts.archive.display()))?;
 
@@ -128,7 +130,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     })?;
 
     let skipped_rules = engine.skipped().iter().map(|(r, why)| (r.clone(), *why)).collect();
-    let mut report = RunReport { inputs, skipped_rules, ..RunReport::default() };
+    let mut report = RunReport { inputs, skipped_rules, resumed, ..RunReport::default() };
     let mut findings = Vec::new();
     let mut last_progress = Instant::now();
     let mut progress_printed = false;
@@ -140,11 +142,18 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         ChunkDecoded { source_kind, stats: &decoded.stats, seconds }.emit();
         report.decode.merge(&decoded.stats);
         for events in &decoded.events {
+            // Archive first: rows the archive already holds (a re-run, a replayed
+            // tail) are dropped there and not evaluated again, so none counts twice.
+            let written = write(&mut sink, Table::Events(events.family), &events.batch, &mut report)?;
+            let fresh = match written.new_rows_of(&events.batch)? {
+                std::borrow::Cow::Borrowed(_) => None,
+                std::borrow::Cow::Owned(batch) => Some(EventBatch { family: events.family, batch }),
+            };
+            let events = fresh.as_ref().unwrap_or(events);
             let t = Instant::now();
             let stats = engine.process(events, &mut findings)?;
             report.late_events += stats.late_events;
             BatchDetected { family: events.family, stats: &stats, seconds: t.elapsed().as_secs_f64() }.emit();
-            write(&mut sink, Table::Events(events.family), &events.batch, &mut report)?;
         }
         if let Some(watermark) = decoded.max_event_time() {
             engine.advance(watermark);
@@ -173,26 +182,54 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     Ok(report)
 }
 
-/// A restarted run remembers what earlier runs learned: the seen-sets of
-/// `new_value` rules are rebuilt from the archive with DataFusion.
-fn restore_seen_sets(engine: &mut RuleEngine, archive: &std::path::Path) -> Result<()> {
-    let queries: Vec<(String, String)> = engine.rules().filter_map(|r| RuleEngine::seen_set_query(r).map(|q| (r.id.clone(), q))).collect();
-    if queries.is_empty() || !archive.is_dir() {
-        return Ok(());
+/// What [`resume_from_archive`] restored.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Resumed {
+    /// State is as if every archived event before this time had been seen.
+    pub until: i64,
+    /// Archived rows read.
+    pub rows: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// A restarted detector remembers what earlier runs learned: windows, hourly
+/// baselines, seen-sets and open absences are rebuilt from the archive with
+/// DataFusion (see `seedwatch_detect::resume`), as of `until` or, when `None`,
+/// just after the newest archived event. `None` when the archive holds no events.
+pub fn resume_from_archive(engine: &mut RuleEngine, archive: &std::path::Path, until: Option<i64>) -> Result<Option<Resumed>> {
+    if !archive.is_dir() {
+        return Ok(None);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(async {
+    let started = Instant::now();
+    block_on(async {
         let ctx = seedwatch_archive::open_session(archive).await?;
-        for (rule, sql) in &queries {
-            let batches = seedwatch_archive::query::run_query(&ctx, sql).await.with_context(|| format!("restoring {rule} from the archive"))?;
-            let mut keys = 0;
-            for batch in &batches {
-                keys += engine.restore_seen(rule, batch)?;
-            }
-            tracing::info!(rule = %rule, keys, "seen values restored from the archive");
+        let until = match until {
+            Some(t) => t,
+            None => match seedwatch_archive::query::newest_event_time(&ctx).await? {
+                Some(newest) => newest + 1,
+                None => return Ok(None),
+            },
+        };
+        let mut rows = 0;
+        for step in engine.warmup_plan(until) {
+            let n = seedwatch_archive::query::stream_query(&ctx, &step.sql, |batch| engine.replay(&step, &batch).map(|_| ()).map_err(anyhow::Error::from))
+                .await
+                .with_context(|| format!("restoring {} from the archive", step.rules.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>().join(", ")))?;
+            tracing::debug!(family = step.family.as_str(), kind = ?step.kind, rows = n, "warm-up step replayed");
+            rows += n;
         }
-        Ok::<(), anyhow::Error>(())
+        // Absences are judged as of the last archived moment, as the previous run would have.
+        engine.advance(until - 1);
+        let resumed = Resumed { until, rows, seconds: started.elapsed().as_secs_f64() };
+        tracing::info!(rows, seconds = resumed.seconds, "detector state restored from the archive");
+        Ok(Some(resumed))
     })
+}
+
+/// Run a future on a small runtime: the pipeline is threads, DataFusion is async.
+pub fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?.block_on(future)
 }
 
 /// What [`detect_source`] saw.
@@ -226,22 +263,27 @@ pub fn detect_source(engine: &mut RuleEngine, decoder: &mut Decoder, source: &mu
     Ok(out)
 }
 
-fn write(sink: &mut ArchiveWriter, table: Table, batch: &seedwatch_schemas::arrow::record_batch::RecordBatch, report: &mut RunReport) -> Result<()> {
-    let (_, duplicates) = sink.write(table, batch)?;
-    ArchiveWritten { table: table.name(), duplicates }.emit();
-    if duplicates > 0 {
-        *report.duplicates.entry(table.name()).or_default() += duplicates;
+fn write(sink: &mut ArchiveWriter, table: Table, batch: &seedwatch_schemas::arrow::record_batch::RecordBatch, report: &mut RunReport) -> Result<Written> {
+    let written = sink.write(table, batch)?;
+    ArchiveWritten { table: table.name(), duplicates: written.duplicates }.emit();
+    if written.duplicates > 0 {
+        *report.duplicates.entry(table.name()).or_default() += written.duplicates;
     }
-    Ok(())
+    Ok(written)
 }
 
 fn emit_findings(sink: &mut ArchiveWriter, findings: &mut Vec<Finding>, report: &mut RunReport) -> Result<()> {
     if findings.is_empty() {
         return Ok(());
     }
-    FindingsEmitted { findings }.emit();
     let batch = findings_to_batch(findings)?;
-    write(sink, Table::Findings, &batch, report)?;
+    let written = write(sink, Table::Findings, &batch, report)?;
+    // A finding an earlier run archived (re-emitted after a resume) is not news.
+    if let Some(new_rows) = &written.new_rows {
+        let mut keep = new_rows.values().iter();
+        findings.retain(|_| keep.next().unwrap_or(false));
+    }
+    FindingsEmitted { findings }.emit();
     report.findings.append(findings);
     Ok(())
 }

@@ -16,16 +16,41 @@ use std::path::PathBuf;
 pub use query::{open_session, OutputFormat};
 pub use writer::{ArchiveWriter, CommitStats, WriterOptions};
 
+use seedwatch_schemas::arrow::array::BooleanArray;
 use seedwatch_schemas::arrow::record_batch::RecordBatch;
 use seedwatch_schemas::Table;
 
 /// Writes rows to durable storage. `write` may buffer; `commit` makes
 /// everything written so far durable and reports what it did.
 pub trait Sink: Send + std::fmt::Debug {
-    /// Accept a batch for `table`; returns (rows kept, duplicates dropped).
-    fn write(&mut self, table: Table, batch: &RecordBatch) -> Result<(u64, u64), ArchiveError>;
+    /// Accept a batch for `table`, dropping rows whose id it already holds.
+    fn write(&mut self, table: Table, batch: &RecordBatch) -> Result<Written, ArchiveError>;
     /// Make every accepted row durable.
     fn commit(&mut self) -> Result<CommitStats, ArchiveError>;
+}
+
+/// What [`Sink::write`] did with a batch.
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    /// Rows accepted.
+    pub kept: u64,
+    /// Rows dropped because their id was already in the archive (or earlier in this run).
+    pub duplicates: u64,
+    /// Which rows were accepted, when some were not (`None`: all were). The
+    /// pipeline detects on these rows only, so a replayed event never counts twice.
+    pub new_rows: Option<BooleanArray>,
+}
+
+impl Written {
+    /// The accepted rows of `batch`: the batch itself when all were new.
+    pub fn new_rows_of<'a>(&self, batch: &'a RecordBatch) -> Result<std::borrow::Cow<'a, RecordBatch>, ArchiveError> {
+        match &self.new_rows {
+            None => Ok(std::borrow::Cow::Borrowed(batch)),
+            Some(mask) => seedwatch_schemas::arrow::compute::filter_record_batch(batch, mask)
+                .map(std::borrow::Cow::Owned)
+                .map_err(|e| ArchiveError::Query(e.to_string())),
+        }
+    }
 }
 
 /// Errors of the archive.

@@ -80,6 +80,38 @@ pub async fn run_query(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatc
     df.collect().await.map_err(query_err)
 }
 
+/// Run `sql` and hand each result batch to `each` as it is produced, so a
+/// large result (a replay of weeks of events) is never held whole. Returns rows seen.
+pub async fn stream_query<E: From<ArchiveError>>(ctx: &SessionContext, sql: &str, mut each: impl FnMut(RecordBatch) -> Result<(), E>) -> Result<u64, E> {
+    use futures::StreamExt;
+    let df = ctx.sql(sql).await.map_err(query_err)?;
+    let mut stream = df.execute_stream().await.map_err(query_err)?;
+    let mut rows = 0;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(query_err)?;
+        rows += batch.num_rows() as u64;
+        if batch.num_rows() > 0 {
+            each(batch)?;
+        }
+    }
+    Ok(rows)
+}
+
+/// The newest event time in the archive's event tables, if it has any.
+pub async fn newest_event_time(ctx: &SessionContext) -> Result<Option<i64>, ArchiveError> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::TimestampMillisecondType;
+    let sql = seedwatch_schemas::Family::ALL.iter().map(|f| format!("SELECT max(time) AS newest FROM {}", f.as_str())).collect::<Vec<_>>().join(" UNION ALL ");
+    let mut newest = None;
+    for batch in run_query(ctx, &sql).await? {
+        let column = datafusion::arrow::compute::cast(batch.column(0), &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None)).map_err(query_err)?;
+        for t in column.as_primitive::<TimestampMillisecondType>().iter().flatten() {
+            newest = newest.max(Some(t));
+        }
+    }
+    Ok(newest)
+}
+
 /// Render batches in `format`.
 pub fn format_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<String, ArchiveError> {
     match format {

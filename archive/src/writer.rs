@@ -14,7 +14,7 @@ use seedwatch_schemas::arrow::compute::{concat_batches, filter_record_batch};
 use seedwatch_schemas::arrow::datatypes::TimestampMillisecondType;
 use seedwatch_schemas::Table;
 
-use crate::{io_err, ArchiveError, Sink};
+use crate::{io_err, ArchiveError, Sink, Written};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -220,10 +220,10 @@ impl ArchiveWriter {
 }
 
 impl Sink for ArchiveWriter {
-    fn write(&mut self, table: Table, batch: &RecordBatch) -> Result<(u64, u64), ArchiveError> {
+    fn write(&mut self, table: Table, batch: &RecordBatch) -> Result<Written, ArchiveError> {
         let schema_err = |message: String| ArchiveError::Schema { table: table.name(), message };
         if batch.num_rows() == 0 {
-            return Ok((0, 0));
+            return Ok(Written::default());
         }
         if batch.schema().fields() != table.schema().fields() {
             return Err(schema_err(format!("batch schema differs from the table schema: {:?}", batch.schema())));
@@ -250,6 +250,7 @@ impl Sink for ArchiveWriter {
             self.dead_letter_ids = Some(all);
         }
         let (mut kept, mut duplicates) = (0u64, 0u64);
+        let mut new_rows = vec![false; batch.num_rows()];
         for day in days {
             let flush_rows = self.options.flush_rows;
             let mut table_ids = if table == Table::DeadLetter { self.dead_letter_ids.take() } else { None };
@@ -263,6 +264,9 @@ impl Sink for ArchiveWriter {
                 .collect();
             let in_day = times.values().iter().filter(|t| t.div_euclid(DAY_MS) == day).count() as u64;
             let rows = keep.true_count();
+            for (i, k) in keep.values().iter().enumerate() {
+                new_rows[i] |= k;
+            }
             kept += rows as u64;
             duplicates += in_day - rows as u64;
             if rows > 0 {
@@ -278,7 +282,8 @@ impl Sink for ArchiveWriter {
                 self.flush_partition(table, day)?;
             }
         }
-        Ok((kept, duplicates))
+        let new_rows = (duplicates > 0).then(|| BooleanArray::from(new_rows));
+        Ok(Written { kept, duplicates, new_rows })
     }
 
     fn commit(&mut self) -> Result<CommitStats, ArchiveError> {
@@ -305,3 +310,54 @@ pub fn table_sizes(root: &Path) -> Result<Vec<(Table, u64, usize)>, ArchiveError
     Ok(out)
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seedwatch_schemas::finding::findings_to_batch;
+    use seedwatch_schemas::{Family, Finding, Severity};
+
+    fn finding(id: &str, day: i64) -> Finding {
+        Finding {
+            finding_id: id.into(),
+            rule: "login.failed_burst".into(),
+            title: "t".into(),
+            severity: Severity::High,
+            family: Family::Login,
+            system: "metrc".into(),
+            state: "CA".into(),
+            license: "L1".into(),
+            location: "loc".into(),
+            subject: "u".into(),
+            window_start: day * DAY_MS + 1,
+            window_end: day * DAY_MS + 2,
+            event_count: 3,
+            evidence: vec!["e1".into()],
+            detected_at: day * DAY_MS + 3,
+            details: "{}".into(),
+        }
+    }
+
+    fn ids_of(mask: &Option<BooleanArray>) -> Option<Vec<bool>> {
+        mask.as_ref().map(|m| m.values().iter().collect())
+    }
+
+    #[test]
+    fn new_rows_marks_what_was_kept_across_days_runs_and_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let batch = |f: &[Finding]| findings_to_batch(f).expect("batch");
+        let mut w = ArchiveWriter::open(dir.path(), WriterOptions::default()).expect("open");
+        let first = w.write(Table::Findings, &batch(&[finding("a", 0), finding("b", 1)])).expect("write");
+        assert_eq!((first.kept, first.duplicates, ids_of(&first.new_rows)), (2, 0, None));
+        // Same run: "a" (day 0) is pending, "c" is new on day 1, "b" repeats on day 1.
+        let second = w.write(Table::Findings, &batch(&[finding("a", 0), finding("c", 1), finding("b", 1)])).expect("write");
+        assert_eq!((second.kept, second.duplicates, ids_of(&second.new_rows)), (1, 2, Some(vec![false, true, false])));
+        assert_eq!(w.commit().expect("commit").files, 2);
+        // A later run reads the ids back from the files.
+        let mut w = ArchiveWriter::open(dir.path(), WriterOptions::default()).expect("reopen");
+        let third = w.write(Table::Findings, &batch(&[finding("d", 0), finding("c", 1)])).expect("write");
+        assert_eq!((third.kept, third.duplicates, ids_of(&third.new_rows)), (1, 1, Some(vec![true, false])));
+        let again = batch(&[finding("d", 0), finding("c", 1)]);
+        assert_eq!(third.new_rows_of(&again).expect("filter").num_rows(), 1);
+    }
+}

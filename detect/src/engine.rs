@@ -149,27 +149,9 @@ impl RuleEngine {
         Ok(Self { rules: states, by_family, reference, skipped, watermark: i64::MIN, allowed_lateness_ms: DEFAULT_ALLOWED_LATENESS_MS, clock: wall_clock_ms })
     }
 
-    /// SQL that recovers a `new_value` rule's seen-sets from the archive: one
-    /// row per (group key, value) with `first_seen` and `last_seen`. `None` for
-    /// other rule types. The columns come back in [`RuleEngine::restore_seen`]'s order.
-    pub fn seen_set_query(rule: &CompiledRule) -> Option<String> {
-        let nv = rule.new_value.as_ref()?;
-        let schema = seedwatch_schemas::arrow_schema::event_schema(rule.family);
-        let quote = |i: &usize| format!("\"{}\"", schema.field(*i).name());
-        let groups: Vec<String> = rule.group_by.iter().map(quote).collect();
-        let field = quote(&nv.field);
-        Some(format!(
-            "SELECT {g}, CAST({field} AS VARCHAR) AS value, min(time) AS first_seen, max(time) AS last_seen \
-             FROM {table} WHERE ({filter}) AND {field} IS NOT NULL GROUP BY {g}, {field}",
-            g = groups.join(", "),
-            table = rule.family.as_str(),
-            filter = rule.filter_sql,
-        ))
-    }
-
-    /// Seed a `new_value` rule's seen-sets from rows of [`RuleEngine::seen_set_query`],
-    /// so a restarted detector remembers what it learned. Returns keys restored.
-    pub fn restore_seen(&mut self, rule_id: &str, batch: &RecordBatch) -> Result<usize, DetectError> {
+    /// Seed a `new_value` rule's seen-sets from rows of a
+    /// [`crate::resume::WarmupKind::SeenValues`] query. Returns keys restored.
+    pub(crate) fn restore_seen(&mut self, rule_id: &str, batch: &RecordBatch) -> Result<usize, DetectError> {
         let Some(state) = self.rules.iter_mut().find(|r| r.rule.id == rule_id && r.rule.new_value.is_some()) else { return Ok(0) };
         let err = |e: &dyn std::fmt::Display| DetectError::Evaluate { rule: rule_id.to_string(), message: format!("restoring seen values: {e}") };
         let n = state.rule.group_by.len();
@@ -199,6 +181,15 @@ impl RuleEngine {
             }
         }
         Ok(state.seen.len() - before)
+    }
+
+    /// Run one rule over already-archived events, discarding its findings (see [`crate::resume`]).
+    pub(crate) fn replay_rule(&mut self, rule_id: &str, batch: &RecordBatch) -> Result<(), DetectError> {
+        let now = (self.clock)();
+        let Some(state) = self.rules.iter_mut().find(|r| r.rule.id == rule_id) else { return Ok(()) };
+        let mut discarded = Vec::new();
+        state.process(batch, &self.reference, now, &mut discarded)?;
+        Ok(())
     }
 
     /// Rules not evaluated for lack of reference data, with the reason.

@@ -16,6 +16,7 @@ pub mod duration;
 pub mod engine;
 pub mod policy;
 pub mod reference;
+pub mod resume;
 pub mod rule;
 
 use seedwatch_schemas::{EventBatch, Finding};

@@ -118,6 +118,8 @@ pub struct Absence {
     pub ladder: Vec<(i64, Severity)>,
     /// Events that stop tracking their key, compiled.
     pub clear: Option<Arc<dyn PhysicalExpr>>,
+    /// The same as SQL text (for restoring state from the archive).
+    pub clear_sql: Option<String>,
 }
 
 impl PartialEq for Absence {
@@ -479,7 +481,7 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
                 Some(sql) => Some(compile_filter(ctx, &schema, sql).map_err(|m| err("clear", format!("field `clear`: {m}")))?),
                 None => None,
             };
-            absence = Some(Absence { limit, minimum_ms, ladder, clear });
+            absence = Some(Absence { limit, minimum_ms, ladder, clear, clear_sql: config.clear.clone() });
             (ThresholdConfig::All(1), 0)
         }
         RuleType::Threshold => {

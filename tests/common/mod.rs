@@ -30,7 +30,7 @@ impl Fixture {
 }
 
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from)
 }
 
 pub fn run_options(data: &Path, archive: &Path, dir: &Path) -> RunOptions {
