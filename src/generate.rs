@@ -519,6 +519,8 @@ fn incidents(w: &mut Writer, sites: &[Site], opts: &GenerateOptions) {
     // The Nevada 4:20 rush: sync timeouts, backlog growing to 47 over 3 hours (001 mistake 2).
     let site = sites.iter().find(|s| s.state == "NV").unwrap_or(s(2));
     let t0 = local(site, day(4), 16 * 60 + 20);
+    // Every run fails while the backlog grows: no successful sync in between.
+    w.drop_syncs(&site.license, t0, t0 + 12 * 15 * 60_000);
     for k in 0..12 {
         let t = t0 + k * 15 * 60_000 + 3_000;
         let pending = 5 + k as u64 * 4 - (k as u64 / 11);
@@ -526,6 +528,15 @@ fn incidents(w: &mut Writer, sites: &[Site], opts: &GenerateOptions) {
     }
     w.truth.incidents.push(entry("sync-backlog-420", "sync.failure", site, site.integration, t0, t0 + 11 * 15 * 60_000, "sync timeouts from 4:20 pm (001: Nevada 2024)"));
     w.truth.incidents.push(entry("sync-backlog-47", "sync.backlog", site, site.integration, t0, t0 + 11 * 15 * 60_000, "backlog of pending transactions growing past 40 to 49 (001: Nevada 2024 reached 47)"));
+    // Look-alike: a Colorado POS catching up after a bulk import, its backlog above 40 but draining.
+    let site = sites.iter().find(|s| s.state == "CO").unwrap_or(s(1));
+    let t0 = local(site, day(5), 10 * 60 + 2);
+    w.drop_syncs(&site.license, t0 - 15 * 60_000, t0 + 6 * 15 * 60_000);
+    for (k, pending) in [58u64, 51, 44, 37, 22, 9].into_iter().enumerate() {
+        let t = t0 + k as i64 * 15 * 60_000;
+        w.push(t, sync(site, t, true, pending, pending * 20, None));
+    }
+    w.truth.lookalikes.push(entry("draining-backlog", "sync.backlog", site, site.integration, t0, t0 + 5 * 15 * 60_000, "58 pending transactions falling to 9: a backlog above 40 that is draining"));
 
     // Compromised admin: off-hours user creation, role escalation, MFA disabled, data export (6.1).
     let site = s(0);

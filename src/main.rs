@@ -99,6 +99,44 @@ enum RulesCommand {
         #[arg(long)]
         rules: Option<PathBuf>,
     },
+    /// Evaluate rules over archived events and add their new findings to the archive
+    /// (state before --from is rebuilt from the archive first).
+    Backfill {
+        /// Archive directory.
+        #[arg(long)]
+        archive: PathBuf,
+        /// Start of the range, inclusive (YYYY-MM-DD, UTC, or RFC 3339).
+        #[arg(long, value_parser = parse_instant)]
+        from: i64,
+        /// End of the range, exclusive (YYYY-MM-DD, UTC, or RFC 3339).
+        #[arg(long, value_parser = parse_instant)]
+        to: i64,
+        /// Only this rule id; repeat for several [default: every rule].
+        #[arg(long = "rule")]
+        only: Vec<String>,
+        /// Rules directory.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// locations.csv (for schedule rules).
+        #[arg(long)]
+        locations: Option<PathBuf>,
+        /// roster.csv (for reference rules).
+        #[arg(long)]
+        roster: Option<PathBuf>,
+        /// Print what would be found; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// No progress lines.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+fn parse_instant(s: &str) -> Result<i64, String> {
+    if let Ok(day) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_millis());
+    }
+    chrono::DateTime::parse_from_rfc3339(s).map(|t| t.timestamp_millis()).map_err(|_| format!("`{s}` is not a date (YYYY-MM-DD) or an RFC 3339 time"))
 }
 
 #[derive(Debug, Args)]
@@ -272,10 +310,10 @@ fn print_score(truth_path: &Path, report: &RunReport, rules: &Path) -> Result<()
     Ok(())
 }
 
-fn print_findings(report: &RunReport) {
+fn print_findings(findings: &[seedwatch_schemas::Finding]) {
     println!();
     println!("{:<8}  {:<24}  {:<28}  {:<5}  {:<14}  {:>6}  {}", "SEVERITY", "RULE", "WHEN (UTC)", "STATE", "LOCATION", "EVENTS", "SUBJECT");
-    for f in &report.findings {
+    for f in findings {
         let when = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(f.window_start).map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
         println!("{:<8}  {:<24}  {:<28}  {:<5}  {:<14}  {:>6}  {}", f.severity.as_str(), f.rule, when, f.state, f.location, f.event_count, f.subject);
     }
@@ -335,7 +373,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             let opts = run_options(vec![data.join("events.ndjson")], args);
             let report = run(&opts)?;
             print_summary(&report, &archive);
-            print_findings(&report);
+            print_findings(&report.findings);
             print_score(&data.join("truth.json"), &report, &opts.rules)?;
             println!();
             println!("try: cargo run --release -- query --archive {} \"SELECT rule, severity, count(*) AS n FROM findings GROUP BY rule, severity ORDER BY n DESC\"", archive.display());
@@ -347,6 +385,35 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 println!("ok  {:<26} {:<9} {:<8} {}", r.id, format!("{:?}", r.rule_type).to_lowercase(), r.severity.as_str(), r.file.display());
             }
             println!("{} rules in {} are valid", rules.len(), dir.display());
+        }
+        Command::Rules { command: RulesCommand::Backfill { archive, from, to, only, rules, locations, roster, dry_run, quiet } } => {
+            let opts = seedwatch::backfill::BackfillOptions { archive, rules: default_rules(rules), only, locations, roster, from, to, dry_run, progress: !quiet };
+            let report = seedwatch::backfill::backfill(&opts)?;
+            let day = |ms: i64| chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).map(|d| d.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default();
+            println!(
+                "backfill {} .. {} UTC: {} events in {:.2} s (state before the range rebuilt from {} archived rows)",
+                day(from),
+                day(to),
+                thousands(report.events),
+                report.seconds,
+                thousands(report.warmup_rows)
+            );
+            println!("{:<26}  {:>8}  {:>8}", "RULE", "FINDINGS", "NEW");
+            for (rule, n) in &report.per_rule {
+                println!("{rule:<26}  {:>8}  {:>8}", n.findings, n.new);
+            }
+            for (rule, why) in &report.skipped_rules {
+                println!("skipped rule: {rule} {why}");
+            }
+            let new = report.new_findings.len();
+            if opts.dry_run {
+                if new > 0 {
+                    print_findings(&report.new_findings);
+                }
+                println!("dry run: {new} new finding(s), nothing written");
+            } else {
+                println!("wrote {new} new finding(s) to {} ({} file(s))", opts.archive.display(), report.commit.files);
+            }
         }
         Command::Rules { command: RulesCommand::Test { rules } } => {
             let dir = default_rules(rules);

@@ -24,6 +24,7 @@ const SWEEP_EVERY_BATCHES: u64 = 64;
 #[derive(Debug)]
 struct OpenFinding {
     finding: Finding,
+    /// Shown in details: distinct values, new values, or a trend's readings.
     distinct_values: Vec<String>,
     /// The threshold that applied when it opened.
     threshold: u32,
@@ -35,6 +36,8 @@ struct KeyState {
     recent: VecDeque<(i64, Box<str>)>,
     /// Distinct mode: value -> (last seen, event id of that sighting).
     distinct: BTreeMap<Box<str>, (i64, Box<str>)>,
+    /// Trend mode: the last readings (time, value, event id), oldest first.
+    readings: VecDeque<(i64, i64, Box<str>)>,
     /// Newest event time seen for the key.
     last_seen: i64,
     open: Option<OpenFinding>,
@@ -283,6 +286,8 @@ struct Columns<'a> {
     location: &'a StringArray,
     subject: &'a StringArray,
     distinct: Option<&'a StringArray>,
+    /// Trend rules: the gauge.
+    gauge: Option<&'a datafusion::arrow::array::Int64Array>,
 }
 
 fn as_utf8(batch: &RecordBatch, index: usize) -> Result<ArrayRef, String> {
@@ -378,6 +383,10 @@ impl RuleState {
             location: string_col(&matched, "location").map_err(|e| eval_error(rule, e))?,
             subject: subject.as_string(),
             distinct: distinct.as_ref().map(|d| d.as_string()),
+            gauge: match &rule.trend {
+                Some(t) => Some(matched.column(t.field).as_primitive_opt().ok_or_else(|| eval_error(rule, "trend field is not an integer"))?),
+                None => None,
+            },
         };
 
         if let Some(baseline) = self.rule.baseline.clone() {
@@ -571,8 +580,23 @@ impl RuleState {
         state.last_seen = state.last_seen.max(t);
         let event_id = cols.event_id.value(row);
 
-        let (fires, first_time) = match cols.distinct {
-            None => {
+        let (fires, first_time) = match (cols.gauge.zip(rule.trend.as_ref()), cols.distinct) {
+            (Some((gauge, trend)), _) => {
+                if gauge.is_null(row) {
+                    return false;
+                }
+                let at = state.readings.partition_point(|(rt, _, _)| *rt <= t);
+                state.readings.insert(at, (t, gauge.value(row), Box::from(event_id)));
+                while state.readings.len() > trend.points {
+                    state.readings.pop_front();
+                }
+                let r = &state.readings;
+                let (first, last) = (r.front().map_or((t, 0), |x| (x.0, x.1)), r.back().map_or((t, 0), |x| (x.0, x.1)));
+                let never_falls = r.iter().zip(r.iter().skip(1)).all(|(a, b)| b.1 >= a.1);
+                let held = r.iter().rev().take(trend.sustained).all(|x| x.1 >= trend.above);
+                (r.len() == trend.points && last.0 - first.0 <= rule.window_ms && never_falls && last.1 > first.1 && held, first.0)
+            }
+            (None, None) => {
                 let at = state.recent.partition_point(|(rt, _)| *rt <= t);
                 state.recent.insert(at, (t, Box::from(event_id)));
                 while state.recent.len() > threshold {
@@ -582,7 +606,7 @@ impl RuleState {
                 let last = state.recent.back().map_or(t, |(lt, _)| *lt);
                 (state.recent.len() >= threshold && last - first <= rule.window_ms, first)
             }
-            Some(values) => {
+            (None, Some(values)) => {
                 if values.is_null(row) {
                     return false;
                 }
@@ -611,7 +635,12 @@ impl RuleState {
                 if f.evidence.len() < MAX_EVIDENCE && !f.evidence.iter().any(|e| e == event_id) {
                     f.evidence.push(event_id.to_string());
                 }
-                if let Some(values) = cols.distinct {
+                if let Some(gauge) = cols.gauge {
+                    // Readings while the finding is open extend its series.
+                    if open.distinct_values.len() < MAX_EVIDENCE {
+                        open.distinct_values.push(gauge.value(row).to_string());
+                    }
+                } else if let Some(values) = cols.distinct {
                     let v = values.value(row);
                     if open.distinct_values.len() < MAX_EVIDENCE && !open.distinct_values.iter().any(|x| x == v) {
                         open.distinct_values.push(v.to_string());
@@ -624,9 +653,14 @@ impl RuleState {
             out.push(render(rule, previous));
         }
 
-        let (evidence, count, distinct_values): (Vec<String>, usize, Vec<String>) = match cols.distinct {
-            None => (state.recent.iter().take(MAX_EVIDENCE).map(|(_, id)| id.to_string()).collect(), state.recent.len(), Vec::new()),
-            Some(_) => {
+        let (evidence, count, distinct_values): (Vec<String>, usize, Vec<String>) = match (cols.gauge, cols.distinct) {
+            (Some(_), _) => (
+                state.readings.iter().map(|(_, _, id)| id.to_string()).collect(),
+                state.readings.len(),
+                state.readings.iter().map(|(_, v, _)| v.to_string()).collect(),
+            ),
+            (None, None) => (state.recent.iter().take(MAX_EVIDENCE).map(|(_, id)| id.to_string()).collect(), state.recent.len(), Vec::new()),
+            (None, Some(_)) => {
                 let mut seen: Vec<(&i64, &Box<str>, &Box<str>)> = state.distinct.iter().map(|(v, (s, id))| (s, id, v)).collect();
                 seen.sort();
                 (
@@ -818,7 +852,14 @@ fn render(rule: &CompiledRule, open: OpenFinding) -> Finding {
         RuleType::Reference => details["check"] = json!("user terminated before the event (roster.csv)"),
         _ => {}
     }
-    if !open.distinct_values.is_empty() {
+    if let Some(trend) = &rule.trend {
+        details["above"] = json!(trend.above);
+        details["points"] = json!(trend.points);
+        details["sustained"] = json!(trend.sustained);
+        details["window_seconds"] = json!(rule.window_ms / 1000);
+        let readings: Vec<i64> = open.distinct_values.iter().filter_map(|v| v.parse().ok()).collect();
+        details["readings"] = json!(readings);
+    } else if !open.distinct_values.is_empty() {
         let name = if rule.new_value.is_some() { "new_values" } else { "distinct_values" };
         details[name] = json!(open.distinct_values);
     }

@@ -1,10 +1,9 @@
 //! Detection: rules, read from YAML, evaluated over Arrow record batches.
 //!
 //! A rule ([`rule::RuleConfig`]) names a family, a SQL boolean filter over
-//! that family's columns, and a type:
-//! - `match`: every event passing the filter is a finding;
-//! - `threshold`: N events (or N distinct values of a field) per group key
-//!   inside a sliding event-time window.
+//! that family's columns, and a type ([`rule::RuleType`]): `match`,
+//! `threshold`, `schedule`, `reference`, `absence`, `new_value`, `baseline`
+//! or `trend`. [`resume`] rebuilds the engine's state from archived events.
 //!
 //! Filters are compiled once with DataFusion and evaluated on whole batches;
 //! only the rows that pass reach per-key state. Findings are held open while

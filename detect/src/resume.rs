@@ -79,8 +79,8 @@ fn bounds(ms: i64) -> (String, String) {
     (format!("CAST({ms} AS TIMESTAMP(3))"), at.format("%Y-%m-%d").to_string())
 }
 
-/// `time` in [since, until), with partition pruning on `date`.
-fn time_range(since: i64, until: i64) -> String {
+/// SQL predicate: `time` in [since, until), with partition pruning on `date`.
+pub fn time_range(since: i64, until: i64) -> String {
     let (from, from_day) = bounds(since);
     let (to, to_day) = bounds(until);
     let lower = if since == i64::MIN { String::new() } else { format!("\"date\" >= '{from_day}' AND time >= {from} AND ") };

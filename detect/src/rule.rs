@@ -34,6 +34,23 @@ pub enum RuleType {
     NewValue,
     /// Volume in the current hour at least `ratio` times the key's normal level for that hour.
     Baseline,
+    /// A gauge (`field`, e.g. pending transactions) rising over its last `points`
+    /// readings within `window` and ending at or above `above`.
+    Trend,
+}
+
+/// The compiled parameters of a `trend` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trend {
+    /// Integer column read as a gauge.
+    pub field: usize,
+    /// The last reading must be at least this.
+    pub above: i64,
+    /// Consecutive readings that must not fall (and must rise overall).
+    pub points: usize,
+    /// How many of the last readings must be at or above `above`: a single
+    /// jump (a bulk import landing at once) is not a backlog that grows.
+    pub sustained: usize,
 }
 
 /// The compiled parameters of a `baseline` rule.
@@ -237,9 +254,18 @@ pub struct RuleConfig {
     /// Raise the severity where a policy flag holds.
     #[serde(default)]
     pub escalate: Option<EscalateConfig>,
-    /// New-value rules: the column whose values are tracked.
+    /// New-value rules: the column whose values are tracked; trend rules: the gauge column.
     #[serde(default)]
     pub field: Option<String>,
+    /// Trend rules: the level the last reading must reach.
+    #[serde(default)]
+    pub above: Option<i64>,
+    /// Trend rules: how many readings must rise (default 4).
+    #[serde(default)]
+    pub points: Option<usize>,
+    /// Trend rules: how many of the last readings must be at or above `above` (default 2).
+    #[serde(default)]
+    pub sustained: Option<usize>,
     /// New-value rules: how long a value stays known (default 90d).
     #[serde(default)]
     pub history: Option<String>,
@@ -305,6 +331,8 @@ pub struct CompiledRule {
     pub new_value: Option<NewValue>,
     /// Baseline parameters (baseline rules only).
     pub baseline: Option<Baseline>,
+    /// Trend parameters (trend rules only).
+    pub trend: Option<Trend>,
     /// (policy flag, severity) escalation.
     pub escalate: Option<(String, Severity)>,
     /// Where the rule came from.
@@ -398,9 +426,16 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
     {
         return Err(err("measure", "fields `measure`, `ratio`, `history_days`, `min_samples` and `min_volume` go with `type: baseline`".into()));
     }
-    if config.rule_type != RuleType::NewValue && (config.field.is_some() || config.history.is_some() || config.learning.is_some()) {
-        return Err(err("field", "fields `field`, `history` and `learning` go with `type: new_value`".into()));
+    if config.rule_type != RuleType::NewValue && (config.history.is_some() || config.learning.is_some()) {
+        return Err(err("history", "fields `history` and `learning` go with `type: new_value`".into()));
     }
+    if !matches!(config.rule_type, RuleType::NewValue | RuleType::Trend) && config.field.is_some() {
+        return Err(err("field", "field `field` goes with `type: new_value` or `type: trend`".into()));
+    }
+    if config.rule_type != RuleType::Trend && (config.above.is_some() || config.points.is_some() || config.sustained.is_some()) {
+        return Err(err("above", "fields `above`, `points` and `sustained` go with `type: trend`".into()));
+    }
+    let mut trend = None;
     if config.rule_type != RuleType::Absence && (config.limit.is_some() || config.minimum.is_some() || !config.ladder.is_empty() || config.clear.is_some()) {
         return Err(err("limit", "fields `limit`, `minimum`, `ladder` and `clear` go with `type: absence`".into()));
     }
@@ -411,8 +446,11 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
         Some(e) => Some((e.policy.clone(), e.severity)),
         None => None,
     };
-    if config.rule_type != RuleType::Threshold && (config.threshold.is_some() || config.window.is_some() || config.distinct.is_some()) {
-        return Err(err("type", "only `threshold` rules take `threshold`, `window` or `distinct`".into()));
+    if config.rule_type != RuleType::Threshold && (config.threshold.is_some() || config.distinct.is_some()) {
+        return Err(err("type", "only `threshold` rules take `threshold` or `distinct`".into()));
+    }
+    if !matches!(config.rule_type, RuleType::Threshold | RuleType::Trend) && config.window.is_some() {
+        return Err(err("window", "field `window` goes with `type: threshold` or `type: trend`".into()));
     }
     let (threshold, window_ms) = match config.rule_type {
         RuleType::Baseline => {
@@ -484,6 +522,25 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
             absence = Some(Absence { limit, minimum_ms, ladder, clear, clear_sql: config.clear.clone() });
             (ThresholdConfig::All(1), 0)
         }
+        RuleType::Trend => {
+            let field = config.field.as_deref().ok_or_else(|| err("type", "a `trend` rule needs field `field` (an integer column such as `pending`)".into()))?;
+            let field = column("field", field)?;
+            if schema.field(field).data_type() != &DataType::Int64 {
+                return Err(err("field", "field `field`: a trend reads an integer column (pending, records, ...)".into()));
+            }
+            let above = config.above.ok_or_else(|| err("type", "a `trend` rule needs field `above`".into()))?;
+            let points = config.points.unwrap_or(4);
+            if points < 2 {
+                return Err(err("points", "field `points`: a trend needs at least 2 readings".into()));
+            }
+            let sustained = config.sustained.unwrap_or(2);
+            if sustained == 0 || sustained > points {
+                return Err(err("sustained", format!("field `sustained`: must be between 1 and `points` ({points})")));
+            }
+            let window = window.filter(|w| *w > 0).ok_or_else(|| err("type", "a `trend` rule needs a positive `window`".into()))?;
+            trend = Some(Trend { field, above, points, sustained });
+            (ThresholdConfig::All(1), window)
+        }
         RuleType::Threshold => {
             let threshold = config.threshold.clone().ok_or_else(|| err("type", "a `threshold` rule needs field `threshold`".into()))?;
             let window = window.ok_or_else(|| err("type", "a `threshold` rule needs field `window`".into()))?;
@@ -529,6 +586,7 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
         absence,
         new_value,
         baseline,
+        trend,
         escalate,
         file: file.to_path_buf(),
     })
@@ -615,6 +673,26 @@ mod tests {
         for (text, location, field) in cases {
             let e = compile(&text).err().unwrap_or_else(|| panic!("accepted:\n{text}"));
             assert!(e.starts_with(location) && e.contains(field), "{e}");
+        }
+    }
+
+    #[test]
+    fn trend_rules_need_an_integer_gauge_a_level_and_a_window() {
+        let good = "id: sync.backlog\ntitle: t\nseverity: high\nfamily: sync\ntype: trend\nfield: pending\nabove: 40\npoints: 4\nwindow: 3h\n";
+        let rule = compile(good).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((rule.trend.map(|t| (t.above, t.points)), rule.window_ms), (Some((40, 4)), 3 * 3_600_000));
+        let cases = [
+            (good.replace("field: pending\n", ""), "r.yaml:5", "field"),
+            (good.replace("field: pending", "field: integration"), "r.yaml:6", "integer"),
+            (good.replace("above: 40\n", ""), "r.yaml:5", "above"),
+            (good.replace("points: 4", "points: 1"), "r.yaml:8", "points"),
+            (good.replace("points: 4", "points: 4\nsustained: 5"), "r.yaml:9", "sustained"),
+            (good.replace("window: 3h\n", ""), "r.yaml:5", "window"),
+            (good.replace("type: trend", "type: match"), "r.yaml:6", "field"),
+        ];
+        for (text, location, word) in cases {
+            let e = compile(&text).err().unwrap_or_else(|| panic!("accepted:\n{text}"));
+            assert!(e.starts_with(location) && e.contains(word), "{e}");
         }
     }
 
