@@ -1,23 +1,43 @@
 //! Internal events: everything seedwatch observes about itself, in one place.
 //!
 //! Each event is a struct whose `emit()` both logs (key/value `tracing`) and
-//! updates Prometheus metrics. Events are emitted per batch, never per event,
-//! and labels are bounded: family, table, reason code, rule id, severity.
+//! updates Prometheus metrics. Events are emitted per batch, never per event.
+//! Labels are bounded: family, source kind, outcome, table, reason code, rule
+//! id, severity, state, system, and the operator's own licenses and API key ids
+//! (tens to hundreds); never a user, an IP address or a raw credential.
+//! README "Metrics" lists every series with its labels.
 
-use std::sync::LazyLock;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{LazyLock, Mutex};
 
-use prometheus::{register_histogram_vec_with_registry, register_int_counter_vec_with_registry, HistogramVec, IntCounterVec, Registry};
+use prometheus::{
+    register_gauge_vec_with_registry, register_histogram_vec_with_registry, register_int_counter_vec_with_registry, register_int_gauge_vec_with_registry, GaugeVec, HistogramVec,
+    IntCounterVec, IntGaugeVec, Registry,
+};
+use seedwatch_schemas::arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use seedwatch_schemas::arrow::datatypes::{Int64Type, TimestampMillisecondType};
 use seedwatch_archive::CommitStats;
 use seedwatch_detect::DetectStats;
 use seedwatch_ingest::DecodeStats;
 use seedwatch_schemas::dead_letter::ReasonCode;
-use seedwatch_schemas::{Family, Finding};
+use seedwatch_schemas::{Family, Finding, Table};
 
 /// The registry every seedwatch metric lives in.
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry::new_custom(Some("seedwatch".into()), None).unwrap_or_default());
 
 struct Metrics {
     events_in: IntCounterVec,
+    batch_events: HistogramVec,
+    last_batch: GaugeVec,
+    watermark: GaugeVec,
+    last_commit: GaugeVec,
+    open_findings: IntGaugeVec,
+    failed_logins: IntCounterVec,
+    failed_api_calls: IntCounterVec,
+    api_records: IntCounterVec,
+    last_sync: GaugeVec,
+    sync_lag: GaugeVec,
+    absence_limit: GaugeVec,
     dead_letters: IntCounterVec,
     bytes_in: IntCounterVec,
     redacted: IntCounterVec,
@@ -35,13 +55,31 @@ static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| {
     let r = &*REGISTRY;
     let counter = |name: &str, help: &str, labels: &[&str]| register_int_counter_vec_with_registry!(name, help, labels, r).ok();
     Some(Metrics {
-        events_in: counter("events_in_total", "Lines read, by family and outcome (decoded, dead_lettered).", &["family", "outcome"])?,
+        events_in: counter("events_in_total", "Events read, by family, source kind and outcome (decoded, dead_lettered, duplicate, late).", &["family", "source", "outcome"])?,
+        batch_events: register_histogram_vec_with_registry!(
+            "batch_events",
+            "Events per batch handed to the detectors, by family.",
+            &["family"],
+            vec![1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0],
+            r
+        )
+        .ok()?,
+        last_batch: register_gauge_vec_with_registry!("last_batch_timestamp_seconds", "Wall-clock time the last batch was processed.", &[], r).ok()?,
+        watermark: register_gauge_vec_with_registry!("watermark_timestamp_seconds", "Newest event time seen (the event-time watermark absences are judged against).", &[], r).ok()?,
+        last_commit: register_gauge_vec_with_registry!("archive_last_commit_timestamp_seconds", "Wall-clock time of the last successful archive commit.", &[], r).ok()?,
+        open_findings: register_int_gauge_vec_with_registry!("open_findings", "Findings open now (inside suppression, or a silence not yet ended), by rule and severity.", &["rule", "severity"], r).ok()?,
+        failed_logins: counter("failed_logins_total", "Failed logins, by state and license.", &["state", "license"])?,
+        failed_api_calls: counter("failed_api_calls_total", "API calls answered 4xx/5xx, by state, license and system.", &["state", "license", "system"])?,
+        api_records: counter("api_records_total", "Records moved through the tracking API, by license and key id (a fingerprint when a raw key was sent).", &["license", "key_id"])?,
+        last_sync: register_gauge_vec_with_registry!("last_successful_sync_timestamp_seconds", "Event time of the last successful sync, by state and license.", &["state", "license"], r).ok()?,
+        sync_lag: register_gauge_vec_with_registry!("sync_lag_seconds", "Seconds since the last successful sync at the watermark, by state and license (000 2.5.1 escalates on it).", &["state", "license"], r).ok()?,
+        absence_limit: register_gauge_vec_with_registry!("absence_limit_seconds", "Silence each absence rule tolerates, by rule and state (from rules/policy.yaml).", &["rule", "state"], r).ok()?,
         dead_letters: counter("dead_letters_total", "Lines dead-lettered, by reason code.", &["reason"])?,
         bytes_in: counter("bytes_in_total", "Bytes of input read, by source kind.", &["source"])?,
         redacted: counter("redacted_lines_total", "Lines in which a raw credential was replaced by a fingerprint.", &["source"])?,
         rows_matched: counter("detect_rows_matched_total", "Rows that passed a rule filter, by family.", &["family"])?,
         late_events: counter("late_events_total", "Events beyond the allowed lateness (archived, not evaluated), by family.", &["family"])?,
-        findings: counter("findings_total", "Findings emitted, by rule, severity and state.", &["rule", "severity", "state"])?,
+        findings: counter("findings_total", "Findings emitted, by rule, severity, state and license.", &["rule", "severity", "state", "license"])?,
         archive_rows: counter("archive_rows_total", "Rows written to the archive, by table.", &["table"])?,
         archive_files: counter("archive_files_total", "Parquet files written.", &[])?,
         archive_bytes: counter("archive_bytes_total", "Parquet bytes written.", &[])?,
@@ -75,12 +113,12 @@ impl ChunkDecoded<'_> {
         tracing::debug!(source = self.source_kind, lines = s.lines, events = s.events_total(), dead_letters = s.dead_total(), "chunk decoded");
         let Some(m) = METRICS.as_ref() else { return };
         for family in Family::ALL {
-            m.events_in.with_label_values(&[family.as_str(), "decoded"]).inc_by(s.events[family.index()]);
+            m.events_in.with_label_values(&[family.as_str(), self.source_kind, "decoded"]).inc_by(s.events[family.index()]);
         }
         for (code, n) in ReasonCode::ALL.iter().zip(s.dead) {
             if n > 0 {
                 m.dead_letters.with_label_values(&[code.as_str()]).inc_by(n);
-                m.events_in.with_label_values(&["unknown", "dead_lettered"]).inc_by(n);
+                m.events_in.with_label_values(&["unknown", self.source_kind, "dead_lettered"]).inc_by(n);
             }
         }
         m.bytes_in.with_label_values(&[self.source_kind]).inc_by(s.bytes);
@@ -94,6 +132,10 @@ impl ChunkDecoded<'_> {
 pub struct BatchDetected<'a> {
     /// The batch's family.
     pub family: Family,
+    /// `file` or `stdin`.
+    pub source_kind: &'static str,
+    /// Rows handed to the detectors.
+    pub rows: usize,
     /// Counts.
     pub stats: &'a DetectStats,
     /// Seconds spent.
@@ -109,8 +151,11 @@ impl BatchDetected<'_> {
         if self.stats.late_events > 0 {
             tracing::debug!(family = self.family.as_str(), late = self.stats.late_events, "late events not evaluated");
             m.late_events.with_label_values(&[self.family.as_str()]).inc_by(self.stats.late_events);
+            m.events_in.with_label_values(&[self.family.as_str(), self.source_kind, "late"]).inc_by(self.stats.late_events);
         }
+        m.batch_events.with_label_values(&[self.family.as_str()]).observe(self.rows as f64);
         m.batch_seconds.with_label_values(&["detect"]).observe(self.seconds);
+        m.last_batch.with_label_values::<&str>(&[]).set(wall_clock_seconds());
     }
 }
 
@@ -128,7 +173,7 @@ impl FindingsEmitted<'_> {
         for f in self.findings {
             tracing::info!(rule = %f.rule, severity = %f.severity, state = %f.state, license = %f.license, subject = %f.subject, events = f.event_count, "finding");
             if let Some(m) = m {
-                m.findings.with_label_values(&[&f.rule, f.severity.as_str(), &f.state]).inc();
+                m.findings.with_label_values(&[&f.rule, f.severity.as_str(), &f.state, &f.license]).inc();
             }
         }
     }
@@ -137,8 +182,10 @@ impl FindingsEmitted<'_> {
 /// Rows were handed to the archive.
 #[derive(Debug)]
 pub struct ArchiveWritten {
-    /// Table name.
-    pub table: &'static str,
+    /// Table.
+    pub table: Table,
+    /// `file` or `stdin`.
+    pub source_kind: &'static str,
     /// Rows skipped as duplicates.
     pub duplicates: u64,
 }
@@ -147,9 +194,12 @@ impl ArchiveWritten {
     /// Count duplicates (rows are counted when committed).
     pub fn emit(&self) {
         if self.duplicates > 0 {
-            tracing::debug!(table = self.table, duplicates = self.duplicates, "duplicates skipped");
+            tracing::debug!(table = self.table.name(), duplicates = self.duplicates, "duplicates skipped");
             if let Some(m) = METRICS.as_ref() {
-                m.duplicates.with_label_values(&[self.table]).inc_by(self.duplicates);
+                m.duplicates.with_label_values(&[self.table.name()]).inc_by(self.duplicates);
+                if let Table::Events(family) = self.table {
+                    m.events_in.with_label_values(&[family.as_str(), self.source_kind, "duplicate"]).inc_by(self.duplicates);
+                }
             }
         }
     }
@@ -175,5 +225,144 @@ impl ArchiveCommitted<'_> {
         m.archive_files.with_label_values::<&str>(&[]).inc_by(self.stats.files);
         m.archive_bytes.with_label_values::<&str>(&[]).inc_by(self.stats.bytes);
         m.batch_seconds.with_label_values(&["archive"]).observe(self.seconds);
+        m.last_commit.with_label_values::<&str>(&[]).set(wall_clock_seconds());
+    }
+}
+
+fn wall_clock_seconds() -> f64 {
+    chrono::Utc::now().timestamp_millis() as f64 / 1000.0
+}
+
+/// Last successful sync per (state, license), in event time: the sync-lag gauges derive from it.
+static LAST_SYNC: LazyLock<Mutex<BTreeMap<(String, String), i64>>> = LazyLock::new(|| Mutex::new(BTreeMap::new()));
+
+/// New events entered the detectors: the security signals Prometheus alerts on,
+/// counted per batch over its columns (failed logins, failed API calls, API
+/// records, last successful sync per license).
+#[derive(Debug)]
+pub struct EventsObserved<'a> {
+    /// The batch's family.
+    pub family: Family,
+    /// The new rows (duplicates already dropped).
+    pub batch: &'a RecordBatch,
+}
+
+impl EventsObserved<'_> {
+    /// Count.
+    pub fn emit(&self) {
+        let Some(m) = METRICS.as_ref() else { return };
+        let b = self.batch;
+        let col = |name: &str| b.column_by_name(name).and_then(|c| c.as_string_opt::<i32>());
+        let (Some(state), Some(license)) = (col("state"), col("license")) else { return };
+        fn text(c: &StringArray, i: usize) -> &str {
+            if c.is_null(i) { "" } else { c.value(i) }
+        }
+        match self.family {
+            Family::Login => {
+                let Some(outcome) = col("outcome") else { return };
+                let mut failed: HashMap<(&str, &str), u64> = HashMap::new();
+                for i in (0..b.num_rows()).filter(|i| outcome.value(*i) == "failure") {
+                    *failed.entry((text(state, i), text(license, i))).or_default() += 1;
+                }
+                for ((s, l), n) in failed {
+                    m.failed_logins.with_label_values(&[s, l]).inc_by(n);
+                }
+            }
+            Family::Api => {
+                let (Some(system), Some(key)) = (col("system"), col("key_id")) else { return };
+                let status = b.column_by_name("status").and_then(|c| c.as_primitive_opt::<Int64Type>());
+                let records = b.column_by_name("records").and_then(|c| c.as_primitive_opt::<Int64Type>());
+                let mut failed: HashMap<(&str, &str, &str), u64> = HashMap::new();
+                let mut moved: HashMap<(&str, &str), u64> = HashMap::new();
+                for i in 0..b.num_rows() {
+                    if status.is_some_and(|s| !s.is_null(i) && s.value(i) >= 400) {
+                        *failed.entry((text(state, i), text(license, i), text(system, i))).or_default() += 1;
+                    }
+                    if let Some(r) = records.filter(|r| !r.is_null(i)) {
+                        *moved.entry((text(license, i), text(key, i))).or_default() += r.value(i).max(0) as u64;
+                    }
+                }
+                for ((s, l, y), n) in failed {
+                    m.failed_api_calls.with_label_values(&[s, l, y]).inc_by(n);
+                }
+                for ((l, k), n) in moved {
+                    m.api_records.with_label_values(&[l, k]).inc_by(n);
+                }
+            }
+            Family::Sync => {
+                let Some(outcome) = col("outcome") else { return };
+                let Some(time) = b.column_by_name("time").and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>()) else { return };
+                let mut newest: HashMap<(&str, &str), i64> = HashMap::new();
+                for i in (0..b.num_rows()).filter(|i| outcome.value(*i) == "success") {
+                    let t = newest.entry((text(state, i), text(license, i))).or_insert(i64::MIN);
+                    *t = (*t).max(time.value(i));
+                }
+                let Ok(mut last) = LAST_SYNC.lock() else { return };
+                for ((s, l), t) in newest {
+                    let entry = last.entry((s.to_string(), l.to_string())).or_insert(t);
+                    *entry = (*entry).max(t);
+                }
+                for ((s, l), t) in last.iter() {
+                    m.last_sync.with_label_values(&[s, l]).set(*t as f64 / 1000.0);
+                }
+            }
+            Family::Audit => {}
+        }
+    }
+}
+
+/// Event time moved forward: sync lag per license is judged against it, as sync.lag is.
+#[derive(Debug)]
+pub struct WatermarkAdvanced {
+    /// The newest event time (ms).
+    pub watermark: i64,
+}
+
+impl WatermarkAdvanced {
+    /// Set the watermark and the sync-lag gauges.
+    pub fn emit(&self) {
+        let Some(m) = METRICS.as_ref() else { return };
+        m.watermark.with_label_values::<&str>(&[]).set(self.watermark as f64 / 1000.0);
+        let Ok(last) = LAST_SYNC.lock() else { return };
+        for ((s, l), t) in last.iter() {
+            m.sync_lag.with_label_values(&[s, l]).set((self.watermark - t).max(0) as f64 / 1000.0);
+        }
+    }
+}
+
+/// A snapshot of the detectors' open findings (every rule and severity, zeros included).
+#[derive(Debug)]
+pub struct OpenFindings<'a> {
+    /// (rule, severity, count).
+    pub open: &'a [(&'a str, seedwatch_schemas::Severity, u64)],
+}
+
+impl OpenFindings<'_> {
+    /// Set the gauges.
+    pub fn emit(&self) {
+        let Some(m) = METRICS.as_ref() else { return };
+        for (rule, severity, n) in self.open {
+            m.open_findings.with_label_values(&[rule, severity.as_str()]).set(*n as i64);
+        }
+    }
+}
+
+/// The rules were loaded: publish the limits alerts compare against.
+#[derive(Debug)]
+pub struct RulesLoaded<'a> {
+    /// (absence rule, state, limit ms).
+    pub absence_limits: &'a [(&'a str, &'a str, i64)],
+    /// Rules loaded.
+    pub rules: usize,
+}
+
+impl RulesLoaded<'_> {
+    /// Log and set the gauges.
+    pub fn emit(&self) {
+        tracing::info!(rules = self.rules, "rules loaded");
+        let Some(m) = METRICS.as_ref() else { return };
+        for (rule, state, ms) in self.absence_limits {
+            m.absence_limit.with_label_values(&[rule, state]).set(*ms as f64 / 1000.0);
+        }
     }
 }

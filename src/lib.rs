@@ -5,6 +5,7 @@
 pub mod backfill;
 pub mod generate;
 pub mod internal_events;
+pub mod metrics_server;
 pub mod pipeline;
 pub mod rule_fixtures;
 pub mod truth;

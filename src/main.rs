@@ -179,6 +179,12 @@ struct RunArgs {
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
+    /// After the input ends, keep serving /metrics until interrupted (needs --metrics-addr).
+    #[arg(long, requires = "metrics_addr")]
+    hold: bool,
 }
 
 fn parse_lateness(s: &str) -> Result<i64, String> {
@@ -356,11 +362,27 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             );
         }
         Command::Run { input, common, truth } => {
+            let metrics = match &common.metrics_addr {
+                Some(addr) => Some(seedwatch::metrics_server::serve(addr)?),
+                None => None,
+            };
+            if let Some(addr) = metrics {
+                eprintln!("metrics: http://{addr}/metrics");
+            }
+            let hold = common.hold;
             let opts = run_options(input, common);
             let report = run(&opts)?;
             print_summary(&report, &opts.archive);
             if let Some(truth) = truth {
                 print_score(&truth, &report, &opts.rules)?;
+            }
+            if let (true, Some(addr)) = (hold, metrics) {
+                use std::io::Write;
+                println!("holding: serving http://{addr}/metrics until interrupted");
+                std::io::stdout().flush()?;
+                loop {
+                    std::thread::park();
+                }
             }
         }
         Command::Query { archive, format, sql } => runtime()?.block_on(query(&archive, format, &sql))?,
@@ -369,7 +391,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             let archive = dir.join("archive");
             println!("generating {} days of logs for {} locations into {} ...", shape.days, shape.locations, data.display());
             generate(&data, &GenerateOptions { days: shape.days, locations: shape.locations, seed: shape.seed, start: shape.start })?;
-            let args = RunArgs { archive: archive.clone(), rules, locations: Some(data.join("locations.csv")), roster: Some(data.join("roster.csv")), fingerprint_key: Some(dir.join("fingerprint.key")), allowed_lateness: seedwatch_detect::engine::DEFAULT_ALLOWED_LATENESS_MS, quiet: false };
+            let args = RunArgs { archive: archive.clone(), rules, locations: Some(data.join("locations.csv")), roster: Some(data.join("roster.csv")), fingerprint_key: Some(dir.join("fingerprint.key")), allowed_lateness: seedwatch_detect::engine::DEFAULT_ALLOWED_LATENESS_MS, quiet: false, metrics_addr: None, hold: false };
             let opts = run_options(vec![data.join("events.ndjson")], args);
             let report = run(&opts)?;
             print_summary(&report, &archive);

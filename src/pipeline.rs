@@ -19,7 +19,11 @@ use seedwatch_ingest::{file_source, stdin_source, ChunkLimits, DecodeStats, Deco
 use seedwatch_schemas::finding::findings_to_batch;
 use seedwatch_schemas::{EventBatch, Finding, Table};
 
-use crate::internal_events::{ArchiveCommitted, ArchiveWritten, BatchDetected, ChunkDecoded, FindingsEmitted};
+use crate::internal_events::{ArchiveCommitted, ArchiveWritten, BatchDetected, ChunkDecoded, EventsObserved, FindingsEmitted, OpenFindings, RulesLoaded, WatermarkAdvanced};
+
+/// A long run makes what it archived durable at least this often (and says so in
+/// `seedwatch_archive_last_commit_timestamp_seconds`).
+const COMMIT_EVERY: Duration = Duration::from_secs(30);
 
 /// What `seedwatch run` needs.
 #[derive(Debug, Clone)]
@@ -93,6 +97,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     for (rule, why) in engine.skipped() {
         tracing::warn!(rule = %rule, reason = why, "rule skipped");
     }
+    RulesLoaded { absence_limits: &engine.absence_limits(seedwatch_schemas::STATE_CODES), rules: engine.rules().count() }.emit();
     let resumed = resume_from_archive(&mut engine, &opts.archive, None)?;
     let mut sink = ArchiveWriter::open(&opts.archive, WriterOptions::default())
         .with_context(|| format!("opening the archive at {}", opts.archive.display()))?;
@@ -133,7 +138,9 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     let mut report = RunReport { inputs, skipped_rules, resumed, ..RunReport::default() };
     let mut findings = Vec::new();
     let mut last_progress = Instant::now();
+    let mut last_commit = Instant::now();
     let mut progress_printed = false;
+    let mut watermark = i64::MIN;
     for message in rx {
         let (decoded, bytes_done, seconds, source_kind) = match message {
             Message::Chunk { decoded, bytes_done, seconds, source_kind } => (decoded, bytes_done, seconds, source_kind),
@@ -144,36 +151,45 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         for events in &decoded.events {
             // Archive first: rows the archive already holds (a re-run, a replayed
             // tail) are dropped there and not evaluated again, so none counts twice.
-            let written = write(&mut sink, Table::Events(events.family), &events.batch, &mut report)?;
+            let written = write(&mut sink, Table::Events(events.family), &events.batch, source_kind, &mut report)?;
             let fresh = match written.new_rows_of(&events.batch)? {
                 std::borrow::Cow::Borrowed(_) => None,
                 std::borrow::Cow::Owned(batch) => Some(EventBatch { family: events.family, batch }),
             };
             let events = fresh.as_ref().unwrap_or(events);
+            EventsObserved { family: events.family, batch: &events.batch }.emit();
             let t = Instant::now();
             let stats = engine.process(events, &mut findings)?;
             report.late_events += stats.late_events;
-            BatchDetected { family: events.family, stats: &stats, seconds: t.elapsed().as_secs_f64() }.emit();
+            BatchDetected { family: events.family, source_kind, rows: events.batch.num_rows(), stats: &stats, seconds: t.elapsed().as_secs_f64() }.emit();
         }
-        if let Some(watermark) = decoded.max_event_time() {
-            engine.advance(watermark);
+        if let Some(newest) = decoded.max_event_time() {
+            engine.advance(newest);
+            watermark = watermark.max(newest);
+            WatermarkAdvanced { watermark }.emit();
         }
         if let Some(dead) = &decoded.dead_letters {
-            write(&mut sink, Table::DeadLetter, dead, &mut report)?;
+            write(&mut sink, Table::DeadLetter, dead, source_kind, &mut report)?;
         }
-        emit_findings(&mut sink, &mut findings, &mut report)?;
-        if opts.progress && last_progress.elapsed() >= Duration::from_secs(2) {
-            print_progress(&report, bytes_done, total_bytes, started);
+        emit_findings(&mut sink, &mut findings, source_kind, &mut report)?;
+        if last_progress.elapsed() >= Duration::from_secs(2) {
+            OpenFindings { open: &engine.open_findings() }.emit();
+            if opts.progress {
+                print_progress(&report, bytes_done, total_bytes, started);
+                progress_printed = true;
+            }
             last_progress = Instant::now();
-            progress_printed = true;
+        }
+        if last_commit.elapsed() >= COMMIT_EVERY {
+            commit(&mut sink, &mut report)?;
+            last_commit = Instant::now();
         }
     }
     decoder_thread.join().map_err(|_| anyhow!("the decoder thread panicked"))?;
     engine.flush(&mut findings);
-    emit_findings(&mut sink, &mut findings, &mut report)?;
-    let t = Instant::now();
-    report.commit = sink.commit()?;
-    ArchiveCommitted { stats: &report.commit, seconds: t.elapsed().as_secs_f64() }.emit();
+    emit_findings(&mut sink, &mut findings, "end", &mut report)?;
+    OpenFindings { open: &engine.open_findings() }.emit();
+    commit(&mut sink, &mut report)?;
     if progress_printed {
         eprintln!();
     }
@@ -263,21 +279,29 @@ pub fn detect_source(engine: &mut RuleEngine, decoder: &mut Decoder, source: &mu
     Ok(out)
 }
 
-fn write(sink: &mut ArchiveWriter, table: Table, batch: &seedwatch_schemas::arrow::record_batch::RecordBatch, report: &mut RunReport) -> Result<Written> {
+fn commit(sink: &mut ArchiveWriter, report: &mut RunReport) -> Result<()> {
+    let t = Instant::now();
+    let stats = sink.commit()?;
+    ArchiveCommitted { stats: &stats, seconds: t.elapsed().as_secs_f64() }.emit();
+    report.commit.merge(&stats);
+    Ok(())
+}
+
+fn write(sink: &mut ArchiveWriter, table: Table, batch: &seedwatch_schemas::arrow::record_batch::RecordBatch, source_kind: &'static str, report: &mut RunReport) -> Result<Written> {
     let written = sink.write(table, batch)?;
-    ArchiveWritten { table: table.name(), duplicates: written.duplicates }.emit();
+    ArchiveWritten { table, source_kind, duplicates: written.duplicates }.emit();
     if written.duplicates > 0 {
         *report.duplicates.entry(table.name()).or_default() += written.duplicates;
     }
     Ok(written)
 }
 
-fn emit_findings(sink: &mut ArchiveWriter, findings: &mut Vec<Finding>, report: &mut RunReport) -> Result<()> {
+fn emit_findings(sink: &mut ArchiveWriter, findings: &mut Vec<Finding>, source_kind: &'static str, report: &mut RunReport) -> Result<()> {
     if findings.is_empty() {
         return Ok(());
     }
     let batch = findings_to_batch(findings)?;
-    let written = write(sink, Table::Findings, &batch, report)?;
+    let written = write(sink, Table::Findings, &batch, source_kind, report)?;
     // A finding an earlier run archived (re-emitted after a resume) is not news.
     if let Some(new_rows) = &written.new_rows {
         let mut keep = new_rows.values().iter();

@@ -217,6 +217,40 @@ impl RuleEngine {
         self.rules.iter().map(|r| &r.rule)
     }
 
+    /// Findings currently open (inside their suppression window, or a silence
+    /// not yet ended), per rule and severity, every pair present (zeros included).
+    pub fn open_findings(&self) -> Vec<(&str, Severity, u64)> {
+        let mut out = Vec::with_capacity(self.rules.len() * Severity::ALL.len());
+        for state in &self.rules {
+            let mut counts = [0u64; 4];
+            let mut count = |s: Severity| counts[Severity::ALL.iter().position(|x| *x == s).unwrap_or(0)] += 1;
+            state.keys.values().filter_map(|k| k.open.as_ref()).for_each(|o| count(o.finding.severity));
+            state.hourly.values().filter_map(|k| k.open.as_ref()).for_each(|f| count(f.severity));
+            state.absent.values().filter_map(|k| k.open.as_ref()).for_each(|f| count(f.severity));
+            out.extend(Severity::ALL.iter().zip(counts).map(|(s, n)| (state.rule.id.as_str(), *s, n)));
+        }
+        out
+    }
+
+    /// The silence each absence rule tolerates per state (policy value or
+    /// fixed limit, never below the rule's `minimum`), for the states in `states`.
+    pub fn absence_limits<'a>(&self, states: &[&'a str]) -> Vec<(&str, &'a str, i64)> {
+        let mut out = Vec::new();
+        for rule in self.rules.iter().map(|r| &r.rule) {
+            let Some(absence) = &rule.absence else { continue };
+            for state in states {
+                let limit = match &absence.limit {
+                    crate::rule::Limit::Fixed(ms) => Some(*ms),
+                    crate::rule::Limit::Policy(name) => self.reference.policy.numeric_ms(name, state),
+                };
+                if let Some(limit) = limit {
+                    out.push((rule.id.as_str(), *state, limit.max(absence.minimum_ms)));
+                }
+            }
+        }
+        out
+    }
+
     /// Keys currently tracked across all rules (for memory reporting).
     pub fn tracked_keys(&self) -> usize {
         self.rules.iter().map(|r| r.keys.len()).sum()
