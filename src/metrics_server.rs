@@ -100,7 +100,15 @@ mod tests {
         assert!(ok.contains("seedwatch_absence_limit_seconds{rule=\"sync.lag\",state=\"CA\"} 3600"), "{ok}");
         assert!(get(addr, "GET /nope HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
         assert!(get(addr, "POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+        // Past the cap the server answers 431 and closes without reading the rest, so the
+        // client may see the answer or a reset; it must never see metrics.
         let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(10_000));
-        assert!(get(addr, &huge).starts_with("HTTP/1.1 431"));
+        let mut s = TcpStream::connect(addr).expect("connect");
+        let _ = s.write_all(huge.as_bytes());
+        let mut out = String::new();
+        match s.read_to_string(&mut out) {
+            Ok(_) => assert!(out.starts_with("HTTP/1.1 431"), "{out}"),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        }
     }
 }
