@@ -2,7 +2,8 @@
 # The whole seedwatch test suite, from a fresh clone.
 #
 # Installs what the tests need (pyarrow and DuckDB in a virtualenv, for the
-# interoperability test that reads our Parquet with another engine), builds
+# interoperability test that reads our Parquet with another engine; Debian's
+# prometheus package for promtool and a real Prometheus server), builds
 # once in the release profile (the same one the demo and benches use) and
 # runs every test. Fails loudly when something cannot be installed: no test
 # skips itself.
@@ -20,6 +21,17 @@ if ! "$venv/bin/python" -c 'import pyarrow, duckdb' >/dev/null 2>&1; then
 fi
 export SEEDWATCH_PYTHON="$venv/bin/python"
 "$SEEDWATCH_PYTHON" -c 'import pyarrow, duckdb; print("test.sh: pyarrow", pyarrow.__version__, "duckdb", duckdb.__version__)'
+
+# Debian's prometheus package: promtool (rule checks and unit tests, metric
+# lint) and a real Prometheus server that tests/observability.rs starts.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  echo "test.sh: installing Debian's prometheus package (promtool, prometheus)"
+  sudo_cmd=""
+  if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+promtool --version 2>&1 | head -1 | sed 's/^/test.sh: /'
 
 echo "test.sh: building and running the tests (release profile, target dir $CARGO_TARGET_DIR)"
 cargo test --release --locked --workspace --no-fail-fast "$@"
