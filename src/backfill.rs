@@ -124,8 +124,7 @@ pub fn backfill(opts: &BackfillOptions) -> Result<BackfillReport> {
         let mut newest = i64::MIN;
         for family in families {
             let total = count(&ctx, &format!("SELECT count(*) FROM {} WHERE {range}", family.as_str())).await?;
-            let columns = seedwatch_schemas::arrow_schema::event_schema(family).fields().iter().map(|f| format!("\"{}\"", f.name())).collect::<Vec<_>>().join(", ");
-            let sql = format!("SELECT {columns} FROM {} WHERE {range} ORDER BY time", family.as_str());
+            let sql = seedwatch_detect::resume::events_query(family, opts.from, opts.to);
             let mut done = 0u64;
             let mut last_progress = Instant::now();
             let mut progress_printed = false;

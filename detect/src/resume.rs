@@ -87,6 +87,11 @@ pub fn time_range(since: i64, until: i64) -> String {
     format!("{lower}\"date\" <= '{to_day}' AND time < {to}")
 }
 
+/// SQL for a family's archived events in [since, until), in time order, in the family's columns.
+pub fn events_query(family: Family, since: i64, until: i64) -> String {
+    format!("SELECT {} FROM {} WHERE {} ORDER BY time", quoted_columns(family), family.as_str(), time_range(since, until))
+}
+
 /// Reshape a query result to `family`'s event schema: SQL may return strings
 /// as views, and the engine's column indices assume the exact schema.
 pub fn conform(family: Family, batch: &RecordBatch) -> Result<RecordBatch, String> {
@@ -121,7 +126,7 @@ impl RuleEngine {
                 .map(|r| (r.id.clone(), until.saturating_sub(lookback_ms(r))))
                 .collect();
             let Some(since) = rules.iter().map(|(_, s)| *s).min() else { continue };
-            let sql = format!("SELECT {} FROM {} WHERE {} ORDER BY time", quoted_columns(family), family.as_str(), time_range(since, until));
+            let sql = events_query(family, since, until);
             steps.push(WarmupStep { family, kind: WarmupKind::Events, rules, sql });
         }
         steps
