@@ -1,6 +1,7 @@
 //! Criterion micro-benchmarks, one group per stage, on generator data.
 //! Run: `cargo bench --bench stages`. Throughput is reported in bytes and
-//! elements (lines or events) per second, on one core.
+//! elements (lines or events) per second, on one core. The archive group
+//! also prints the Parquet bytes per event of each family.
 
 use std::hint::black_box;
 
@@ -10,9 +11,13 @@ use seedwatch::generate::{generate, GenerateOptions};
 use seedwatch_detect::{load_rules, Detector, RuleEngine};
 use seedwatch_ingest::source::{LineChunk, LineSpan};
 use seedwatch_ingest::{Decoder, Fingerprinter, Redactor};
-use seedwatch_schemas::EventBatch;
+use std::sync::Arc;
 
-fn sample() -> (Vec<u8>, Vec<LineSpan>) {
+use seedwatch_archive::{ArchiveWriter, Sink, WriterOptions};
+use seedwatch_detect::reference::Reference;
+use seedwatch_schemas::{EventBatch, Table};
+
+fn sample() -> (Vec<u8>, Vec<LineSpan>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = GenerateOptions { days: 7, locations: 6, seed: 7, start: NaiveDate::from_ymd_opt(2026, 10, 19).unwrap_or_default() };
     generate(dir.path(), &opts).expect("generate");
@@ -25,7 +30,7 @@ fn sample() -> (Vec<u8>, Vec<LineSpan>) {
         }
         start += line.len() + 1;
     }
-    (data, spans)
+    (data, spans, dir)
 }
 
 fn decoder() -> Decoder {
@@ -48,7 +53,7 @@ fn chunks(data: &[u8], spans: &[LineSpan], per_chunk: usize) -> Vec<LineChunk> {
 }
 
 fn benches(c: &mut Criterion) {
-    let (data, spans) = sample();
+    let (data, spans, dir) = sample();
     let chunks = chunks(&data, &spans, 32 * 1024);
     let bytes: usize = spans.iter().map(|s| s.end - s.start + 1).sum();
 
@@ -67,12 +72,14 @@ fn benches(c: &mut Criterion) {
     let mut dec = decoder();
     let batches: Vec<EventBatch> = chunks.iter().flat_map(|c| dec.decode_chunk(c, 0).expect("decode").events).collect();
     let events: usize = batches.iter().map(|b| b.batch.num_rows()).sum();
-    let rules = load_rules(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))).expect("rules");
+    let rules_dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"));
+    let rules = load_rules(rules_dir).expect("rules");
+    let reference = Arc::new(Reference::load(rules_dir, Some(&dir.path().join("locations.csv")), Some(&dir.path().join("roster.csv"))).expect("reference"));
     let mut group = c.benchmark_group("detect");
     group.throughput(Throughput::Elements(events as u64));
     group.bench_function(format!("shipped_rules/rules={}/events={events}", rules.len()), |b| {
         b.iter_batched(
-            || RuleEngine::new(rules.clone()).expect("engine"),
+            || RuleEngine::with_reference(rules.clone(), Arc::clone(&reference)).expect("engine"),
             |mut engine| {
                 let mut out = Vec::new();
                 for batch in &batches {
@@ -85,6 +92,38 @@ fn benches(c: &mut Criterion) {
         )
     });
     group.finish();
+
+    // Archive: the same batches to zstd Parquet (dedup, partition, fsync, rename).
+    let mut group = c.benchmark_group("archive");
+    group.throughput(Throughput::Elements(events as u64));
+    group.sample_size(10);
+    group.bench_function(format!("parquet_zstd/events={events}"), |b| {
+        b.iter_batched(
+            || tempfile::tempdir().expect("tempdir"),
+            |root| {
+                let mut w = ArchiveWriter::open(root.path(), WriterOptions::default()).expect("open");
+                for batch in &batches {
+                    w.write(Table::Events(batch.family), &batch.batch).expect("write");
+                }
+                black_box(w.commit().expect("commit"));
+                root
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut w = ArchiveWriter::open(root.path(), WriterOptions::default()).expect("open");
+    for batch in &batches {
+        w.write(Table::Events(batch.family), &batch.batch).expect("write");
+    }
+    w.commit().expect("commit");
+    for (table, bytes, files) in seedwatch_archive::writer::table_sizes(root.path()).expect("sizes") {
+        let rows: usize = batches.iter().filter(|b| Table::Events(b.family) == table).map(|b| b.batch.num_rows()).sum();
+        if rows > 0 {
+            eprintln!("archive/{}: {rows} events, {bytes} bytes in {files} files, {:.1} bytes/event", table.name(), bytes as f64 / rows as f64);
+        }
+    }
 }
 
 criterion_group!(stages, benches);

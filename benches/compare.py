@@ -1,0 +1,126 @@
+"""seedwatch side by side with DuckDB, on the same data, in one go.
+
+(a) detections: `seedwatch run` (decode, validate, redact, the whole rule
+    catalog, archive) against the same three detections written as DuckDB SQL
+    over the same NDJSON (failed-login bursts, 2x volume per key per hour, new
+    IPs per user);
+(b) analyst queries over the same Parquet archive: `seedwatch query` against
+    DuckDB's read_parquet.
+
+Prints both times and the ratio (DuckDB / seedwatch: above 1 means seedwatch
+is faster). Usage: compare.py SEEDWATCH_BIN DATA_DIR WORK_DIR
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+
+REPEAT = 3
+
+DETECTIONS = {
+    "failed-login bursts (3 in 1 h)": """
+        SELECT count(*) FROM (
+          SELECT count(*) OVER (PARTITION BY license, "user" ORDER BY t
+                                RANGE BETWEEN INTERVAL 1 HOUR PRECEDING AND CURRENT ROW) AS n
+          FROM (SELECT license, "user", "time" AS t FROM ev
+                WHERE family = 'login' AND outcome = 'failure'))
+        WHERE n >= 3""",
+    "2x volume per key per hour": """
+        WITH hourly AS (
+          SELECT license, key_id, date_trunc('hour', "time") AS h, sum(coalesce(records, 0)) AS v
+          FROM ev WHERE family = 'api' GROUP BY ALL),
+        judged AS (
+          SELECT v, median(v) OVER (PARTITION BY license, key_id, hour(h) ORDER BY h
+                                    ROWS BETWEEN 28 PRECEDING AND 1 PRECEDING) AS normal,
+                 count(*) OVER (PARTITION BY license, key_id, hour(h) ORDER BY h
+                                ROWS BETWEEN 28 PRECEDING AND 1 PRECEDING) AS samples
+          FROM hourly)
+        SELECT count(*) FROM judged WHERE samples >= 7 AND v >= 2 * normal AND v >= 2000""",
+    "new IPs per user (after 7 days)": """
+        WITH logins AS (
+          SELECT license, "user", src_ip, "time" AS t FROM ev
+          WHERE family = 'login' AND outcome = 'success' AND src_ip IS NOT NULL),
+        firsts AS (SELECT license, "user", src_ip, min(t) AS first FROM logins GROUP BY ALL),
+        users AS (SELECT license, "user", min(t) AS born FROM logins GROUP BY ALL)
+        SELECT count(*) FROM firsts JOIN users USING (license, "user")
+        WHERE first >= born + INTERVAL 7 DAY""",
+}
+
+QUERIES = {
+    "failed logins by user over a month": (
+        "SELECT license, \"user\", count(*) AS n FROM login WHERE outcome = 'failure' "
+        "AND time >= TIMESTAMP '2026-10-19' AND time < TIMESTAMP '2026-11-19' GROUP BY license, \"user\" ORDER BY n DESC LIMIT 20"
+    ),
+    "API records per key per day": (
+        "SELECT key_id, date, sum(records) AS records FROM api GROUP BY key_id, date ORDER BY key_id, date"
+    ),
+    "top source IPs": (
+        "SELECT src_ip, count(*) AS n FROM login GROUP BY src_ip ORDER BY n DESC LIMIT 20"
+    ),
+}
+
+
+def best_of(fn):
+    times = []
+    for _ in range(REPEAT):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def row(label, ours, theirs):
+    print(f"  {label:<40} seedwatch {ours:8.3f} s   duckdb {theirs:8.3f} s   ratio {theirs / ours:6.2f}x")
+    return {"what": label, "seedwatch_s": ours, "duckdb_s": theirs, "ratio": theirs / ours}
+
+
+def main():
+    seedwatch, data, work = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    events = data / "events.ndjson"
+    archive = work / "archive"
+    results = {"detections": [], "queries": []}
+
+    def run_seedwatch():
+        shutil.rmtree(archive, ignore_errors=True)
+        subprocess.run(
+            [seedwatch, "run", "--quiet", "--input", str(events), "--archive", str(archive),
+             "--locations", str(data / "locations.csv"), "--roster", str(data / "roster.csv"),
+             "--fingerprint-key", str(work / "fp.key")],
+            check=True, stdout=subprocess.DEVNULL)
+
+    def run_duckdb():
+        con = duckdb.connect()
+        # `time` is RFC 3339 text or epoch milliseconds in the event contract.
+        con.execute(f"""CREATE TEMP VIEW ev AS SELECT * REPLACE (
+            CASE WHEN regexp_full_match(CAST("time" AS VARCHAR), '[0-9]+') THEN make_timestamp(CAST("time" AS BIGINT) * 1000)
+                 ELSE CAST(CAST("time" AS VARCHAR) AS TIMESTAMPTZ) END AS "time")
+            FROM read_json_auto('{events}', format = 'newline_delimited', ignore_errors = true, union_by_name = true,
+                                columns = {{"time": 'VARCHAR', family: 'VARCHAR', license: 'VARCHAR', "user": 'VARCHAR', outcome: 'VARCHAR',
+                                           key_id: 'VARCHAR', records: 'BIGINT', src_ip: 'VARCHAR'}})""")
+        for sql in DETECTIONS.values():
+            con.execute(sql).fetchall()
+
+    print(f"(a) detections over {events} ({events.stat().st_size / 1e6:.0f} MB)")
+    print("    seedwatch: decode + validate + redact + 23 rules + Parquet archive; duckdb: the 3 detections below")
+    ours, theirs = best_of(run_seedwatch), best_of(run_duckdb)
+    results["detections"].append(row("all of it", ours, theirs))
+
+    print(f"(b) analyst queries over the archive at {archive}")
+    con = duckdb.connect()
+    for table in ("login", "api"):
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{archive}/{table}/*/*.parquet', hive_partitioning = true)")
+    for label, sql in QUERIES.items():
+        def ours_query():
+            subprocess.run([seedwatch, "query", "--archive", str(archive), "--format", "csv", sql], check=True, stdout=subprocess.DEVNULL)
+        con.execute(sql).fetchall()  # warm
+        results["queries"].append(row(label, best_of(ours_query), best_of(lambda: con.execute(sql).fetchall())))
+    (work / "compare.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

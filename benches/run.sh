@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Every seedwatch benchmark from one command (README "Performance").
+#
+#   benches/run.sh            # criterion micro-benchmarks, end to end, DuckDB comparison
+#   SEEDWATCH_BENCH_LOCATIONS=100 SEEDWATCH_BENCH_DAYS=175 benches/run.sh   # ~10 M events
+#
+# Results: criterion's report under $CARGO_TARGET_DIR/criterion, and
+# $SEEDWATCH_BENCH_DIR/{e2e.txt,compare.json}. Run it on an otherwise idle machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/seedwatch-target}"
+work="${SEEDWATCH_BENCH_DIR:-$HOME/.cache/seedwatch-bench}"
+locations="${SEEDWATCH_BENCH_LOCATIONS:-20}"
+days="${SEEDWATCH_BENCH_DAYS:-45}"
+venv="${SEEDWATCH_VENV:-$HOME/.cache/seedwatch-venv}"
+bin="$CARGO_TARGET_DIR/release/seedwatch"
+
+if ! "$venv/bin/python" -c 'import duckdb' >/dev/null 2>&1; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow duckdb
+fi
+command -v /usr/bin/time >/dev/null || { echo "run.sh: needs /usr/bin/time (Debian package 'time') for peak memory" >&2; exit 1; }
+
+echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "== 1-3. criterion: decode, detect, archive (one core)"
+cargo bench --locked --bench stages -- --noplot 2>&1 | grep -E '^(decode|detect|archive)/|time:|thrpt:|bytes/event'
+
+cargo build --release --locked --quiet
+mkdir -p "$work"
+data="$work/data-$locations-$days"
+if [ ! -f "$data/events.ndjson" ]; then
+  "$bin" generate --out "$data" --locations "$locations" --days "$days" --seed 7
+fi
+events=$(wc -l < "$data/events.ndjson")
+echo "== 4. embedded end to end: seedwatch run over $events events ($(du -h "$data/events.ndjson" | cut -f1))"
+rm -rf "$work/archive-e2e"
+/usr/bin/time -f "wall %e s, peak RSS %M KiB, %P CPU" "$bin" run --quiet --input "$data/events.ndjson" --archive "$work/archive-e2e" \
+  --locations "$data/locations.csv" --roster "$data/roster.csv" --fingerprint-key "$work/fp.key" 2>&1 | tee "$work/e2e.txt" | grep -E '^read|wall'
+echo "   archive bytes per event, by family:"
+for table in login api sync audit; do
+  rows=$("$bin" query --archive "$work/archive-e2e" --format csv "SELECT count(*) AS n FROM $table" | sed -n 2p)
+  bytes=$(du -cb "$work/archive-e2e/$table" | tail -1 | cut -f1)
+  awk -v t="$table" -v r="$rows" -v b="$bytes" 'BEGIN { if (r > 0) printf "   %-6s %10d events %12d bytes %6.1f bytes/event\n", t, r, b, b / r }'
+done
+
+echo "== side by side with DuckDB"
+"$venv/bin/python" benches/compare.py "$bin" "$data" "$work"
