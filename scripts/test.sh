@@ -2,7 +2,8 @@
 # The whole seedwatch test suite, from a fresh clone.
 #
 # Installs what the tests need (pyarrow and DuckDB in a virtualenv, for the
-# interoperability test that reads our Parquet with another engine; Debian's
+# interoperability test that reads our Parquet with another engine; kafka-python
+# and the tansu broker for the Kafka tests; Debian's
 # prometheus package for promtool and a real Prometheus server), builds
 # once in the release profile (the same one the demo and benches use) and
 # runs every test. Fails loudly when something cannot be installed: no test
@@ -14,13 +15,21 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/seedwatch-target}"
 venv="${SEEDWATCH_VENV:-$HOME/.cache/seedwatch-venv}"
 
-if ! "$venv/bin/python" -c 'import pyarrow, duckdb' >/dev/null 2>&1; then
-  echo "test.sh: installing pyarrow and duckdb into $venv"
+if ! "$venv/bin/python" -c 'import pyarrow, duckdb, kafka, lz4' >/dev/null 2>&1; then
+  echo "test.sh: installing pyarrow, duckdb and kafka-python into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow duckdb
+  "$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow duckdb kafka-python lz4
 fi
 export SEEDWATCH_PYTHON="$venv/bin/python"
-"$SEEDWATCH_PYTHON" -c 'import pyarrow, duckdb; print("test.sh: pyarrow", pyarrow.__version__, "duckdb", duckdb.__version__)'
+"$SEEDWATCH_PYTHON" -c 'import pyarrow, duckdb, kafka; print("test.sh: pyarrow", pyarrow.__version__, "duckdb", duckdb.__version__, "kafka-python", kafka.__version__)'
+
+# A real Kafka-protocol broker for the Kafka tests: tansu from crates.io
+# (about 15-20 minutes to build the first time, so only when missing).
+if ! command -v tansu >/dev/null 2>&1; then
+  echo "test.sh: installing tansu (cargo install tansu --locked --features dynostore,libsql; ~15-20 min the first time)"
+  cargo install tansu --locked --features dynostore,libsql
+fi
+echo "test.sh: $(tansu --version 2>/dev/null || echo "tansu at $(command -v tansu)")"
 
 # Debian's prometheus package: promtool (rule checks and unit tests, metric
 # lint) and a real Prometheus server that tests/observability.rs starts.

@@ -3,6 +3,7 @@
 //! in the `seedwatch-schemas`, `-ingest`, `-detect` and `-archive` crates.
 
 pub mod backfill;
+pub mod collect;
 pub mod generate;
 pub mod internal_events;
 pub mod metrics_server;

@@ -83,6 +83,77 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Validate, redact and produce log lines to Kafka (one topic per family, keyed by license).
+    Collect {
+        #[command(subcommand)]
+        command: CollectCommand,
+    },
+    /// Kafka topic tooling.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CollectCommand {
+    /// Read NDJSON files once and produce their lines.
+    File {
+        /// Input NDJSON files.
+        #[arg(long, required = true, num_args = 1..)]
+        input: Vec<PathBuf>,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// File with the local secret for credential fingerprints [default: ~/.config/seedwatch/fingerprint.key].
+        #[arg(long)]
+        fingerprint_key: Option<PathBuf>,
+    },
+    /// Read NDJSON from standard input (for pipes) and produce its lines.
+    Stdin {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// File with the local secret for credential fingerprints [default: ~/.config/seedwatch/fingerprint.key].
+        #[arg(long)]
+        fingerprint_key: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicsCommand {
+    /// Create seedwatch's topics (events per family, dead_letter, findings) where missing.
+    Create {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Partitions per topic.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+    },
+}
+
+#[derive(Debug, Args)]
+struct KafkaArgs {
+    /// Kafka bootstrap servers (host:port[,host:port...]).
+    #[arg(long)]
+    brokers: String,
+    /// Topic name prefix: topics are PREFIX.login, PREFIX.api, PREFIX.sync, PREFIX.audit, PREFIX.dead_letter, PREFIX.findings.
+    #[arg(long, default_value = "seedwatch")]
+    topic_prefix: String,
+    /// Any librdkafka setting as NAME=VALUE; repeat (security.protocol=SASL_SSL, sasl.mechanism=SCRAM-SHA-512, ssl.ca.location=..., ...).
+    #[arg(long = "kafka-setting", value_name = "NAME=VALUE", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+}
+
+impl KafkaArgs {
+    fn config(self) -> seedwatch_kafka::KafkaConfig {
+        seedwatch_kafka::KafkaConfig { brokers: self.brokers, topic_prefix: self.topic_prefix, settings: self.settings.into_iter().collect() }
+    }
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not NAME=VALUE")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -399,6 +470,30 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             print_score(&data.join("truth.json"), &report, &opts.rules)?;
             println!();
             println!("try: cargo run --release -- query --archive {} \"SELECT rule, severity, count(*) AS n FROM findings GROUP BY rule, severity ORDER BY n DESC\"", archive.display());
+        }
+        Command::Collect { command } => {
+            let (inputs, kafka, fingerprint_key) = match command {
+                CollectCommand::File { input, kafka, fingerprint_key } => (input, kafka, fingerprint_key),
+                CollectCommand::Stdin { kafka, fingerprint_key } => (vec![PathBuf::from("-")], kafka, fingerprint_key),
+            };
+            let opts = seedwatch::collect::CollectOptions { inputs, kafka: kafka.config(), fingerprint_key: default_key(fingerprint_key) };
+            let report = seedwatch::collect::collect(&opts)?;
+            let d = &report.decode;
+            println!(
+                "collected {} lines in {:.2} s: {} events and {} dead letters produced to {} (acknowledged: {})",
+                thousands(d.lines),
+                report.seconds,
+                thousands(d.events_total()),
+                thousands(d.dead_total()),
+                opts.kafka.brokers,
+                thousands(report.produced)
+            );
+        }
+        Command::Topics { command: TopicsCommand::Create { kafka, partitions } } => {
+            let config = kafka.config();
+            for (topic, created) in seedwatch::collect::create_topics(&config, partitions)? {
+                println!("{} {topic}", if created { "created" } else { "exists " });
+            }
         }
         Command::Rules { command: RulesCommand::Check { rules } } => {
             let dir = default_rules(rules);

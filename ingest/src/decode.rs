@@ -384,7 +384,11 @@ impl Decoder {
                 redacted = true;
                 if let Some(rank) = KEY_FIELDS.iter().position(|k| *k == SECRET_FIELDS[secret]) {
                     if key_fingerprint.as_ref().is_none_or(|(r, _)| rank < *r) {
-                        key_fingerprint = Some((rank, self.redactor.fingerprinter().fingerprint(token.as_bytes())));
+                        let fingerprint = match crate::redact::existing_marker(token.as_bytes()) {
+                            Some(fp) => fp.to_string(),
+                            None => self.redactor.fingerprinter().fingerprint(token.as_bytes()),
+                        };
+                        key_fingerprint = Some((rank, fingerprint));
                     }
                 }
             } else {

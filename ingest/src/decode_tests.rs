@@ -254,3 +254,29 @@ fn decoder_agrees_with_the_committed_json_schemas() {
         }
     }
 }
+
+#[test]
+fn a_line_redacted_upstream_decodes_like_the_raw_line() {
+    // A collector replaces credentials by markers before Kafka; the detector
+    // decoding that text must end with the same key fingerprint and columns.
+    let raw_key = "sk_live_9f8e7d6c5b4a";
+    let mut v = valid(Family::Api);
+    v.as_object_mut().map(|m| m.remove("key_id"));
+    v["api_key"] = json!(raw_key);
+    let line = v.to_string();
+    let redactor = Redactor::new(Fingerprinter::new(SECRET).unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("{e}"));
+    let upstream = redactor.redact(&line);
+    assert!(!upstream.contains(raw_key), "{upstream}");
+    let out = decode(&[line.as_bytes(), upstream.as_bytes()]);
+    let batch = &out.events[0].batch;
+    assert_eq!(batch.num_rows(), 2);
+    for column in ["key_id", "extra"] {
+        let c = batch.column_by_name(column).map(|c| c.as_string::<i32>().clone()).unwrap_or_else(|| panic!("{column}"));
+        assert_eq!(c.value(0), c.value(1), "{column} differs between the raw and the upstream-redacted line");
+    }
+    // Only markers of the exact shape are trusted as fingerprints.
+    assert_eq!(crate::redact::existing_marker(b"[redacted:0123456789abcdef]"), Some("0123456789abcdef"));
+    for not_marker in [&b"[redacted:0123456789ABCDEF]"[..], b"[redacted:0123]", b"redacted:0123456789abcdef", b"[redacted:0123456789abcdefg]"] {
+        assert_eq!(crate::redact::existing_marker(not_marker), None);
+    }
+}

@@ -91,6 +91,15 @@ impl Fingerprinter {
     }
 }
 
+/// The fingerprint inside `value` when it already is a marker
+/// (`[redacted:<16 hex>]`, as a collector upstream wrote it): such values are
+/// kept, not fingerprinted again, so a line redacted before Kafka decodes to
+/// the same key fingerprint as the raw line would have.
+pub fn existing_marker(value: &[u8]) -> Option<&str> {
+    let inner = value.strip_prefix(b"[redacted:")?.strip_suffix(b"]")?;
+    (inner.len() == 16 && inner.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))).then(|| std::str::from_utf8(inner).ok()).flatten()
+}
+
 /// Names whose values are credentials wherever they appear in text
 /// (JSON keys, `name=value` query strings, `Name: value` headers).
 const TEXT_SECRET_NAMES: &[&str] = &[
@@ -138,6 +147,12 @@ impl Redactor {
 
     /// Append `[redacted:<fp>]` for `value` to `out`.
     pub fn marker_into(&self, value: &[u8], out: &mut String) {
+        if let Some(fp) = existing_marker(value) {
+            out.push_str("[redacted:");
+            out.push_str(fp);
+            out.push(']');
+            return;
+        }
         out.push_str("[redacted:");
         self.fingerprinter.fingerprint_into(value, out);
         out.push(']');

@@ -1,0 +1,123 @@
+//! Collectors against a real Kafka-protocol broker: tansu (from crates.io,
+//! installed by scripts/test.sh) started on loopback, seedwatch producing, and
+//! kafka-python (an independent client, from PyPI) reading the topics back.
+//! Without tansu or kafka-python this test fails rather than skips.
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{seedwatch, text};
+use seedwatch::generate::generate;
+use seedwatch::pipeline::run;
+use seedwatch::truth::score;
+use serde_json::Value;
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_tansu(dir: &std::path::Path) -> (Running, String) {
+    let on_path = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("tansu").is_file()));
+    assert!(on_path, "`tansu` is not on PATH: cargo install tansu --locked --features dynostore,libsql (./scripts/test.sh does)");
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new("tansu")
+        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(dir.join("tansu.log")).expect("log")))
+        .spawn()
+        .expect("starting tansu");
+    let broker = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(&broker).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not listen: {}", std::fs::read_to_string(dir.join("tansu.log")).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (Running(child), broker)
+}
+
+#[test]
+fn collected_lines_reach_kafka_validated_redacted_keyed_and_detectable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let truth = generate(&data, &common::options(21, 6, 42)).expect("generate");
+    let (_tansu, broker) = start_tansu(dir.path());
+
+    let create = seedwatch(&["topics", "create", "--brokers", &broker, "--partitions", "2"]);
+    assert!(create.status.success(), "{}", text(&create.stderr));
+    assert_eq!(text(&create.stdout).lines().filter(|l| l.starts_with("created")).count(), 6, "{}", text(&create.stdout));
+    let again = seedwatch(&["topics", "create", "--brokers", &broker]);
+    assert_eq!(text(&again.stdout).lines().filter(|l| l.starts_with("exists")).count(), 6, "{}", text(&again.stdout));
+
+    let key = dir.path().join("fp.key");
+    let events = data.join("events.ndjson");
+    let collect = seedwatch(&["collect", "file", "--input", &events.display().to_string(), "--brokers", &broker, "--fingerprint-key", &key.display().to_string()]);
+    assert!(collect.status.success(), "{}", text(&collect.stderr));
+    let produced = truth.events + truth.bad_lines;
+    assert!(text(&collect.stdout).contains(&format!("(acknowledged: {})", thousands(produced))), "{}", text(&collect.stdout));
+
+    // An independent client reads it all back.
+    let python = std::env::var("SEEDWATCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let consumed = dir.path().join("consumed.ndjson");
+    let mut args = vec![common::repo().join("tests/kafka/consume.py").display().to_string(), broker.clone(), "seedwatch".into(), consumed.display().to_string()];
+    args.extend(truth.raw_keys.iter().cloned());
+    let out = Command::new(&python).args(&args).output().unwrap_or_else(|e| panic!("{python}: {e}"));
+    assert!(out.status.success(), "kafka-python (./scripts/test.sh installs it): {}", text(&out.stderr));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
+    let counts = &summary["counts"];
+    let event_messages: u64 = ["login", "api", "sync", "audit"].iter().map(|f| counts[format!("seedwatch.{f}")].as_u64().unwrap_or(0)).sum();
+    assert_eq!(event_messages, truth.events, "{summary}");
+    assert_eq!(counts["seedwatch.dead_letter"].as_u64(), Some(truth.bad_lines), "{summary}");
+    assert_eq!(summary["bad_keys"], 0, "messages not keyed by their license: {summary}");
+    assert_eq!(summary["raw_key_hits"], 0, "a raw credential reached Kafka: {summary}");
+    assert!(!truth.raw_keys.is_empty());
+
+    // What went through Kafka detects like the file itself: every incident, no look-alike.
+    let mut opts = common::run_options(&data, &dir.path().join("archive"), dir.path());
+    opts.inputs = vec![consumed];
+    let report = run(&opts).expect("run over the consumed lines");
+    let loaded: std::collections::HashSet<String> =
+        seedwatch_detect::load_rules(&common::repo().join("rules")).expect("rules").into_iter().map(|r| r.id).collect();
+    let s = score(&truth, &report.findings, &loaded);
+    assert!(s.missed.is_empty(), "missed after Kafka: {:?}", s.missed.iter().map(|e| &e.id).collect::<Vec<_>>());
+    assert!(s.lookalike_hits.is_empty(), "{:?}", s.lookalike_hits);
+    assert!(s.unexpected.is_empty(), "{:?}", s.unexpected.iter().map(|f| &f.rule).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_unreachable_broker_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
+    let file = dir.path().join("one.ndjson");
+    std::fs::write(&file, "{\"family\":\"login\",\"time\":\"2026-11-01T10:00:00Z\",\"system\":\"metrc\",\"state\":\"CA\",\"license\":\"L\",\"user\":\"u\",\"outcome\":\"success\"}\n").expect("write");
+    let out = seedwatch(&[
+        "collect", "file", "--input", &file.display().to_string(), "--brokers", &format!("127.0.0.1:{port}"),
+        "--fingerprint-key", &dir.path().join("k").display().to_string(), "--kafka-setting", "message.timeout.ms=3000",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    // librdkafka's own connection errors are logged on the way; the run ends with one clear line.
+    let err = text(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: producing to seedwatch.") && last.contains("timed out"), "{err}");
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
