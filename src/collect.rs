@@ -57,7 +57,7 @@ pub fn collect(opts: &CollectOptions) -> Result<CollectReport> {
             let decoded = decoder.decode_chunk(&chunk, chrono::Utc::now().timestamp_millis())?;
             report.decode.merge(&decoded.stats);
             // Payloads borrow the chunk unless a credential had to be replaced.
-            let mut payloads: Vec<(Topic, String, std::borrow::Cow<'_, str>)> = Vec::with_capacity(chunk.lines.len());
+            let mut payloads: Vec<(Topic, &str, std::borrow::Cow<'_, str>)> = Vec::with_capacity(chunk.lines.len());
             for events in &decoded.events {
                 let b = &events.batch;
                 let lines = b.column_by_name("line").and_then(|c| c.as_primitive_opt::<Int64Type>()).ok_or_else(|| anyhow!("decoded rows carry no line number"))?;
@@ -67,7 +67,7 @@ pub fn collect(opts: &CollectOptions) -> Result<CollectReport> {
                     let span = chunk.lines.binary_search_by_key(&number, |s| s.number).map(|i| &chunk.lines[i]).map_err(|_| anyhow!("line {number} is not in its chunk"))?;
                     let text = std::str::from_utf8(&chunk.data[span.start..span.end]).context("a decoded line is not UTF-8")?;
                     let payload = if redactor.might_contain_secret(text.as_bytes()) { std::borrow::Cow::Owned(redactor.redact(text)) } else { std::borrow::Cow::Borrowed(text) };
-                    let license = if licenses.is_null(row) { String::new() } else { licenses.value(row).to_string() };
+                    let license = if licenses.is_null(row) { "" } else { licenses.value(row) };
                     payloads.push((Topic::Events(events.family), license, payload));
                 }
             }
@@ -80,7 +80,7 @@ pub fn collect(opts: &CollectOptions) -> Result<CollectReport> {
                 }
                 let text = String::from_utf8(buf)?;
                 for line in text.lines() {
-                    payloads.push((Topic::DeadLetter, "dead_letter".into(), std::borrow::Cow::Owned(line.to_string())));
+                    payloads.push((Topic::DeadLetter, "dead_letter", std::borrow::Cow::Owned(line.to_string())));
                 }
             }
             let messages = payloads.iter().map(|(topic, key, payload)| Message { topic: *topic, key: key.as_bytes(), payload: payload.as_bytes() });
