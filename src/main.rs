@@ -185,15 +185,8 @@ enum RulesCommand {
         /// Only this rule id; repeat for several [default: every rule].
         #[arg(long = "rule")]
         only: Vec<String>,
-        /// Rules directory.
-        #[arg(long)]
-        rules: Option<PathBuf>,
-        /// locations.csv (for schedule rules).
-        #[arg(long)]
-        locations: Option<PathBuf>,
-        /// roster.csv (for reference rules).
-        #[arg(long)]
-        roster: Option<PathBuf>,
+        #[command(flatten)]
+        rule_set: RuleSetArgs,
         /// Print what would be found; write nothing.
         #[arg(long)]
         dry_run: bool,
@@ -226,20 +219,27 @@ struct Shape {
     start: NaiveDate,
 }
 
+/// The rules and the reference data they join against (shared by `run` and `rules backfill`).
+#[derive(Debug, Args)]
+struct RuleSetArgs {
+    /// Rules directory [default: ./rules, else the rules shipped with this build].
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// locations.csv (business hours and timezones: schedule rules, local-hour baselines).
+    #[arg(long)]
+    locations: Option<PathBuf>,
+    /// roster.csv (users and terminations: reference rules).
+    #[arg(long)]
+    roster: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 struct RunArgs {
     /// Archive directory (created if missing).
     #[arg(long)]
     archive: PathBuf,
-    /// Rules directory [default: ./rules, else the rules shipped with this build].
-    #[arg(long)]
-    rules: Option<PathBuf>,
-    /// locations.csv (business hours and timezones).
-    #[arg(long)]
-    locations: Option<PathBuf>,
-    /// roster.csv (users and terminations).
-    #[arg(long)]
-    roster: Option<PathBuf>,
+    #[command(flatten)]
+    rule_set: RuleSetArgs,
     /// File with the local secret for credential fingerprints [default: ~/.config/seedwatch/fingerprint.key].
     #[arg(long)]
     fingerprint_key: Option<PathBuf>,
@@ -284,9 +284,9 @@ fn run_options(inputs: Vec<PathBuf>, args: RunArgs) -> RunOptions {
     RunOptions {
         inputs,
         archive: args.archive,
-        rules: default_rules(args.rules),
-        locations: args.locations,
-        roster: args.roster,
+        rules: default_rules(args.rule_set.rules),
+        locations: args.rule_set.locations,
+        roster: args.rule_set.roster,
         fingerprint_key: default_key(args.fingerprint_key),
         progress: !args.quiet,
         allowed_lateness_ms: args.allowed_lateness,
@@ -462,7 +462,8 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             let archive = dir.join("archive");
             println!("generating {} days of logs for {} locations into {} ...", shape.days, shape.locations, data.display());
             generate(&data, &GenerateOptions { days: shape.days, locations: shape.locations, seed: shape.seed, start: shape.start })?;
-            let args = RunArgs { archive: archive.clone(), rules, locations: Some(data.join("locations.csv")), roster: Some(data.join("roster.csv")), fingerprint_key: Some(dir.join("fingerprint.key")), allowed_lateness: seedwatch_detect::engine::DEFAULT_ALLOWED_LATENESS_MS, quiet: false, metrics_addr: None, hold: false };
+            let rule_set = RuleSetArgs { rules, locations: Some(data.join("locations.csv")), roster: Some(data.join("roster.csv")) };
+            let args = RunArgs { archive: archive.clone(), rule_set, fingerprint_key: Some(dir.join("fingerprint.key")), allowed_lateness: seedwatch_detect::engine::DEFAULT_ALLOWED_LATENESS_MS, quiet: false, metrics_addr: None, hold: false };
             let opts = run_options(vec![data.join("events.ndjson")], args);
             let report = run(&opts)?;
             print_summary(&report, &archive);
@@ -503,7 +504,8 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             }
             println!("{} rules in {} are valid", rules.len(), dir.display());
         }
-        Command::Rules { command: RulesCommand::Backfill { archive, from, to, only, rules, locations, roster, dry_run, quiet } } => {
+        Command::Rules { command: RulesCommand::Backfill { archive, from, to, only, rule_set, dry_run, quiet } } => {
+            let RuleSetArgs { rules, locations, roster } = rule_set;
             let opts = seedwatch::backfill::BackfillOptions { archive, rules: default_rules(rules), only, locations, roster, from, to, dry_run, progress: !quiet };
             let report = seedwatch::backfill::backfill(&opts)?;
             let day = |ms: i64| chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).map(|d| d.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default();
