@@ -142,6 +142,10 @@ impl RuleEngine {
                 skipped.push((rule.id.clone(), why));
                 continue;
             }
+            if rule.baseline.is_some() && reference.locations.is_empty() {
+                // Still useful, but hours then shift with DST and differ from a run that had the file.
+                tracing::warn!(rule = %rule.id, "no locations.csv (--locations): the baseline compares UTC hours, not local ones");
+            }
             let i = states.len();
             let schema = seedwatch_schemas::arrow_schema::event_schema(rule.family);
             let fields = rule.group_by.iter().map(|c| SortField::new(schema.field(*c).data_type().clone())).collect();
