@@ -241,14 +241,12 @@ impl RuleEngine {
     pub fn absence_limits<'a>(&self, states: &[&'a str]) -> Vec<(&str, &'a str, i64)> {
         let mut out = Vec::new();
         for rule in self.rules.iter().map(|r| &r.rule) {
-            let Some(absence) = &rule.absence else { continue };
+            if rule.absence.is_none() {
+                continue;
+            }
             for state in states {
-                let limit = match &absence.limit {
-                    crate::rule::Limit::Fixed(ms) => Some(*ms),
-                    crate::rule::Limit::Policy(name) => self.reference.policy.numeric_ms(name, state),
-                };
-                if let Some(limit) = limit {
-                    out.push((rule.id.as_str(), *state, limit.max(absence.minimum_ms)));
+                if let Some(limit) = absence_limit_ms(rule, state, &self.reference) {
+                    out.push((rule.id.as_str(), *state, limit));
                 }
             }
         }
@@ -743,14 +741,21 @@ impl RuleState {
 /// The severity of `elapsed` ms of silence for a key in `state`, or `None` within the limit.
 fn absence_severity(rule: &CompiledRule, state: &str, elapsed: i64, reference: &Reference) -> Option<Severity> {
     let absence = rule.absence.as_ref()?;
+    if elapsed <= absence_limit_ms(rule, state, reference)? {
+        return None;
+    }
+    Some(absence.ladder.iter().rev().find(|(after, _)| elapsed >= *after).map_or(rule.severity, |(_, s)| *s))
+}
+
+/// The silence an absence rule tolerates in `state`: its fixed limit or policy
+/// value, never below its `minimum`. `None` for other rules or an unknown policy value.
+fn absence_limit_ms(rule: &CompiledRule, state: &str, reference: &Reference) -> Option<i64> {
+    let absence = rule.absence.as_ref()?;
     let limit = match &absence.limit {
         crate::rule::Limit::Fixed(ms) => *ms,
         crate::rule::Limit::Policy(name) => reference.policy.numeric_ms(name, state)?,
     };
-    if elapsed <= limit.max(absence.minimum_ms) {
-        return None;
-    }
-    Some(absence.ladder.iter().rev().find(|(after, _)| elapsed >= *after).map_or(rule.severity, |(_, s)| *s))
+    Some(limit.max(absence.minimum_ms))
 }
 
 /// Where a finding belongs: system, state, license, location and subject,

@@ -91,9 +91,14 @@ impl KafkaConfig {
         format!("{}.{}", self.topic_prefix, topic.suffix())
     }
 
-    fn client(&self) -> ClientConfig {
+    /// A client configuration: the brokers, then `defaults`, then the user's
+    /// settings, which override the defaults.
+    fn client(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
         for (k, v) in &self.settings {
             c.set(k, v);
         }
@@ -103,7 +108,7 @@ impl KafkaConfig {
 
 /// Create every seedwatch topic that does not exist yet. Returns (topic, created).
 pub async fn create_topics(config: &KafkaConfig, partitions: i32) -> Result<Vec<(String, bool)>, KafkaTransportError> {
-    let admin: AdminClient<DefaultClientContext> = config.client().create().map_err(|e| KafkaTransportError::Config(e.to_string()))?;
+    let admin: AdminClient<DefaultClientContext> = config.client(&[]).create().map_err(|e| KafkaTransportError::Config(e.to_string()))?;
     let names: Vec<String> = Topic::ALL.iter().map(|t| config.topic(*t)).collect();
     let topics: Vec<NewTopic<'_>> = names.iter().map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1))).collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
@@ -147,19 +152,16 @@ impl std::fmt::Debug for Producer {
 impl Producer {
     /// A producer; settings in `config.settings` override the defaults below.
     pub fn new(config: &KafkaConfig) -> Result<Self, KafkaTransportError> {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &config.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", "lz4")
-            .set("linger.ms", "20")
-            .set("batch.num.messages", "10000")
-            .set("queue.buffering.max.messages", "200000")
+        let c = config.client(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("compression.type", "lz4"),
+            ("linger.ms", "20"),
+            ("batch.num.messages", "10000"),
+            ("queue.buffering.max.messages", "200000"),
             // A broker that stays down fails the batch after a minute instead of holding it forever.
-            .set("message.timeout.ms", "60000");
-        for (k, v) in &config.settings {
-            c.set(k, v);
-        }
+            ("message.timeout.ms", "60000"),
+        ]);
         let inner = c.create().map_err(|e| KafkaTransportError::Config(e.to_string()))?;
         Ok(Self { inner, config: config.clone() })
     }
