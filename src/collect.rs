@@ -10,11 +10,14 @@
 //! all acknowledged before the next chunk is read: when Kafka is slow or down,
 //! the collector stops reading instead of buffering or dropping.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
-use seedwatch_ingest::{file_source, stdin_source, ChunkLimits, DecodeStats, Decoder, Fingerprinter, LineChunk, Redactor, Source};
+use seedwatch_ingest::{stdin_source, ChunkLimits, DecodeStats, Decoder, Fingerprinter, LineChunk, Redactor, Source, TailOptions, TailPosition, TailSource};
 use seedwatch_kafka::{KafkaConfig, Message, Producer, Topic};
 use seedwatch_schemas::arrow::array::{Array, AsArray};
 use seedwatch_schemas::arrow::datatypes::Int64Type;
@@ -28,6 +31,12 @@ pub struct CollectOptions {
     pub kafka: KafkaConfig,
     /// File holding the local fingerprint secret (created if missing).
     pub fingerprint_key: PathBuf,
+    /// Where to remember how far each file was read (and acknowledged).
+    pub checkpoint: Option<PathBuf>,
+    /// Keep following the (single) file as it grows and rotates.
+    pub follow: bool,
+    /// Ends a follow.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// What a collection did.
@@ -41,54 +50,122 @@ pub struct CollectReport {
     pub seconds: f64,
 }
 
-/// Read every input, produce what it holds, return once Kafka acknowledged all of it.
+/// Read every input, produce what it holds, return once Kafka acknowledged all of it
+/// (with `follow`, once stopped).
 pub fn collect(opts: &CollectOptions) -> Result<CollectReport> {
     let started = Instant::now();
+    if opts.follow && (opts.inputs.len() != 1 || opts.inputs[0].as_os_str() == "-") {
+        return Err(anyhow!("--follow takes exactly one file (run one collector per file)"));
+    }
     let redactor = Redactor::new(Fingerprinter::load_or_create(&opts.fingerprint_key)?)?;
     let mut decoder = Decoder::new(redactor.clone());
     let producer = Producer::new(&opts.kafka)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut checkpoint = match &opts.checkpoint {
+        Some(path) => Checkpoint::load(path)?,
+        None => Checkpoint::default(),
+    };
     let mut report = CollectReport::default();
     let mut chunk = LineChunk::new();
     for input in &opts.inputs {
-        let mut source: Box<dyn Source> =
-            if input.as_os_str() == "-" { Box::new(stdin_source(ChunkLimits::default())) } else { Box::new(file_source(input, ChunkLimits::default())?) };
-        while source.next_chunk(&mut chunk)? {
-            let decoded = decoder.decode_chunk(&chunk, chrono::Utc::now().timestamp_millis())?;
-            report.decode.merge(&decoded.stats);
-            // Payloads borrow the chunk unless a credential had to be replaced.
-            let mut payloads: Vec<(Topic, &str, std::borrow::Cow<'_, str>)> = Vec::with_capacity(chunk.lines.len());
-            for events in &decoded.events {
-                let b = &events.batch;
-                let lines = b.column_by_name("line").and_then(|c| c.as_primitive_opt::<Int64Type>()).ok_or_else(|| anyhow!("decoded rows carry no line number"))?;
-                let licenses = b.column_by_name("license").and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| anyhow!("decoded rows carry no license"))?;
-                for row in 0..b.num_rows() {
-                    let number = lines.value(row) as u64;
-                    let span = chunk.lines.binary_search_by_key(&number, |s| s.number).map(|i| &chunk.lines[i]).map_err(|_| anyhow!("line {number} is not in its chunk"))?;
-                    let text = std::str::from_utf8(&chunk.data[span.start..span.end]).context("a decoded line is not UTF-8")?;
-                    let payload = if redactor.might_contain_secret(text.as_bytes()) { std::borrow::Cow::Owned(redactor.redact(text)) } else { std::borrow::Cow::Borrowed(text) };
-                    let license = if licenses.is_null(row) { "" } else { licenses.value(row) };
-                    payloads.push((Topic::Events(events.family), license, payload));
-                }
+        let key = input.canonicalize().map(|p| p.display().to_string()).unwrap_or_else(|_| input.display().to_string());
+        let mut source = if input.as_os_str() == "-" {
+            Input::Stdin(stdin_source(ChunkLimits::default()))
+        } else {
+            let options = TailOptions { follow: opts.follow, stop: Arc::clone(&opts.stop), ..TailOptions::default() };
+            let resume = checkpoint.files.get(&key).copied();
+            if let Some(p) = resume {
+                tracing::info!(path = %input.display(), offset = p.offset, line = p.line, "resuming from the checkpoint");
             }
-            if let Some(dead) = &decoded.dead_letters {
-                let mut buf = Vec::new();
-                {
-                    let mut writer = seedwatch_schemas::arrow::json::LineDelimitedWriter::new(&mut buf);
-                    writer.write_batches(&[dead])?;
-                    writer.finish()?;
-                }
-                let text = String::from_utf8(buf)?;
-                for line in text.lines() {
-                    payloads.push((Topic::DeadLetter, "dead_letter", std::borrow::Cow::Owned(line.to_string())));
-                }
+            Input::File(TailSource::open(input, resume, options)?)
+        };
+        loop {
+            let more = match &mut source {
+                Input::Stdin(s) => s.next_chunk(&mut chunk)?,
+                Input::File(s) => s.next_chunk(&mut chunk)?,
+            };
+            if !more {
+                break;
             }
-            let messages = payloads.iter().map(|(topic, key, payload)| Message { topic: *topic, key: key.as_bytes(), payload: payload.as_bytes() });
-            report.produced += runtime.block_on(producer.send_all(messages))?;
+            report.produced += produce_chunk(&chunk, &mut decoder, &redactor, &producer, &runtime, &mut report.decode)?;
+            // Only lines Kafka acknowledged are behind the saved position.
+            if let (Some(path), Input::File(tail)) = (&opts.checkpoint, &source) {
+                checkpoint.files.insert(key.clone(), tail.position());
+                checkpoint.save(path)?;
+            }
         }
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Validate and redact one chunk, produce it, wait for the acknowledgements.
+fn produce_chunk(chunk: &LineChunk, decoder: &mut Decoder, redactor: &Redactor, producer: &Producer, runtime: &tokio::runtime::Runtime, stats: &mut DecodeStats) -> Result<u64> {
+    let decoded = decoder.decode_chunk(chunk, chrono::Utc::now().timestamp_millis())?;
+    stats.merge(&decoded.stats);
+    // Payloads borrow the chunk unless a credential had to be replaced.
+    let mut payloads: Vec<(Topic, &str, std::borrow::Cow<'_, str>)> = Vec::with_capacity(chunk.lines.len());
+    for events in &decoded.events {
+        let b = &events.batch;
+        let lines = b.column_by_name("line").and_then(|c| c.as_primitive_opt::<Int64Type>()).ok_or_else(|| anyhow!("decoded rows carry no line number"))?;
+        let licenses = b.column_by_name("license").and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| anyhow!("decoded rows carry no license"))?;
+        for row in 0..b.num_rows() {
+            let number = lines.value(row) as u64;
+            let span = chunk.lines.binary_search_by_key(&number, |s| s.number).map(|i| &chunk.lines[i]).map_err(|_| anyhow!("line {number} is not in its chunk"))?;
+            let text = std::str::from_utf8(&chunk.data[span.start..span.end]).context("a decoded line is not UTF-8")?;
+            let payload = if redactor.might_contain_secret(text.as_bytes()) { std::borrow::Cow::Owned(redactor.redact(text)) } else { std::borrow::Cow::Borrowed(text) };
+            let license = if licenses.is_null(row) { "" } else { licenses.value(row) };
+            payloads.push((Topic::Events(events.family), license, payload));
+        }
+    }
+    if let Some(dead) = &decoded.dead_letters {
+        let mut buf = Vec::new();
+        {
+            let mut writer = seedwatch_schemas::arrow::json::LineDelimitedWriter::new(&mut buf);
+            writer.write_batches(&[dead])?;
+            writer.finish()?;
+        }
+        let text = String::from_utf8(buf)?;
+        for line in text.lines() {
+            payloads.push((Topic::DeadLetter, "dead_letter", std::borrow::Cow::Owned(line.to_string())));
+        }
+    }
+    let messages = payloads.iter().map(|(topic, key, payload)| Message { topic: *topic, key: key.as_bytes(), payload: payload.as_bytes() });
+    Ok(runtime.block_on(producer.send_all(messages))?)
+}
+
+enum Input {
+    Stdin(seedwatch_ingest::source::LineReader<std::io::BufReader<std::io::Stdin>>),
+    File(TailSource),
+}
+
+/// How far each file was collected: saved after every acknowledged chunk.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Checkpoint {
+    files: BTreeMap<String, TailPosition>,
+}
+
+impl Checkpoint {
+    fn load(path: &Path) -> Result<Self> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("{}: not a seedwatch collect checkpoint", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Write to a temp file, sync, rename: a crash leaves the old checkpoint or the new one.
+    fn save(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("tmp");
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        };
+        write().with_context(|| format!("saving the checkpoint {}", path.display()))
+    }
 }
 
 /// Create the topics (`seedwatch topics create`).

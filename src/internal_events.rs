@@ -49,6 +49,10 @@ struct Metrics {
     archive_bytes: IntCounterVec,
     duplicates: IntCounterVec,
     batch_seconds: HistogramVec,
+    kafka_partitions: IntGaugeVec,
+    kafka_rebalances: IntCounterVec,
+    kafka_commits: IntCounterVec,
+    kafka_lag: IntGaugeVec,
 }
 
 static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| {
@@ -92,6 +96,10 @@ static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| {
             r
         )
         .ok()?,
+        kafka_partitions: register_int_gauge_vec_with_registry!("kafka_partitions_assigned", "Partition numbers (tasks) this detector owns in its consumer group.", &[], r).ok()?,
+        kafka_rebalances: counter("kafka_rebalances_total", "Consumer-group rebalances this detector went through.", &[])?,
+        kafka_commits: counter("kafka_offset_commits_total", "Offset commits, each after an archive commit.", &[])?,
+        kafka_lag: register_int_gauge_vec_with_registry!("kafka_consumer_lag", "Messages not yet committed by this detector, by topic and partition.", &["topic", "partition"], r).ok()?,
     })
 });
 
@@ -363,6 +371,56 @@ impl RulesLoaded<'_> {
         let Some(m) = METRICS.as_ref() else { return };
         for (rule, state, ms) in self.absence_limits {
             m.absence_limit.with_label_values(&[rule, state]).set(*ms as f64 / 1000.0);
+        }
+    }
+}
+
+/// The consumer group gave this detector a new set of partitions.
+#[derive(Debug)]
+pub struct PartitionsAssigned {
+    /// Partition numbers (tasks) now owned.
+    pub partitions: usize,
+}
+
+impl PartitionsAssigned {
+    /// Count the rebalance, set the gauge.
+    pub fn emit(&self) {
+        tracing::info!(partitions = self.partitions, "consumer group rebalanced");
+        let Some(m) = METRICS.as_ref() else { return };
+        m.kafka_rebalances.with_label_values::<&str>(&[]).inc();
+        m.kafka_partitions.with_label_values::<&str>(&[]).set(self.partitions as i64);
+    }
+}
+
+/// Offsets were committed after the archive commit that covers them.
+#[derive(Debug)]
+pub struct OffsetsCommitted {
+    /// Topic partitions committed.
+    pub partitions: usize,
+}
+
+impl OffsetsCommitted {
+    /// Count it.
+    pub fn emit(&self) {
+        tracing::debug!(partitions = self.partitions, "offsets committed");
+        let Some(m) = METRICS.as_ref() else { return };
+        m.kafka_commits.with_label_values::<&str>(&[]).inc();
+    }
+}
+
+/// Consumer lag, measured against the partitions' high watermarks.
+#[derive(Debug)]
+pub struct ConsumerLag<'a> {
+    /// (topic, partition, messages behind).
+    pub lags: &'a [(String, i32, i64)],
+}
+
+impl ConsumerLag<'_> {
+    /// Set the gauges (a partition that moved to another member keeps its last value here).
+    pub fn emit(&self) {
+        let Some(m) = METRICS.as_ref() else { return };
+        for (topic, partition, lag) in self.lags {
+            m.kafka_lag.with_label_values(&[topic.as_str(), partition.to_string().as_str()]).set(*lag);
         }
     }
 }

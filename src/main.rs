@@ -88,6 +88,9 @@ enum Command {
         #[command(subcommand)]
         command: CollectCommand,
     },
+    /// Run the detector as a member of a Kafka consumer group: consume the family
+    /// topics, archive events and findings, publish findings; until SIGINT/SIGTERM.
+    Detect(DetectArgs),
     /// Kafka topic tooling.
     Topics {
         #[command(subcommand)]
@@ -97,11 +100,17 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum CollectCommand {
-    /// Read NDJSON files once and produce their lines.
+    /// Read NDJSON files (or follow one as it grows and rotates) and produce their lines.
     File {
         /// Input NDJSON files.
         #[arg(long, required = true, num_args = 1..)]
         input: Vec<PathBuf>,
+        /// Keep following the file as it grows, across rotation (rename or truncation), until SIGINT/SIGTERM.
+        #[arg(long)]
+        follow: bool,
+        /// Remember how far each file was acknowledged by Kafka in this file; a restart continues there.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
         #[command(flatten)]
         kafka: KafkaArgs,
         /// File with the local secret for credential fingerprints [default: ~/.config/seedwatch/fingerprint.key].
@@ -116,6 +125,44 @@ enum CollectCommand {
         #[arg(long)]
         fingerprint_key: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+struct DetectArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Consumer group; every detector of one deployment uses the same.
+    #[arg(long, default_value = "seedwatch-detect")]
+    group: String,
+    /// Archive directory, shared by the group's detectors (created if missing).
+    #[arg(long)]
+    archive: PathBuf,
+    #[command(flatten)]
+    rule_set: RuleSetArgs,
+    /// File with the local secret for credential fingerprints [default: ~/.config/seedwatch/fingerprint.key].
+    #[arg(long)]
+    fingerprint_key: Option<PathBuf>,
+    /// How far behind a partition's newest event an event may arrive and still be evaluated.
+    #[arg(long, default_value = "1h", value_parser = parse_lateness)]
+    allowed_lateness: i64,
+    /// Archive commit interval; offsets are committed right after each commit.
+    #[arg(long, default_value = "5s", value_parser = parse_lateness)]
+    commit_interval: i64,
+    /// Publish the findings still open once a partition has been idle (fully read) this long.
+    #[arg(long, default_value = "2s", value_parser = parse_lateness)]
+    idle_after: i64,
+    /// Rows held back to order a partition's topics by event time before they are released regardless.
+    #[arg(long, default_value_t = 2_000_000)]
+    max_buffered_rows: usize,
+    /// Partitions per topic when the topics have to be created.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
+    /// No status lines.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -473,11 +520,12 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             println!("try: cargo run --release -- query --archive {} \"SELECT rule, severity, count(*) AS n FROM findings GROUP BY rule, severity ORDER BY n DESC\"", archive.display());
         }
         Command::Collect { command } => {
-            let (inputs, kafka, fingerprint_key) = match command {
-                CollectCommand::File { input, kafka, fingerprint_key } => (input, kafka, fingerprint_key),
-                CollectCommand::Stdin { kafka, fingerprint_key } => (vec![PathBuf::from("-")], kafka, fingerprint_key),
+            let (inputs, kafka, fingerprint_key, follow, checkpoint) = match command {
+                CollectCommand::File { input, follow, checkpoint, kafka, fingerprint_key } => (input, kafka, fingerprint_key, follow, checkpoint),
+                CollectCommand::Stdin { kafka, fingerprint_key } => (vec![PathBuf::from("-")], kafka, fingerprint_key, false, None),
             };
-            let opts = seedwatch::collect::CollectOptions { inputs, kafka: kafka.config(), fingerprint_key: default_key(fingerprint_key) };
+            let stop = if follow { seedwatch::detect_daemon::stop_on_signal()? } else { Default::default() };
+            let opts = seedwatch::collect::CollectOptions { inputs, kafka: kafka.config(), fingerprint_key: default_key(fingerprint_key), checkpoint, follow, stop };
             let report = seedwatch::collect::collect(&opts)?;
             let d = &report.decode;
             println!(
@@ -488,6 +536,39 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 thousands(d.dead_total()),
                 opts.kafka.brokers,
                 thousands(report.produced)
+            );
+        }
+        Command::Detect(args) => {
+            let _metrics = match &args.metrics_addr {
+                Some(addr) => Some(seedwatch::metrics_server::serve(addr)?),
+                None => None,
+            };
+            let RuleSetArgs { rules, locations, roster } = args.rule_set;
+            let ms = |v: i64| std::time::Duration::from_millis(v.max(0) as u64);
+            let opts = seedwatch::detect_daemon::DetectOptions {
+                kafka: args.kafka.config(),
+                group: args.group,
+                archive: args.archive,
+                rules: default_rules(rules),
+                locations,
+                roster,
+                fingerprint_key: default_key(args.fingerprint_key),
+                allowed_lateness_ms: args.allowed_lateness,
+                commit_interval: ms(args.commit_interval),
+                idle_after: ms(args.idle_after),
+                max_buffered_rows: args.max_buffered_rows,
+                partitions: args.partitions,
+                progress: !args.quiet,
+            };
+            let stop = seedwatch::detect_daemon::stop_on_signal()?;
+            let report = seedwatch::detect_daemon::detect(&opts, stop)?;
+            println!(
+                "detect stopped after {:.0} s: {} events archived, {} findings published, {} rebalances, {} offset commits",
+                report.seconds,
+                thousands(report.events),
+                thousands(report.findings),
+                report.rebalances,
+                report.commits
             );
         }
         Command::Topics { command: TopicsCommand::Create { kafka, partitions } } => {

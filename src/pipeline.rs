@@ -149,19 +149,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         ChunkDecoded { source_kind, stats: &decoded.stats, seconds }.emit();
         report.decode.merge(&decoded.stats);
         for events in &decoded.events {
-            // Archive first: rows the archive already holds (a re-run, a replayed
-            // tail) are dropped there and not evaluated again, so none counts twice.
-            let written = write(&mut sink, Table::Events(events.family), &events.batch, source_kind, &mut report)?;
-            let fresh = match written.new_rows_of(&events.batch)? {
-                std::borrow::Cow::Borrowed(_) => None,
-                std::borrow::Cow::Owned(batch) => Some(EventBatch { family: events.family, batch }),
-            };
-            let events = fresh.as_ref().unwrap_or(events);
-            EventsObserved { family: events.family, batch: &events.batch }.emit();
-            let t = Instant::now();
-            let stats = engine.process(events, &mut findings)?;
-            report.late_events += stats.late_events;
-            BatchDetected { family: events.family, source_kind, rows: events.batch.num_rows(), stats: &stats, seconds: t.elapsed().as_secs_f64() }.emit();
+            archive_and_detect(&mut sink, &mut engine, events, source_kind, &mut report, &mut findings)?;
         }
         if let Some(newest) = decoded.max_event_time() {
             engine.advance(newest);
@@ -172,6 +160,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             write(&mut sink, Table::DeadLetter, dead, source_kind, &mut report)?;
         }
         emit_findings(&mut sink, &mut findings, source_kind, &mut report)?;
+        sink.flush_full()?;
         if last_progress.elapsed() >= Duration::from_secs(2) {
             OpenFindings { open: &engine.open_findings() }.emit();
             if opts.progress {
@@ -198,6 +187,31 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     Ok(report)
 }
 
+/// Archive one batch, then detect on the rows the archive did not hold yet:
+/// rows an earlier run archived (a re-run, a replayed Kafka tail) are dropped
+/// there and not evaluated again, so none counts twice.
+pub(crate) fn archive_and_detect(
+    sink: &mut ArchiveWriter,
+    engine: &mut RuleEngine,
+    events: &EventBatch,
+    source_kind: &'static str,
+    report: &mut RunReport,
+    findings: &mut Vec<Finding>,
+) -> Result<()> {
+    let written = write(sink, Table::Events(events.family), &events.batch, source_kind, report)?;
+    let fresh = match written.new_rows_of(&events.batch)? {
+        std::borrow::Cow::Borrowed(_) => None,
+        std::borrow::Cow::Owned(batch) => Some(EventBatch { family: events.family, batch }),
+    };
+    let events = fresh.as_ref().unwrap_or(events);
+    EventsObserved { family: events.family, batch: &events.batch }.emit();
+    let t = Instant::now();
+    let stats = engine.process(events, findings)?;
+    report.late_events += stats.late_events;
+    BatchDetected { family: events.family, source_kind, rows: events.batch.num_rows(), stats: &stats, seconds: t.elapsed().as_secs_f64() }.emit();
+    Ok(())
+}
+
 /// What [`resume_from_archive`] restored.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Resumed {
@@ -217,30 +231,36 @@ pub fn resume_from_archive(engine: &mut RuleEngine, archive: &std::path::Path, u
     if !archive.is_dir() {
         return Ok(None);
     }
-    let started = Instant::now();
     block_on(async {
         let ctx = seedwatch_archive::open_session(archive).await?;
-        let until = match until {
-            Some(t) => t,
-            None => match seedwatch_archive::query::newest_event_time(&ctx).await? {
-                Some(newest) => newest + 1,
-                None => return Ok(None),
-            },
-        };
-        let mut rows = 0;
-        for step in engine.warmup_plan(until) {
-            let n = seedwatch_archive::query::stream_query(&ctx, &step.sql, |batch| engine.replay(&step, &batch).map(|_| ()).map_err(anyhow::Error::from))
-                .await
-                .with_context(|| format!("restoring {} from the archive", step.rules.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>().join(", ")))?;
-            tracing::debug!(family = step.family.as_str(), kind = ?step.kind, rows = n, "warm-up step replayed");
-            rows += n;
-        }
-        // Absences are judged as of the last archived moment, as the previous run would have.
-        engine.advance(until - 1);
-        let resumed = Resumed { until, rows, seconds: started.elapsed().as_secs_f64() };
-        tracing::info!(rows, seconds = resumed.seconds, "detector state restored from the archive");
-        Ok(Some(resumed))
+        resume_from_session(engine, &ctx, until).await
     })
+}
+
+/// [`resume_from_archive`] over an open session, whose family tables may be
+/// narrowed (the Kafka detector restores one partition's licenses at a time).
+pub async fn resume_from_session(engine: &mut RuleEngine, ctx: &datafusion::prelude::SessionContext, until: Option<i64>) -> Result<Option<Resumed>> {
+    let started = Instant::now();
+    let until = match until {
+        Some(t) => t,
+        None => match seedwatch_archive::query::newest_event_time(ctx).await? {
+            Some(newest) => newest + 1,
+            None => return Ok(None),
+        },
+    };
+    let mut rows = 0;
+    for step in engine.warmup_plan(until) {
+        let n = seedwatch_archive::query::stream_query(ctx, &step.sql, |batch| engine.replay(&step, &batch).map(|_| ()).map_err(anyhow::Error::from))
+            .await
+            .with_context(|| format!("restoring {} from the archive", step.rules.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>().join(", ")))?;
+        tracing::debug!(family = step.family.as_str(), kind = ?step.kind, rows = n, "warm-up step replayed");
+        rows += n;
+    }
+    // Absences are judged as of the last archived moment, as the previous run would have.
+    engine.advance(until - 1);
+    let resumed = Resumed { until, rows, seconds: started.elapsed().as_secs_f64() };
+    tracing::info!(rows, seconds = resumed.seconds, "detector state restored from the archive");
+    Ok(Some(resumed))
 }
 
 /// Run a future on a small runtime: the pipeline is threads, DataFusion is async.
@@ -279,7 +299,7 @@ pub fn detect_source(engine: &mut RuleEngine, decoder: &mut Decoder, source: &mu
     Ok(out)
 }
 
-fn commit(sink: &mut ArchiveWriter, report: &mut RunReport) -> Result<()> {
+pub(crate) fn commit(sink: &mut ArchiveWriter, report: &mut RunReport) -> Result<()> {
     let t = Instant::now();
     let stats = sink.commit()?;
     ArchiveCommitted { stats: &stats, seconds: t.elapsed().as_secs_f64() }.emit();
@@ -287,7 +307,7 @@ fn commit(sink: &mut ArchiveWriter, report: &mut RunReport) -> Result<()> {
     Ok(())
 }
 
-fn write(sink: &mut ArchiveWriter, table: Table, batch: &seedwatch_schemas::arrow::record_batch::RecordBatch, source_kind: &'static str, report: &mut RunReport) -> Result<Written> {
+pub(crate) fn write(sink: &mut ArchiveWriter, table: Table, batch: &seedwatch_schemas::arrow::record_batch::RecordBatch, source_kind: &'static str, report: &mut RunReport) -> Result<Written> {
     let written = sink.write(table, batch)?;
     ArchiveWritten { table, source_kind, duplicates: written.duplicates }.emit();
     if written.duplicates > 0 {
@@ -296,7 +316,7 @@ fn write(sink: &mut ArchiveWriter, table: Table, batch: &seedwatch_schemas::arro
     Ok(written)
 }
 
-fn emit_findings(sink: &mut ArchiveWriter, findings: &mut Vec<Finding>, source_kind: &'static str, report: &mut RunReport) -> Result<()> {
+pub(crate) fn emit_findings(sink: &mut ArchiveWriter, findings: &mut Vec<Finding>, source_kind: &'static str, report: &mut RunReport) -> Result<()> {
     if findings.is_empty() {
         return Ok(());
     }

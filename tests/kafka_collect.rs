@@ -5,9 +5,10 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpListener;
+use std::process::Command;
+
+use common::broker::{Broker, Storage};
 
 use common::{seedwatch, text};
 use seedwatch::generate::generate;
@@ -15,42 +16,13 @@ use seedwatch::pipeline::run;
 use seedwatch::truth::score;
 use serde_json::Value;
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_tansu(dir: &std::path::Path) -> (Running, String) {
-    let on_path = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("tansu").is_file()));
-    assert!(on_path, "`tansu` is not on PATH: cargo install tansu --locked --features dynostore,libsql (./scripts/test.sh does)");
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new("tansu")
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(dir.join("tansu.log")).expect("log")))
-        .spawn()
-        .expect("starting tansu");
-    let broker = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(&broker).is_err() {
-        assert!(Instant::now() < deadline, "tansu did not listen: {}", std::fs::read_to_string(dir.join("tansu.log")).unwrap_or_default());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (Running(child), broker)
-}
-
 #[test]
 fn collected_lines_reach_kafka_validated_redacted_keyed_and_detectable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let truth = generate(&data, &common::options(21, 6, 42)).expect("generate");
-    let (_tansu, broker) = start_tansu(dir.path());
+    let tansu = Broker::start(dir.path(), Storage::Memory);
+    let broker = tansu.address.clone();
 
     let create = seedwatch(&["topics", "create", "--brokers", &broker, "--partitions", "2"]);
     assert!(create.status.success(), "{}", text(&create.stderr));

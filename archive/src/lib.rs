@@ -27,6 +27,12 @@ pub trait Sink: Send + std::fmt::Debug {
     fn write(&mut self, table: Table, batch: &RecordBatch) -> Result<Written, ArchiveError>;
     /// Make every accepted row durable.
     fn commit(&mut self) -> Result<CommitStats, ArchiveError>;
+    /// Write out what has grown large enough for a file of its own, without
+    /// the cost of a full commit. Callers invoke it between batches, once the
+    /// findings of the events written so far have been written too.
+    fn flush_full(&mut self) -> Result<(), ArchiveError> {
+        Ok(())
+    }
 }
 
 /// What [`Sink::write`] did with a batch.

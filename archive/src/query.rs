@@ -74,6 +74,22 @@ pub async fn open_session(root: &Path) -> Result<SessionContext, ArchiveError> {
     Ok(ctx)
 }
 
+/// Narrow the family tables (`login`, `api`, `sync`, `audit`) of `ctx` to the
+/// rows matching `predicate` (SQL over their columns), so that queries written
+/// for the whole archive see only, say, the licenses of one Kafka partition.
+/// Each table becomes a view over `<table>_unfiltered`; filters on `date`
+/// still reach the files, so partition pruning keeps working.
+pub async fn restrict_events(ctx: &SessionContext, predicate: &str) -> Result<(), ArchiveError> {
+    for family in seedwatch_schemas::Family::ALL {
+        let name = family.as_str();
+        let unfiltered = format!("{name}_unfiltered");
+        let provider = ctx.deregister_table(name).map_err(query_err)?.ok_or_else(|| ArchiveError::Query(format!("no table `{name}` to restrict")))?;
+        ctx.register_table(unfiltered.as_str(), provider).map_err(query_err)?;
+        run_query(ctx, &format!("CREATE VIEW {name} AS SELECT * FROM {unfiltered} WHERE {predicate}")).await?;
+    }
+    Ok(())
+}
+
 /// Run `sql` and collect the result.
 pub async fn run_query(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, ArchiveError> {
     let df = ctx.sql(sql).await.map_err(query_err)?;

@@ -69,6 +69,8 @@ struct Partition {
 pub struct ArchiveWriter {
     root: PathBuf,
     options: WriterOptions,
+    /// This writer's temp directory; files move from here into place.
+    tmp: PathBuf,
     run_id: String,
     sequence: u64,
     partitions: HashMap<(Table, i64), Partition>,
@@ -136,11 +138,6 @@ impl ArchiveWriter {
     /// A writer under `root` (created if missing). Leftover temp files of a
     /// crashed run are removed: they were never renamed into place.
     pub fn open(root: &Path, options: WriterOptions) -> Result<Self, ArchiveError> {
-        let tmp = root.join("_tmp");
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(io_err("cleaning", &tmp))?;
-        }
-        fs::create_dir_all(&tmp).map_err(io_err("creating", &tmp))?;
         let mut run = [0u8; 8];
         getrandom::fill(&mut run).map_err(|e| ArchiveError::Io {
             action: "seeding a run id for",
@@ -148,8 +145,16 @@ impl ArchiveWriter {
             error: std::io::Error::other(e.to_string()),
         })?;
         let run_id = format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%S"), run.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        // Each writer has its own temp directory: several detectors may share one
+        // archive, and one must not remove the file another is about to rename.
+        let tmp_root = root.join("_tmp");
+        fs::create_dir_all(&tmp_root).map_err(io_err("creating", &tmp_root))?;
+        remove_stale_temp_dirs(&tmp_root)?;
+        let tmp = tmp_root.join(&run_id);
+        fs::create_dir_all(&tmp).map_err(io_err("creating", &tmp))?;
         Ok(Self {
             root: root.to_path_buf(),
+            tmp,
             options,
             run_id,
             sequence: 0,
@@ -181,7 +186,7 @@ impl ArchiveWriter {
         fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
         self.sequence += 1;
         let name = format!("part-{}-{:06}.parquet", self.run_id, self.sequence);
-        let tmp = self.root.join("_tmp").join(&name);
+        let tmp = self.tmp.join(&name);
         let target = dir.join(&name);
         let perr = |e: parquet::errors::ParquetError| ArchiveError::Parquet { path: tmp.clone(), message: e.to_string() };
         let level = ZstdLevel::try_new(self.options.zstd_level).map_err(perr)?;
@@ -252,7 +257,6 @@ impl Sink for ArchiveWriter {
         let (mut kept, mut duplicates) = (0u64, 0u64);
         let mut new_rows = vec![false; batch.num_rows()];
         for day in days {
-            let flush_rows = self.options.flush_rows;
             let mut table_ids = if table == Table::DeadLetter { self.dead_letter_ids.take() } else { None };
             let partition = self.partition(table, day)?;
             let ids_seen = table_ids.as_mut().unwrap_or(&mut partition.ids);
@@ -274,26 +278,60 @@ impl Sink for ArchiveWriter {
                 partition.pending.push(part);
                 partition.pending_rows += rows;
             }
-            let full = partition.pending_rows >= flush_rows;
             if table == Table::DeadLetter {
                 self.dead_letter_ids = table_ids;
-            }
-            if full {
-                self.flush_partition(table, day)?;
             }
         }
         let new_rows = (duplicates > 0).then(|| BooleanArray::from(new_rows));
         Ok(Written { kept, duplicates, new_rows })
     }
 
+    fn flush_full(&mut self) -> Result<(), ArchiveError> {
+        let flush_rows = self.options.flush_rows;
+        let full: Vec<(Table, i64)> = self.partitions.iter().filter(|(_, p)| p.pending_rows >= flush_rows).map(|(k, _)| *k).collect();
+        if full.is_empty() {
+            return Ok(());
+        }
+        self.flush_in_order(full)
+    }
+
     fn commit(&mut self) -> Result<CommitStats, ArchiveError> {
-        let mut keys: Vec<(Table, i64)> = self.partitions.keys().copied().collect();
-        keys.sort();
+        let keys: Vec<(Table, i64)> = self.partitions.keys().copied().collect();
+        self.flush_in_order(keys)?;
+        Ok(std::mem::take(&mut self.stats))
+    }
+}
+
+impl ArchiveWriter {
+    /// Write out `keys`, and every pending finding before any of them: a
+    /// finding must be durable no later than the events it came from, or a
+    /// crash in between would leave events whose findings a restart never
+    /// emits again (replayed history produces no findings).
+    fn flush_in_order(&mut self, mut keys: Vec<(Table, i64)>) -> Result<(), ArchiveError> {
+        keys.extend(self.partitions.keys().filter(|(t, _)| *t == Table::Findings).copied());
+        keys.sort_by_key(|(table, day)| (*table != Table::Findings, *table, *day));
+        keys.dedup();
         for (table, day) in keys {
             self.flush_partition(table, day)?;
         }
-        Ok(std::mem::take(&mut self.stats))
+        Ok(())
     }
+}
+
+/// Temp directories of writers that stopped more than an hour ago (a crash
+/// between creating and renaming a file) hold nothing anyone will rename.
+fn remove_stale_temp_dirs(tmp_root: &Path) -> Result<(), ArchiveError> {
+    let stale = std::time::Duration::from_secs(3600);
+    for entry in fs::read_dir(tmp_root).map_err(io_err("listing", tmp_root))? {
+        let entry = entry.map_err(io_err("listing", tmp_root))?;
+        let path = entry.path();
+        let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok());
+        if age.is_some_and(|a| a > stale) {
+            let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+            removed.map_err(io_err("removing stale temp files in", &path))?;
+        }
+    }
+    Ok(())
 }
 
 /// Total size of the Parquet files of each table under `root`.

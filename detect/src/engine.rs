@@ -21,7 +21,7 @@ pub const DEFAULT_ALLOWED_LATENESS_MS: i64 = 3_600_000;
 /// Sweep idle keys out of memory every this many batches per rule.
 const SWEEP_EVERY_BATCHES: u64 = 64;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct OpenFinding {
     finding: Finding,
     /// Shown in details: distinct values, new values, or a trend's readings.
@@ -251,6 +251,21 @@ impl RuleEngine {
             }
         }
         out
+    }
+
+    /// Copies of the findings open now, as [`Detector::flush`] would hand them
+    /// out, without closing them. A long-running detector that has caught up
+    /// with its input publishes these instead of waiting for their suppression
+    /// window to end in event time; the same ids come out again when they
+    /// close, and the archive keeps the first.
+    pub fn open_snapshot(&self, out: &mut Vec<Finding>) {
+        for state in &self.rules {
+            let mut open: Vec<Finding> = state.hourly.values().filter_map(|k| k.open.clone()).collect();
+            open.extend(state.absent.values().filter_map(|k| k.open.clone()));
+            open.extend(state.keys.values().filter_map(|k| k.open.clone()).map(|o| render(&state.rule, o)));
+            sort_findings(&mut open);
+            out.extend(open);
+        }
     }
 
     /// Keys currently tracked across all rules (for memory reporting).

@@ -11,12 +11,14 @@
 pub mod decode;
 pub mod redact;
 pub mod source;
+pub mod tail;
 
 use std::path::PathBuf;
 
 pub use decode::{DecodeStats, DecodedChunk, Decoder};
 pub use redact::{Fingerprinter, Redactor};
 pub use source::{file_source, stdin_source, ChunkLimits, LineChunk, Source};
+pub use tail::{TailOptions, TailPosition, TailSource};
 
 /// Errors of the ingest stage. Bad lines are not errors (they are dead letters);
 /// these are failures to read input at all.

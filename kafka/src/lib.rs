@@ -10,6 +10,12 @@
 //! buffer when the broker is slow or down.
 #![deny(missing_docs)]
 
+pub mod consumer;
+pub mod partition;
+
+pub use consumer::{GroupConsumer, Rebalanced, Record};
+pub use partition::partition_for;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -34,6 +40,12 @@ pub enum KafkaTransportError {
         /// Why.
         message: String,
     },
+    /// Consuming failed for good.
+    #[error("consuming: {0}")]
+    Consume(String),
+    /// Committing offsets failed.
+    #[error("committing offsets: {0}")]
+    Commit(String),
     /// A message was not acknowledged.
     #[error("producing to {topic}: {message}")]
     Produce {
@@ -45,7 +57,7 @@ pub enum KafkaTransportError {
 }
 
 /// A seedwatch topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Topic {
     /// One family's events.
     Events(Family),
@@ -156,6 +168,9 @@ impl Producer {
             ("enable.idempotence", "true"),
             ("acks", "all"),
             ("compression.type", "lz4"),
+            // The Java client's partitioner: a license lands in the same partition
+            // whichever client produced it (see `partition`).
+            ("partitioner", "murmur2_random"),
             ("linger.ms", "20"),
             ("batch.num.messages", "10000"),
             ("queue.buffering.max.messages", "200000"),

@@ -1,0 +1,217 @@
+//! The detector's consumer: a consumer group over the family topics (and the
+//! dead-letter topic), offsets committed by hand.
+//!
+//! Nothing is committed automatically: the detector commits a partition's
+//! offset only once the archive holds what came before it. Partitions are
+//! assigned with the `range` strategy, which gives partition `p` of every topic
+//! to the same member when the topics have the same partition count: one
+//! license's login, API, sync and audit events (all keyed by license) meet in
+//! one detector.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message as _;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use seedwatch_schemas::Family;
+
+use crate::{KafkaConfig, KafkaTransportError, Topic};
+
+/// A change of the partitions this member owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rebalanced {
+    /// Every partition was taken away (eager protocol); what was not committed
+    /// will be read again by whoever gets the partitions.
+    Revoked,
+    /// These partitions are now ours, starting at their committed offsets.
+    Assigned(Vec<(Topic, i32)>),
+}
+
+/// Records rebalances for the poll loop (callbacks run inside `poll`, on the
+/// caller's thread, so the loop sees them before the next message).
+#[derive(Default)]
+struct GroupContext {
+    rebalances: Mutex<Vec<Rebalance0>>,
+}
+
+/// A rebalance with topic names not yet resolved.
+enum Rebalance0 {
+    Revoked,
+    Assigned(Vec<(String, i32)>),
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let event = match rebalance {
+            Rebalance::Assign(list) => Rebalance0::Assigned(list.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()),
+            Rebalance::Revoke(_) => Rebalance0::Revoked,
+            Rebalance::Error(e) => {
+                tracing::warn!(error = %e, "consumer group rebalance failed");
+                return;
+            }
+        };
+        if let Ok(mut events) = self.rebalances.lock() {
+            events.push(event);
+        }
+    }
+}
+
+/// One consumed message, borrowed from the consumer.
+pub struct Record<'a> {
+    /// Which seedwatch topic.
+    pub topic: Topic,
+    message: rdkafka::message::BorrowedMessage<'a>,
+}
+
+impl std::fmt::Debug for Record<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record").field("topic", &self.topic).field("partition", &self.partition()).field("offset", &self.offset()).finish()
+    }
+}
+
+impl Record<'_> {
+    /// Partition.
+    pub fn partition(&self) -> i32 {
+        self.message.partition()
+    }
+    /// Offset in the partition.
+    pub fn offset(&self) -> i64 {
+        self.message.offset()
+    }
+    /// The message value (one NDJSON line); empty for a tombstone.
+    pub fn payload(&self) -> &[u8] {
+        self.message.payload().unwrap_or_default()
+    }
+}
+
+/// A consumer-group member over the family and dead-letter topics.
+pub struct GroupConsumer {
+    inner: BaseConsumer<GroupContext>,
+    config: KafkaConfig,
+    topics: HashMap<String, Topic>,
+}
+
+impl std::fmt::Debug for GroupConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupConsumer").field("brokers", &self.config.brokers).finish_non_exhaustive()
+    }
+}
+
+/// The topics a detector reads.
+pub const CONSUMED: [Topic; 5] = [Topic::Events(Family::Login), Topic::Events(Family::Api), Topic::Events(Family::Sync), Topic::Events(Family::Audit), Topic::DeadLetter];
+
+impl GroupConsumer {
+    /// Join `group` and subscribe to [`CONSUMED`]. Settings in
+    /// `config.settings` override the defaults below.
+    pub fn new(config: &KafkaConfig, group: &str) -> Result<Self, KafkaTransportError> {
+        let mut c: ClientConfig = config.client(&[
+            ("group.id", group),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("partition.assignment.strategy", "range"),
+            // A member that died is replaced after 10 s instead of the default 45.
+            ("session.timeout.ms", "10000"),
+            ("heartbeat.interval.ms", "1000"),
+        ]);
+        c.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
+        let inner: BaseConsumer<GroupContext> = c.create_with_context(GroupContext::default()).map_err(|e| KafkaTransportError::Config(e.to_string()))?;
+        let topics: HashMap<String, Topic> = CONSUMED.iter().map(|t| (config.topic(*t), *t)).collect();
+        let names: Vec<&str> = topics.keys().map(String::as_str).collect();
+        inner.subscribe(&names).map_err(|e| KafkaTransportError::Config(e.to_string()))?;
+        Ok(Self { inner, config: config.clone(), topics })
+    }
+
+    /// The next message, or `None` after `timeout` without one. Transient
+    /// broker errors are logged and retried by librdkafka; fatal ones are returned.
+    pub fn poll(&self, timeout: Duration) -> Result<Option<Record<'_>>, KafkaTransportError> {
+        match self.inner.poll(timeout) {
+            None => Ok(None),
+            Some(Ok(message)) => {
+                let Some(topic) = self.topics.get(message.topic()).copied() else {
+                    tracing::warn!(topic = message.topic(), "message from a topic seedwatch did not subscribe to");
+                    return Ok(None);
+                };
+                Ok(Some(Record { topic, message }))
+            }
+            Some(Err(KafkaError::MessageConsumptionFatal(code))) => Err(KafkaTransportError::Consume(code.to_string())),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "kafka consumer error (retrying)");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Rebalances since the last call, oldest first.
+    pub fn take_rebalances(&self) -> Vec<Rebalanced> {
+        let events = match self.inner.context().rebalances.lock() {
+            Ok(mut events) => std::mem::take(&mut *events),
+            Err(_) => return Vec::new(),
+        };
+        events
+            .into_iter()
+            .map(|e| match e {
+                Rebalance0::Revoked => Rebalanced::Revoked,
+                Rebalance0::Assigned(list) => Rebalanced::Assigned(list.into_iter().filter_map(|(name, p)| Some((*self.topics.get(&name)?, p))).collect()),
+            })
+            .collect()
+    }
+
+    /// Commit `next` offsets (the offset of the next message to read) and wait for the broker.
+    pub fn commit(&self, next: &[(Topic, i32, i64)]) -> Result<(), KafkaTransportError> {
+        if next.is_empty() {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::new();
+        for (topic, partition, offset) in next {
+            list.add_partition_offset(&self.config.topic(*topic), *partition, Offset::Offset(*offset)).map_err(|e| KafkaTransportError::Commit(e.to_string()))?;
+        }
+        self.inner.commit(&list, CommitMode::Sync).map_err(|e| KafkaTransportError::Commit(e.to_string()))
+    }
+
+    /// The partition's low and high watermarks: the oldest offset kept and the
+    /// offset the next message produced will get.
+    pub fn watermarks(&self, topic: Topic, partition: i32) -> Result<(i64, i64), KafkaTransportError> {
+        self.inner.fetch_watermarks(&self.config.topic(topic), partition, Duration::from_secs(5)).map_err(|e| KafkaTransportError::Consume(e.to_string()))
+    }
+
+    /// How many partitions `topic` has.
+    pub fn partition_count(&self, topic: Topic) -> Result<i32, KafkaTransportError> {
+        let name = self.config.topic(topic);
+        let metadata = self.inner.fetch_metadata(Some(&name), Duration::from_secs(10)).map_err(|e| KafkaTransportError::Consume(e.to_string()))?;
+        let count = metadata.topics().iter().find(|t| t.name() == name).map_or(0, |t| t.partitions().len());
+        if count == 0 {
+            return Err(KafkaTransportError::Consume(format!("topic {name} has no partitions (run `seedwatch topics create`)")));
+        }
+        Ok(count as i32)
+    }
+
+    /// Committed offsets of the group for `partitions` (`None` where nothing was committed).
+    pub fn committed(&self, partitions: &[(Topic, i32)]) -> Result<Vec<Option<i64>>, KafkaTransportError> {
+        let mut list = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            list.add_partition(&self.config.topic(*topic), *partition);
+        }
+        let committed = self.inner.committed_offsets(list, Duration::from_secs(10)).map_err(|e| KafkaTransportError::Consume(e.to_string()))?;
+        Ok(partitions
+            .iter()
+            .map(|(topic, partition)| match committed.find_partition(&self.config.topic(*topic), *partition).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Leave the group now (instead of after the session timeout).
+    pub fn close(self) {
+        self.inner.unsubscribe();
+        // Serve the revoke callback so the group rebalances at once.
+        let _ = self.inner.poll(Duration::from_millis(100));
+    }
+}

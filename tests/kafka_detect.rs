@@ -1,0 +1,210 @@
+//! The Kafka deployment end to end, against a real broker (tansu) and an
+//! independent client (kafka-python): collectors → Kafka → detectors in one
+//! consumer group → one shared archive. What it archives and finds must equal
+//! the embedded pipeline's run over the same file, with every event archived
+//! exactly once, also when a detector is killed, the broker restarts and a
+//! collector is killed mid-file.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::broker::{Broker, Running, Storage};
+use common::{seedwatch, text};
+use seedwatch::generate::generate;
+use seedwatch::pipeline::{block_on, run};
+use seedwatch_schemas::arrow::array::{Array, AsArray};
+use seedwatch_schemas::arrow::datatypes::Int64Type;
+use serde_json::Value;
+
+/// What an archive holds, as the tests compare it.
+#[derive(Debug, PartialEq, Eq)]
+struct Contents {
+    /// (family, rows, distinct event ids).
+    events: Vec<(String, i64, i64)>,
+    dead_letters: i64,
+    finding_ids: BTreeSet<String>,
+    finding_rows: i64,
+}
+
+fn contents(archive: &Path) -> Contents {
+    block_on(async {
+        let ctx = seedwatch_archive::open_session(archive).await?;
+        let mut events = Vec::new();
+        for family in ["login", "api", "sync", "audit"] {
+            let batches = seedwatch_archive::query::run_query(&ctx, &format!("SELECT count(*), count(DISTINCT event_id) FROM {family}")).await?;
+            let (rows, distinct) = batches.first().map_or((0, 0), |b| (b.column(0).as_primitive::<Int64Type>().value(0), b.column(1).as_primitive::<Int64Type>().value(0)));
+            events.push((family.to_string(), rows, distinct));
+        }
+        let count = |batches: Vec<seedwatch_schemas::arrow::array::RecordBatch>| batches.first().map_or(0, |b| b.column(0).as_primitive::<Int64Type>().value(0));
+        let dead_letters = count(seedwatch_archive::query::run_query(&ctx, "SELECT count(*) FROM dead_letter").await?);
+        let finding_rows = count(seedwatch_archive::query::run_query(&ctx, "SELECT count(*) FROM findings").await?);
+        let mut finding_ids = BTreeSet::new();
+        for b in seedwatch_archive::query::run_query(&ctx, "SELECT finding_id FROM findings").await? {
+            let ids = seedwatch_schemas::arrow::compute::cast(b.column(0), &seedwatch_schemas::arrow::datatypes::DataType::Utf8)?;
+            let ids = ids.as_string::<i32>();
+            finding_ids.extend((0..ids.len()).map(|i| ids.value(i).to_string()));
+        }
+        Ok(Contents { events, dead_letters, finding_ids, finding_rows })
+    })
+    .expect("reading the archive")
+}
+
+/// The embedded pipeline's archive of the whole file: what the Kafka path must reproduce.
+fn embedded(data: &Path, dir: &Path) -> Contents {
+    let archive = dir.join("embedded-archive");
+    run(&common::run_options(data, &archive, dir)).expect("embedded run");
+    contents(&archive)
+}
+
+struct Deployment {
+    dir: PathBuf,
+    data: PathBuf,
+    broker: String,
+    archive: PathBuf,
+}
+
+impl Deployment {
+    fn key(&self) -> String {
+        // Collectors and detectors share the fingerprint secret, so fingerprints agree.
+        self.dir.join("fingerprint.key").display().to_string()
+    }
+
+    fn detector(&self, name: &str) -> Running {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{name}.log"))).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_seedwatch"))
+            .args(["detect", "--brokers", &self.broker, "--archive", &self.archive.display().to_string(), "--fingerprint-key", &self.key(), "--commit-interval", "1s", "--quiet", "--log-level", "info"])
+            .args(["--rules", &common::repo().join("rules").display().to_string()])
+            .args(["--locations", &self.data.join("locations.csv").display().to_string(), "--roster", &self.data.join("roster.csv").display().to_string()])
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("starting seedwatch detect");
+        Running(child)
+    }
+
+    fn collect(&self, input: &Path, extra: &[&str]) {
+        let input = input.display().to_string();
+        let key = self.key();
+        let mut args = vec!["collect", "file", "--input", &input, "--brokers", &self.broker, "--fingerprint-key", &key];
+        args.extend_from_slice(extra);
+        let out = seedwatch(&args);
+        assert!(out.status.success(), "collect: {}", text(&out.stderr));
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Wait until the archive holds what `expected` holds (or fail after `limit`).
+    fn wait_for(&self, expected: &Contents, limit: Duration, logs: &[&str]) -> Contents {
+        let deadline = Instant::now() + limit;
+        loop {
+            let got = if self.archive.is_dir() { Some(contents(&self.archive)) } else { None };
+            if got.as_ref().is_some_and(|g| g.events == expected.events && g.finding_ids == expected.finding_ids && g.dead_letters == expected.dead_letters) {
+                return got.expect("checked");
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = logs.iter().map(|l| format!("--- {l}\n{}", self.log(l))).collect();
+                let got = got.map(|g| {
+                    let missing: Vec<_> = expected.finding_ids.difference(&g.finding_ids).collect();
+                    let extra: Vec<_> = g.finding_ids.difference(&expected.finding_ids).collect();
+                    format!("events {:?} (want {:?}), dead letters {} (want {}), findings missing {missing:?}, extra {extra:?}", g.events, expected.events, g.dead_letters, expected.dead_letters)
+                });
+                panic!("the archive did not converge: {got:?}\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+fn stop(mut detector: Running) {
+    let pid = detector.0.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(status.success());
+    let exit = detector.0.wait().expect("wait");
+    assert!(exit.success(), "detector exited with {exit}");
+}
+
+fn kill_9(mut process: Running) {
+    let _ = process.0.kill();
+    let _ = process.0.wait();
+}
+
+/// Split `file` into pieces at the given fractions of its lines.
+fn split(file: &Path, fractions: &[f64], dir: &Path) -> Vec<PathBuf> {
+    let all = std::fs::read_to_string(file).expect("read");
+    let lines: Vec<&str> = all.lines().collect();
+    let mut cuts: Vec<usize> = fractions.iter().map(|f| (lines.len() as f64 * f) as usize).collect();
+    cuts.insert(0, 0);
+    cuts.push(lines.len());
+    cuts.windows(2)
+        .enumerate()
+        .map(|(i, w)| {
+            let path = dir.join(format!("part{i}.ndjson"));
+            let mut f = std::fs::File::create(&path).expect("create");
+            for line in &lines[w[0]..w[1]] {
+                writeln!(f, "{line}").expect("write");
+            }
+            path
+        })
+        .collect()
+}
+
+fn python() -> String {
+    std::env::var("SEEDWATCH_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn setup(storage: Storage) -> (tempfile::TempDir, Broker, Deployment, Contents) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    generate(&data, &common::options(21, 6, 42)).expect("generate");
+    let expected = embedded(&data, dir.path());
+    let broker = Broker::start(dir.path(), storage);
+    let create = seedwatch(&["topics", "create", "--brokers", &broker.address, "--partitions", "4"]);
+    assert!(create.status.success(), "{}", text(&create.stderr));
+    let deployment = Deployment { dir: dir.path().to_path_buf(), data, broker: broker.address.clone(), archive: dir.path().join("archive") };
+    (dir, broker, deployment, expected)
+}
+
+#[test]
+fn two_detectors_in_one_group_archive_every_event_once_and_find_what_the_embedded_run_finds() {
+    let (dir, _broker, d, expected) = setup(Storage::Memory);
+    assert!(expected.finding_ids.len() >= 20, "the data set has incidents: {expected:?}");
+    let parts = split(&d.data.join("events.ndjson"), &[0.5], dir.path());
+
+    // The first half through seedwatch's collector, before any detector runs.
+    d.collect(&parts[0], &[]);
+    let a = d.detector("a");
+    let b = d.detector("b");
+    // The second half from kafka-python, keyed by license with its own (Java) partitioner:
+    // a license must land where seedwatch's producer puts it, or its state would be split.
+    let out = Command::new(python()).args([common::repo().join("tests/kafka/produce.py").display().to_string(), d.broker.clone(), "seedwatch".into(), parts[1].display().to_string()]).output().expect("python");
+    assert!(out.status.success(), "kafka-python (./scripts/test.sh installs it): {}", text(&out.stderr));
+
+    let got = d.wait_for(&expected, Duration::from_secs(180), &["a", "b"]);
+    for (family, rows, distinct) in &got.events {
+        assert_eq!(rows, distinct, "{family}: an event archived twice");
+    }
+    assert_eq!(got.finding_rows as usize, got.finding_ids.len(), "a finding archived twice");
+    // Both members did part of the work.
+    for name in ["a", "b"] {
+        assert!(d.log(name).contains("partition assigned"), "{name} never owned a partition: {}", d.log(name));
+    }
+    stop(a);
+    stop(b);
+    // Nothing more arrives after the stop (the final commits add no rows).
+    assert_eq!(contents(&d.archive), got);
+
+    // kafka-python reads the findings topic: every finding, keyed by license.
+    let out = Command::new(python()).args([common::repo().join("tests/kafka/findings.py").display().to_string(), d.broker.clone(), "seedwatch".into()]).output().expect("python");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let topic: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
+    let ids: BTreeSet<String> = topic["ids"].as_array().expect("ids").iter().filter_map(|v| v.as_str().map(String::from)).collect();
+    assert_eq!(ids, expected.finding_ids, "findings topic");
+    assert_eq!(topic["bad_keys"], 0, "{topic}");
+}
