@@ -87,7 +87,7 @@ pub fn collect(opts: &CollectOptions) -> Result<CollectReport> {
             if !more {
                 break;
             }
-            report.produced += produce_chunk(&chunk, &mut decoder, &redactor, &producer, &runtime, &mut report.decode)?;
+            report.produced += produce_chunk(&chunk, &mut decoder, &redactor, &producer, &runtime, &mut report.decode, None)?.produced;
             // Only lines Kafka acknowledged are behind the saved position.
             if let (Some(path), Input::File(tail)) = (&opts.checkpoint, &source) {
                 checkpoint.files.insert(key.clone(), tail.position());
@@ -99,8 +99,29 @@ pub fn collect(opts: &CollectOptions) -> Result<CollectReport> {
     Ok(report)
 }
 
+/// What happened to one chunk.
+#[derive(Debug, Default)]
+pub struct ChunkOutcome {
+    /// Messages Kafka acknowledged (events and dead letters).
+    pub produced: u64,
+    /// Lines whose license the sender may not send for (then nothing was produced).
+    pub forbidden: Vec<(u64, String)>,
+    /// Lines dead-lettered: (line, reason code, reason).
+    pub dead: Vec<(u64, String, String)>,
+}
+
 /// Validate and redact one chunk, produce it, wait for the acknowledgements.
-fn produce_chunk(chunk: &LineChunk, decoder: &mut Decoder, redactor: &Redactor, producer: &Producer, runtime: &tokio::runtime::Runtime, stats: &mut DecodeStats) -> Result<u64> {
+/// With `allowed`, a chunk holding an event for a license it refuses is not produced at all.
+pub fn produce_chunk(
+    chunk: &LineChunk,
+    decoder: &mut Decoder,
+    redactor: &Redactor,
+    producer: &Producer,
+    runtime: &tokio::runtime::Runtime,
+    stats: &mut DecodeStats,
+    allowed: Option<&dyn Fn(&str) -> bool>,
+) -> Result<ChunkOutcome> {
+    let mut outcome = ChunkOutcome::default();
     let decoded = decoder.decode_chunk(chunk, chrono::Utc::now().timestamp_millis())?;
     stats.merge(&decoded.stats);
     // Payloads borrow the chunk unless a credential had to be replaced.
@@ -111,14 +132,29 @@ fn produce_chunk(chunk: &LineChunk, decoder: &mut Decoder, redactor: &Redactor, 
         let licenses = b.column_by_name("license").and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| anyhow!("decoded rows carry no license"))?;
         for row in 0..b.num_rows() {
             let number = lines.value(row) as u64;
+            let license = if licenses.is_null(row) { "" } else { licenses.value(row) };
+            if let Some(allowed) = allowed {
+                if !allowed(license) {
+                    outcome.forbidden.push((number, license.to_string()));
+                    continue;
+                }
+            }
             let span = chunk.lines.binary_search_by_key(&number, |s| s.number).map(|i| &chunk.lines[i]).map_err(|_| anyhow!("line {number} is not in its chunk"))?;
             let text = std::str::from_utf8(&chunk.data[span.start..span.end]).context("a decoded line is not UTF-8")?;
             let payload = if redactor.might_contain_secret(text.as_bytes()) { std::borrow::Cow::Owned(redactor.redact(text)) } else { std::borrow::Cow::Borrowed(text) };
-            let license = if licenses.is_null(row) { "" } else { licenses.value(row) };
             payloads.push((Topic::Events(events.family), license, payload));
         }
     }
+    if !outcome.forbidden.is_empty() {
+        return Ok(outcome);
+    }
     if let Some(dead) = &decoded.dead_letters {
+        let column = |name: &str| dead.column_by_name(name).and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| anyhow!("dead letters carry no {name}"));
+        let (codes, reasons) = (column("reason_code")?, column("reason")?);
+        let lines = dead.column_by_name("line").and_then(|c| c.as_primitive_opt::<Int64Type>()).ok_or_else(|| anyhow!("dead letters carry no line"))?;
+        for row in 0..dead.num_rows() {
+            outcome.dead.push((lines.value(row) as u64, codes.value(row).to_string(), reasons.value(row).to_string()));
+        }
         let mut buf = Vec::new();
         {
             let mut writer = seedwatch_schemas::arrow::json::LineDelimitedWriter::new(&mut buf);
@@ -131,7 +167,8 @@ fn produce_chunk(chunk: &LineChunk, decoder: &mut Decoder, redactor: &Redactor, 
         }
     }
     let messages = payloads.iter().map(|(topic, key, payload)| Message { topic: *topic, key: key.as_bytes(), payload: payload.as_bytes() });
-    Ok(runtime.block_on(producer.send_all(messages))?)
+    outcome.produced = runtime.block_on(producer.send_all(messages))?;
+    Ok(outcome)
 }
 
 enum Input {

@@ -218,7 +218,7 @@ pub fn detect(opts: &DetectOptions, stop: Arc<AtomicBool>) -> Result<DetectRepor
         }
 
         // 3. Release what every topic of a task has caught up to, detect, publish.
-        state.check_caught_up(&consumer)?;
+        state.check_caught_up(&consumer);
         let force = state.tasks.values().map(Task::buffered_rows).sum::<usize>() > opts.max_buffered_rows;
         let partitions: Vec<i32> = state.tasks.keys().copied().collect();
         for partition in partitions {
@@ -284,8 +284,12 @@ impl State<'_> {
             return Ok(sink);
         };
         let numbers: std::collections::BTreeSet<i32> = assigned.iter().map(|(_, p)| *p).collect();
-        let count = consumer.partition_count(Topic::Events(Family::Login))?;
-        let committed = consumer.committed(assigned)?;
+        let count = retry("reading the partition count", || consumer.partition_count(Topic::Events(Family::Login)))?;
+        // Unknown committed offsets only delay the first commit and the caught-up checks.
+        let committed = consumer.committed(assigned).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the committed offsets");
+            vec![None; assigned.len()]
+        });
         for partition in numbers {
             let t = Instant::now();
             let mut engine = RuleEngine::with_reference(self.rules.clone(), Arc::clone(&self.reference))?.with_allowed_lateness(self.opts.allowed_lateness_ms);
@@ -345,7 +349,7 @@ impl State<'_> {
     }
 
     /// Mark empty topic partitions that hold a task back as caught up when nothing more is there to read.
-    fn check_caught_up(&mut self, consumer: &GroupConsumer) -> Result<()> {
+    fn check_caught_up(&mut self, consumer: &GroupConsumer) {
         for (partition, task) in &mut self.tasks {
             let bound = task.queues.iter().map(TopicQueue::frontier).min().unwrap_or(i64::MAX);
             for (family, queue) in Family::ALL.iter().zip(task.queues.iter_mut()) {
@@ -354,11 +358,13 @@ impl State<'_> {
                     continue;
                 }
                 queue.checked = Some(Instant::now());
-                let (low, high) = consumer.watermarks(Topic::Events(*family), *partition)?;
-                queue.caught_up = queue.next_offset.unwrap_or(low) >= high;
+                match consumer.watermarks(Topic::Events(*family), *partition) {
+                    Ok((low, high)) => queue.caught_up = queue.next_offset.unwrap_or(low) >= high,
+                    // The broker is unreachable: hold the rows until it answers again.
+                    Err(e) => tracing::warn!(error = %e, partition, family = family.as_str(), "cannot read the high watermark; holding rows for ordering"),
+                }
             }
         }
-        Ok(())
     }
 
     /// Hand a task's rows up to the slowest topic's frontier to the archive and the rules.
@@ -481,6 +487,22 @@ impl State<'_> {
     }
 }
 
+/// Ask the broker a few times before giving up (it may be restarting).
+fn retry<T>(what: &str, mut f: impl FnMut() -> Result<T, seedwatch_kafka::KafkaTransportError>) -> Result<T> {
+    let mut attempt = 0;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "{what} failed; retrying");
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            Err(e) => return Err(anyhow::Error::from(e).context(what.to_string())),
+        }
+    }
+}
+
 fn time_column(batch: &RecordBatch) -> Option<&datafusion::arrow::array::PrimitiveArray<TimestampMillisecondType>> {
     batch.column_by_name("time").and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
 }
@@ -522,7 +544,7 @@ fn warm_up(engine: &mut RuleEngine, archive: &std::path::Path, partition: i32, p
         let ctx = seedwatch_archive::open_session(archive).await?;
         ctx.register_udf(partition_udf(partitions));
         seedwatch_archive::query::restrict_events(&ctx, &format!("seedwatch_partition(license) = {partition}")).await?;
-        pipeline::resume_from_session(engine, &ctx, None).await
+        pipeline::resume_from_session(engine, &ctx, None, pipeline::Judge::OnNextBatch).await
     })
     .with_context(|| format!("restoring partition {partition} from the archive"))
 }

@@ -6,6 +6,7 @@ pub mod backfill;
 pub mod collect;
 pub mod detect_daemon;
 pub mod generate;
+pub mod intake;
 pub mod internal_events;
 pub mod metrics_server;
 pub mod pipeline;

@@ -117,6 +117,24 @@ enum CollectCommand {
         #[arg(long)]
         fingerprint_key: Option<PathBuf>,
     },
+    /// Serve POST /v1/events (NDJSON, gzip accepted, bearer tokens scoped to licenses) and
+    /// produce what integrations push; 202 only after Kafka acknowledged; until SIGINT/SIGTERM.
+    Http {
+        /// Address to listen on (port 0 picks a free one; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:8088")]
+        listen: String,
+        /// Token file (YAML: tokens: [{name, sha256, licenses}]); see README "Intake endpoint".
+        #[arg(long)]
+        tokens: PathBuf,
+        /// Largest request body, compressed or inflated (bytes).
+        #[arg(long, default_value_t = 10 * 1024 * 1024)]
+        max_body_bytes: usize,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// File with the local secret for credential fingerprints [default: ~/.config/seedwatch/fingerprint.key].
+        #[arg(long)]
+        fingerprint_key: Option<PathBuf>,
+    },
     /// Read NDJSON from standard input (for pipes) and produce its lines.
     Stdin {
         #[command(flatten)]
@@ -519,10 +537,16 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             println!();
             println!("try: cargo run --release -- query --archive {} \"SELECT rule, severity, count(*) AS n FROM findings GROUP BY rule, severity ORDER BY n DESC\"", archive.display());
         }
+        Command::Collect { command: CollectCommand::Http { listen, tokens, max_body_bytes, kafka, fingerprint_key } } => {
+            let opts = seedwatch::intake::IntakeOptions { listen, tokens, max_body_bytes, kafka: kafka.config(), fingerprint_key: default_key(fingerprint_key) };
+            let stop = seedwatch::detect_daemon::stop_on_signal()?;
+            seedwatch::intake::serve(&opts, stop, |addr| eprintln!("intake: listening on http://{addr}/v1/events"))?;
+        }
         Command::Collect { command } => {
             let (inputs, kafka, fingerprint_key, follow, checkpoint) = match command {
                 CollectCommand::File { input, follow, checkpoint, kafka, fingerprint_key } => (input, kafka, fingerprint_key, follow, checkpoint),
                 CollectCommand::Stdin { kafka, fingerprint_key } => (vec![PathBuf::from("-")], kafka, fingerprint_key, false, None),
+                CollectCommand::Http { .. } => unreachable!("handled above"),
             };
             let stop = if follow { seedwatch::detect_daemon::stop_on_signal()? } else { Default::default() };
             let opts = seedwatch::collect::CollectOptions { inputs, kafka: kafka.config(), fingerprint_key: default_key(fingerprint_key), checkpoint, follow, stop };

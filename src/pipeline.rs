@@ -233,13 +233,26 @@ pub fn resume_from_archive(engine: &mut RuleEngine, archive: &std::path::Path, u
     }
     block_on(async {
         let ctx = seedwatch_archive::open_session(archive).await?;
-        resume_from_session(engine, &ctx, until).await
+        resume_from_session(engine, &ctx, until, Judge::AtUntil).await
     })
+}
+
+/// Whether a restored engine judges absences at once, as of the newest archived event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judge {
+    /// `advance(until - 1)`: what the previous run would have concluded (a file re-run).
+    AtUntil,
+    /// Leave the watermark unset. A Kafka detector re-reads the uncommitted tail
+    /// of several topics, some of which the archive may hold further than
+    /// others (a crash between two files of one commit): setting the watermark
+    /// to the newest archived event would make the others' re-read events late.
+    /// The first batch released after the restore sets it instead.
+    OnNextBatch,
 }
 
 /// [`resume_from_archive`] over an open session, whose family tables may be
 /// narrowed (the Kafka detector restores one partition's licenses at a time).
-pub async fn resume_from_session(engine: &mut RuleEngine, ctx: &datafusion::prelude::SessionContext, until: Option<i64>) -> Result<Option<Resumed>> {
+pub async fn resume_from_session(engine: &mut RuleEngine, ctx: &datafusion::prelude::SessionContext, until: Option<i64>, judge: Judge) -> Result<Option<Resumed>> {
     let started = Instant::now();
     let until = match until {
         Some(t) => t,
@@ -256,8 +269,10 @@ pub async fn resume_from_session(engine: &mut RuleEngine, ctx: &datafusion::prel
         tracing::debug!(family = step.family.as_str(), kind = ?step.kind, rows = n, "warm-up step replayed");
         rows += n;
     }
-    // Absences are judged as of the last archived moment, as the previous run would have.
-    engine.advance(until - 1);
+    if judge == Judge::AtUntil {
+        // Absences are judged as of the last archived moment, as the previous run would have.
+        engine.advance(until - 1);
+    }
     let resumed = Resumed { until, rows, seconds: started.elapsed().as_secs_f64() };
     tracing::info!(rows, seconds = resumed.seconds, "detector state restored from the archive");
     Ok(Some(resumed))

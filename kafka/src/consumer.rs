@@ -119,6 +119,10 @@ impl GroupConsumer {
             // A member that died is replaced after 10 s instead of the default 45.
             ("session.timeout.ms", "10000"),
             ("heartbeat.interval.ms", "1000"),
+            // Also the rebalance timeout: a member that died during a rebalance holds the
+            // group up to this long on brokers that do not expire sessions (tansu 0.6).
+            // A detector polls between batches and warm-ups, well within it.
+            ("max.poll.interval.ms", "60000"),
         ]);
         c.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
         let inner: BaseConsumer<GroupContext> = c.create_with_context(GroupContext::default()).map_err(|e| KafkaTransportError::Config(e.to_string()))?;

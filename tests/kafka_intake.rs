@@ -1,0 +1,118 @@
+//! The HTTP intake endpoint against a real broker: tokens, scopes, limits,
+//! gzip, and the per-line report; kafka-python reads back what was produced.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::broker::{Broker, Running, Storage};
+use common::{seedwatch, text};
+use serde_json::Value;
+use sha2::Digest;
+
+const LOGIN_L1: &str = r#"{"family":"login","time":"2026-11-01T10:00:00Z","system":"metrc","state":"CA","license":"L1","user":"ana","outcome":"success","src_ip":"10.0.0.1"}"#;
+const LOGIN_L2: &str = r#"{"family":"login","time":"2026-11-01T10:00:05Z","system":"metrc","state":"CA","license":"L2","user":"bo","outcome":"success","src_ip":"10.0.0.2"}"#;
+
+/// Send one request; returns (status code, body).
+fn post(addr: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut head = format!("POST /v1/events HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).expect("head");
+    // A refused request may be answered before its body is read; that is fine.
+    let _ = s.write_all(body);
+    let mut reader = BufReader::new(s);
+    let mut status = String::new();
+    reader.read_line(&mut status).expect("status line");
+    let code = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let mut rest = String::new();
+    let _ = reader.read_to_string(&mut rest);
+    let body = rest.split("\r\n\r\n").nth(1).unwrap_or("");
+    (code, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+#[test]
+fn the_intake_checks_tokens_scopes_and_limits_and_reports_bad_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), Storage::Memory);
+    let create = seedwatch(&["topics", "create", "--brokers", &broker.address, "--partitions", "2"]);
+    assert!(create.status.success(), "{}", text(&create.stderr));
+    let tokens = dir.path().join("tokens.yaml");
+    let hash = |t: &str| hex::encode(sha2::Sha256::digest(t.as_bytes()));
+    std::fs::write(&tokens, format!("tokens:\n  - name: flowhub-l1\n    sha256: {}\n    licenses: [L1]\n  - name: soc\n    sha256: {}\n    licenses: [\"*\"]\n", hash("tok-l1"), hash("tok-any"))).expect("tokens");
+    assert!(!std::fs::read_to_string(&tokens).expect("read").contains("tok-l1"), "the token file holds hashes only");
+
+    let log = dir.path().join("intake.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_seedwatch"))
+        .args(["collect", "http", "--listen", "127.0.0.1:0", "--tokens", &tokens.display().to_string(), "--max-body-bytes", "4096"])
+        .args(["--brokers", &broker.address, "--fingerprint-key", &dir.path().join("fp.key").display().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
+        .spawn()
+        .expect("collect http");
+    let mut intake = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(a) = said.split("listening on http://").nth(1).and_then(|r| r.split('/').next()) {
+            break a.to_string();
+        }
+        assert!(intake.0.try_wait().expect("wait").is_none(), "collect http exited: {said}");
+        assert!(Instant::now() < deadline, "collect http did not listen: {said}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    let body = format!("{LOGIN_L1}\n");
+    assert_eq!(post(&addr, &[], body.as_bytes()).0, 401, "no token");
+    assert_eq!(post(&addr, &[("Authorization", "Bearer wrong")], body.as_bytes()).0, 401, "unknown token");
+    let (code, refused) = post(&addr, &[("Authorization", "Bearer tok-l1")], format!("{LOGIN_L1}\n{LOGIN_L2}\n").as_bytes());
+    assert_eq!(code, 403, "{refused}");
+    assert_eq!(refused["lines"][0]["line"], 2, "{refused}");
+    assert_eq!(refused["lines"][0]["license"], "L2", "{refused}");
+    let big = format!("{LOGIN_L1}\n").repeat(40);
+    assert_eq!(post(&addr, &[("Authorization", "Bearer tok-l1")], big.as_bytes()).0, 413, "body over the limit");
+    // A gzip body that inflates past the limit is refused too.
+    assert_eq!(post(&addr, &[("Authorization", "Bearer tok-l1"), ("Content-Encoding", "gzip")], &gzip(big.as_bytes())).0, 413);
+
+    // Good lines and bad ones, gzipped: 202 once Kafka has them, with a report per bad line.
+    let mixed = format!("{LOGIN_L1}\nnot json\n{}\n{LOGIN_L1}\n", LOGIN_L1.replace("10.0.0.1", "999.1.1.1"));
+    let (code, report) = post(&addr, &[("Authorization", "Bearer tok-l1"), ("Content-Encoding", "gzip")], &gzip(mixed.as_bytes()));
+    assert_eq!(code, 202, "{report}");
+    assert_eq!((report["lines"].as_u64(), report["accepted"].as_u64(), report["dead_lettered"].as_u64()), (Some(4), Some(2), Some(2)), "{report}");
+    let bad: Vec<(u64, String)> = report["errors"].as_array().expect("errors").iter().map(|e| (e["line"].as_u64().unwrap_or(0), e["reason_code"].as_str().unwrap_or("").to_string())).collect();
+    assert_eq!(bad, vec![(2, "not_json".to_string()), (3, "invalid_ip".to_string())], "{report}");
+    // The any-license token may send L2.
+    let (code, report) = post(&addr, &[("Authorization", "Bearer tok-any")], format!("{LOGIN_L2}\n").as_bytes());
+    assert_eq!((code, report["accepted"].as_u64()), (202, Some(1)), "{report}");
+
+    // What reached Kafka: exactly the accepted events and the dead letters, nothing from refused requests.
+    let python = std::env::var("SEEDWATCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let consumed = dir.path().join("consumed.ndjson");
+    let out = Command::new(&python)
+        .args([common::repo().join("tests/kafka/consume.py").display().to_string(), broker.address.clone(), "seedwatch".into(), consumed.display().to_string()])
+        .output()
+        .expect("python");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("summary");
+    assert_eq!(summary["counts"]["seedwatch.login"], 3, "{summary}");
+    assert_eq!(summary["counts"]["seedwatch.dead_letter"], 2, "{summary}");
+    assert_eq!(summary["bad_keys"], 0, "{summary}");
+
+    let pid = intake.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let status = intake.0.wait().expect("wait");
+    assert!(status.success(), "collect http exited with {status}: {}", std::fs::read_to_string(&log).unwrap_or_default());
+}
