@@ -37,6 +37,8 @@ pub struct CollectOptions {
     pub follow: bool,
     /// Ends a follow.
     pub stop: Arc<AtomicBool>,
+    /// Input lines are nginx JSON access logs, mapped to `api` events with this mapping.
+    pub nginx: Option<seedwatch_ingest::nginx::NginxMapping>,
 }
 
 /// What a collection did.
@@ -67,6 +69,7 @@ pub fn collect(opts: &CollectOptions) -> Result<CollectReport> {
     };
     let mut report = CollectReport::default();
     let mut chunk = LineChunk::new();
+    let mut mapped = LineChunk::new();
     for input in &opts.inputs {
         let key = input.canonicalize().map(|p| p.display().to_string()).unwrap_or_else(|_| input.display().to_string());
         let mut source = if input.as_os_str() == "-" {
@@ -87,7 +90,14 @@ pub fn collect(opts: &CollectOptions) -> Result<CollectReport> {
             if !more {
                 break;
             }
-            report.produced += produce_chunk(&chunk, &mut decoder, &redactor, &producer, &runtime, &mut report.decode, None)?.produced;
+            let lines = match &opts.nginx {
+                Some(mapping) => {
+                    mapping.map_chunk(&chunk, &mut mapped);
+                    &mapped
+                }
+                None => &chunk,
+            };
+            report.produced += produce_chunk(lines, &mut decoder, &redactor, &producer, &runtime, &mut report.decode, None)?.produced;
             // Only lines Kafka acknowledged are behind the saved position.
             if let (Some(path), Input::File(tail)) = (&opts.checkpoint, &source) {
                 checkpoint.files.insert(key.clone(), tail.position());

@@ -112,6 +112,8 @@ enum CollectCommand {
         #[arg(long, value_name = "FILE")]
         checkpoint: Option<PathBuf>,
         #[command(flatten)]
+        format: InputFormatArgs,
+        #[command(flatten)]
         kafka: KafkaArgs,
         /// File with the local secret for credential fingerprints [default: ~/.config/seedwatch/fingerprint.key].
         #[arg(long)]
@@ -138,11 +140,34 @@ enum CollectCommand {
     /// Read NDJSON from standard input (for pipes) and produce its lines.
     Stdin {
         #[command(flatten)]
+        format: InputFormatArgs,
+        #[command(flatten)]
         kafka: KafkaArgs,
         /// File with the local secret for credential fingerprints [default: ~/.config/seedwatch/fingerprint.key].
         #[arg(long)]
         fingerprint_key: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+struct InputFormatArgs {
+    /// Input lines: the event contract, or nginx JSON access logs of a proxy in front of the state API (mapped to `api` events).
+    #[arg(long, default_value = "contract", value_parser = ["contract", "nginx-json"])]
+    format: String,
+    /// For nginx-json: YAML mapping of hosts (system, state) and client addresses (license, integration); see README.
+    #[arg(long, value_name = "FILE")]
+    nginx_map: Option<PathBuf>,
+}
+
+impl InputFormatArgs {
+    fn mapping(self) -> Result<Option<seedwatch_ingest::nginx::NginxMapping>> {
+        match (self.format.as_str(), self.nginx_map) {
+            ("nginx-json", Some(path)) => Ok(Some(seedwatch_ingest::nginx::NginxMapping::load(&path).map_err(anyhow::Error::msg)?)),
+            ("nginx-json", None) => Ok(Some(seedwatch_ingest::nginx::NginxMapping::default())),
+            (_, Some(_)) => Err(anyhow::anyhow!("--nginx-map needs --format nginx-json")),
+            _ => Ok(None),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -543,13 +568,14 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             seedwatch::intake::serve(&opts, stop, |addr| eprintln!("intake: listening on http://{addr}/v1/events"))?;
         }
         Command::Collect { command } => {
-            let (inputs, kafka, fingerprint_key, follow, checkpoint) = match command {
-                CollectCommand::File { input, follow, checkpoint, kafka, fingerprint_key } => (input, kafka, fingerprint_key, follow, checkpoint),
-                CollectCommand::Stdin { kafka, fingerprint_key } => (vec![PathBuf::from("-")], kafka, fingerprint_key, false, None),
+            let (inputs, kafka, fingerprint_key, follow, checkpoint, format) = match command {
+                CollectCommand::File { input, follow, checkpoint, format, kafka, fingerprint_key } => (input, kafka, fingerprint_key, follow, checkpoint, format),
+                CollectCommand::Stdin { format, kafka, fingerprint_key } => (vec![PathBuf::from("-")], kafka, fingerprint_key, false, None, format),
                 CollectCommand::Http { .. } => unreachable!("handled above"),
             };
             let stop = if follow { seedwatch::detect_daemon::stop_on_signal()? } else { Default::default() };
-            let opts = seedwatch::collect::CollectOptions { inputs, kafka: kafka.config(), fingerprint_key: default_key(fingerprint_key), checkpoint, follow, stop };
+            let nginx = format.mapping()?;
+            let opts = seedwatch::collect::CollectOptions { inputs, kafka: kafka.config(), fingerprint_key: default_key(fingerprint_key), checkpoint, follow, stop, nginx };
             let report = seedwatch::collect::collect(&opts)?;
             let d = &report.decode;
             println!(

@@ -16,6 +16,9 @@ use sha2::Digest;
 const LOGIN_L1: &str = r#"{"family":"login","time":"2026-11-01T10:00:00Z","system":"metrc","state":"CA","license":"L1","user":"ana","outcome":"success","src_ip":"10.0.0.1"}"#;
 const LOGIN_L2: &str = r#"{"family":"login","time":"2026-11-01T10:00:05Z","system":"metrc","state":"CA","license":"L2","user":"bo","outcome":"success","src_ip":"10.0.0.2"}"#;
 
+const NGINX_AUTH: &str = "dmVuZG9yLWtleTp1c2VyLWtleQ";
+const NGINX_LINE: &str = r#"{"time_iso8601":"2026-11-02T14:03:11-07:00","remote_addr":"10.20.0.7","request_method":"GET","request_uri":"/packages/v2/active?licenseNumber=402R-01063","status":"200","body_bytes_sent":"48211","request_time":"0.184","host":"api-co.metrc.com","http_user_agent":"Dutchie/5.2","http_authorization":"Basic dmVuZG9yLWtleTp1c2VyLWtleQ=="}"#;
+
 /// Send one request; returns (status code, body).
 fn post(addr: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
     let mut s = TcpStream::connect(addr).expect("connect");
@@ -98,17 +101,25 @@ fn the_intake_checks_tokens_scopes_and_limits_and_reports_bad_lines() {
     let (code, report) = post(&addr, &[("Authorization", "Bearer tok-any")], format!("{LOGIN_L2}\n").as_bytes());
     assert_eq!((code, report["accepted"].as_u64()), (202, Some(1)), "{report}");
 
+    // An nginx JSON access log of a proxy in front of Metrc goes through the same collector path.
+    let nginx = dir.path().join("access.json.log");
+    std::fs::write(&nginx, format!("{NGINX_LINE}\nnot json\n")).expect("nginx log");
+    let collect = seedwatch(&["collect", "file", "--format", "nginx-json", "--input", &nginx.display().to_string(), "--brokers", &broker.address, "--fingerprint-key", &dir.path().join("fp.key").display().to_string()]);
+    assert!(collect.status.success(), "{}", text(&collect.stderr));
+
     // What reached Kafka: exactly the accepted events and the dead letters, nothing from refused requests.
     let python = std::env::var("SEEDWATCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let consumed = dir.path().join("consumed.ndjson");
     let out = Command::new(&python)
-        .args([common::repo().join("tests/kafka/consume.py").display().to_string(), broker.address.clone(), "seedwatch".into(), consumed.display().to_string()])
+        .args([common::repo().join("tests/kafka/consume.py").display().to_string(), broker.address.clone(), "seedwatch".into(), consumed.display().to_string(), NGINX_AUTH.into()])
         .output()
         .expect("python");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let summary: Value = serde_json::from_slice(&out.stdout).expect("summary");
     assert_eq!(summary["counts"]["seedwatch.login"], 3, "{summary}");
-    assert_eq!(summary["counts"]["seedwatch.dead_letter"], 2, "{summary}");
+    assert_eq!(summary["counts"]["seedwatch.api"], 1, "{summary}");
+    assert_eq!(summary["counts"]["seedwatch.dead_letter"], 3, "{summary}");
+    assert_eq!(summary["raw_key_hits"], 0, "the proxy's Authorization header reached Kafka: {summary}");
     assert_eq!(summary["bad_keys"], 0, "{summary}");
 
     let pid = intake.0.id().to_string();

@@ -10,6 +10,7 @@
 
 pub mod decode;
 pub mod redact;
+pub mod nginx;
 pub mod source;
 pub mod tail;
 
