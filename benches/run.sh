@@ -45,3 +45,4 @@ done
 
 echo "== side by side with DuckDB"
 "$venv/bin/python" benches/compare.py "$bin" "$data" "$work"
+benches/kafka.sh "$data" "$work"

@@ -358,7 +358,15 @@ impl State<'_> {
                     continue;
                 }
                 queue.checked = Some(Instant::now());
-                match consumer.watermarks(Topic::Events(*family), *partition) {
+                let topic = Topic::Events(*family);
+                // The statistics' high watermark only lags the broker's: behind it means behind, with no
+                // request. Caught up by it is confirmed with the broker (a stale one would release too early).
+                if let Some((low, high)) = consumer.cached_watermarks(topic, *partition) {
+                    if queue.next_offset.unwrap_or(low) < high {
+                        continue;
+                    }
+                }
+                match consumer.watermarks(topic, *partition) {
                     Ok((low, high)) => queue.caught_up = queue.next_offset.unwrap_or(low) >= high,
                     // The broker is unreachable: hold the rows until it answers again.
                     Err(e) => tracing::warn!(error = %e, partition, family = family.as_str(), "cannot read the high watermark; holding rows for ordering"),
@@ -477,7 +485,7 @@ impl State<'_> {
         for (partition, task) in &self.tasks {
             for (family, queue) in Family::ALL.iter().zip(&task.queues) {
                 let topic = Topic::Events(*family);
-                if let Ok((low, high)) = consumer.watermarks(topic, *partition) {
+                if let Some((low, high)) = consumer.cached_watermarks(topic, *partition) {
                     let position = queue.commit_offset().unwrap_or(low);
                     lags.push((self.opts.kafka.topic(topic), *partition, (high - position).max(0)));
                 }

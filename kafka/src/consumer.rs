@@ -36,6 +36,10 @@ pub enum Rebalanced {
 #[derive(Default)]
 struct GroupContext {
     rebalances: Mutex<Vec<Rebalance0>>,
+    /// (topic, partition) → (low, high) watermarks from librdkafka's statistics, which come
+    /// from the fetch responses: no request of their own (asking the broker took ~0.25 s per
+    /// partition on tansu).
+    watermarks: Mutex<HashMap<(String, i32), (i64, i64)>>,
 }
 
 /// A rebalance with topic names not yet resolved.
@@ -44,7 +48,19 @@ enum Rebalance0 {
     Assigned(Vec<(String, i32)>),
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Ok(mut marks) = self.watermarks.lock() else { return };
+        for (name, topic) in statistics.topics {
+            for (partition, p) in topic.partitions {
+                // -1 is librdkafka's internal "unassigned" partition; -1 offsets mean "not fetched yet".
+                if partition >= 0 && p.hi_offset >= 0 {
+                    marks.insert((name.clone(), partition), (p.lo_offset.max(0), p.hi_offset));
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -123,6 +139,8 @@ impl GroupConsumer {
             // group up to this long on brokers that do not expire sessions (tansu 0.6).
             // A detector polls between batches and warm-ups, well within it.
             ("max.poll.interval.ms", "60000"),
+            // Watermarks for the caught-up checks and the lag metric (see `cached_watermarks`).
+            ("statistics.interval.ms", "250"),
         ]);
         c.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
         let inner: BaseConsumer<GroupContext> = c.create_with_context(GroupContext::default()).map_err(|e| KafkaTransportError::Config(e.to_string()))?;
@@ -183,6 +201,12 @@ impl GroupConsumer {
     /// offset the next message produced will get.
     pub fn watermarks(&self, topic: Topic, partition: i32) -> Result<(i64, i64), KafkaTransportError> {
         self.inner.fetch_watermarks(&self.config.topic(topic), partition, Duration::from_secs(5)).map_err(|e| KafkaTransportError::Consume(e.to_string()))
+    }
+
+    /// The partition's low and high watermarks as of the last fetch response (refreshed with
+    /// librdkafka's statistics every 250 ms, served by `poll`); `None` before the first.
+    pub fn cached_watermarks(&self, topic: Topic, partition: i32) -> Option<(i64, i64)> {
+        self.inner.context().watermarks.lock().ok()?.get(&(self.config.topic(topic), partition)).copied()
     }
 
     /// How many partitions `topic` has.

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The Kafka deployment end to end: seedwatch collect → tansu → seedwatch detect → archive.
+# Called by benches/run.sh; alone: benches/kafka.sh DATA_DIR WORK_DIR
+# Prints the collector's rate and the detector's rate from start to the last event archived.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/seedwatch-target}"
+bin="$CARGO_TARGET_DIR/release/seedwatch"
+data="$1"
+work="$2"
+partitions="${SEEDWATCH_BENCH_PARTITIONS:-4}"
+command -v tansu >/dev/null || { echo "kafka.sh: needs tansu (cargo install tansu --locked --features dynostore,libsql)" >&2; exit 1; }
+
+dir="$work/kafka"
+rm -rf "$dir" && mkdir -p "$dir"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+broker="127.0.0.1:$port"
+(cd "$dir" && exec tansu broker --listener-url "tcp://$broker" --advertised-listener-url "tcp://$broker" --storage-engine memory://tansu/ >tansu.log 2>&1) &
+tansu_pid=$!
+detect_pid=""
+cleanup() { [ -n "$detect_pid" ] && kill "$detect_pid" 2>/dev/null; kill "$tansu_pid" 2>/dev/null; wait 2>/dev/null || true; }
+trap cleanup EXIT
+for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+"$bin" topics create --brokers "$broker" --partitions "$partitions" >/dev/null
+
+lines=$(wc -l < "$data/events.ndjson")
+echo "== 5. Kafka: collect $lines lines into $partitions partitions"
+/usr/bin/time -f "   wall %e s, peak RSS %M KiB, %P CPU" "$bin" collect file --input "$data/events.ndjson" --brokers "$broker" --fingerprint-key "$work/fp.key" 2>&1 | sed 's/^/   /'
+
+rules=(--locations "$data/locations.csv" --roster "$data/roster.csv")
+start=$(date +%s.%N)
+"$bin" detect --quiet --brokers "$broker" --archive "$dir/archive" --fingerprint-key "$work/fp.key" "${rules[@]}" 2>"$dir/detect.log" &
+detect_pid=$!
+expected=$(grep -c '"family"' "$data/events.ndjson" || true)
+archived=0
+# Bad lines can mention "family" too; stop when the count stops moving at (or above) the decodable lines.
+for _ in $(seq 1200); do
+  sleep 0.5
+  [ -d "$dir/archive" ] || continue
+  now=$("$bin" query --archive "$dir/archive" --format csv "SELECT (SELECT count(*) FROM login) + (SELECT count(*) FROM api) + (SELECT count(*) FROM sync) + (SELECT count(*) FROM audit) AS n" 2>/dev/null | sed -n 2p)
+  if [ -n "$now" ] && [ "$now" = "$archived" ] && [ "$now" -gt 0 ] && [ "$now" -ge $((expected - 100)) ]; then break; fi
+  archived="${now:-0}"
+done
+end=$(date +%s.%N)
+ps -o rss= -p "$detect_pid" | awk '{printf "   detector RSS now %d MiB\n", $1 / 1024}'
+awk -v n="$archived" -v s="$start" -v e="$end" 'BEGIN { d = e - s - 0.5; printf "   detect: %d events archived in %.1f s (%.0f events/s, one detector, poll overhead included)\n", n, d, n / d }'
