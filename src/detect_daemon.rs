@@ -359,13 +359,6 @@ impl State<'_> {
                 }
                 queue.checked = Some(Instant::now());
                 let topic = Topic::Events(*family);
-                // The statistics' high watermark only lags the broker's: behind it means behind, with no
-                // request. Caught up by it is confirmed with the broker (a stale one would release too early).
-                if let Some((low, high)) = consumer.cached_watermarks(topic, *partition) {
-                    if queue.next_offset.unwrap_or(low) < high {
-                        continue;
-                    }
-                }
                 match consumer.watermarks(topic, *partition) {
                     Ok((low, high)) => queue.caught_up = queue.next_offset.unwrap_or(low) >= high,
                     // The broker is unreachable: hold the rows until it answers again.

@@ -11,19 +11,12 @@ import json
 import sys
 from datetime import datetime
 
-from kafka import KafkaConsumer, TopicPartition
+from read_all import read_all
 
 brokers, prefix, out = sys.argv[1], sys.argv[2], sys.argv[3]
 raw_keys = sys.argv[4:]
 families = ["login", "api", "sync", "audit"]
 topics = [f"{prefix}.{f}" for f in families] + [f"{prefix}.dead_letter"]
-
-consumer = KafkaConsumer(bootstrap_servers=brokers, auto_offset_reset="earliest", enable_auto_commit=False,
-                         consumer_timeout_ms=5000)
-partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
-consumer.assign(partitions)
-consumer.seek_to_beginning(*partitions)
-ends = consumer.end_offsets(partitions)
 
 counts = {t: 0 for t in topics}
 bad_keys = 0
@@ -39,26 +32,18 @@ def event_time(value):
     return datetime.fromisoformat(str(t).replace("Z", "+00:00")).timestamp()
 
 
-remaining = {tp: ends[tp] for tp in partitions if ends[tp] > 0}
-while remaining:
-    batch = consumer.poll(timeout_ms=5000, max_records=10000)
-    if not batch:
-        break
-    for tp, records in batch.items():
-        for r in records:
-            counts[tp.topic] += 1
-            if r.offset + 1 >= ends[tp]:
-                remaining.pop(tp, None)
-            text = r.value.decode("utf-8")
-            raw_hits += sum(1 for k in raw_keys if k in text)
-            if tp.topic.endswith(".dead_letter"):
-                row = json.loads(text)
-                reasons[row.get("reason", "?")] = reasons.get(row.get("reason", "?"), 0) + 1
-                continue
-            value = json.loads(text)
-            if (r.key or b"").decode() != value.get("license", ""):
-                bad_keys += 1
-            events.append((event_time(value), len(events), text))
+for tp, r in read_all(brokers, topics):
+    counts[tp.topic] += 1
+    text = r.value.decode("utf-8")
+    raw_hits += sum(1 for k in raw_keys if k in text)
+    if tp.topic.endswith(".dead_letter"):
+        row = json.loads(text)
+        reasons[row.get("reason", "?")] = reasons.get(row.get("reason", "?"), 0) + 1
+        continue
+    value = json.loads(text)
+    if (r.key or b"").decode() != value.get("license", ""):
+        bad_keys += 1
+    events.append((event_time(value), len(events), text))
 
 events.sort()
 with open(out, "w") as f:
