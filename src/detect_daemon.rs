@@ -63,6 +63,8 @@ pub struct DetectOptions {
     pub kafka: KafkaConfig,
     /// Consumer group id.
     pub group: String,
+    /// Static group membership id (`group.instance.id`), stable across restarts.
+    pub instance_id: Option<String>,
     /// Archive root (shared by the group's members).
     pub archive: PathBuf,
     /// Rules directory.
@@ -174,7 +176,7 @@ pub fn detect(opts: &DetectOptions, stop: Arc<AtomicBool>) -> Result<DetectRepor
         tracing::info!(topic = %topic, partitions = opts.partitions, "topic created");
     }
     let producer = Producer::new(&opts.kafka)?;
-    let consumer = GroupConsumer::new(&opts.kafka, &opts.group)?;
+    let consumer = GroupConsumer::new(&opts.kafka, &opts.group, opts.instance_id.as_deref())?;
     let mut sink = open_writer(opts)?;
     let mut state = State { opts, rules, reference, tasks: BTreeMap::new(), report: RunReport::default(), out: DetectReport::default(), findings: Vec::new(), watermark: i64::MIN };
 

@@ -177,6 +177,11 @@ struct DetectArgs {
     /// Consumer group; every detector of one deployment uses the same.
     #[arg(long, default_value = "seedwatch-detect")]
     group: String,
+    /// Stable name of this detector in the group (static membership, e.g. the pod name): a
+    /// detector restarted under the same name gets its partitions back at once instead of
+    /// after the dead member's session expires. Unique per running detector.
+    #[arg(long, value_name = "NAME")]
+    instance_id: Option<String>,
     /// Archive directory, shared by the group's detectors (created if missing).
     #[arg(long)]
     archive: PathBuf,
@@ -598,6 +603,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             let opts = seedwatch::detect_daemon::DetectOptions {
                 kafka: args.kafka.config(),
                 group: args.group,
+                instance_id: args.instance_id,
                 archive: args.archive,
                 rules: default_rules(rules),
                 locations,

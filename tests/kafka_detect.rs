@@ -83,11 +83,12 @@ impl Deployment {
         self.dir.join("fingerprint.key").display().to_string()
     }
 
-    fn detector(&self, name: &str) -> Running {
+    fn detector(&self, name: &str, extra: &[&str]) -> Running {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{name}.log"))).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_seedwatch"))
             .args(["detect", "--brokers", &self.broker, "--archive", &self.archive.display().to_string(), "--fingerprint-key", &self.key(), "--commit-interval", "1s", "--quiet", "--log-level", "info"])
             .args(["--kafka-setting", "max.poll.interval.ms=20000"])
+            .args(extra)
             .args(["--rules", &common::repo().join("rules").display().to_string()])
             .args(["--locations", &self.data.join("locations.csv").display().to_string(), "--roster", &self.data.join("roster.csv").display().to_string()])
             .stdout(Stdio::from(log.try_clone().expect("log")))
@@ -200,8 +201,8 @@ fn two_detectors_in_one_group_archive_every_event_once_and_find_what_the_embedde
 
     // The first half through seedwatch's collector, before any detector runs.
     d.collect(&parts[0], &[]);
-    let a = d.detector("a");
-    let b = d.detector("b");
+    let a = d.detector("a", &[]);
+    let b = d.detector("b", &[]);
     // The second half from kafka-python, keyed by license with its own (Java) partitioner:
     // a license must land where seedwatch's producer puts it, or its state would be split.
     let out = Command::new(python()).args([common::repo().join("tests/kafka/produce.py").display().to_string(), d.broker.clone(), "seedwatch".into(), parts[1].display().to_string()]).output().expect("python");
@@ -252,22 +253,22 @@ fn append(to: &Path, from: &Path) {
 }
 
 #[test]
-#[ignore = "flaky on tansu 0.6: after kill -9 of the only group member, the restarted member's rejoin sometimes never completes (issue 4 notes); run with --ignored"]
 fn a_killed_detector_a_restarted_broker_and_a_killed_collector_lose_and_double_nothing() {
     let (dir, mut broker, d, expected) = setup(Storage::Sqlite);
     let parts = split(&d.data.join("events.ndjson"), &[0.3, 0.55, 0.8], dir.path());
 
-    // 1. kill -9 the detector once it has archived something, and start it again. One
-    //    member here: tansu 0.6 does not expire dead members by session timeout, and with a
-    //    second live member its group generations were seen to diverge after a kill (see the
-    //    issue notes); the two-member group is the test above. The restarted member's join
-    //    completes when the dead one misses the rebalance timeout (max.poll.interval.ms, 20 s).
+    // 1. kill -9 the detector once it has archived something, and start it again under the
+    //    same --instance-id (static membership, as a StatefulSet pod restarts): it takes its
+    //    partitions back and rebuilds their state from the archive. (Without an instance id
+    //    the restarted member waits for the dead one to be expired; tansu 0.6 was seen to
+    //    leave it unassigned, see the issue notes.)
     d.collect(&parts[0], &[]);
-    let a = d.detector("a");
+    let static_member = ["--instance-id", "detector-0"];
+    let a = d.detector("a", &static_member);
     let api = d.archive.join("api");
     wait_until("a first archive file", Duration::from_secs(60), || seedwatch_archive::writer::parquet_files(&api).is_ok_and(|f| !f.is_empty()));
     kill_9(a);
-    let mut a = d.detector("a-restarted");
+    let mut a = d.detector("a-restarted", &static_member);
     // The group must settle (every event of part 0 archived) before the broker goes down too.
     let part0 = embedded_part(&parts[0], &d.data, dir.path());
     d.wait_until_archived(&part0, false, Duration::from_secs(120), &["a", "a-restarted"], &mut [&mut a]);

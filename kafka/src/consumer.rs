@@ -125,8 +125,12 @@ pub const CONSUMED: [Topic; 5] = [Topic::Events(Family::Login), Topic::Events(Fa
 impl GroupConsumer {
     /// Join `group` and subscribe to [`CONSUMED`]. Settings in
     /// `config.settings` override the defaults below.
-    pub fn new(config: &KafkaConfig, group: &str) -> Result<Self, KafkaTransportError> {
-        let mut c: ClientConfig = config.client(&[
+    ///
+    /// `instance` makes the member static (`group.instance.id`): a member restarted under the
+    /// same id takes its place back without waiting for the old session to expire, which is
+    /// what a StatefulSet pod or a systemd unit that restarts after a crash wants.
+    pub fn new(config: &KafkaConfig, group: &str, instance: Option<&str>) -> Result<Self, KafkaTransportError> {
+        let mut defaults = vec![
             ("group.id", group),
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
@@ -141,7 +145,11 @@ impl GroupConsumer {
             ("max.poll.interval.ms", "60000"),
             // Watermarks for the caught-up checks and the lag metric (see `cached_watermarks`).
             ("statistics.interval.ms", "250"),
-        ]);
+        ];
+        if let Some(instance) = instance {
+            defaults.push(("group.instance.id", instance));
+        }
+        let mut c: ClientConfig = config.client(&defaults);
         c.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
         let inner: BaseConsumer<GroupContext> = c.create_with_context(GroupContext::default()).map_err(|e| KafkaTransportError::Config(e.to_string()))?;
         let topics: HashMap<String, Topic> = CONSUMED.iter().map(|t| (config.topic(*t), *t)).collect();
