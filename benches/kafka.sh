@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The Kafka deployment end to end: seedwatch collect → tansu → seedwatch detect → archive.
 # Called by benches/run.sh; alone: benches/kafka.sh DATA_DIR WORK_DIR
-# Prints the collector's rate and the detector's rate from start to the last event archived.
+# Prints, against one local tansu in one run: the transport's own ceiling (benches/transport.rs:
+# the same lines produced then consumed, unparsed), the collector's rate, the detector's rate
+# from start to the last event archived, and end to end against the ceiling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/seedwatch-target}"
@@ -24,8 +26,14 @@ for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break;
 "$bin" topics create --brokers "$broker" --partitions "$partitions" >/dev/null
 
 lines=$(wc -l < "$data/events.ndjson")
-echo "== 5. Kafka: collect $lines lines into $partitions partitions"
-/usr/bin/time -f "   wall %e s, peak RSS %M KiB, %P CPU" "$bin" collect file --input "$data/events.ndjson" --brokers "$broker" --fingerprint-key "$work/fp.key" 2>&1 | sed 's/^/   /'
+echo "== 5. Kafka end to end, $lines lines, $partitions partitions, tansu on this machine"
+SEEDWATCH_BENCH_BROKERS="$broker" SEEDWATCH_BENCH_INPUT="$data/events.ndjson" SEEDWATCH_BENCH_PARTITIONS="$partitions" \
+  cargo bench --locked --quiet --bench transport 2>"$dir/transport.err" | tee "$dir/transport.txt" | sed 's/^/   /'
+ceiling=$(sed -n 's/^transport\/ceiling: produce then consume \([0-9.]*\) s.*/\1/p' "$dir/transport.txt")
+[ -n "$ceiling" ] || { echo "kafka.sh: the transport ceiling did not run" >&2; exit 1; }
+collect_start=$(date +%s.%N)
+/usr/bin/time -f "   collect: wall %e s, peak RSS %M KiB, %P CPU" "$bin" collect file --input "$data/events.ndjson" --brokers "$broker" --fingerprint-key "$work/fp.key" 2>&1 | sed 's/^/   /'
+collect_end=$(date +%s.%N)
 
 rules=(--locations "$data/locations.csv" --roster "$data/roster.csv")
 start=$(date +%s.%N)
@@ -43,4 +51,8 @@ for _ in $(seq 1200); do
 done
 end=$(date +%s.%N)
 ps -o rss= -p "$detect_pid" | awk '{printf "   detector RSS now %d MiB\n", $1 / 1024}'
-awk -v n="$archived" -v s="$start" -v e="$end" 'BEGIN { d = e - s - 0.5; printf "   detect: %d events archived in %.1f s (%.0f events/s, one detector, poll overhead included)\n", n, d, n / d }'
+awk -v n="$archived" -v s="$start" -v e="$end" -v cs="$collect_start" -v ce="$collect_end" -v lines="$lines" -v ceiling="$ceiling" 'BEGIN {
+  d = e - s - 0.5; c = ce - cs
+  printf "   detect: %d events archived in %.1f s (%.0f events/s, one detector, group join and poll overhead included)\n", n, d, n / d
+  printf "   end to end: collect %.1f s + detect %.1f s = %.0f events/s; transport ceiling %.0f messages/s; %.0f%% of it\n", c, d, lines / (c + d), lines / ceiling, 100 * ceiling / (c + d)
+}'

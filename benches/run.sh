@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Every seedwatch benchmark from one command (README "Performance").
 #
-#   benches/run.sh            # criterion micro-benchmarks, end to end, DuckDB comparison
-#   SEEDWATCH_BENCH_LOCATIONS=100 SEEDWATCH_BENCH_DAYS=175 benches/run.sh   # ~10 M events
+#   benches/run.sh            # all seven benchmarks and the DuckDB comparison
+#   SEEDWATCH_BENCH_LOCATIONS=100 SEEDWATCH_BENCH_DAYS=175 benches/run.sh   # ~10 M events end to end
+#   SEEDWATCH_BENCH_QUERY_EVENTS=10000000 benches/run.sh                      # a smaller query archive
 #
 # Results: criterion's report under $CARGO_TARGET_DIR/criterion, and
-# $SEEDWATCH_BENCH_DIR/{e2e.txt,compare.json}. Run it on an otherwise idle machine.
+# $SEEDWATCH_BENCH_DIR/{e2e.txt,compare.json,kafka/}. Run it on an otherwise idle machine.
+# The first run builds the 100 M-event query archive (~9 min, 3.3 GB, kept for later runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/seedwatch-target}"
@@ -46,3 +48,10 @@ done
 echo "== side by side with DuckDB"
 "$venv/bin/python" benches/compare.py "$bin" "$data" "$work"
 benches/kafka.sh "$data" "$work"
+
+echo "== 6. analyst queries over an archive of ${SEEDWATCH_BENCH_QUERY_EVENTS:-100000000} events"
+SEEDWATCH_BENCH_DIR="$work" cargo bench --locked --quiet --bench query 2>&1 | grep -v '^query: building' | sed 's/^/   /'
+"$venv/bin/python" benches/query_duckdb.py "$work/query-archive-${SEEDWATCH_BENCH_QUERY_EVENTS:-100000000}" | sed 's/^/   /'
+
+echo "== 7. detector state per tracked key, 1 M keys"
+cargo bench --locked --quiet --bench state 2>&1 | sed 's/^/   /'

@@ -34,13 +34,15 @@ struct OpenFinding {
 struct KeyState {
     /// Count mode: the last N matches (time, event id), oldest first.
     recent: VecDeque<(i64, Box<str>)>,
-    /// Distinct mode: value -> (last seen, event id of that sighting).
-    distinct: BTreeMap<Box<str>, (i64, Box<str>)>,
+    /// Distinct mode: (value, last seen, event id of that sighting), unordered. A vector,
+    /// not a map: a key holds a handful of values, and a map's first node alone is ~450 bytes.
+    distinct: Vec<(Box<str>, i64, Box<str>)>,
     /// Trend mode: the last readings (time, value, event id), oldest first.
     readings: VecDeque<(i64, i64, Box<str>)>,
     /// Newest event time seen for the key.
     last_seen: i64,
-    open: Option<OpenFinding>,
+    // Boxed: most keys have no open finding, and a finding is several hundred bytes.
+    open: Option<Box<OpenFinding>>,
 }
 
 /// Absence rules: the last matching event per key.
@@ -53,7 +55,7 @@ struct AbsentKey {
     license: Box<str>,
     location: Box<str>,
     subject: Box<str>,
-    open: Option<Finding>,
+    open: Option<Box<Finding>>,
 }
 
 /// New-value rules: what each key has been seen with.
@@ -78,16 +80,18 @@ struct HourlyKey {
     /// Local hour of day of the current hour (the location's timezone from
     /// locations.csv, else UTC), so that DST does not shift the comparison.
     slot: usize,
-    /// Per local hour of day: (day, volume) of past active hours, oldest first.
+    /// Per local hour of day: (day, volume) of past active hours, oldest first. Empty
+    /// until the key's first hour is over (most keys of a large fleet are new or rare).
     samples: Vec<VecDeque<(i64, f64)>>,
-    open: Option<Finding>,
+    open: Option<Box<Finding>>,
 }
 
 #[derive(Debug)]
 struct RuleState {
     rule: CompiledRule,
-    keys: HashMap<Box<[u8]>, KeyState>,
-    hourly: HashMap<Box<[u8]>, HourlyKey>,
+    // Boxed values keep the table's slots small: a table is up to half empty after it grows.
+    keys: HashMap<Box<[u8]>, Box<KeyState>>,
+    hourly: HashMap<Box<[u8]>, Box<HourlyKey>>,
     seen: HashMap<Box<[u8]>, SeenValues>,
     absent: HashMap<Box<[u8]>, AbsentKey>,
     converter: RowConverter,
@@ -260,9 +264,9 @@ impl RuleEngine {
     /// close, and the archive keeps the first.
     pub fn open_snapshot(&self, out: &mut Vec<Finding>) {
         for state in &self.rules {
-            let mut open: Vec<Finding> = state.hourly.values().filter_map(|k| k.open.clone()).collect();
-            open.extend(state.absent.values().filter_map(|k| k.open.clone()));
-            open.extend(state.keys.values().filter_map(|k| k.open.clone()).map(|o| render(&state.rule, o)));
+            let mut open: Vec<Finding> = state.hourly.values().filter_map(|k| k.open.as_deref().cloned()).collect();
+            open.extend(state.absent.values().filter_map(|k| k.open.as_deref().cloned()));
+            open.extend(state.keys.values().filter_map(|k| k.open.as_deref().cloned()).map(|o| render(&state.rule, o)));
             sort_findings(&mut open);
             out.extend(open);
         }
@@ -270,7 +274,7 @@ impl RuleEngine {
 
     /// Keys currently tracked across all rules (for memory reporting).
     pub fn tracked_keys(&self) -> usize {
-        self.rules.iter().map(|r| r.keys.len()).sum()
+        self.rules.iter().map(|r| r.keys.len() + r.hourly.len() + r.seen.len() + r.absent.len()).sum()
     }
 }
 
@@ -317,9 +321,9 @@ impl Detector for RuleEngine {
     fn flush(&mut self, out: &mut Vec<Finding>) {
         for state in &mut self.rules {
             // Each rule type keeps its open findings in its own map; at most one is non-empty.
-            let mut open: Vec<Finding> = state.hourly.values_mut().filter_map(|k| k.open.take()).collect();
-            open.extend(state.absent.values_mut().filter_map(|k| k.open.take()));
-            open.extend(state.keys.values_mut().filter_map(|k| k.open.take()).map(|o| render(&state.rule, o)));
+            let mut open: Vec<Finding> = state.hourly.values_mut().filter_map(|k| k.open.take()).map(|f| *f).collect();
+            open.extend(state.absent.values_mut().filter_map(|k| k.open.take()).map(|f| *f));
+            open.extend(state.keys.values_mut().filter_map(|k| k.open.take()).map(|o| render(&state.rule, *o)));
             sort_findings(&mut open);
             out.extend(open);
             state.expiries.clear();
@@ -390,7 +394,7 @@ impl RuleState {
             if let Some(mut k) = self.absent.remove(keys.row(i).as_ref()) {
                 if let Some(mut f) = k.open.take() {
                     f.details = absence_details(&f, f.window_end, true);
-                    out.push(f);
+                    out.push(*f);
                 }
             }
         }
@@ -491,8 +495,8 @@ impl RuleState {
             }
         };
         if !self.hourly.contains_key(key) {
-            let fresh = HourlyKey { hour, total: 0.0, events: 0, baseline: None, slot: local_hour(hour), samples: vec![VecDeque::new(); 24], open: None };
-            self.hourly.insert(Box::from(key), fresh);
+            let fresh = HourlyKey { hour, total: 0.0, events: 0, baseline: None, slot: local_hour(hour), samples: Vec::new(), open: None };
+            self.hourly.insert(Box::from(key), Box::new(fresh));
         }
         let Some(k) = self.hourly.get_mut(key) else { return };
         if hour < k.hour {
@@ -500,7 +504,10 @@ impl RuleState {
             return;
         }
         if hour > k.hour {
-            let slot = &mut k.samples[k.slot];
+            if k.samples.is_empty() {
+                k.samples.resize(24, VecDeque::new());
+            }
+            let Some(slot) = k.samples.get_mut(k.slot) else { return };
             let day = k.hour.div_euclid(24);
             if k.events > 0 {
                 slot.push_back((day, k.total));
@@ -509,14 +516,14 @@ impl RuleState {
                 slot.pop_front();
             }
             if let Some(f) = k.open.take() {
-                out.push(f);
+                out.push(*f);
             }
             k.hour = hour;
             k.slot = local_hour(hour);
             k.total = 0.0;
             k.events = 0;
             let horizon = hour.div_euclid(24) - b.history_days as i64;
-            let past: Vec<f64> = k.samples[k.slot].iter().filter(|(d, _)| *d >= horizon).map(|(_, v)| *v).collect();
+            let past: Vec<f64> = k.samples.get(k.slot).into_iter().flatten().filter(|(d, _)| *d >= horizon).map(|(_, v)| *v).collect();
             k.baseline = (past.len() >= b.min_samples).then(|| {
                 use statrs::statistics::{Data, Median};
                 let median = Data::new(past.clone()).median();
@@ -550,7 +557,7 @@ impl RuleState {
                 let place = Place::of_row(cols, row);
                 let mut f = new_finding(&self.rule, key, self.rule.severity, &place, (hour * HOUR_MS, t), k.events, vec![event_id.to_string()], now);
                 f.details = details;
-                k.open = Some(f);
+                k.open = Some(Box::new(f));
             }
         }
     }
@@ -567,7 +574,7 @@ impl RuleState {
             }
             let gap = absence_severity(&self.rule, &k.state, t - k.last_ok, reference);
             if let (None, Some(severity)) = (&k.open, gap) {
-                k.open = Some(absence_finding(&self.rule, key, k, severity, t, now));
+                k.open = Some(Box::new(absence_finding(&self.rule, key, k, severity, t, now)));
             }
             if let Some(mut f) = k.open.take() {
                 f.severity = gap.map_or(f.severity, |g| f.severity.max(g));
@@ -576,7 +583,7 @@ impl RuleState {
                     f.evidence.push(event_id.to_string());
                 }
                 f.details = absence_details(&f, t, true);
-                out.push(f);
+                out.push(*f);
             }
             k.last_ok = t;
             k.last_event_id = Box::from(event_id);
@@ -610,7 +617,7 @@ impl RuleState {
                     f.details = absence_details(f, watermark, false);
                 }
                 None => {
-                    k.open = Some(absence_finding(&self.rule, key, k, severity, watermark, now));
+                    k.open = Some(Box::new(absence_finding(&self.rule, key, k, severity, watermark, now)));
                     opened += 1;
                 }
             }
@@ -662,15 +669,19 @@ impl RuleState {
                     return false;
                 }
                 let horizon = t - rule.window_ms;
-                state.distinct.retain(|_, (seen, _)| *seen >= horizon);
+                state.distinct.retain(|(_, seen, _)| *seen >= horizon);
                 let value = values.value(row);
-                match state.distinct.get_mut(value) {
-                    Some(entry) => *entry = ((*entry).0.max(t), Box::from(event_id)),
+                match state.distinct.iter_mut().find(|(v, _, _)| v.as_ref() == value) {
+                    Some(entry) => *entry = (std::mem::take(&mut entry.0), entry.1.max(t), Box::from(event_id)),
                     None => {
-                        state.distinct.insert(Box::from(value), (t, Box::from(event_id)));
+                        if state.distinct.len() < 4 {
+                            // Grow one at a time while small (a push on an empty vector reserves four).
+                            state.distinct.reserve_exact(1);
+                        }
+                        state.distinct.push((Box::from(value), t, Box::from(event_id)));
                     }
                 }
-                let first = state.distinct.values().map(|(s, _)| *s).min().unwrap_or(t);
+                let first = state.distinct.iter().map(|(_, s, _)| *s).min().unwrap_or(t);
                 (state.distinct.len() >= threshold, first)
             }
         };
@@ -701,7 +712,7 @@ impl RuleState {
             }
         }
         if let Some(previous) = state.open.take() {
-            out.push(render(rule, previous));
+            out.push(render(rule, *previous));
         }
 
         let (evidence, count, distinct_values): (Vec<String>, usize, Vec<String>) = match (cols.gauge, cols.distinct) {
@@ -712,7 +723,7 @@ impl RuleState {
             ),
             (None, None) => (state.recent.iter().take(MAX_EVIDENCE).map(|(_, id)| id.to_string()).collect(), state.recent.len(), Vec::new()),
             (None, Some(_)) => {
-                let mut seen: Vec<(&i64, &Box<str>, &Box<str>)> = state.distinct.iter().map(|(v, (s, id))| (s, id, v)).collect();
+                let mut seen: Vec<(&i64, &Box<str>, &Box<str>)> = state.distinct.iter().map(|(v, s, id)| (s, id, v)).collect();
                 seen.sort();
                 (
                     seen.iter().take(MAX_EVIDENCE).map(|(_, id, _)| id.to_string()).collect(),
@@ -728,7 +739,7 @@ impl RuleState {
         };
         let finding = new_finding(rule, key, severity, &Place::of_row(cols, row), (first_time, t), count as i64, evidence, now);
         let expiry = first_time.saturating_add(rule.suppress_ms);
-        state.open = Some(OpenFinding { finding, distinct_values, threshold: threshold_n });
+        state.open = Some(Box::new(OpenFinding { finding, distinct_values, threshold: threshold_n }));
         self.sequence += 1;
         self.expiries.insert((expiry, self.sequence), Box::from(key));
         true
@@ -745,7 +756,7 @@ impl RuleState {
                 let due = state.open.as_ref().is_some_and(|o| o.finding.window_start.saturating_add(self.rule.suppress_ms) == expiry);
                 if due {
                     if let Some(open) = state.open.take() {
-                        out.push(render(&self.rule, open));
+                        out.push(render(&self.rule, *open));
                     }
                 }
             }

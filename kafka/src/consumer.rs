@@ -193,7 +193,9 @@ impl GroupConsumer {
             .collect()
     }
 
-    /// Commit `next` offsets (the offset of the next message to read) and wait for the broker.
+    /// Commit `next` offsets (the offset of the next message to read). Asynchronous: a
+    /// synchronous commit was seen to block for good across a broker restart, and a commit
+    /// that is lost only means a longer replay, which the archive's dedup absorbs.
     pub fn commit(&self, next: &[(Topic, i32, i64)]) -> Result<(), KafkaTransportError> {
         if next.is_empty() {
             return Ok(());
@@ -202,7 +204,7 @@ impl GroupConsumer {
         for (topic, partition, offset) in next {
             list.add_partition_offset(&self.config.topic(*topic), *partition, Offset::Offset(*offset)).map_err(|e| KafkaTransportError::Commit(e.to_string()))?;
         }
-        self.inner.commit(&list, CommitMode::Sync).map_err(|e| KafkaTransportError::Commit(e.to_string()))
+        self.inner.commit(&list, CommitMode::Async).map_err(|e| KafkaTransportError::Commit(e.to_string()))
     }
 
     /// The partition's low and high watermarks: the oldest offset kept and the
