@@ -5,7 +5,8 @@
 //! `ArchiveWriter`, then times the analyst queries of `benches/queries.sql` through DataFusion: the first (cold
 //! session) run and the best of three warm runs.
 //!
-//! Run: `cargo bench --bench query` (`SEEDWATCH_BENCH_QUERY_EVENTS` changes the 100 million).
+//! Run: `cargo bench --bench query` (`SEEDWATCH_BENCH_QUERY_EVENTS` changes the 100 million,
+//! `SEEDWATCH_BENCH_QUERY=top` runs only the queries whose name contains `top`).
 //! Shape of the data: a multi-state operator over 120 days, 25% login events (5,000 users,
 //! 50,000 source addresses, 4% failures), 75% API calls (2,000 integration keys).
 
@@ -139,7 +140,9 @@ fn main() {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        for (label, sql) in queries() {
+        // SEEDWATCH_BENCH_QUERY picks the queries whose name contains it (for profiling one).
+        let only = std::env::var("SEEDWATCH_BENCH_QUERY").unwrap_or_default();
+        for (label, sql) in queries().into_iter().filter(|(label, _)| label.contains(only.as_str())) {
             let ctx = open_session(&root).await.expect("session");
             let t = Instant::now();
             let rows: usize = run_query(&ctx, sql).await.expect("query").iter().map(|b| b.num_rows()).sum();
