@@ -672,7 +672,10 @@ impl RuleState {
                 state.distinct.retain(|(_, seen, _)| *seen >= horizon);
                 let value = values.value(row);
                 match state.distinct.iter_mut().find(|(v, _, _)| v.as_ref() == value) {
-                    Some(entry) => *entry = (std::mem::take(&mut entry.0), entry.1.max(t), Box::from(event_id)),
+                    Some((_, seen, id)) => {
+                        *seen = (*seen).max(t);
+                        *id = Box::from(event_id);
+                    }
                     None => {
                         if state.distinct.len() < 4 {
                             // Grow one at a time while small (a push on an empty vector reserves four).

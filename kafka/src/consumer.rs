@@ -143,7 +143,8 @@ impl GroupConsumer {
             // group up to this long on brokers that do not expire sessions (tansu 0.6).
             // A detector polls between batches and warm-ups, well within it.
             ("max.poll.interval.ms", "60000"),
-            // Watermarks for the caught-up checks and the lag metric (see `cached_watermarks`).
+            // Watermarks for the lag metric (see `cached_watermarks`; the caught-up checks ask the
+            // broker, since a cached high watermark can be stale and release rows too early).
             ("statistics.interval.ms", "250"),
         ];
         if let Some(instance) = instance {
