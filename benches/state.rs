@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use seedwatch_detect::reference::Reference;
-use seedwatch_detect::{load_rules, Detector, RuleEngine};
+use seedwatch_detect::{load_rules, CompiledRule, Detector, RuleEngine};
 use seedwatch_ingest::source::{LineChunk, LineSpan};
 use seedwatch_ingest::{Decoder, Fingerprinter, Redactor};
 use seedwatch_schemas::EventBatch;
@@ -77,11 +77,10 @@ fn held(region: &Region<'_, System>) -> i64 {
     c.bytes_allocated as i64 - c.bytes_deallocated as i64 + c.bytes_reallocated as i64
 }
 
-fn measure(what: &str, n: usize, batches: &[EventBatch], rules_dir: &Path) {
-    let rules = load_rules(rules_dir).expect("rules");
-    let reference = Arc::new(Reference::load(rules_dir, None, None).expect("reference"));
+/// The engine's heap after `batches`, and the keys it tracks.
+fn held_by(rules: Vec<CompiledRule>, reference: &Arc<Reference>, batches: &[EventBatch]) -> (i64, usize, usize, f64) {
     let region = Region::new(GLOBAL);
-    let mut engine = RuleEngine::with_reference(rules, reference).expect("engine");
+    let mut engine = RuleEngine::with_reference(rules, reference.clone()).expect("engine");
     let empty = held(&region);
     let mut findings = Vec::new();
     let started = std::time::Instant::now();
@@ -92,7 +91,12 @@ fn measure(what: &str, n: usize, batches: &[EventBatch], rules_dir: &Path) {
     let found = findings.len();
     drop(findings);
     let state = held(&region) - empty;
-    let keys = engine.tracked_keys();
+    (state, engine.tracked_keys(), found, seconds)
+}
+
+fn measure(what: &str, n: usize, batches: &[EventBatch], rules_dir: &Path) {
+    let reference = Arc::new(Reference::load(rules_dir, None, None).expect("reference"));
+    let (state, keys, found, seconds) = held_by(load_rules(rules_dir).expect("rules"), &reference, batches);
     println!(
         "state/{what}: {n} distinct, {keys} keys tracked across rules, {:.1} MiB held: {:.0} bytes per {what}, {:.0} bytes per tracked key ({found} findings, {:.0} k events/s)",
         state as f64 / 1048576.0,
@@ -100,7 +104,15 @@ fn measure(what: &str, n: usize, batches: &[EventBatch], rules_dir: &Path) {
         state as f64 / keys.max(1) as f64,
         n as f64 / seconds / 1000.0
     );
-    drop(engine);
+    // The same, one rule at a time: which structure the bytes are in.
+    let family = batches.first().map(|b| b.family);
+    for rule in load_rules(rules_dir).expect("rules").into_iter().filter(|r| Some(r.family) == family) {
+        let (id, kind) = (rule.id.clone(), format!("{:?}", rule.rule_type).to_lowercase());
+        let (state, keys, _, _) = held_by(vec![rule], &reference, batches);
+        if keys > 0 {
+            println!("state/{what}/{id} ({kind}): {keys} keys, {:.0} bytes per key", state as f64 / keys as f64);
+        }
+    }
 }
 
 fn main() {

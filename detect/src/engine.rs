@@ -32,17 +32,30 @@ struct OpenFinding {
 
 #[derive(Debug, Default)]
 struct KeyState {
-    /// Count mode: the last N matches (time, event id), oldest first.
-    recent: VecDeque<(i64, Box<str>)>,
-    /// Distinct mode: (value, last seen, event id of that sighting), unordered. A vector,
-    /// not a map: a key holds a handful of values, and a map's first node alone is ~450 bytes.
-    distinct: Vec<(Box<str>, i64, Box<str>)>,
-    /// Trend mode: the last readings (time, value, event id), oldest first.
-    readings: VecDeque<(i64, i64, Box<str>)>,
+    window: Window,
     /// Newest event time seen for the key.
     last_seen: i64,
     // Boxed: most keys have no open finding, and a finding is several hundred bytes.
     open: Option<Box<OpenFinding>>,
+}
+
+/// What a threshold or trend key remembers of its window. A rule uses one kind, so the
+/// kinds share one field (`benches/state.rs`: three separate fields were 48 bytes of every key).
+#[derive(Debug)]
+enum Window {
+    /// Count mode: the last N matches (time, event id), oldest first.
+    Recent(VecDeque<(i64, Box<str>)>),
+    /// Distinct mode: (value, last seen, event id of that sighting), unordered. A vector,
+    /// not a map: a key holds a handful of values, and a map's first node alone is ~450 bytes.
+    Distinct(Vec<(Box<str>, i64, Box<str>)>),
+    /// Trend mode: the last readings (time, value, event id), oldest first.
+    Readings(VecDeque<(i64, i64, Box<str>)>),
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window::Recent(VecDeque::new())
+    }
 }
 
 /// Absence rules: the last matching event per key.
@@ -62,8 +75,40 @@ struct AbsentKey {
 #[derive(Debug, Default)]
 struct SeenValues {
     first_seen: i64,
-    /// Value hash -> last seen (event time).
-    values: HashMap<u64, i64>,
+    values: Sightings,
+}
+
+impl SeenValues {
+    fn new(first_seen: i64) -> Self {
+        Self { first_seen, values: Sightings::default() }
+    }
+}
+
+/// Value hash -> newest sighting (event time), sorted by hash. A vector sized to fit, not a
+/// map: most keys have one or two values, and an empty map's first allocation alone is larger
+/// than a dozen entries here (`benches/state.rs`).
+#[derive(Debug, Default)]
+struct Sightings(Vec<(u64, i64)>);
+
+impl Sightings {
+    /// When `hash` was last seen.
+    fn last_seen(&self, hash: u64) -> Option<i64> {
+        self.0.binary_search_by_key(&hash, |(h, _)| *h).ok().map(|i| self.0[i].1)
+    }
+
+    /// Record a sighting at `time`, keeping the newest.
+    fn record(&mut self, hash: u64, time: i64) {
+        match self.0.binary_search_by_key(&hash, |(h, _)| *h) {
+            Ok(i) => self.0[i].1 = self.0[i].1.max(time),
+            Err(i) => {
+                // Exact growth while small: the usual key never gets a second value.
+                if self.0.len() < 4 {
+                    self.0.reserve_exact(1);
+                }
+                self.0.insert(i, (hash, time));
+            }
+        }
+    }
 }
 
 const HOUR_MS: i64 = 3_600_000;
@@ -182,13 +227,11 @@ impl RuleEngine {
             }
             let key = keys.row(row);
             if !state.seen.contains_key(key.as_ref()) {
-                state.seen.insert(Box::from(key.as_ref()), SeenValues { first_seen: first.value(row), values: HashMap::new() });
+                state.seen.insert(Box::from(key.as_ref()), SeenValues::new(first.value(row)));
             }
             if let Some(seen) = state.seen.get_mut(key.as_ref()) {
                 seen.first_seen = seen.first_seen.min(first.value(row));
-                let hash = xxhash_rust::xxh3::xxh3_64(values.value(row).as_bytes());
-                let entry = seen.values.entry(hash).or_insert(last.value(row));
-                *entry = (*entry).max(last.value(row));
+                seen.values.record(xxhash_rust::xxh3::xxh3_64(values.value(row).as_bytes()), last.value(row));
             }
         }
         Ok(state.seen.len() - before)
@@ -643,49 +686,59 @@ impl RuleState {
                 if gauge.is_null(row) {
                     return false;
                 }
-                let at = state.readings.partition_point(|(rt, _, _)| *rt <= t);
-                state.readings.insert(at, (t, gauge.value(row), Box::from(event_id)));
-                while state.readings.len() > trend.points {
-                    state.readings.pop_front();
+                if !matches!(state.window, Window::Readings(_)) {
+                    state.window = Window::Readings(VecDeque::new());
                 }
-                let r = &state.readings;
+                let Window::Readings(readings) = &mut state.window else { return false };
+                let at = readings.partition_point(|(rt, _, _)| *rt <= t);
+                readings.insert(at, (t, gauge.value(row), Box::from(event_id)));
+                while readings.len() > trend.points {
+                    readings.pop_front();
+                }
+                let r = &*readings;
                 let (first, last) = (r.front().map_or((t, 0), |x| (x.0, x.1)), r.back().map_or((t, 0), |x| (x.0, x.1)));
                 let never_falls = r.iter().zip(r.iter().skip(1)).all(|(a, b)| b.1 >= a.1);
                 let held = r.iter().rev().take(trend.sustained).all(|x| x.1 >= trend.above);
                 (r.len() == trend.points && last.0 - first.0 <= rule.window_ms && never_falls && last.1 > first.1 && held, first.0)
             }
             (None, None) => {
-                let at = state.recent.partition_point(|(rt, _)| *rt <= t);
-                state.recent.insert(at, (t, Box::from(event_id)));
-                while state.recent.len() > threshold {
-                    state.recent.pop_front();
+                // Recent is the default kind: no switch needed.
+                let Window::Recent(recent) = &mut state.window else { return false };
+                let at = recent.partition_point(|(rt, _)| *rt <= t);
+                recent.insert(at, (t, Box::from(event_id)));
+                while recent.len() > threshold {
+                    recent.pop_front();
                 }
-                let first = state.recent.front().map_or(t, |(ft, _)| *ft);
-                let last = state.recent.back().map_or(t, |(lt, _)| *lt);
-                (state.recent.len() >= threshold && last - first <= rule.window_ms, first)
+                let first = recent.front().map_or(t, |(ft, _)| *ft);
+                let last = recent.back().map_or(t, |(lt, _)| *lt);
+                (recent.len() >= threshold && last - first <= rule.window_ms, first)
             }
             (None, Some(values)) => {
                 if values.is_null(row) {
                     return false;
                 }
+                if !matches!(state.window, Window::Distinct(_)) {
+                    state.window = Window::Distinct(Vec::new());
+                }
+                let Window::Distinct(distinct) = &mut state.window else { return false };
                 let horizon = t - rule.window_ms;
-                state.distinct.retain(|(_, seen, _)| *seen >= horizon);
+                distinct.retain(|(_, seen, _)| *seen >= horizon);
                 let value = values.value(row);
-                match state.distinct.iter_mut().find(|(v, _, _)| v.as_ref() == value) {
+                match distinct.iter_mut().find(|(v, _, _)| v.as_ref() == value) {
                     Some((_, seen, id)) => {
                         *seen = (*seen).max(t);
                         *id = Box::from(event_id);
                     }
                     None => {
-                        if state.distinct.len() < 4 {
+                        if distinct.len() < 4 {
                             // Grow one at a time while small (a push on an empty vector reserves four).
-                            state.distinct.reserve_exact(1);
+                            distinct.reserve_exact(1);
                         }
-                        state.distinct.push((Box::from(value), t, Box::from(event_id)));
+                        distinct.push((Box::from(value), t, Box::from(event_id)));
                     }
                 }
-                let first = state.distinct.iter().map(|(_, s, _)| *s).min().unwrap_or(t);
-                (state.distinct.len() >= threshold, first)
+                let first = distinct.iter().map(|(_, s, _)| *s).min().unwrap_or(t);
+                (distinct.len() >= threshold, first)
             }
         };
         if !fires {
@@ -718,15 +771,15 @@ impl RuleState {
             out.push(render(rule, *previous));
         }
 
-        let (evidence, count, distinct_values): (Vec<String>, usize, Vec<String>) = match (cols.gauge, cols.distinct) {
-            (Some(_), _) => (
-                state.readings.iter().map(|(_, _, id)| id.to_string()).collect(),
-                state.readings.len(),
-                state.readings.iter().map(|(_, v, _)| v.to_string()).collect(),
+        let (evidence, count, distinct_values): (Vec<String>, usize, Vec<String>) = match &state.window {
+            Window::Readings(readings) => (
+                readings.iter().map(|(_, _, id)| id.to_string()).collect(),
+                readings.len(),
+                readings.iter().map(|(_, v, _)| v.to_string()).collect(),
             ),
-            (None, None) => (state.recent.iter().take(MAX_EVIDENCE).map(|(_, id)| id.to_string()).collect(), state.recent.len(), Vec::new()),
-            (None, Some(_)) => {
-                let mut seen: Vec<(&i64, &Box<str>, &Box<str>)> = state.distinct.iter().map(|(v, s, id)| (s, id, v)).collect();
+            Window::Recent(recent) => (recent.iter().take(MAX_EVIDENCE).map(|(_, id)| id.to_string()).collect(), recent.len(), Vec::new()),
+            Window::Distinct(distinct) => {
+                let mut seen: Vec<(&i64, &Box<str>, &Box<str>)> = distinct.iter().map(|(v, s, id)| (s, id, v)).collect();
                 seen.sort();
                 (
                     seen.iter().take(MAX_EVIDENCE).map(|(_, id, _)| id.to_string()).collect(),
@@ -861,15 +914,14 @@ fn new_value_mask(
         let t = time.value(row);
         let key = keys.row(row);
         if !seen.contains_key(key.as_ref()) {
-            seen.insert(Box::from(key.as_ref()), SeenValues { first_seen: t, values: HashMap::new() });
+            seen.insert(Box::from(key.as_ref()), SeenValues::new(t));
         }
         let Some(state) = seen.get_mut(key.as_ref()) else { continue };
         let hash = xxhash_rust::xxh3::xxh3_64(values.value(row).as_bytes());
-        let known = state.values.get(&hash).is_some_and(|last| t - *last <= nv.history_ms);
+        let known = state.values.last_seen(hash).is_some_and(|last| t - last <= nv.history_ms);
         let learning = t - state.first_seen < nv.learning_ms;
         is_new[row] = !known && !learning;
-        let last = state.values.entry(hash).or_insert(t);
-        *last = (*last).max(t);
+        state.values.record(hash, t);
     }
     Ok(BooleanArray::from(is_new))
 }
@@ -944,3 +996,35 @@ pub fn sort_findings(findings: &mut [Finding]) {
     findings.sort_by(|a, b| (a.window_start, &a.rule, &a.finding_id).cmp(&(b.window_start, &b.rule, &b.finding_id)));
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::Sightings;
+
+    #[test]
+    fn sightings_keep_the_newest_time_per_value_in_any_insertion_order() {
+        let mut s = Sightings::default();
+        for (hash, time) in [(30, 5), (10, 7), (20, 1), (10, 3), (30, 9), (5, 2)] {
+            s.record(hash, time);
+        }
+        assert_eq!(s.last_seen(10), Some(7), "an older sighting must not overwrite a newer one");
+        assert_eq!(s.last_seen(30), Some(9));
+        assert_eq!(s.last_seen(20), Some(1));
+        assert_eq!(s.last_seen(5), Some(2));
+        assert_eq!(s.last_seen(15), None);
+        assert_eq!(s.0.iter().map(|(h, _)| *h).collect::<Vec<_>>(), [5, 10, 20, 30]);
+    }
+
+    #[test]
+    fn a_key_holds_one_window_kind() {
+        // Three window fields side by side were 104 bytes; every tracked key pays this.
+        assert!(std::mem::size_of::<super::KeyState>() <= 56, "{}", std::mem::size_of::<super::KeyState>());
+    }
+
+    #[test]
+    fn a_single_sighting_allocates_one_entry() {
+        let mut s = Sightings::default();
+        s.record(1, 1);
+        assert_eq!(s.0.capacity(), 1);
+    }
+}
