@@ -21,6 +21,9 @@ from pathlib import Path
 import duckdb
 
 REPEAT = 3
+RULES = Path(__file__).resolve().parent.parent / "rules"
+# seedwatch's rules for the three DuckDB detections below, in the same order.
+THREE_RULES = ["login/failed_burst.yaml", "api/volume_spike.yaml", "login/new_ip.yaml"]
 
 DETECTIONS = {
     "failed-login bursts (3 in 1 h)": """
@@ -85,10 +88,20 @@ def main():
     archive = work / "archive"
     results = {"detections": [], "queries": []}
 
-    def run_seedwatch():
+    # The same three detections as seedwatch rules (with the policy they read), for the
+    # like-for-like row; the first row runs the whole catalog.
+    three = work / "rules-three"
+    shutil.rmtree(three, ignore_errors=True)
+    for rule in THREE_RULES:
+        (three / rule).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(RULES / rule, three / rule)
+    shutil.copy(RULES / "policy.yaml", three / "policy.yaml")
+
+    def run_seedwatch(rules=RULES):
         shutil.rmtree(archive, ignore_errors=True)
         subprocess.run(
             [seedwatch, "run", "--quiet", "--input", str(events), "--archive", str(archive),
+             "--rules", str(rules),
              "--locations", str(data / "locations.csv"), "--roster", str(data / "roster.csv"),
              "--fingerprint-key", str(work / "fp.key")],
             check=True, stdout=subprocess.DEVNULL)
@@ -106,9 +119,11 @@ def main():
             con.execute(sql).fetchall()
 
     print(f"(a) detections over {events} ({events.stat().st_size / 1e6:.0f} MB)")
-    print("    seedwatch: decode + validate + redact + 23 rules + Parquet archive; duckdb: the 3 detections below")
-    ours, theirs = best_of(run_seedwatch), best_of(run_duckdb)
-    results["detections"].append(row("all of it", ours, theirs))
+    print("    seedwatch: decode + validate + redact + rules + Parquet archive; duckdb: the 3 detections below")
+    theirs = best_of(run_duckdb)
+    results["detections"].append(row("whole catalog (23 rules)", best_of(run_seedwatch), theirs))
+    results["detections"].append(row("the same 3 rules", best_of(lambda: run_seedwatch(three)), theirs))
+    run_seedwatch()  # (b) reads the whole catalog's archive
 
     print(f"(b) analyst queries over the archive at {archive}")
     con = duckdb.connect()

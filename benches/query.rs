@@ -18,7 +18,7 @@ use seedwatch_archive::query::{open_session, run_query};
 use seedwatch_archive::{ArchiveWriter, Sink, WriterOptions};
 use seedwatch_ingest::source::{LineChunk, LineSpan};
 use seedwatch_ingest::{Decoder, Fingerprinter, Redactor};
-use seedwatch_schemas::{EventBatch, Table};
+use seedwatch_schemas::{EventBatch, Family, Table};
 
 /// 2026-07-01T00:00:00Z; the data covers 120 days from here.
 const START_MS: i64 = 1_782_864_000_000;
@@ -137,6 +137,14 @@ fn main() {
     }
     let bytes: u64 = seedwatch_archive::writer::table_sizes(&root).expect("sizes").iter().map(|(_, b, _)| b).sum();
     println!("query: archive of {n} events, {:.2} GB on disk, {:.1} bytes/event", bytes as f64 / 1e9, bytes as f64 / n as f64);
+    // Where the bytes are: compressed column chunks per event, from the Parquet footers.
+    for family in [Family::Login, Family::Api] {
+        let (sizes, rows) = seedwatch_archive::writer::column_sizes(&root, Table::Events(family)).expect("column sizes");
+        let total: u64 = sizes.iter().map(|s| s.bytes).sum();
+        let per_event = |b: u64| b as f64 / rows.max(1) as f64;
+        let columns: Vec<String> = sizes.iter().filter(|s| per_event(s.bytes) >= 0.05).map(|s| format!("{} {:.2}", s.column, per_event(s.bytes))).collect();
+        println!("query: {} columns, {:.1} bytes/event in column chunks: {}", family.as_str(), per_event(total), columns.join(", "));
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::schema::types::ColumnPath;
 use parquet::file::properties::WriterProperties;
 use seedwatch_schemas::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use seedwatch_schemas::arrow::compute::{concat_batches, filter_record_batch};
@@ -17,6 +18,17 @@ use seedwatch_schemas::Table;
 use crate::{io_err, ArchiveError, Sink, Written};
 
 const DAY_MS: i64 = 86_400_000;
+
+/// Columns that a dictionary never helps, with the encoding that does (`benches/query.rs`
+/// prints bytes per event per column). Event times and line numbers rise almost
+/// monotonically in a file, so their deltas pack into a few bits; ids are unique, so a
+/// dictionary only adds a page to throw away, and their lengths (all alike) pack to nothing
+/// when stored apart from the bytes.
+const COLUMN_ENCODINGS: &[(&str, Encoding)] = &[
+    ("time", Encoding::DELTA_BINARY_PACKED),
+    ("line", Encoding::DELTA_BINARY_PACKED),
+    ("event_id", Encoding::DELTA_LENGTH_BYTE_ARRAY),
+];
 
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
@@ -190,11 +202,16 @@ impl ArchiveWriter {
         let target = dir.join(&name);
         let perr = |e: parquet::errors::ParquetError| ArchiveError::Parquet { path: tmp.clone(), message: e.to_string() };
         let level = ZstdLevel::try_new(self.options.zstd_level).map_err(perr)?;
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(Some(self.options.row_group_rows))
-            .set_created_by(format!("seedwatch {}", env!("CARGO_PKG_VERSION")))
-            .build();
+            .set_created_by(format!("seedwatch {}", env!("CARGO_PKG_VERSION")));
+        for (column, encoding) in COLUMN_ENCODINGS {
+            if batch.schema().column_with_name(column).is_some() {
+                props = props.set_column_dictionary_enabled(ColumnPath::from(*column), false).set_column_encoding(ColumnPath::from(*column), *encoding);
+            }
+        }
+        let props = props.build();
         let file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
         let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(perr)?;
         writer.write(batch).map_err(perr)?;
@@ -348,6 +365,41 @@ pub fn table_sizes(root: &Path) -> Result<Vec<(Table, u64, usize)>, ArchiveError
     Ok(out)
 }
 
+/// On-disk bytes of one column of a table, summed over its files (from the Parquet footers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnSize {
+    /// Column name.
+    pub column: String,
+    /// Compressed bytes of its column chunks (data, dictionary and page headers).
+    pub bytes: u64,
+}
+
+/// Per-column compressed size and the row count of `table` under `root`, largest column
+/// first: where a table's bytes per event go.
+pub fn column_sizes(root: &Path, table: Table) -> Result<(Vec<ColumnSize>, u64), ArchiveError> {
+    let mut sizes: Vec<ColumnSize> = Vec::new();
+    let mut rows = 0u64;
+    for path in parquet_files(&root.join(table.name()))? {
+        let perr = |e: parquet::errors::ParquetError| ArchiveError::Parquet { path: path.clone(), message: e.to_string() };
+        let file = File::open(&path).map_err(io_err("opening", &path))?;
+        let reader = parquet::file::serialized_reader::SerializedFileReader::new(file).map_err(perr)?;
+        let metadata = parquet::file::reader::FileReader::metadata(&reader);
+        rows += metadata.file_metadata().num_rows().max(0) as u64;
+        for group in metadata.row_groups() {
+            for chunk in group.columns() {
+                let name = chunk.column_path().string();
+                let bytes = chunk.compressed_size().max(0) as u64;
+                match sizes.iter_mut().find(|s| s.column == name) {
+                    Some(s) => s.bytes += bytes,
+                    None => sizes.push(ColumnSize { column: name, bytes }),
+                }
+            }
+        }
+    }
+    sizes.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.column.cmp(&b.column)));
+    Ok((sizes, rows))
+}
+
 
 #[cfg(test)]
 mod tests {
@@ -397,5 +449,26 @@ mod tests {
         assert_eq!((third.kept, third.duplicates, ids_of(&third.new_rows)), (1, 1, Some(vec![true, false])));
         let again = batch(&[finding("d", 0), finding("c", 1)]);
         assert_eq!(third.new_rows_of(&again).expect("filter").num_rows(), 1);
+    }
+
+    #[test]
+    fn column_sizes_cover_every_column_and_fit_in_the_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let findings: Vec<Finding> = (0..500).map(|i| finding(&format!("f{i}"), i % 3)).collect();
+        let mut w = ArchiveWriter::open(dir.path(), WriterOptions::default()).expect("open");
+        w.write(Table::Findings, &findings_to_batch(&findings).expect("batch")).expect("write");
+        w.commit().expect("commit");
+        let (sizes, rows) = column_sizes(dir.path(), Table::Findings).expect("sizes");
+        assert_eq!(rows, 500);
+        let schema = Table::Findings.schema();
+        let mut names: Vec<&str> = sizes.iter().map(|s| s.column.split('.').next().unwrap_or("")).collect();
+        names.dedup();
+        for field in schema.fields() {
+            assert!(names.contains(&field.name().as_str()), "no size for {}", field.name());
+        }
+        assert!(sizes.windows(2).all(|w| w[0].bytes >= w[1].bytes), "largest first");
+        let files: u64 = table_sizes(dir.path()).expect("table sizes").iter().map(|(_, b, _)| b).sum();
+        let columns: u64 = sizes.iter().map(|s| s.bytes).sum();
+        assert!(columns > 0 && columns < files, "columns {columns} vs files {files}");
     }
 }
