@@ -1,6 +1,6 @@
 //! Benchmark 6: typical analyst SQL over a large archive (100 million events by default).
 //!
-//! Builds the archive once (cached: `SEEDWATCH_BENCH_DIR/query-archive-N`, about 35 bytes per
+//! Builds the archive once (cached: `SEEDWATCH_BENCH_DIR/query-archive-v2-N`, about 26 bytes per
 //! event on disk) from synthetic login and API events that go through the real decoder and
 //! `ArchiveWriter`, then times the analyst queries of `benches/queries.sql` through DataFusion: the first (cold
 //! session) run and the best of three warm runs.
@@ -128,7 +128,8 @@ fn main() {
         let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
         home.join(".cache/seedwatch-bench")
     });
-    let root = work.join(format!("query-archive-{n}"));
+    // v2: the column encodings of 2026-12 (an archive cached by an older build has other sizes).
+    let root = work.join(format!("query-archive-v2-{n}"));
     let done = root.join("BUILT");
     if !done.exists() {
         let _ = std::fs::remove_dir_all(&root);

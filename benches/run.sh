@@ -7,7 +7,7 @@
 #
 # Results: criterion's report under $CARGO_TARGET_DIR/criterion, and
 # $SEEDWATCH_BENCH_DIR/{e2e.txt,compare.json,kafka/}. Run it on an otherwise idle machine.
-# The first run builds the 100 M-event query archive (~9 min, 3.3 GB, kept for later runs).
+# The first run builds the 100 M-event query archive (~9 min, 2.5 GB, kept for later runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/seedwatch-target}"
@@ -51,7 +51,7 @@ benches/kafka.sh "$data" "$work"
 
 echo "== 6. analyst queries over an archive of ${SEEDWATCH_BENCH_QUERY_EVENTS:-100000000} events"
 SEEDWATCH_BENCH_DIR="$work" cargo bench --locked --quiet --bench query 2>&1 | grep -v '^query: building' | sed 's/^/   /'
-"$venv/bin/python" benches/query_duckdb.py "$work/query-archive-${SEEDWATCH_BENCH_QUERY_EVENTS:-100000000}" | sed 's/^/   /'
+"$venv/bin/python" benches/query_duckdb.py "$work/query-archive-v2-${SEEDWATCH_BENCH_QUERY_EVENTS:-100000000}" | sed 's/^/   /'
 
 echo "== 7. detector state per tracked key, 1 M keys"
 cargo bench --locked --quiet --bench state 2>&1 | sed 's/^/   /'
