@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::schema::types::ColumnPath;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use seedwatch_schemas::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use seedwatch_schemas::arrow::compute::{concat_batches, filter_record_batch};
 use seedwatch_schemas::arrow::datatypes::TimestampMillisecondType;
@@ -461,8 +461,7 @@ mod tests {
         let (sizes, rows) = column_sizes(dir.path(), Table::Findings).expect("sizes");
         assert_eq!(rows, 500);
         let schema = Table::Findings.schema();
-        let mut names: Vec<&str> = sizes.iter().map(|s| s.column.split('.').next().unwrap_or("")).collect();
-        names.dedup();
+        let names: Vec<&str> = sizes.iter().map(|s| s.column.split('.').next().unwrap_or("")).collect();
         for field in schema.fields() {
             assert!(names.contains(&field.name().as_str()), "no size for {}", field.name());
         }

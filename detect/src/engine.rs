@@ -101,13 +101,18 @@ impl Sightings {
         match self.0.binary_search_by_key(&hash, |(h, _)| *h) {
             Ok(i) => self.0[i].1 = self.0[i].1.max(time),
             Err(i) => {
-                // Exact growth while small: the usual key never gets a second value.
-                if self.0.len() < 4 {
-                    self.0.reserve_exact(1);
-                }
+                reserve_one_while_small(&mut self.0);
                 self.0.insert(i, (hash, time));
             }
         }
+    }
+}
+
+/// Make room for one more element, exactly while `v` is small: a push on an empty vector
+/// reserves four, and the usual per-key vector never gets a second element.
+fn reserve_one_while_small<T>(v: &mut Vec<T>) {
+    if v.len() < 4 {
+        v.reserve_exact(1);
     }
 }
 
@@ -730,10 +735,7 @@ impl RuleState {
                         *id = Box::from(event_id);
                     }
                     None => {
-                        if distinct.len() < 4 {
-                            // Grow one at a time while small (a push on an empty vector reserves four).
-                            distinct.reserve_exact(1);
-                        }
+                        reserve_one_while_small(distinct);
                         distinct.push((Box::from(value), t, Box::from(event_id)));
                     }
                 }
@@ -995,7 +997,6 @@ fn render(rule: &CompiledRule, open: OpenFinding) -> Finding {
 pub fn sort_findings(findings: &mut [Finding]) {
     findings.sort_by(|a, b| (a.window_start, &a.rule, &a.finding_id).cmp(&(b.window_start, &b.rule, &b.finding_id)));
 }
-
 
 #[cfg(test)]
 mod tests {
