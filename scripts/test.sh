@@ -45,6 +45,11 @@ promtool --version 2>&1 | head -1 | sed 's/^/test.sh: /'
 echo "test.sh: building and running the tests (release profile, target dir $CARGO_TARGET_DIR)"
 cargo test --release --locked --workspace --no-fail-fast "$@"
 
+# The benchmarks are not run here (they want an idle machine: benches/run.sh), but they
+# must keep compiling; the bench profile is the release build above.
+echo "test.sh: building the benchmarks"
+cargo bench --locked --workspace --no-run
+
 echo "test.sh: checking the shipped rules"
 "$CARGO_TARGET_DIR/release/seedwatch" rules check --rules rules
 
