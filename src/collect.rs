@@ -60,7 +60,7 @@ pub fn collect(opts: &CollectOptions) -> Result<CollectReport> {
         return Err(anyhow!("--follow takes exactly one file (run one collector per file)"));
     }
     let redactor = Redactor::new(Fingerprinter::load_or_create(&opts.fingerprint_key)?)?;
-    let mut decoder = Decoder::new(redactor.clone());
+    let mut decoder = Decoder::new(redactor.clone()).with_max_clock_skew(crate::pipeline::DEFAULT_MAX_CLOCK_SKEW_MS);
     let producer = Producer::new(&opts.kafka)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut checkpoint = match &opts.checkpoint {

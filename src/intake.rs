@@ -259,7 +259,7 @@ fn handle(reader: &mut BufReader<TcpStream>, shared: &Shared) -> Result<Response
     let scope: BTreeSet<&str> = sender.licenses.iter().map(String::as_str).collect();
     let any = scope.contains("*");
     let allowed = |license: &str| any || scope.contains(license);
-    let mut decoder = Decoder::new(shared.redactor.clone());
+    let mut decoder = Decoder::new(shared.redactor.clone()).with_max_clock_skew(crate::pipeline::DEFAULT_MAX_CLOCK_SKEW_MS);
     let mut stats = DecodeStats::default();
     let outcome = match produce_chunk(&chunk, &mut decoder, &shared.redactor, &shared.producer, &shared.runtime, &mut stats, Some(&allowed)) {
         Ok(o) => o,

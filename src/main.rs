@@ -338,10 +338,19 @@ struct RunArgs {
     /// File with the local secret for credential fingerprints [default: ~/.config/seedwatch/fingerprint.key].
     #[arg(long)]
     fingerprint_key: Option<PathBuf>,
-    /// How far behind the newest event an event may arrive and still be evaluated
-    /// (later ones are archived and counted as late).
+    /// How far behind its location's (license's) newest event an event may arrive and still
+    /// be evaluated (later ones are archived and counted as late). Each license has its own
+    /// event time, so one location's delayed backlog never makes another's events late.
     #[arg(long, default_value = "1h", value_parser = parse_lateness)]
     allowed_lateness: i64,
+    /// How far after its arrival an event may be dated; later-dated lines are dead-lettered
+    /// (`future_time`) and move no watermark.
+    #[arg(long, default_value = "15m", value_parser = parse_lateness)]
+    max_clock_skew: i64,
+    /// In-process partitions, each a task with its own rule engine on its own thread; a
+    /// license's events always go to the same one (Kafka's murmur2). 0: one per core.
+    #[arg(long, default_value_t = 0)]
+    partitions: usize,
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
@@ -385,6 +394,8 @@ fn run_options(inputs: Vec<PathBuf>, args: RunArgs) -> RunOptions {
         fingerprint_key: default_key(args.fingerprint_key),
         progress: !args.quiet,
         allowed_lateness_ms: args.allowed_lateness,
+        max_clock_skew_ms: args.max_clock_skew,
+        partitions: args.partitions,
     }
 }
 
@@ -414,12 +425,13 @@ fn thousands(n: u64) -> String {
 fn print_summary(report: &RunReport, archive: &Path) {
     let d = &report.decode;
     println!(
-        "read {} lines ({:.1} MB) from {} input(s) in {:.2} s ({} lines/s)",
+        "read {} lines ({:.1} MB) from {} input(s) in {:.2} s ({} lines/s, {} partition(s))",
         thousands(d.lines),
         d.bytes as f64 / 1e6,
         report.inputs,
         report.seconds,
-        thousands((d.lines as f64 / report.seconds.max(1e-9)) as u64)
+        thousands((d.lines as f64 / report.seconds.max(1e-9)) as u64),
+        report.partitions
     );
     let families: Vec<String> = Family::ALL.iter().map(|f| format!("{} {}", f, thousands(d.events[f.index()]))).collect();
     println!("events:       {}", families.join(" · "));
@@ -436,7 +448,10 @@ fn print_summary(report: &RunReport, archive: &Path) {
         println!("resumed:      detector state rebuilt from {} archived rows up to {at} ({:.1} s)", thousands(r.rows), r.seconds);
     }
     if report.late_events > 0 {
-        println!("late:         {} events arrived beyond the allowed lateness: archived, not evaluated", thousands(report.late_events));
+        println!("late:         {} events arrived beyond the allowed lateness of their location: archived, not evaluated", thousands(report.late_events));
+    }
+    if report.retracted_silences > 0 {
+        println!("withdrawn:    {} silences judged against other locations' time, disproved by the location's own delayed events", thousands(report.retracted_silences));
     }
     let dead: Vec<String> = ReasonCode::ALL.iter().zip(d.dead).filter(|(_, n)| *n > 0).map(|(c, n)| format!("{c} {n}")).collect();
     if dead.is_empty() {
@@ -558,7 +573,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             println!("generating {} days of logs for {} locations into {} ...", shape.days, shape.locations, data.display());
             generate(&data, &GenerateOptions { days: shape.days, locations: shape.locations, seed: shape.seed, start: shape.start })?;
             let rule_set = RuleSetArgs { rules, locations: Some(data.join("locations.csv")), roster: Some(data.join("roster.csv")) };
-            let args = RunArgs { archive: archive.clone(), rule_set, fingerprint_key: Some(dir.join("fingerprint.key")), allowed_lateness: seedwatch_detect::engine::DEFAULT_ALLOWED_LATENESS_MS, quiet: false, metrics_addr: None, hold: false };
+            let args = RunArgs { archive: archive.clone(), rule_set, fingerprint_key: Some(dir.join("fingerprint.key")), allowed_lateness: seedwatch_detect::engine::DEFAULT_ALLOWED_LATENESS_MS, max_clock_skew: seedwatch::pipeline::DEFAULT_MAX_CLOCK_SKEW_MS, partitions: 0, quiet: false, metrics_addr: None, hold: false };
             let opts = run_options(vec![data.join("events.ndjson")], args);
             let report = run(&opts)?;
             print_summary(&report, &archive);

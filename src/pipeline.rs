@@ -1,34 +1,32 @@
-//! The embedded pipeline: files (or stdin) → decode → detect → archive, on
-//! two threads joined by a bounded channel. The stages only meet through
-//! `Source`, `Detector` and `Sink` and the batch types in `schemas`, so the
-//! channel can be replaced by Kafka without touching them.
+//! The embedded pipeline: `seedwatch run` configures the runtime's one driver
+//! (`seedwatch_runtime::Driver`) with file or stdin inputs, N in-process
+//! partitions and the archive as the sink. Rule fixtures and goldens use the same
+//! driver with a memory sink (`detect_source`). The helpers at the end are the
+//! Kafka detector's, which keeps its own loop for now.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::sync_channel;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 use seedwatch_archive::{ArchiveWriter, CommitStats, Sink, WriterOptions, Written};
 use seedwatch_detect::reference::Reference;
 use seedwatch_detect::{load_rules, Detector, RuleEngine};
-use seedwatch_ingest::{file_source, stdin_source, ChunkLimits, DecodeStats, DecodedChunk, Decoder, Fingerprinter, LineChunk, Redactor, Source};
+use seedwatch_ingest::{file_source, stdin_source, ChunkLimits, DecodeStats, Decoder, Fingerprinter, Redactor, Source};
+use seedwatch_runtime::{Driver, DriverOptions, Input, MemorySink};
 use seedwatch_schemas::finding::findings_to_batch;
 use seedwatch_schemas::{EventBatch, Finding, Table};
 
-use crate::internal_events::{ArchiveCommitted, ArchiveWritten, BatchDetected, ChunkDecoded, EventsObserved, FindingsEmitted, OpenFindings, RulesLoaded, WatermarkAdvanced};
+use crate::internal_events::{ArchiveCommitted, ArchiveWritten, BatchDetected, EventsObserved, FindingsEmitted, RulesLoaded};
 
-/// A long run makes what it archived durable at least this often (and says so in
-/// `seedwatch_archive_last_commit_timestamp_seconds`).
-const COMMIT_EVERY: Duration = Duration::from_secs(30);
+/// How far ahead of its arrival an event may be dated unless told otherwise.
+pub const DEFAULT_MAX_CLOCK_SKEW_MS: i64 = 15 * 60 * 1000;
 
 /// What `seedwatch run` needs.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Input files; `-` is stdin.
+    /// Input files; `-` is stdin. Each is its own stream, merged in event time.
     pub inputs: Vec<PathBuf>,
     /// Archive root.
     pub archive: PathBuf,
@@ -42,8 +40,30 @@ pub struct RunOptions {
     pub fingerprint_key: PathBuf,
     /// Print progress lines to stderr.
     pub progress: bool,
-    /// How far behind the newest event an event may arrive and still be evaluated (ms).
+    /// How far behind its license's newest event an event may arrive and still be evaluated (ms).
     pub allowed_lateness_ms: i64,
+    /// How far ahead of its arrival an event may be dated (ms); later ones are dead-lettered.
+    pub max_clock_skew_ms: i64,
+    /// In-process partitions (tasks), each with its own rule engine; 0 picks the number of cores.
+    pub partitions: usize,
+}
+
+impl RunOptions {
+    /// Options with the defaults of the command line.
+    pub fn new(inputs: Vec<PathBuf>, archive: PathBuf, rules: PathBuf, fingerprint_key: PathBuf) -> Self {
+        Self {
+            inputs,
+            archive,
+            rules,
+            locations: None,
+            roster: None,
+            fingerprint_key,
+            progress: false,
+            allowed_lateness_ms: seedwatch_detect::engine::DEFAULT_ALLOWED_LATENESS_MS,
+            max_clock_skew_ms: DEFAULT_MAX_CLOCK_SKEW_MS,
+            partitions: 0,
+        }
+    }
 }
 
 /// What a run did.
@@ -63,128 +83,78 @@ pub struct RunReport {
     pub inputs: usize,
     /// Rules not evaluated for lack of reference data, with the reason.
     pub skipped_rules: Vec<(String, &'static str)>,
-    /// Events beyond the allowed lateness: archived, not evaluated.
+    /// Events beyond the allowed lateness of their license: archived, not evaluated.
     pub late_events: u64,
+    /// Absence findings withdrawn: the key's own delayed events showed no gap.
+    pub retracted_silences: u64,
+    /// Partitions (tasks) the run used.
+    pub partitions: usize,
     /// State restored from the archive before reading input.
     pub resumed: Option<Resumed>,
 }
 
-enum Message {
-    Chunk { decoded: DecodedChunk, bytes_done: u64, seconds: f64, source_kind: &'static str },
-    Failed(anyhow::Error),
+/// The number of partitions `requested` means: 0 is one per core.
+pub fn partition_count(requested: usize) -> usize {
+    if requested > 0 {
+        return requested;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Build `partitions` engines over the same rules and reference data.
+pub fn engines(rules: &std::path::Path, reference: Arc<Reference>, partitions: usize, allowed_lateness_ms: i64) -> Result<Vec<RuleEngine>> {
+    let rules = load_rules(rules)?;
+    (0..partitions.max(1))
+        .map(|_| Ok(RuleEngine::with_reference(rules.clone(), Arc::clone(&reference))?.with_allowed_lateness(allowed_lateness_ms)))
+        .collect()
 }
 
 /// Run the embedded pipeline. Configuration is loaded and checked before any
 /// input is read, so a bad rule or a missing file stops the run with nothing written.
 pub fn run(opts: &RunOptions) -> Result<RunReport> {
     let started = Instant::now();
-    let rules = load_rules(&opts.rules)?;
-    let reference = Reference::load(&opts.rules, opts.locations.as_deref(), opts.roster.as_deref())?;
+    let reference = Arc::new(Reference::load(&opts.rules, opts.locations.as_deref(), opts.roster.as_deref())?);
+    let partitions = partition_count(opts.partitions);
+    let mut engines = engines(&opts.rules, reference, partitions, opts.allowed_lateness_ms)?;
     let redactor = Redactor::new(Fingerprinter::load_or_create(&opts.fingerprint_key)?)?;
-    let mut sources: Vec<(Box<dyn Source>, &'static str)> = Vec::new();
+    let mut inputs = Vec::new();
     for input in &opts.inputs {
         if input.as_os_str() == "-" {
-            sources.push((Box::new(stdin_source(ChunkLimits::default())), "stdin"));
+            inputs.push(Input { source: Box::new(stdin_source(ChunkLimits::default())), kind: "stdin" });
         } else {
-            sources.push((Box::new(file_source(input, ChunkLimits::default())?), "file"));
+            inputs.push(Input { source: Box::new(file_source(input, ChunkLimits::default())?), kind: "file" });
         }
     }
-    if sources.is_empty() {
+    if inputs.is_empty() {
         return Err(anyhow!("no input: pass --input FILE (or - for stdin)"));
     }
-    let total_bytes: Option<u64> = sources.iter().map(|(s, _)| s.size_hint()).sum();
-    let mut engine = RuleEngine::with_reference(rules, Arc::new(reference))?.with_allowed_lateness(opts.allowed_lateness_ms);
+    let engine = &engines[0];
     for (rule, why) in engine.skipped() {
         tracing::warn!(rule = %rule, reason = why, "rule skipped");
     }
     RulesLoaded { absence_limits: &engine.absence_limits(seedwatch_schemas::STATE_CODES), rules: engine.rules().count() }.emit();
-    let resumed = resume_from_archive(&mut engine, &opts.archive, None)?;
-    let mut sink = ArchiveWriter::open(&opts.archive, WriterOptions::default())
+    let skipped_rules = engine.skipped().iter().map(|(r, why)| (r.clone(), *why)).collect();
+    let resumed = resume_engines_from_archive(&mut engines, &opts.archive)?;
+    let sink = ArchiveWriter::open(&opts.archive, WriterOptions::default())
         .with_context(|| format!("opening the archive at {}", opts.archive.display()))?;
 
-    let inputs = sources.len();
-    let (tx, rx) = sync_channel::<Message>(4);
-    let decoder_thread = thread::Builder::new().name("seedwatch-decode".into()).spawn(move || {
-        let mut decoder = Decoder::new(redactor);
-        let mut chunk = LineChunk::new();
-        let mut bytes_before = 0;
-        for (mut source, source_kind) in sources {
-            loop {
-                let t = Instant::now();
-                let more = match source.next_chunk(&mut chunk) {
-                    Ok(more) => more,
-                    Err(e) => {
-                        let _ = tx.send(Message::Failed(e.into()));
-                        return;
-                    }
-                };
-                if !more {
-                    break;
-                }
-                let now_ms = chrono::Utc::now().timestamp_millis();
-                let message = match decoder.decode_chunk(&chunk, now_ms) {
-                    Ok(decoded) => Message::Chunk { decoded, bytes_done: bytes_before + source.bytes_read(), seconds: t.elapsed().as_secs_f64(), source_kind },
-                    Err(e) => Message::Failed(e.into()),
-                };
-                if tx.send(message).is_err() {
-                    return;
-                }
-            }
-            bytes_before += source.bytes_read();
-        }
-    })?;
-
-    let skipped_rules = engine.skipped().iter().map(|(r, why)| (r.clone(), *why)).collect();
-    let mut report = RunReport { inputs, skipped_rules, resumed, ..RunReport::default() };
-    let mut findings = Vec::new();
-    let mut last_progress = Instant::now();
-    let mut last_commit = Instant::now();
-    let mut progress_printed = false;
-    let mut watermark = i64::MIN;
-    for message in rx {
-        let (decoded, bytes_done, seconds, source_kind) = match message {
-            Message::Chunk { decoded, bytes_done, seconds, source_kind } => (decoded, bytes_done, seconds, source_kind),
-            Message::Failed(e) => return Err(e),
-        };
-        ChunkDecoded { source_kind, stats: &decoded.stats, seconds }.emit();
-        report.decode.merge(&decoded.stats);
-        for events in &decoded.events {
-            archive_and_detect(&mut sink, &mut engine, events, source_kind, &mut report, &mut findings)?;
-        }
-        if let Some(newest) = decoded.max_event_time() {
-            engine.advance(newest);
-            watermark = watermark.max(newest);
-            WatermarkAdvanced { watermark }.emit();
-        }
-        if let Some(dead) = &decoded.dead_letters {
-            write(&mut sink, Table::DeadLetter, dead, source_kind, &mut report)?;
-        }
-        emit_findings(&mut sink, &mut findings, source_kind, &mut report)?;
-        sink.flush_full()?;
-        if last_progress.elapsed() >= Duration::from_secs(2) {
-            OpenFindings { open: &engine.open_findings() }.emit();
-            if opts.progress {
-                print_progress(&report, bytes_done, total_bytes, started);
-                progress_printed = true;
-            }
-            last_progress = Instant::now();
-        }
-        if last_commit.elapsed() >= COMMIT_EVERY {
-            commit(&mut sink, &mut report)?;
-            last_commit = Instant::now();
-        }
-    }
-    decoder_thread.join().map_err(|_| anyhow!("the decoder thread panicked"))?;
-    engine.flush(&mut findings);
-    emit_findings(&mut sink, &mut findings, "end", &mut report)?;
-    OpenFindings { open: &engine.open_findings() }.emit();
-    commit(&mut sink, &mut report)?;
-    if progress_printed {
-        eprintln!();
-    }
-    seedwatch_detect::engine::sort_findings(&mut report.findings);
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    let report_inputs = inputs.len();
+    let decoder = Decoder::new(redactor).with_max_clock_skew(opts.max_clock_skew_ms);
+    let driver = Driver::new(sink, engines, DriverOptions { progress: opts.progress, ..DriverOptions::default() })?;
+    let (done, _sink) = driver.run(inputs, decoder)?;
+    Ok(RunReport {
+        decode: done.decode,
+        duplicates: done.duplicates,
+        findings: done.findings,
+        commit: done.commit,
+        seconds: started.elapsed().as_secs_f64(),
+        inputs: report_inputs,
+        skipped_rules,
+        late_events: done.late_events,
+        retracted_silences: done.retracted_silences,
+        partitions,
+        resumed,
+    })
 }
 
 /// Archive one batch, then detect on the rows the archive did not hold yet:
@@ -237,6 +207,18 @@ pub fn resume_from_archive(engine: &mut RuleEngine, archive: &std::path::Path, u
     })
 }
 
+/// [`resume_from_archive`] for the engines of N partitions: one pass over the
+/// archive, each replayed row handed to the engine of its license's partition.
+pub fn resume_engines_from_archive(engines: &mut [RuleEngine], archive: &std::path::Path) -> Result<Option<Resumed>> {
+    if !archive.is_dir() {
+        return Ok(None);
+    }
+    block_on(async {
+        let ctx = seedwatch_archive::open_session(archive).await?;
+        resume_partitions(engines, &ctx, None, Judge::AtUntil).await
+    })
+}
+
 /// Whether a restored engine judges absences at once, as of the newest archived event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Judge {
@@ -253,25 +235,42 @@ pub enum Judge {
 /// [`resume_from_archive`] over an open session, whose family tables may be
 /// narrowed (the Kafka detector restores one partition's licenses at a time).
 pub async fn resume_from_session(engine: &mut RuleEngine, ctx: &datafusion::prelude::SessionContext, until: Option<i64>, judge: Judge) -> Result<Option<Resumed>> {
+    resume_partitions(std::slice::from_mut(engine), ctx, until, judge).await
+}
+
+/// Restore the engines of `engines.len()` partitions (`engines[p]` owns the
+/// licenses of partition `p`). The horizon is never later than the wall clock
+/// plus the default clock skew: an event archived with a clock years ahead
+/// (before such lines were dead-lettered) must not age every key by decades.
+pub async fn resume_partitions(engines: &mut [RuleEngine], ctx: &datafusion::prelude::SessionContext, until: Option<i64>, judge: Judge) -> Result<Option<Resumed>> {
     let started = Instant::now();
+    let Some(first) = engines.first() else { return Ok(None) };
     let until = match until {
         Some(t) => t,
         None => match seedwatch_archive::query::newest_event_time(ctx).await? {
-            Some(newest) => newest + 1,
+            Some(newest) => (newest + 1).min(chrono::Utc::now().timestamp_millis() + DEFAULT_MAX_CLOCK_SKEW_MS),
             None => return Ok(None),
         },
     };
+    let partitions = engines.len();
     let mut rows = 0;
-    for step in engine.warmup_plan(until) {
-        let n = seedwatch_archive::query::stream_query(ctx, &step.sql, |batch| engine.replay(&step, &batch).map(|_| ()).map_err(anyhow::Error::from))
-            .await
-            .with_context(|| format!("restoring {} from the archive", step.rules.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>().join(", ")))?;
+    for step in first.warmup_plan(until) {
+        let n = seedwatch_archive::query::stream_query(ctx, &step.sql, |batch| {
+            for (p, part) in seedwatch_runtime::partition::split_batch(&batch, partitions)? {
+                engines[p].replay(&step, &part)?;
+            }
+            Ok::<(), anyhow::Error>(())
+        })
+        .await
+        .with_context(|| format!("restoring {} from the archive", step.rules.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>().join(", ")))?;
         tracing::debug!(family = step.family.as_str(), kind = ?step.kind, rows = n, "warm-up step replayed");
         rows += n;
     }
     if judge == Judge::AtUntil {
         // Absences are judged as of the last archived moment, as the previous run would have.
-        engine.advance(until - 1);
+        for engine in engines.iter_mut() {
+            engine.advance(until - 1);
+        }
     }
     let resumed = Resumed { until, rows, seconds: started.elapsed().as_secs_f64() };
     tracing::info!(rows, seconds = resumed.seconds, "detector state restored from the archive");
@@ -294,24 +293,12 @@ pub struct Detected {
     pub late_events: u64,
 }
 
-/// Decode and detect a whole source with no archive: chunk by chunk, each
-/// chunk's batches then `advance`, then `flush`. For rule fixtures and tests;
-/// `run` does the same with the archive in between.
-pub fn detect_source(engine: &mut RuleEngine, decoder: &mut Decoder, source: &mut dyn Source) -> Result<Detected> {
-    let mut out = Detected::default();
-    let mut chunk = LineChunk::new();
-    while source.next_chunk(&mut chunk)? {
-        let decoded = decoder.decode_chunk(&chunk, 0)?;
-        out.decode.merge(&decoded.stats);
-        for batch in &decoded.events {
-            out.late_events += engine.process(batch, &mut out.findings)?.late_events;
-        }
-        if let Some(watermark) = decoded.max_event_time() {
-            engine.advance(watermark);
-        }
-    }
-    engine.flush(&mut out.findings);
-    Ok(out)
+/// Decode and detect a whole source with no archive, through the same driver
+/// as `run` (one partition, a memory sink). For rule fixtures and goldens.
+pub fn detect_source(engine: RuleEngine, decoder: Decoder, source: Box<dyn Source>) -> Result<Detected> {
+    let driver = Driver::new(MemorySink, vec![engine], DriverOptions::default())?;
+    let (report, _) = driver.run(vec![Input { source, kind: "file" }], decoder)?;
+    Ok(Detected { findings: report.findings, decode: report.decode, late_events: report.late_events })
 }
 
 pub(crate) fn commit(sink: &mut ArchiveWriter, report: &mut RunReport) -> Result<()> {
@@ -345,20 +332,4 @@ pub(crate) fn emit_findings(sink: &mut ArchiveWriter, findings: &mut Vec<Finding
     FindingsEmitted { findings }.emit();
     report.findings.append(findings);
     Ok(())
-}
-
-fn print_progress(report: &RunReport, bytes_done: u64, total: Option<u64>, started: Instant) {
-    let secs = started.elapsed().as_secs_f64().max(1e-9);
-    let pct = total.filter(|t| *t > 0).map(|t| format!(" ({:.0}%)", 100.0 * bytes_done as f64 / t as f64)).unwrap_or_default();
-    let mut err = std::io::stderr().lock();
-    let _ = write!(
-        err,
-        "\rprogress: {} lines, {:.1} MB{pct}, {:.0} lines/s, {} dead letters, {} findings   ",
-        report.decode.lines,
-        bytes_done as f64 / 1e6,
-        report.decode.lines as f64 / secs,
-        report.decode.dead_total(),
-        report.findings.len()
-    );
-    let _ = err.flush();
 }

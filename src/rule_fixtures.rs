@@ -41,13 +41,13 @@ fn fixture_reference(dir: &Path) -> Result<Reference> {
 }
 
 fn findings_over(rule: &CompiledRule, reference: &Arc<Reference>, path: &Path, problems: &mut Vec<String>) -> Result<usize> {
-    let mut source = file_source(path, ChunkLimits::default())?;
-    let mut decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"seedwatch-rule-fixtures")?)?);
-    let mut engine = RuleEngine::with_reference(vec![rule.clone()], reference.clone())?;
+    let source = file_source(path, ChunkLimits::default())?;
+    let decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"seedwatch-rule-fixtures")?)?);
+    let engine = RuleEngine::with_reference(vec![rule.clone()], reference.clone())?;
     if let Some((_, why)) = engine.skipped().first() {
         problems.push(format!("cannot run: {why}; add it under fixtures/"));
     }
-    let detected = detect_source(&mut engine, &mut decoder, &mut source)?;
+    let detected = detect_source(engine, decoder, Box::new(source))?;
     if detected.decode.dead_total() > 0 {
         problems.push(format!("{} has {} invalid lines", path.display(), detected.decode.dead_total()));
     }

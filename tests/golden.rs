@@ -18,11 +18,11 @@ fn findings_for(input: &Path) -> String {
     let rules = load_rules(&common::repo().join("rules")).expect("rules");
     let policy = seedwatch_detect::policy::load_policy(&common::repo().join("rules/policy.yaml")).expect("policy");
     let reference = std::sync::Arc::new(seedwatch_detect::reference::Reference { policy, ..Default::default() });
-    let mut engine = RuleEngine::with_reference(rules, reference).expect("engine").with_clock(fixed_clock);
+    let engine = RuleEngine::with_reference(rules, reference).expect("engine").with_clock(fixed_clock);
     let fp = Fingerprinter::new(b"golden-secret-0123456789").expect("fingerprinter");
-    let mut decoder = Decoder::new(Redactor::new(fp).expect("redactor"));
+    let decoder = Decoder::new(Redactor::new(fp).expect("redactor"));
     let file = std::fs::File::open(input).expect("input");
-    let detected = detect_source(&mut engine, &mut decoder, &mut reader_source("input.ndjson", file)).expect("detect");
+    let detected = detect_source(engine, decoder, Box::new(reader_source("input.ndjson", file))).expect("detect");
     assert_eq!(detected.decode.dead_total(), 0, "golden inputs must be valid");
     let mut findings = detected.findings;
     seedwatch_detect::engine::sort_findings(&mut findings);

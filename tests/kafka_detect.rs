@@ -310,3 +310,48 @@ fn a_killed_detector_a_restarted_broker_and_a_killed_collector_lose_and_double_n
     stop(a);
     assert_eq!(contents(&d.archive), got);
 }
+
+/// `file`'s lines in arrival order when one license's lines arrive `delay_ms` after their
+/// time (the rest in the file's order), and that license: the one with the most findings.
+fn delay_one_license(file: &Path, findings_by_license: &[String], delay_ms: i64, out: &Path) -> String {
+    let all = std::fs::read_to_string(file).expect("read");
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for license in findings_by_license {
+        *counts.entry(license.as_str()).or_default() += 1;
+    }
+    let license = counts.into_iter().max_by_key(|(_, n)| *n).map(|(l, _)| l.to_string()).expect("a license with findings");
+    let mut lines: Vec<(i64, usize, &str)> = all
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            let v: Value = serde_json::from_str(line).expect("generator lines are JSON");
+            let time = chrono::DateTime::parse_from_rfc3339(v["time"].as_str().expect("time")).expect("rfc3339").timestamp_millis();
+            (time + if v["license"] == license.as_str() { delay_ms } else { 0 }, i, line)
+        })
+        .collect();
+    lines.sort();
+    let mut f = std::fs::File::create(out).expect("create");
+    for (_, _, line) in lines {
+        writeln!(f, "{line}").expect("write");
+    }
+    license
+}
+
+#[test]
+fn a_location_delivered_six_hours_late_through_kafka_finds_what_the_sorted_run_finds() {
+    let (dir, _broker, d, expected) = setup(Storage::Memory);
+    let licenses: Vec<String> = {
+        let out = seedwatch(&["query", "--archive", &dir.path().join("embedded-archive").display().to_string(), "--format", "csv", "SELECT license FROM findings"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).lines().skip(1).map(String::from).collect()
+    };
+    let delayed = dir.path().join("delayed.ndjson");
+    let license = delay_one_license(&d.data.join("events.ndjson"), &licenses, 6 * 3_600_000, &delayed);
+    d.collect(&delayed, &[]);
+    let mut a = d.detector("a", &[]);
+    let got = d.wait_for(&expected, Duration::from_secs(180), &["a"], &mut [&mut a]);
+    assert!(licenses.contains(&license));
+    assert_eq!(got.finding_rows as usize, got.finding_ids.len(), "a finding archived twice");
+    stop(a);
+    assert_eq!(contents(&d.archive), got, "the stop adds nothing");
+}

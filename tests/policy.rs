@@ -18,10 +18,10 @@ fn findings(policy_text: &str, rule: &str, fixture: &str) -> Vec<Finding> {
     std::fs::write(&path, policy_text).expect("write policy");
     let reference = Arc::new(Reference { policy: load_policy(&path).expect("policy"), ..Reference::default() });
     let rules: Vec<_> = load_rules(&common::repo().join("rules")).expect("rules").into_iter().filter(|r| r.id == rule).collect();
-    let mut engine = RuleEngine::with_reference(rules, reference).expect("engine");
-    let mut decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"policy-test-secret").expect("fp")).expect("redactor"));
+    let engine = RuleEngine::with_reference(rules, reference).expect("engine");
+    let decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"policy-test-secret").expect("fp")).expect("redactor"));
     let file = std::fs::File::open(common::repo().join("rules").join(fixture)).expect("fixture");
-    detect_source(&mut engine, &mut decoder, &mut reader_source(fixture, file)).expect("detect").findings
+    detect_source(engine, decoder, Box::new(reader_source(fixture, file))).expect("detect").findings
 }
 
 #[test]

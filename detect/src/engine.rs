@@ -11,6 +11,7 @@ use seedwatch_schemas::finding::MAX_EVIDENCE;
 use seedwatch_schemas::{EventBatch, Finding, Severity};
 use serde_json::json;
 
+use crate::event_time::{LicenseClock, LicenseId};
 use crate::reference::Reference;
 use crate::rule::{CompiledRule, RowCondition, RuleType};
 use crate::{DetectError, DetectStats, Detector};
@@ -35,6 +36,8 @@ struct KeyState {
     window: Window,
     /// Newest event time seen for the key.
     last_seen: i64,
+    /// The key's license, whose watermark says when the key is idle.
+    license: LicenseId,
     // Boxed: most keys have no open finding, and a finding is several hundred bytes.
     open: Option<Box<OpenFinding>>,
 }
@@ -149,6 +152,8 @@ struct RuleState {
     expiries: BTreeMap<(i64, u64), Box<[u8]>>,
     sequence: u64,
     batches: u64,
+    /// Absence findings opened against other licenses' time and disproved by the key's own events.
+    retracted: u64,
 }
 
 /// Runs a set of compiled rules over batches. See the crate docs.
@@ -160,6 +165,8 @@ pub struct RuleEngine {
     skipped: Vec<(String, &'static str)>,
     /// Newest event time seen in any family: absence is judged against it.
     watermark: i64,
+    /// Each license's own event time: lateness, suppression and idleness are judged against it.
+    licenses: LicenseClock,
     /// How far behind the watermark an event may be and still be evaluated.
     allowed_lateness_ms: i64,
     clock: fn() -> i64,
@@ -205,9 +212,9 @@ impl RuleEngine {
             let fields = rule.group_by.iter().map(|c| SortField::new(schema.field(*c).data_type().clone())).collect();
             let converter = RowConverter::new(fields).map_err(|e| eval_error(&rule, e))?;
             by_family[rule.family.index()].push(i);
-            states.push(RuleState { rule, keys: HashMap::new(), hourly: HashMap::new(), seen: HashMap::new(), absent: HashMap::new(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0 });
+            states.push(RuleState { rule, keys: HashMap::new(), hourly: HashMap::new(), seen: HashMap::new(), absent: HashMap::new(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0, retracted: 0 });
         }
-        Ok(Self { rules: states, by_family, reference, skipped, watermark: i64::MIN, allowed_lateness_ms: DEFAULT_ALLOWED_LATENESS_MS, clock: wall_clock_ms })
+        Ok(Self { rules: states, by_family, reference, skipped, watermark: i64::MIN, licenses: LicenseClock::default(), allowed_lateness_ms: DEFAULT_ALLOWED_LATENESS_MS, clock: wall_clock_ms })
     }
 
     /// Seed a `new_value` rule's seen-sets from rows of a
@@ -246,8 +253,16 @@ impl RuleEngine {
     pub(crate) fn replay_rule(&mut self, rule_id: &str, batch: &RecordBatch) -> Result<(), DetectError> {
         let now = (self.clock)();
         let Some(state) = self.rules.iter_mut().find(|r| r.rule.id == rule_id) else { return Ok(()) };
+        // Archived rows carry their licenses' event time into the restored engine.
+        let time = batch.column_by_name("time").and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>());
+        let license = batch.schema().index_of("license").ok().map(|i| as_utf8(batch, i)).transpose().map_err(|e| eval_error(&state.rule, e))?;
+        if let (Some(time), Some(license)) = (time, license.as_ref().and_then(|l| l.as_string_opt::<i32>())) {
+            for row in 0..batch.num_rows() {
+                self.licenses.saw(if license.is_null(row) { "" } else { license.value(row) }, time.value(row));
+            }
+        }
         let mut discarded = Vec::new();
-        state.process(batch, &self.reference, now, &mut discarded)?;
+        state.process(batch, &self.reference, &self.licenses, now, &mut discarded)?;
         Ok(())
     }
 
@@ -320,6 +335,12 @@ impl RuleEngine {
         }
     }
 
+    /// Absence findings withdrawn so far: a key judged silent against other licenses' newer
+    /// time whose own next event showed no gap (its events were delayed, not missing).
+    pub fn retracted_silences(&self) -> u64 {
+        self.rules.iter().map(|r| r.retracted).sum()
+    }
+
     /// Keys currently tracked across all rules (for memory reporting).
     pub fn tracked_keys(&self) -> usize {
         self.rules.iter().map(|r| r.keys.len() + r.hourly.len() + r.seen.len() + r.absent.len()).sum()
@@ -330,26 +351,23 @@ impl Detector for RuleEngine {
     fn process(&mut self, events: &EventBatch, out: &mut Vec<Finding>) -> Result<DetectStats, DetectError> {
         let mut stats = DetectStats::default();
         let now = (self.clock)();
-        // Events too far behind the watermark would reopen windows that were already judged:
-        // one columnar comparison drops them from evaluation (they are archived all the same).
+        // Events too far behind their own license's watermark would reopen windows that were
+        // already judged: they are archived all the same, but not evaluated. Each license has
+        // its own time, so a location's delayed backlog is not late behind other locations.
         let mut on_time = std::borrow::Cow::Borrowed(&events.batch);
-        if self.watermark != i64::MIN {
-            let horizon = self.watermark.saturating_sub(self.allowed_lateness_ms);
-            let time = events.batch.column_by_name("time").and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>());
-            if let Some(time) = time {
-                let keep = BooleanArray::from_unary(time, |t| t >= horizon);
-                let late = events.batch.num_rows() - keep.true_count();
-                if late > 0 {
-                    stats.late_events = late as u64;
-                    let kept = filter_record_batch(&events.batch, &keep).map_err(|e| DetectError::Evaluate { rule: "lateness".into(), message: e.to_string() })?;
-                    on_time = std::borrow::Cow::Owned(kept);
-                }
+        let time = events.batch.column_by_name("time").and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>());
+        if let (Some(time), Ok(license)) = (time, string_col(&events.batch, "license")) {
+            let (mask, late) = self.licenses.observe(license, time, self.allowed_lateness_ms);
+            if let Some(mask) = mask {
+                stats.late_events = late;
+                let kept = filter_record_batch(&events.batch, &BooleanArray::from(mask)).map_err(|e| DetectError::Evaluate { rule: "lateness".into(), message: e.to_string() })?;
+                on_time = std::borrow::Cow::Owned(kept);
             }
         }
         for &i in &self.by_family[events.family.index()] {
             let state = &mut self.rules[i];
             stats.rows_evaluated += on_time.num_rows() as u64;
-            let (matched, opened) = state.process(&on_time, &self.reference, now, out)?;
+            let (matched, opened) = state.process(&on_time, &self.reference, &self.licenses, now, out)?;
             stats.rows_matched += matched;
             stats.findings_opened += opened;
         }
@@ -357,6 +375,7 @@ impl Detector for RuleEngine {
     }
 
     fn advance(&mut self, watermark: i64) -> u64 {
+        self.licenses.commit();
         self.watermark = self.watermark.max(watermark);
         let now = (self.clock)();
         let mut opened = 0;
@@ -410,7 +429,8 @@ fn string_col<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray,
 }
 
 impl RuleState {
-    fn process(&mut self, batch: &RecordBatch, reference: &Reference, now: i64, out: &mut Vec<Finding>) -> Result<(u64, u64), DetectError> {
+    fn process(&mut self, batch: &RecordBatch, reference: &Reference, licenses: &LicenseClock, now: i64, out: &mut Vec<Finding>) -> Result<(u64, u64), DetectError> {
+        self.expire(licenses, out);
         let rule = &self.rule;
         let mask = rule
             .filter
@@ -419,7 +439,7 @@ impl RuleState {
             .map_err(|e| eval_error(rule, e))?;
         let mask: &BooleanArray = mask.as_boolean_opt().ok_or_else(|| eval_error(rule, "filter did not return booleans"))?;
         let clear = self.rule.absence.as_ref().and_then(|a| a.clear.clone());
-        let result = if mask.true_count() == 0 { Ok((0, 0)) } else { self.process_matched(batch, mask, reference, now, out) };
+        let result = if mask.true_count() == 0 { Ok((0, 0)) } else { self.process_matched(batch, mask, reference, licenses, now, out) };
         if let Some(clear) = clear {
             self.clear_keys(&clear, batch, out).map_err(|e| eval_error(&self.rule, e))?;
         }
@@ -449,7 +469,7 @@ impl RuleState {
         Ok(())
     }
 
-    fn process_matched(&mut self, batch: &RecordBatch, mask: &BooleanArray, reference: &Reference, now: i64, out: &mut Vec<Finding>) -> Result<(u64, u64), DetectError> {
+    fn process_matched(&mut self, batch: &RecordBatch, mask: &BooleanArray, reference: &Reference, licenses: &LicenseClock, now: i64, out: &mut Vec<Finding>) -> Result<(u64, u64), DetectError> {
         let rule = &self.rule;
         let mut matched = filter_record_batch(batch, mask).map_err(|e| eval_error(rule, e))?;
         if rule.condition != RowCondition::None {
@@ -509,21 +529,19 @@ impl RuleState {
             return Ok((n as u64, 0));
         }
         let mut opened = 0;
-        let mut watermark = i64::MIN;
         for &row in order.values() {
             let row = row as usize;
             let key = keys.row(row);
             let t = cols.time.value(row);
-            watermark = watermark.max(t);
-            if self.observe(key.as_ref(), row, t, &cols, reference, now, out) {
+            if self.observe(key.as_ref(), row, t, &cols, reference, licenses, now, out) {
                 opened += 1;
             }
         }
-        self.expire(watermark, out);
         self.batches += 1;
         if self.batches % SWEEP_EVERY_BATCHES == 0 {
-            let horizon = watermark.saturating_sub(self.rule.window_ms);
-            self.keys.retain(|_, k| k.open.is_some() || k.last_seen >= horizon);
+            // A key is idle once its license's own time has moved a window past it.
+            let window = self.rule.window_ms;
+            self.keys.retain(|_, k| k.open.is_some() || k.last_seen >= licenses.watermark(k.license).saturating_sub(window));
         }
         Ok((n as u64, opened))
     }
@@ -625,13 +643,20 @@ impl RuleState {
                 k.open = Some(Box::new(absence_finding(&self.rule, key, k, severity, t, now)));
             }
             if let Some(mut f) = k.open.take() {
-                f.severity = gap.map_or(f.severity, |g| f.severity.max(g));
-                f.window_end = t;
-                if f.evidence.len() < MAX_EVIDENCE {
-                    f.evidence.push(event_id.to_string());
+                // The silence as the key's own events show it. None: the key was judged silent
+                // against other licenses' newer time while its own events were still on their
+                // way (a delayed collector's backlog); they show no gap, so there was no outage.
+                if let Some(severity) = gap {
+                    f.severity = severity;
+                    f.window_end = t;
+                    if f.evidence.len() < MAX_EVIDENCE {
+                        f.evidence.push(event_id.to_string());
+                    }
+                    f.details = absence_details(&f, t, true);
+                    out.push(*f);
+                } else {
+                    self.retracted += 1;
                 }
-                f.details = absence_details(&f, t, true);
-                out.push(*f);
             }
             k.last_ok = t;
             k.last_event_id = Box::from(event_id);
@@ -675,13 +700,16 @@ impl RuleState {
 
     /// Feed one matching row; returns whether a new finding was opened.
     #[allow(clippy::too_many_arguments)]
-    fn observe(&mut self, key: &[u8], row: usize, t: i64, cols: &Columns<'_>, reference: &Reference, now: i64, out: &mut Vec<Finding>) -> bool {
+    fn observe(&mut self, key: &[u8], row: usize, t: i64, cols: &Columns<'_>, reference: &Reference, licenses: &LicenseClock, now: i64, out: &mut Vec<Finding>) -> bool {
         let rule = &self.rule;
         let Some(threshold_n) = rule.threshold_for(cols.system.value(row), &reference.policy) else { return false };
         let threshold = threshold_n as usize;
         let state = match self.keys.get_mut(key) {
             Some(s) => s,
-            None => self.keys.entry(Box::from(key)).or_default(),
+            None => {
+                let license = licenses.get(if cols.license.is_null(row) { "" } else { cols.license.value(row) }).unwrap_or_default();
+                self.keys.entry(Box::from(key)).or_insert_with(|| Box::new(KeyState { license, ..KeyState::default() }))
+            }
         };
         state.last_seen = state.last_seen.max(t);
         let event_id = cols.event_id.value(row);
@@ -803,22 +831,28 @@ impl RuleState {
         true
     }
 
-    /// Close open findings whose suppression window ended before `watermark`.
-    fn expire(&mut self, watermark: i64, out: &mut Vec<Finding>) {
+    /// Close open findings whose suppression window ended before their license's watermark.
+    fn expire(&mut self, licenses: &LicenseClock, out: &mut Vec<Finding>) {
+        let newest = licenses.max_watermark();
+        // Due by the newest license's time but not yet by their own: a lagging location's
+        // findings stay open until its own events pass them.
+        let mut waiting = Vec::new();
         while let Some(entry) = self.expiries.first_entry() {
-            if entry.key().0 > watermark {
+            if entry.key().0 > newest {
                 break;
             }
-            let ((expiry, _), key) = entry.remove_entry();
-            if let Some(state) = self.keys.get_mut(&key) {
-                let due = state.open.as_ref().is_some_and(|o| o.finding.window_start.saturating_add(self.rule.suppress_ms) == expiry);
-                if due {
-                    if let Some(open) = state.open.take() {
-                        out.push(render(&self.rule, *open));
-                    }
-                }
+            let ((expiry, sequence), key) = entry.remove_entry();
+            let Some(state) = self.keys.get_mut(&key) else { continue };
+            if !state.open.as_ref().is_some_and(|o| o.finding.window_start.saturating_add(self.rule.suppress_ms) == expiry) {
+                continue;
+            }
+            if licenses.watermark(state.license) < expiry {
+                waiting.push(((expiry, sequence), key));
+            } else if let Some(open) = state.open.take() {
+                out.push(render(&self.rule, *open));
             }
         }
+        self.expiries.extend(waiting);
     }
 }
 
@@ -1019,7 +1053,8 @@ mod tests {
     #[test]
     fn a_key_holds_one_window_kind() {
         // Three window fields side by side were 104 bytes; every tracked key pays this.
-        assert!(std::mem::size_of::<super::KeyState>() <= 56, "{}", std::mem::size_of::<super::KeyState>());
+        // 64 with the key's license (four bytes, padded), which judges when the key is idle.
+        assert!(std::mem::size_of::<super::KeyState>() <= 64, "{}", std::mem::size_of::<super::KeyState>());
     }
 
     #[test]

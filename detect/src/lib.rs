@@ -13,6 +13,7 @@
 
 pub mod duration;
 pub mod engine;
+mod event_time;
 pub mod policy;
 pub mod reference;
 pub mod resume;

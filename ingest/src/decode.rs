@@ -184,6 +184,7 @@ struct FamilyBuilder {
     /// Positions of fields the decoder fills in itself.
     idx_event_id: usize,
     idx_license: usize,
+    idx_time: usize,
     idx_location: usize,
     idx_key_id: Option<usize>,
 }
@@ -197,6 +198,7 @@ impl FamilyBuilder {
             columns: fields.iter().map(|f| Column::for_kind(f.kind)).collect(),
             idx_event_id: pos("event_id").unwrap_or(0),
             idx_license: pos("license").unwrap_or(0),
+            idx_time: pos("time").unwrap_or(0),
             idx_location: pos("location").unwrap_or(0),
             idx_key_id: pos("key_id"),
             fields,
@@ -269,6 +271,11 @@ pub struct Decoder {
     extra: String,
     scratch: String,
     stats: DecodeStats,
+    /// How far ahead of its arrival an event may be dated (`None`: no bound, for fixtures).
+    max_clock_skew_ms: Option<i64>,
+    /// The chunk's arrival time and the newest event time it may carry.
+    received_at_ms: i64,
+    newest_allowed_ms: i64,
 }
 
 impl std::fmt::Debug for Decoder {
@@ -287,11 +294,23 @@ impl Decoder {
             extra: String::new(),
             scratch: String::new(),
             stats: DecodeStats::default(),
+            max_clock_skew_ms: None,
+            received_at_ms: 0,
+            newest_allowed_ms: i64::MAX,
         }
+    }
+
+    /// Dead-letter (`future_time`) events dated more than `skew_ms` after the chunk's
+    /// arrival (`decode_chunk`'s `received_at_ms`): event time is bounded by arrival.
+    pub fn with_max_clock_skew(mut self, skew_ms: i64) -> Self {
+        self.max_clock_skew_ms = Some(skew_ms.max(0));
+        self
     }
 
     /// Decode every line of `chunk`. `received_at_ms` stamps dead letters.
     pub fn decode_chunk(&mut self, chunk: &LineChunk, received_at_ms: i64) -> Result<DecodedChunk, IngestError> {
+        self.received_at_ms = received_at_ms;
+        self.newest_allowed_ms = self.max_clock_skew_ms.map_or(i64::MAX, |skew| received_at_ms.saturating_add(skew));
         for span in &chunk.lines {
             let bytes = chunk.line(span);
             self.stats.lines += 1;
@@ -430,6 +449,21 @@ impl Decoder {
                         format!("missing required field `{}`{hint}", field.name),
                     )));
                 }
+            }
+        }
+
+        if let Cell::Time(ms) = cells[builder.idx_time] {
+            if ms > self.newest_allowed_ms {
+                // A clock years ahead would drag every watermark with it: one such line used to
+                // age every absence key by decades and leave a whole run without findings.
+                return Err(with_family(reject(
+                    ReasonCode::FutureTime,
+                    format!(
+                        "field `time` is {} s ahead of its arrival, more than the allowed clock skew of {} s",
+                        (ms - self.received_at_ms) / 1000,
+                        self.max_clock_skew_ms.unwrap_or(0) / 1000
+                    ),
+                )));
             }
         }
 

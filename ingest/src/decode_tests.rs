@@ -280,3 +280,22 @@ fn a_line_redacted_upstream_decodes_like_the_raw_line() {
         assert_eq!(crate::redact::existing_marker(not_marker), None);
     }
 }
+
+#[test]
+fn a_time_beyond_arrival_plus_the_clock_skew_is_dead_lettered() {
+    let at = |time: &str| {
+        let mut v = valid(Family::Login);
+        v["time"] = json!(time);
+        v.to_string().into_bytes()
+    };
+    let (near, far) = (at("2026-11-05T10:10:00Z"), at("2099-12-31T00:00:00Z"));
+    let arrival = chrono::DateTime::parse_from_rfc3339("2026-11-05T10:00:00Z").map_or(0, |t| t.timestamp_millis());
+    let mut bounded = decoder().with_max_clock_skew(15 * 60 * 1000);
+    let decoded = bounded.decode_chunk(&chunk(&[&near, &far]), arrival).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(decoded.stats.events_total(), 1, "ten minutes ahead is within the skew");
+    let dead = decoded.dead_letters.as_ref().unwrap_or_else(|| panic!("the far line is dead-lettered"));
+    assert_eq!(dead.column_by_name("reason_code").map(|c| c.as_string::<i32>().value(0).to_string()), Some("future_time".to_string()));
+    assert_eq!(decoded.max_event_time(), chrono::DateTime::parse_from_rfc3339("2026-11-05T10:10:00Z").ok().map(|t| t.timestamp_millis()), "it moves no watermark");
+    // Without a bound (fixtures, goldens) any date is accepted.
+    assert_eq!(decoder().decode_chunk(&chunk(&[&far]), arrival).unwrap_or_else(|e| panic!("{e}")).stats.events_total(), 1);
+}

@@ -11,7 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod consumer;
-pub mod partition;
+pub use seedwatch_schemas::partition;
 
 pub use consumer::{GroupConsumer, Rebalanced, Record};
 pub use partition::partition_for;

@@ -26,6 +26,8 @@ pub enum ReasonCode {
     WrongType,
     /// The time could not be parsed or was out of range.
     BadTime,
+    /// The time lies further after the line's arrival than the allowed clock skew.
+    FutureTime,
     /// `family` named no known family.
     UnknownFamily,
     /// `action` named no known audit action.
@@ -42,7 +44,7 @@ pub enum ReasonCode {
 
 impl ReasonCode {
     /// Every code, for documentation and metric pre-registration.
-    pub const ALL: [ReasonCode; 14] = [
+    pub const ALL: [ReasonCode; 15] = [
         ReasonCode::EmptyLine,
         ReasonCode::LineTooLong,
         ReasonCode::InvalidUtf8,
@@ -51,6 +53,7 @@ impl ReasonCode {
         ReasonCode::MissingField,
         ReasonCode::WrongType,
         ReasonCode::BadTime,
+        ReasonCode::FutureTime,
         ReasonCode::UnknownFamily,
         ReasonCode::UnknownAction,
         ReasonCode::InvalidIp,
@@ -70,6 +73,7 @@ impl ReasonCode {
             ReasonCode::MissingField => "missing_field",
             ReasonCode::WrongType => "wrong_type",
             ReasonCode::BadTime => "bad_time",
+            ReasonCode::FutureTime => "future_time",
             ReasonCode::UnknownFamily => "unknown_family",
             ReasonCode::UnknownAction => "unknown_action",
             ReasonCode::InvalidIp => "invalid_ip",

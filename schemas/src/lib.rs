@@ -17,6 +17,7 @@ pub mod dead_letter;
 pub mod fields;
 pub mod finding;
 pub mod json_schema;
+pub mod partition;
 
 use std::fmt;
 use std::str::FromStr;

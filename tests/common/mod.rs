@@ -45,6 +45,8 @@ pub fn run_options(data: &Path, archive: &Path, dir: &Path) -> RunOptions {
         fingerprint_key: dir.join("fingerprint.key"),
         progress: false,
         allowed_lateness_ms: seedwatch_detect::engine::DEFAULT_ALLOWED_LATENESS_MS,
+        max_clock_skew_ms: seedwatch::pipeline::DEFAULT_MAX_CLOCK_SKEW_MS,
+        partitions: 2,
     }
 }
 

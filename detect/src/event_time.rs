@@ -1,0 +1,144 @@
+//! Event time per license.
+//!
+//! Each license (a location's state licence) has its own watermark: the newest
+//! event time seen for it as of the last [`crate::Detector::advance`]. Lateness,
+//! the closing of suppression windows and the forgetting of idle keys are judged
+//! against the event's own license, so a location whose collector was offline
+//! for hours delivers its backlog in its own event time: it is neither "late"
+//! behind every other site's newer events, nor does it make their events late.
+//! Silence (absence rules) is still judged against the task's time, the newest
+//! event of any license, since a silent location has no time of its own.
+
+use std::collections::HashMap;
+
+use datafusion::arrow::array::{Array, PrimitiveArray, StringArray};
+use datafusion::arrow::datatypes::TimestampMillisecondType;
+
+/// A license's index in [`LicenseClock`]: small, so per-key state can carry it.
+pub(crate) type LicenseId = u32;
+
+#[derive(Debug, Clone, Copy)]
+struct LicenseTime {
+    /// Newest event time as of the last `commit`: what lateness is judged against.
+    watermark: i64,
+    /// Newest event time seen since (committed at the next `advance`).
+    newest: i64,
+}
+
+/// Interned licenses and their watermarks.
+#[derive(Debug)]
+pub(crate) struct LicenseClock {
+    ids: HashMap<Box<str>, LicenseId>,
+    times: Vec<LicenseTime>,
+    /// The newest committed watermark of any license.
+    max: i64,
+}
+
+impl Default for LicenseClock {
+    fn default() -> Self {
+        Self { ids: HashMap::new(), times: Vec::new(), max: i64::MIN }
+    }
+}
+
+impl LicenseClock {
+    /// The id of `license`, interning it on first sight.
+    pub(crate) fn intern(&mut self, license: &str) -> LicenseId {
+        if let Some(id) = self.ids.get(license) {
+            return *id;
+        }
+        let id = self.times.len() as LicenseId;
+        self.ids.insert(Box::from(license), id);
+        self.times.push(LicenseTime { watermark: i64::MIN, newest: i64::MIN });
+        id
+    }
+
+    /// The id of a license already interned (every license of a batch is, once
+    /// [`LicenseClock::observe`] has seen it).
+    pub(crate) fn get(&self, license: &str) -> Option<LicenseId> {
+        self.ids.get(license).copied()
+    }
+
+    /// The license's watermark; `i64::MIN` before its first `advance`.
+    pub(crate) fn watermark(&self, id: LicenseId) -> i64 {
+        self.times.get(id as usize).map_or(i64::MIN, |t| t.watermark)
+    }
+
+    /// Intern every license of a batch and mark which rows are on time: not older
+    /// than their license's watermark minus `allowed_lateness_ms`. Rows on time
+    /// raise their license's newest time. Returns the mask (`None` when every row
+    /// is on time, the usual case) and the number of late rows.
+    pub(crate) fn observe(
+        &mut self,
+        license: &StringArray,
+        time: &PrimitiveArray<TimestampMillisecondType>,
+        allowed_lateness_ms: i64,
+    ) -> (Option<Vec<bool>>, u64) {
+        let mut on_time: Option<Vec<bool>> = None;
+        let mut late = 0;
+        // Batches hold runs of one license: look it up once per run, not per row.
+        let mut current: Option<(&str, LicenseId)> = None;
+        for row in 0..time.len() {
+            let name = if license.is_null(row) { "" } else { license.value(row) };
+            let id = match current {
+                Some((n, id)) if n == name => id,
+                _ => {
+                    let id = self.intern(name);
+                    current = Some((name, id));
+                    id
+                }
+            };
+            let t = time.value(row);
+            let lt = &mut self.times[id as usize];
+            if lt.watermark != i64::MIN && t < lt.watermark.saturating_sub(allowed_lateness_ms) {
+                late += 1;
+                on_time.get_or_insert_with(|| vec![true; time.len()])[row] = false;
+                continue;
+            }
+            lt.newest = lt.newest.max(t);
+        }
+        (on_time, late)
+    }
+
+    /// Raise a license's newest time without judging lateness (warm-up replay).
+    pub(crate) fn saw(&mut self, license: &str, time: i64) {
+        let id = self.intern(license);
+        let lt = &mut self.times[id as usize];
+        lt.newest = lt.newest.max(time);
+    }
+
+    /// Make every license's newest time its watermark (called by `advance`).
+    pub(crate) fn commit(&mut self) {
+        for t in &mut self.times {
+            t.watermark = t.watermark.max(t.newest);
+            self.max = self.max.max(t.watermark);
+        }
+    }
+
+    /// The newest watermark of any license.
+    pub(crate) fn max_watermark(&self) -> i64 {
+        self.max
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::TimestampMillisecondArray;
+
+    #[test]
+    fn lateness_is_judged_against_the_rows_own_license() {
+        let mut clock = LicenseClock::default();
+        let licenses = StringArray::from(vec!["A", "B"]);
+        let (mask, late) = clock.observe(&licenses, &TimestampMillisecondArray::from(vec![10_000, 1_000]), 0);
+        assert_eq!((mask, late), (None, 0));
+        clock.commit();
+        // B's backlog far behind A is on time for B; A going back is late.
+        let licenses = StringArray::from(vec!["B", "A", "B"]);
+        let (mask, late) = clock.observe(&licenses, &TimestampMillisecondArray::from(vec![1_500, 9_000, 500]), 0);
+        assert_eq!((mask, late), (Some(vec![true, false, false]), 2));
+        clock.commit();
+        assert_eq!(clock.watermark(clock.get("B").unwrap_or(99)), 1_500);
+        assert_eq!(clock.watermark(clock.get("A").unwrap_or(99)), 10_000);
+        assert_eq!(clock.max_watermark(), 10_000);
+    }
+}
