@@ -2,27 +2,29 @@
 //! their findings to the archive, so a new or changed rule can be tried on
 //! past data before it goes live.
 //!
-//! The engine first rebuilds its state as of `from` (the same warm-up a
-//! restarted detector does, `seedwatch_detect::resume`), then reads each
-//! family's events in `[from, to)` in time order with DataFusion and runs the
-//! rules over them. Finding ids are deterministic, so findings the live
+//! The engines first rebuild their state as of `from` (the same warm-up a
+//! restarted detector does, `seedwatch_detect::resume`); then the runtime's
+//! driver runs with one input per family (its archived events in `[from, to)`,
+//! in time order, from DataFusion), merged in event time as a live run's inputs
+//! are, over N partitions. Finding ids are deterministic, so findings the live
 //! pipeline already archived are recognised and not written twice.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
-use seedwatch_archive::query::{run_query, stream_query};
-use seedwatch_archive::{open_session, ArchiveWriter, CommitStats, Sink, WriterOptions};
+use seedwatch_archive::query::run_query;
+use seedwatch_archive::{open_session, ArchiveError, ArchiveWriter, CommitStats, Sink, WriterOptions, Written};
 use seedwatch_detect::reference::Reference;
 use seedwatch_detect::resume::conform;
-use seedwatch_detect::{load_rules, Detector, RuleEngine};
-use seedwatch_schemas::finding::findings_to_batch;
+use seedwatch_detect::{load_rules, RuleEngine};
+use seedwatch_ingest::{DecodeStats, DecodedChunk};
+use seedwatch_runtime::{Driver, DriverOptions, Input, RuntimeError};
+use seedwatch_schemas::arrow::array::{AsArray, BooleanArray, RecordBatch};
+use seedwatch_schemas::arrow::compute::filter_record_batch;
 use seedwatch_schemas::{EventBatch, Family, Finding, Table};
-
-use crate::pipeline::block_on;
 
 /// What `seedwatch rules backfill` needs.
 #[derive(Debug, Clone)]
@@ -91,9 +93,12 @@ pub fn backfill(opts: &BackfillOptions) -> Result<BackfillReport> {
         }
         rules.retain(|r| opts.only.contains(&r.id));
     }
-    let reference = Reference::load(&opts.rules, opts.locations.as_deref(), opts.roster.as_deref())?;
+    let reference = Arc::new(Reference::load(&opts.rules, opts.locations.as_deref(), opts.roster.as_deref())?);
     // Every event in the range is evaluated: history has no "late".
-    let mut engine = RuleEngine::with_reference(rules, Arc::new(reference))?.with_allowed_lateness(i64::MAX);
+    let mut engines = (0..crate::pipeline::partition_count(0))
+        .map(|_| RuleEngine::with_reference(rules.clone(), Arc::clone(&reference)).map(|e| e.with_allowed_lateness(i64::MAX)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let engine = &engines[0];
     let mut report = BackfillReport { skipped_rules: engine.skipped().iter().map(|(r, w)| (r.clone(), *w)).collect(), ..BackfillReport::default() };
     for (rule, why) in engine.skipped() {
         tracing::warn!(rule = %rule, reason = why, "rule skipped");
@@ -105,88 +110,109 @@ pub fn backfill(opts: &BackfillOptions) -> Result<BackfillReport> {
         return Err(anyhow!("no rule to evaluate (all skipped for lack of reference data: pass --locations and --roster)"));
     }
 
-    let mut findings = Vec::new();
-    let (archived, newest) = block_on(async {
+    let archived = HashSet::new();
+    // Each family's events in the range, in time order, are one input of the driver: the
+    // families advance together in event time, as live.
+    let runtime = Arc::new(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?);
+    let (inputs, archived, warmup_rows) = runtime.block_on(async {
         let ctx = open_session(&opts.archive).await?;
-        for step in engine.warmup_plan(opts.from) {
-            report.warmup_rows += stream_query(&ctx, &step.sql, |batch| engine.replay(&step, &batch).map(|_| ()).map_err(anyhow::Error::from)).await?;
-        }
-        engine.advance(opts.from - 1);
-
-        let mut archived: HashSet<String> = HashSet::new();
+        let resumed = crate::pipeline::resume_partitions(&mut engines, &ctx, Some(opts.from), crate::pipeline::Judge::AtUntil).await?;
+        let mut archived = archived;
         for batch in run_query(&ctx, &format!("SELECT finding_id FROM findings WHERE rule IN ({rule_list})")).await? {
             let ids = seedwatch_schemas::arrow::compute::cast(batch.column(0), &seedwatch_schemas::arrow::datatypes::DataType::Utf8)?;
             use seedwatch_schemas::arrow::array::AsArray;
             archived.extend(ids.as_string::<i32>().iter().flatten().map(str::to_string));
         }
-
-        let range = seedwatch_detect::resume::time_range(opts.from, opts.to);
-        let mut newest = i64::MIN;
+        let mut inputs: Vec<Box<dyn Input>> = Vec::new();
         for family in families {
-            let total = count(&ctx, &format!("SELECT count(*) FROM {} WHERE {range}", family.as_str())).await?;
             let sql = seedwatch_detect::resume::events_query(family, opts.from, opts.to);
-            let mut done = 0u64;
-            let mut last_progress = Instant::now();
-            let mut progress_printed = false;
-            stream_query(&ctx, &sql, |batch| {
-                let batch = conform(family, &batch).map_err(|e| anyhow!("reading {family} events: {e}"))?;
-                done += batch.num_rows() as u64;
-                newest = newest.max(max_time(&batch));
-                engine.process(&EventBatch { family, batch }, &mut findings)?;
-                if opts.progress && last_progress.elapsed() >= Duration::from_secs(2) {
-                    eprint!("\rbackfill: {family} {done} of {total} events ({:.0}%), {} findings so far   ", 100.0 * done as f64 / total.max(1) as f64, findings.len());
-                    last_progress = Instant::now();
-                    progress_printed = true;
-                }
-                Ok::<(), anyhow::Error>(())
-            })
-            .await
-            .with_context(|| format!("backfilling {family}"))?;
-            if progress_printed {
-                eprintln!("\rbackfill: {family} {done} events read{}", " ".repeat(40));
-            }
-            report.events += done;
+            let stream = ctx.sql(&sql).await?.execute_stream().await?;
+            inputs.push(Box::new(ArchiveInput { family, stream, runtime: Arc::clone(&runtime) }));
         }
-        Ok((archived, newest))
+        Ok::<_, anyhow::Error>((inputs, archived, resumed.map_or(0, |r| r.rows)))
     })?;
-    if newest != i64::MIN {
-        engine.advance(newest);
-    }
-    engine.flush(&mut findings);
-    seedwatch_detect::engine::sort_findings(&mut findings);
+    report.warmup_rows = warmup_rows;
 
-    for f in &findings {
-        let count = report.per_rule.entry(f.rule.clone()).or_default();
-        count.findings += 1;
-        if !archived.contains(&f.finding_id) {
-            count.new += 1;
-        }
+    let writer = if opts.dry_run {
+        None
+    } else {
+        Some(ArchiveWriter::open(&opts.archive, WriterOptions::default()).with_context(|| format!("opening the archive at {}", opts.archive.display()))?)
+    };
+    let sink = BackfillSink { writer, archived };
+    let driver = Driver::new(sink, engines, DriverOptions { progress: opts.progress, ..DriverOptions::default() })?;
+    let (done, _) = driver.run(inputs)?;
+    report.events = done.decode.events_total();
+    for (rule, n) in &done.emitted_per_rule {
+        report.per_rule.entry(rule.clone()).or_default().findings = *n;
     }
-    report.new_findings = findings.into_iter().filter(|f| !archived.contains(&f.finding_id)).collect();
-    if !opts.dry_run && !report.new_findings.is_empty() {
-        let mut sink = ArchiveWriter::open(&opts.archive, WriterOptions::default()).with_context(|| format!("opening the archive at {}", opts.archive.display()))?;
-        sink.write(Table::Findings, &findings_to_batch(&report.new_findings)?)?;
-        report.commit = sink.commit()?;
+    for f in &done.findings {
+        report.per_rule.entry(f.rule.clone()).or_default().new += 1;
     }
+    report.new_findings = done.findings;
+    report.commit = done.commit;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
 
-/// The newest `time` of an event batch (`i64::MIN` when empty).
-fn max_time(batch: &seedwatch_schemas::arrow::array::RecordBatch) -> i64 {
-    use seedwatch_schemas::arrow::array::AsArray;
-    use seedwatch_schemas::arrow::datatypes::TimestampMillisecondType;
-    batch
-        .column_by_name("time")
-        .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
-        .and_then(|t| t.values().iter().copied().max())
-        .unwrap_or(i64::MIN)
+/// One family's archived events in the range, in time order, as a driver input.
+struct ArchiveInput {
+    family: Family,
+    stream: datafusion::physical_plan::SendableRecordBatchStream,
+    runtime: Arc<tokio::runtime::Runtime>,
 }
 
-/// The single integer a `SELECT count(*)` returns.
-async fn count(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<u64> {
-    use seedwatch_schemas::arrow::array::AsArray;
-    use seedwatch_schemas::arrow::datatypes::Int64Type;
-    let batches = run_query(ctx, sql).await?;
-    Ok(batches.first().and_then(|b| b.column(0).as_primitive_opt::<Int64Type>()).map_or(0, |c| c.value(0).max(0) as u64))
+impl std::fmt::Debug for ArchiveInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveInput").field("family", &self.family).finish_non_exhaustive()
+    }
+}
+
+impl Input for ArchiveInput {
+    fn next_chunk(&mut self) -> Result<Option<DecodedChunk>, RuntimeError> {
+        use futures::StreamExt;
+        let family = self.family;
+        let failed = |source: Box<dyn std::error::Error + Send + Sync>| RuntimeError::Input { what: format!("archived {family} events"), source };
+        let Some(batch) = self.runtime.block_on(self.stream.next()) else { return Ok(None) };
+        let batch = batch.map_err(|e| failed(Box::new(e)))?;
+        let batch = conform(family, &batch).map_err(|e| failed(e.into()))?;
+        let mut stats = DecodeStats { lines: batch.num_rows() as u64, ..DecodeStats::default() };
+        stats.events[family.index()] = batch.num_rows() as u64;
+        Ok(Some(DecodedChunk { events: vec![EventBatch { family, batch }], dead_letters: None, stats }))
+    }
+
+    fn kind(&self) -> &'static str {
+        "archive"
+    }
+}
+
+/// Backfill's sink: the events are the archive's own (handed on as new, never written
+/// again); findings the archive does not hold yet are new, and are written unless this
+/// is a dry run.
+#[derive(Debug)]
+struct BackfillSink {
+    writer: Option<ArchiveWriter>,
+    /// Ids of the archive's findings of the evaluated rules, and of those found since.
+    archived: HashSet<String>,
+}
+
+impl Sink for BackfillSink {
+    fn write(&mut self, table: Table, batch: &RecordBatch) -> Result<Written, ArchiveError> {
+        if table != Table::Findings {
+            return Ok(Written { kept: batch.num_rows() as u64, duplicates: 0, new_rows: None });
+        }
+        let ids = batch
+            .column_by_name("finding_id")
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or_else(|| ArchiveError::Schema { table: table.name(), message: "no string finding_id column".into() })?;
+        let new: BooleanArray = ids.iter().map(|id| Some(id.is_some_and(|id| self.archived.insert(id.to_string())))).collect();
+        let kept = new.true_count() as u64;
+        if let Some(writer) = &mut self.writer {
+            writer.write(table, &filter_record_batch(batch, &new).map_err(|e| ArchiveError::Query(e.to_string()))?)?;
+        }
+        Ok(Written { kept, duplicates: batch.num_rows() as u64 - kept, new_rows: Some(new) })
+    }
+
+    fn commit(&mut self) -> Result<CommitStats, ArchiveError> {
+        self.writer.as_mut().map_or(Ok(CommitStats::default()), Sink::commit)
+    }
 }

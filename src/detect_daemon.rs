@@ -43,7 +43,7 @@ use seedwatch_kafka::{partition_for, GroupConsumer, KafkaConfig, Message, Produc
 use seedwatch_schemas::arrow::record_batch::RecordBatch;
 use seedwatch_schemas::{EventBatch, Family, Finding, Table};
 
-use crate::internal_events::{ConsumerLag, OffsetsCommitted, OpenFindings, PartitionsAssigned, WatermarkAdvanced};
+use crate::internal_events::{ConsumerLag, OffsetCommitFailed, OffsetsCommitted, OpenFindings, OrderingReleaseForced, PartitionsAssigned, WatermarkAdvanced, WatermarkCheckFailed};
 use crate::pipeline::{self, RunReport};
 
 /// Messages decoded together (one Arrow batch per topic partition per round).
@@ -282,7 +282,7 @@ impl State<'_> {
         self.tasks.clear();
         self.findings.clear();
         let Some(Rebalanced::Assigned(assigned)) = rebalances.last() else {
-            PartitionsAssigned { partitions: 0 }.emit();
+            PartitionsAssigned { owned: &[], partition_count: 1 }.emit();
             return Ok(sink);
         };
         let numbers: std::collections::BTreeSet<i32> = assigned.iter().map(|(_, p)| *p).collect();
@@ -310,7 +310,7 @@ impl State<'_> {
             tracing::info!(partition, rows = resumed.map_or(0, |r| r.rows), seconds = t.elapsed().as_secs_f64(), "partition assigned, state restored from the archive");
             self.tasks.insert(partition, task);
         }
-        PartitionsAssigned { partitions: self.tasks.len() }.emit();
+        PartitionsAssigned { owned: &self.tasks.keys().copied().collect::<Vec<_>>(), partition_count: count }.emit();
         Ok(sink)
     }
 
@@ -364,7 +364,7 @@ impl State<'_> {
                 match consumer.watermarks(topic, *partition) {
                     Ok((low, high)) => queue.caught_up = queue.next_offset.unwrap_or(low) >= high,
                     // The broker is unreachable: hold the rows until it answers again.
-                    Err(e) => tracing::warn!(error = %e, partition, family = family.as_str(), "cannot read the high watermark; holding rows for ordering"),
+                    Err(e) => WatermarkCheckFailed { partition: *partition, family: *family, error: &e }.emit(),
                 }
             }
         }
@@ -379,7 +379,7 @@ impl State<'_> {
         }
         if force && task.buffered_rows() > 0 {
             self.out.forced_releases += 1;
-            tracing::warn!(partition, "ordering buffer full: releasing rows before every topic caught up");
+            OrderingReleaseForced { partition, rows: task.buffered_rows() }.emit();
         }
         let mut newest = i64::MIN;
         for (family, queue) in Family::ALL.iter().zip(task.queues.iter_mut()) {
@@ -470,7 +470,7 @@ impl State<'_> {
                 OffsetsCommitted { partitions: offsets.len() }.emit();
             }
             // A rebalance in progress: the archive holds the rows, the next owner skips them.
-            Err(e) => tracing::warn!(error = %e, "offset commit failed; the rows are archived and will be skipped when re-read"),
+            Err(e) => OffsetCommitFailed { error: &e }.emit(),
         }
         Ok(())
     }

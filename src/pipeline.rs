@@ -14,7 +14,7 @@ use seedwatch_archive::{ArchiveWriter, CommitStats, Sink, WriterOptions, Written
 use seedwatch_detect::reference::Reference;
 use seedwatch_detect::{load_rules, Detector, RuleEngine};
 use seedwatch_ingest::{file_source, stdin_source, ChunkLimits, DecodeStats, Decoder, Fingerprinter, Redactor, Source};
-use seedwatch_runtime::{Driver, DriverOptions, Input, MemorySink};
+use seedwatch_runtime::{Driver, DriverOptions, Input, LineInput, MemorySink};
 use seedwatch_schemas::finding::findings_to_batch;
 use seedwatch_schemas::{EventBatch, Finding, Table};
 
@@ -117,12 +117,14 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     let partitions = partition_count(opts.partitions);
     let mut engines = engines(&opts.rules, reference, partitions, opts.allowed_lateness_ms)?;
     let redactor = Redactor::new(Fingerprinter::load_or_create(&opts.fingerprint_key)?)?;
-    let mut inputs = Vec::new();
+    // Each input its own stream with its own decoder (the clock-skew bound is arrival's).
+    let decoder = || Decoder::new(redactor.clone()).with_max_clock_skew(opts.max_clock_skew_ms);
+    let mut inputs: Vec<Box<dyn Input>> = Vec::new();
     for input in &opts.inputs {
         if input.as_os_str() == "-" {
-            inputs.push(Input { source: Box::new(stdin_source(ChunkLimits::default())), kind: "stdin" });
+            inputs.push(Box::new(LineInput::new(Box::new(stdin_source(ChunkLimits::default())), decoder(), "stdin")));
         } else {
-            inputs.push(Input { source: Box::new(file_source(input, ChunkLimits::default())?), kind: "file" });
+            inputs.push(Box::new(LineInput::new(Box::new(file_source(input, ChunkLimits::default())?), decoder(), "file")));
         }
     }
     if inputs.is_empty() {
@@ -139,9 +141,8 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         .with_context(|| format!("opening the archive at {}", opts.archive.display()))?;
 
     let report_inputs = inputs.len();
-    let decoder = Decoder::new(redactor).with_max_clock_skew(opts.max_clock_skew_ms);
     let driver = Driver::new(sink, engines, DriverOptions { progress: opts.progress, ..DriverOptions::default() })?;
-    let (done, _sink) = driver.run(inputs, decoder)?;
+    let (done, _sink) = driver.run(inputs)?;
     Ok(RunReport {
         decode: done.decode,
         duplicates: done.duplicates,
@@ -297,7 +298,7 @@ pub struct Detected {
 /// as `run` (one partition, a memory sink). For rule fixtures and goldens.
 pub fn detect_source(engine: RuleEngine, decoder: Decoder, source: Box<dyn Source>) -> Result<Detected> {
     let driver = Driver::new(MemorySink, vec![engine], DriverOptions::default())?;
-    let (report, _) = driver.run(vec![Input { source, kind: "file" }], decoder)?;
+    let (report, _) = driver.run(vec![Box::new(LineInput::new(source, decoder, "file"))])?;
     Ok(Detected { findings: report.findings, decode: report.decode, late_events: report.late_events })
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use seedwatch_archive::{CommitStats, Sink, Written};
 use seedwatch_detect::RuleEngine;
-use seedwatch_ingest::{DecodeStats, Decoder, LineChunk};
+use seedwatch_ingest::DecodeStats;
 use seedwatch_schemas::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use seedwatch_schemas::arrow::compute::{concat_batches, filter_record_batch, max};
 use seedwatch_schemas::arrow::datatypes::TimestampMillisecondType;
@@ -58,6 +58,8 @@ pub struct DriverReport {
     pub retracted_silences: u64,
     /// Most rows held at once, waiting for the other inputs to catch up.
     pub peak_held_rows: usize,
+    /// Findings the rules emitted, by rule, including those the sink already held.
+    pub emitted_per_rule: BTreeMap<String, u64>,
 }
 
 /// A sink that keeps nothing and holds every row new: for rule fixtures and goldens.
@@ -94,18 +96,17 @@ impl<S: Sink> Driver<S> {
     }
 
     /// Read every input to its end, detect, write, commit. Returns the report and the sink.
-    pub fn run(mut self, inputs: Vec<Input>, decoder: Decoder) -> Result<(DriverReport, S), RuntimeError> {
+    pub fn run(mut self, inputs: Vec<Box<dyn Input>>) -> Result<(DriverReport, S), RuntimeError> {
         let started = Instant::now();
-        let mut reader = Reader::new(inputs, decoder);
+        let mut reader = Reader::new(inputs);
         let total_bytes = reader.total_bytes();
         // Reading and decoding run ahead on their own thread, a few chunks at most.
         let (tx, rx) = sync_channel::<Result<Decoded, RuntimeError>>(4);
         let read_thread = std::thread::Builder::new()
             .name("seedwatch-read".into())
             .spawn(move || {
-                let mut chunk = LineChunk::new();
                 loop {
-                    match reader.next(&mut chunk) {
+                    match reader.next() {
                         Ok(Some(decoded)) => {
                             if tx.send(Ok(decoded)).is_err() {
                                 return;
@@ -243,6 +244,9 @@ impl<S: Sink> Driver<S> {
     fn emit_findings(&mut self, mut findings: Vec<Finding>, source_kind: &'static str) -> Result<(), RuntimeError> {
         if findings.is_empty() {
             return Ok(());
+        }
+        for f in &findings {
+            *self.report.emitted_per_rule.entry(f.rule.clone()).or_default() += 1;
         }
         let batch = findings_to_batch(&findings)?;
         let written = self.write(Table::Findings, &batch, source_kind)?;

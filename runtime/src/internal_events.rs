@@ -53,6 +53,9 @@ struct Metrics {
     kafka_rebalances: IntCounterVec,
     kafka_commits: IntCounterVec,
     kafka_lag: IntGaugeVec,
+    kafka_commit_failures: IntCounterVec,
+    kafka_watermark_failures: IntCounterVec,
+    forced_releases: IntCounterVec,
 }
 
 static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| {
@@ -99,6 +102,9 @@ static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| {
         kafka_partitions: register_int_gauge_vec_with_registry!("kafka_partitions_assigned", "Partition numbers (tasks) this detector owns in its consumer group.", &[], r).ok()?,
         kafka_rebalances: counter("kafka_rebalances_total", "Consumer-group rebalances this detector went through.", &[])?,
         kafka_commits: counter("kafka_offset_commits_total", "Offset commits, each after an archive commit.", &[])?,
+        kafka_commit_failures: counter("kafka_offset_commit_failures_total", "Offset commits that failed (a rebalance in progress, the broker away); the rows stay archived and are skipped when re-read.", &[])?,
+        kafka_watermark_failures: counter("kafka_watermark_check_failures_total", "High-watermark reads that failed; the task holds its rows for ordering until the broker answers.", &[])?,
+        forced_releases: counter("ordering_forced_releases_total", "Times a task released rows before its other topics caught up, because the ordering buffer was full.", &[])?,
         kafka_lag: register_int_gauge_vec_with_registry!("kafka_consumer_lag", "Messages not yet committed by this detector, by topic and partition.", &["topic", "partition"], r).ok()?,
     })
 });
@@ -377,18 +383,86 @@ impl RulesLoaded<'_> {
 
 /// The consumer group gave this detector a new set of partitions.
 #[derive(Debug)]
-pub struct PartitionsAssigned {
+pub struct PartitionsAssigned<'a> {
     /// Partition numbers (tasks) now owned.
-    pub partitions: usize,
+    pub owned: &'a [i32],
+    /// Partitions per topic (to tell which licenses the owned ones hold).
+    pub partition_count: i32,
 }
 
-impl PartitionsAssigned {
-    /// Count the rebalance, set the gauge.
+impl PartitionsAssigned<'_> {
+    /// Count the rebalance, set the gauge, and drop the per-license and per-partition series
+    /// this member no longer owns: a revoked license's sync lag would otherwise grow here
+    /// forever and fire the sync-lag alert while its new owner reports it healthy.
     pub fn emit(&self) {
-        tracing::info!(partitions = self.partitions, "consumer group rebalanced");
+        tracing::info!(partitions = self.owned.len(), "consumer group rebalanced");
         let Some(m) = METRICS.as_ref() else { return };
         m.kafka_rebalances.with_label_values::<&str>(&[]).inc();
-        m.kafka_partitions.with_label_values::<&str>(&[]).set(self.partitions as i64);
+        m.kafka_partitions.with_label_values::<&str>(&[]).set(self.owned.len() as i64);
+        m.kafka_lag.reset();
+        let Ok(mut last) = LAST_SYNC.lock() else { return };
+        last.retain(|(state, license), _| {
+            let owned = self.owned.contains(&seedwatch_schemas::partition::partition_for(license.as_bytes(), self.partition_count));
+            if !owned {
+                let _ = m.last_sync.remove_label_values(&[state, license]);
+                let _ = m.sync_lag.remove_label_values(&[state, license]);
+            }
+            owned
+        });
+    }
+}
+
+/// An offset commit failed; the archive holds the rows, so a re-read skips them.
+#[derive(Debug)]
+pub struct OffsetCommitFailed<'a> {
+    /// Why.
+    pub error: &'a dyn std::error::Error,
+}
+
+impl OffsetCommitFailed<'_> {
+    /// Log and count.
+    pub fn emit(&self) {
+        tracing::warn!(error = %self.error, "offset commit failed; the rows are archived and will be skipped when re-read");
+        let Some(m) = METRICS.as_ref() else { return };
+        m.kafka_commit_failures.with_label_values::<&str>(&[]).inc();
+    }
+}
+
+/// A high watermark could not be read: the task holds its rows until the broker answers.
+#[derive(Debug)]
+pub struct WatermarkCheckFailed<'a> {
+    /// The task's partition number.
+    pub partition: i32,
+    /// The topic's family.
+    pub family: Family,
+    /// Why.
+    pub error: &'a dyn std::error::Error,
+}
+
+impl WatermarkCheckFailed<'_> {
+    /// Log and count.
+    pub fn emit(&self) {
+        tracing::warn!(error = %self.error, partition = self.partition, family = self.family.as_str(), "cannot read the high watermark; holding rows for ordering");
+        let Some(m) = METRICS.as_ref() else { return };
+        m.kafka_watermark_failures.with_label_values::<&str>(&[]).inc();
+    }
+}
+
+/// A task's ordering buffer was full: rows were released before its other topics caught up.
+#[derive(Debug)]
+pub struct OrderingReleaseForced {
+    /// The task's partition number.
+    pub partition: i32,
+    /// Rows held when it happened.
+    pub rows: usize,
+}
+
+impl OrderingReleaseForced {
+    /// Log and count.
+    pub fn emit(&self) {
+        tracing::warn!(partition = self.partition, rows = self.rows, "ordering buffer full: releasing rows before every topic caught up");
+        let Some(m) = METRICS.as_ref() else { return };
+        m.forced_releases.with_label_values::<&str>(&[]).inc();
     }
 }
 
@@ -421,6 +495,56 @@ impl ConsumerLag<'_> {
         let Some(m) = METRICS.as_ref() else { return };
         for (topic, partition, lag) in self.lags {
             m.kafka_lag.with_label_values(&[topic.as_str(), partition.to_string().as_str()]).set(*lag);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seedwatch_schemas::arrow::array::{StringArray, TimestampMillisecondArray};
+    use seedwatch_schemas::partition::partition_for;
+    use std::sync::Arc;
+
+    fn series(name: &str) -> Vec<String> {
+        REGISTRY
+            .gather()
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| f.get_metric().iter().map(|m| m.get_label().iter().map(|l| l.value().to_string()).collect::<Vec<_>>().join(",")).collect::<Vec<_>>())
+            .collect()
+    }
+
+    #[test]
+    fn a_rebalance_drops_the_sync_series_of_licenses_no_longer_owned() {
+        let (kept, moved) = ("CA-R-0001", "abc");
+        let (p_kept, p_moved) = (partition_for(kept.as_bytes(), 4), partition_for(moved.as_bytes(), 4));
+        assert_ne!(p_kept, p_moved);
+        // Only the columns the event reads.
+        use seedwatch_schemas::arrow::datatypes::{DataType, Field, Schema};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("time", seedwatch_schemas::arrow_schema::timestamp_type(), false),
+            Field::new("state", DataType::Utf8, false),
+            Field::new("license", DataType::Utf8, false),
+            Field::new("outcome", DataType::Utf8, false),
+        ]));
+        let columns: Vec<seedwatch_schemas::arrow::array::ArrayRef> = vec![
+            Arc::new(TimestampMillisecondArray::from(vec![1_000, 2_000]).with_timezone("UTC")),
+            Arc::new(StringArray::from(vec!["CA", "CA"])),
+            Arc::new(StringArray::from(vec![kept, moved])),
+            Arc::new(StringArray::from(vec!["success", "success"])),
+        ];
+        let batch = RecordBatch::try_new(schema, columns).unwrap_or_else(|e| panic!("{e}"));
+        EventsObserved { family: Family::Sync, batch: &batch }.emit();
+        WatermarkAdvanced { watermark: 10_000 }.emit();
+        let lag = series("seedwatch_sync_lag_seconds");
+        assert!(lag.iter().any(|s| s.contains(moved)) && lag.iter().any(|s| s.contains(kept)), "{lag:?}");
+        PartitionsAssigned { owned: &[p_kept], partition_count: 4 }.emit();
+        WatermarkAdvanced { watermark: 20_000 }.emit();
+        for name in ["seedwatch_sync_lag_seconds", "seedwatch_last_successful_sync_timestamp_seconds"] {
+            let left = series(name);
+            assert!(left.iter().all(|s| !s.contains(moved)), "{name}: {left:?}");
+            assert!(left.iter().any(|s| s.contains(kept)), "{name}: {left:?}");
         }
     }
 }

@@ -31,7 +31,7 @@ pub mod partition;
 pub mod tasks;
 
 pub use driver::{Driver, DriverOptions, DriverReport, MemorySink};
-pub use input::Input;
+pub use input::{Input, LineInput};
 
 use seedwatch_archive::ArchiveError;
 use seedwatch_detect::DetectError;
@@ -61,6 +61,15 @@ pub enum RuntimeError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// An input other than lines failed (the archive's SQL, for backfill).
+    #[error("reading {what}")]
+    Input {
+        /// Which input.
+        what: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A runtime thread stopped without an answer (it panicked).
     #[error("the {0} thread stopped unexpectedly")]
