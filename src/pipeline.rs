@@ -225,11 +225,11 @@ pub fn resume_engines_from_archive(engines: &mut [RuleEngine], archive: &std::pa
 pub enum Judge {
     /// `advance(until - 1)`: what the previous run would have concluded (a file re-run).
     AtUntil,
-    /// Leave the watermark unset. A Kafka detector re-reads the uncommitted tail
-    /// of several topics, some of which the archive may hold further than
-    /// others (a crash between two files of one commit): setting the watermark
-    /// to the newest archived event would make the others' re-read events late.
-    /// The first batch released after the restore sets it instead.
+    /// Leave the watermark, and every license's event time, unset. A Kafka detector
+    /// re-reads the uncommitted tail of several topics, some of which the archive may
+    /// hold further than others (a crash between two files of one commit): judged
+    /// against the newest archived event, the others' re-read events would be late.
+    /// The first batch released after the restore sets them instead.
     OnNextBatch,
 }
 
@@ -267,10 +267,13 @@ pub async fn resume_partitions(engines: &mut [RuleEngine], ctx: &datafusion::pre
         tracing::debug!(family = step.family.as_str(), kind = ?step.kind, rows = n, "warm-up step replayed");
         rows += n;
     }
-    if judge == Judge::AtUntil {
-        // Absences are judged as of the last archived moment, as the previous run would have.
-        for engine in engines.iter_mut() {
-            engine.advance(until - 1);
+    for engine in engines.iter_mut() {
+        match judge {
+            // Absences are judged as of the last archived moment, as the previous run would have.
+            Judge::AtUntil => {
+                engine.advance(until - 1);
+            }
+            Judge::OnNextBatch => engine.forget_event_time(),
         }
     }
     let resumed = Resumed { until, rows, seconds: started.elapsed().as_secs_f64() };

@@ -135,7 +135,15 @@ impl Deployment {
                 let got = got.map(|g| {
                     let missing: Vec<_> = expected.finding_ids.difference(&g.finding_ids).collect();
                     let extra: Vec<_> = g.finding_ids.difference(&expected.finding_ids).collect();
-                    format!("events {:?} (want {:?}), dead letters {} (want {}), findings missing {missing:?}, extra {extra:?}", g.events, expected.events, g.dead_letters, expected.dead_letters)
+                    // The extra findings in full: which rule, key and window, to tell why.
+                    let ids = extra.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(",");
+                    let rows = if ids.is_empty() {
+                        String::new()
+                    } else {
+                        let sql = format!("SELECT finding_id, rule, severity, license, subject, window_start, window_end, event_count, details FROM findings WHERE finding_id IN ({ids})");
+                        text(&seedwatch(&["query", "--archive", &self.archive.display().to_string(), "--format", "json", &sql]).stdout)
+                    };
+                    format!("events {:?} (want {:?}), dead letters {} (want {}), findings missing {missing:?}, extra {extra:?} {rows}", g.events, expected.events, g.dead_letters, expected.dead_letters)
                 });
                 panic!("the archive did not converge: {got:?}\n{}", logs.join("\n"));
             }

@@ -335,6 +335,14 @@ impl RuleEngine {
         }
     }
 
+    /// Forget the event time replay gave each license: the next released rows set it. A Kafka
+    /// detector restored from the archive re-reads uncommitted tails that the archive may hold
+    /// further in one family than another (a crash between two files of one commit); judged
+    /// against the newest archived event of any family, the others' re-read rows would be late.
+    pub fn forget_event_time(&mut self) {
+        self.licenses.forget_times();
+    }
+
     /// Absence findings withdrawn so far: a key judged silent against other licenses' newer
     /// time whose own next event showed no gap (its events were delayed, not missing).
     pub fn retracted_silences(&self) -> u64 {

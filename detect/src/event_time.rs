@@ -114,6 +114,14 @@ impl LicenseClock {
         }
     }
 
+    /// Forget every license's time (keeping the ids that per-key state refers to).
+    pub(crate) fn forget_times(&mut self) {
+        for t in &mut self.times {
+            *t = LicenseTime { watermark: i64::MIN, newest: i64::MIN };
+        }
+        self.max = i64::MIN;
+    }
+
     /// The newest watermark of any license.
     pub(crate) fn max_watermark(&self) -> i64 {
         self.max
