@@ -89,6 +89,8 @@ pub struct RunReport {
     pub retracted_silences: u64,
     /// Partitions (tasks) the run used.
     pub partitions: usize,
+    /// Most rows held at once waiting for the other inputs (the reader keeps it near a chunk per input).
+    pub peak_held_rows: usize,
     /// State restored from the archive before reading input.
     pub resumed: Option<Resumed>,
 }
@@ -154,6 +156,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         late_events: done.late_events,
         retracted_silences: done.retracted_silences,
         partitions,
+        peak_held_rows: done.peak_held_rows,
         resumed,
     })
 }
