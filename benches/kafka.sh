@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/seedwatch-target}"
-bin="$CARGO_TARGET_DIR/release/seedwatch"
+bin="${SEEDWATCH_BIN:-$CARGO_TARGET_DIR/release/seedwatch}"
 data="$1"
 work="$2"
 partitions="${SEEDWATCH_BENCH_PARTITIONS:-4}"
