@@ -190,7 +190,8 @@ struct DetectArgs {
     /// File with the local secret for credential fingerprints [default: ~/.config/seedwatch/fingerprint.key].
     #[arg(long)]
     fingerprint_key: Option<PathBuf>,
-    /// How far behind a partition's newest event an event may arrive and still be evaluated.
+    /// How far behind its location's (license's) newest event an event may arrive and still be
+    /// evaluated; each license has its own event time.
     #[arg(long, default_value = "1h", value_parser = parse_lateness)]
     allowed_lateness: i64,
     /// Archive commit interval; offsets are committed right after each commit.
