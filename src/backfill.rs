@@ -19,7 +19,7 @@ use seedwatch_archive::query::run_query;
 use seedwatch_archive::{open_session, ArchiveError, ArchiveWriter, CommitStats, Sink, WriterOptions, Written};
 use seedwatch_detect::reference::Reference;
 use seedwatch_detect::resume::conform;
-use seedwatch_detect::{load_rules, RuleEngine};
+use seedwatch_detect::load_rules;
 use seedwatch_ingest::{DecodeStats, DecodedChunk};
 use seedwatch_runtime::{Driver, DriverOptions, Input, RuntimeError};
 use seedwatch_schemas::arrow::array::{AsArray, BooleanArray, RecordBatch};
@@ -95,9 +95,7 @@ pub fn backfill(opts: &BackfillOptions) -> Result<BackfillReport> {
     }
     let reference = Arc::new(Reference::load(&opts.rules, opts.locations.as_deref(), opts.roster.as_deref())?);
     // Every event in the range is evaluated: history has no "late".
-    let mut engines = (0..crate::pipeline::partition_count(0))
-        .map(|_| RuleEngine::with_reference(rules.clone(), Arc::clone(&reference)).map(|e| e.with_allowed_lateness(i64::MAX)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut engines = crate::pipeline::engines(&rules, &reference, crate::pipeline::partition_count(0), i64::MAX)?;
     let engine = &engines[0];
     let mut report = BackfillReport { skipped_rules: engine.skipped().iter().map(|(r, w)| (r.clone(), *w)).collect(), ..BackfillReport::default() };
     for (rule, why) in engine.skipped() {

@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use seedwatch_archive::{ArchiveWriter, CommitStats, Sink, WriterOptions, Written};
 use seedwatch_detect::reference::Reference;
-use seedwatch_detect::{load_rules, Detector, RuleEngine};
+use seedwatch_detect::{load_rules, CompiledRule, Detector, RuleEngine};
 use seedwatch_ingest::{file_source, stdin_source, ChunkLimits, DecodeStats, Decoder, Fingerprinter, Redactor, Source};
 use seedwatch_runtime::{Driver, DriverOptions, Input, LineInput, MemorySink};
 use seedwatch_schemas::finding::findings_to_batch;
@@ -46,24 +46,6 @@ pub struct RunOptions {
     pub max_clock_skew_ms: i64,
     /// In-process partitions (tasks), each with its own rule engine; 0 picks the number of cores.
     pub partitions: usize,
-}
-
-impl RunOptions {
-    /// Options with the defaults of the command line.
-    pub fn new(inputs: Vec<PathBuf>, archive: PathBuf, rules: PathBuf, fingerprint_key: PathBuf) -> Self {
-        Self {
-            inputs,
-            archive,
-            rules,
-            locations: None,
-            roster: None,
-            fingerprint_key,
-            progress: false,
-            allowed_lateness_ms: seedwatch_detect::engine::DEFAULT_ALLOWED_LATENESS_MS,
-            max_clock_skew_ms: DEFAULT_MAX_CLOCK_SKEW_MS,
-            partitions: 0,
-        }
-    }
 }
 
 /// What a run did.
@@ -104,10 +86,9 @@ pub fn partition_count(requested: usize) -> usize {
 }
 
 /// Build `partitions` engines over the same rules and reference data.
-pub fn engines(rules: &std::path::Path, reference: Arc<Reference>, partitions: usize, allowed_lateness_ms: i64) -> Result<Vec<RuleEngine>> {
-    let rules = load_rules(rules)?;
+pub fn engines(rules: &[CompiledRule], reference: &Arc<Reference>, partitions: usize, allowed_lateness_ms: i64) -> Result<Vec<RuleEngine>> {
     (0..partitions.max(1))
-        .map(|_| Ok(RuleEngine::with_reference(rules.clone(), Arc::clone(&reference))?.with_allowed_lateness(allowed_lateness_ms)))
+        .map(|_| Ok(RuleEngine::with_reference(rules.to_vec(), Arc::clone(reference))?.with_allowed_lateness(allowed_lateness_ms)))
         .collect()
 }
 
@@ -117,7 +98,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     let started = Instant::now();
     let reference = Arc::new(Reference::load(&opts.rules, opts.locations.as_deref(), opts.roster.as_deref())?);
     let partitions = partition_count(opts.partitions);
-    let mut engines = engines(&opts.rules, reference, partitions, opts.allowed_lateness_ms)?;
+    let mut engines = engines(&load_rules(&opts.rules)?, &reference, partitions, opts.allowed_lateness_ms)?;
     let redactor = Redactor::new(Fingerprinter::load_or_create(&opts.fingerprint_key)?)?;
     // Each input its own stream with its own decoder (the clock-skew bound is arrival's).
     let decoder = || Decoder::new(redactor.clone()).with_max_clock_skew(opts.max_clock_skew_ms);
@@ -138,7 +119,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     }
     RulesLoaded { absence_limits: &engine.absence_limits(seedwatch_schemas::STATE_CODES), rules: engine.rules().count() }.emit();
     let skipped_rules = engine.skipped().iter().map(|(r, why)| (r.clone(), *why)).collect();
-    let resumed = resume_engines_from_archive(&mut engines, &opts.archive)?;
+    let resumed = resume_from_archive(&mut engines, &opts.archive)?;
     let sink = ArchiveWriter::open(&opts.archive, WriterOptions::default())
         .with_context(|| format!("opening the archive at {}", opts.archive.display()))?;
 
@@ -199,21 +180,10 @@ pub struct Resumed {
 
 /// A restarted detector remembers what earlier runs learned: windows, hourly
 /// baselines, seen-sets and open absences are rebuilt from the archive with
-/// DataFusion (see `seedwatch_detect::resume`), as of `until` or, when `None`,
-/// just after the newest archived event. `None` when the archive holds no events.
-pub fn resume_from_archive(engine: &mut RuleEngine, archive: &std::path::Path, until: Option<i64>) -> Result<Option<Resumed>> {
-    if !archive.is_dir() {
-        return Ok(None);
-    }
-    block_on(async {
-        let ctx = seedwatch_archive::open_session(archive).await?;
-        resume_from_session(engine, &ctx, until, Judge::AtUntil).await
-    })
-}
-
-/// [`resume_from_archive`] for the engines of N partitions: one pass over the
-/// archive, each replayed row handed to the engine of its license's partition.
-pub fn resume_engines_from_archive(engines: &mut [RuleEngine], archive: &std::path::Path) -> Result<Option<Resumed>> {
+/// DataFusion (see `seedwatch_detect::resume`), just after the newest archived
+/// event, in one pass whose rows each go to the engine of their license's
+/// partition (`engines[p]` owns partition `p`). `None` when the archive holds no events.
+pub fn resume_from_archive(engines: &mut [RuleEngine], archive: &std::path::Path) -> Result<Option<Resumed>> {
     if !archive.is_dir() {
         return Ok(None);
     }
