@@ -21,7 +21,7 @@ use seedwatch_detect::reference::Reference;
 use seedwatch_detect::resume::conform;
 use seedwatch_detect::load_rules;
 use seedwatch_ingest::{DecodeStats, DecodedChunk};
-use seedwatch_runtime::{Driver, DriverOptions, Input, RuntimeError};
+use seedwatch_runtime::{Driver, DriverOptions, Input, Reader, RuntimeError};
 use seedwatch_schemas::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use seedwatch_schemas::arrow::compute::filter_record_batch;
 use seedwatch_schemas::{EventBatch, Family, Finding, Table};
@@ -138,7 +138,7 @@ pub fn backfill(opts: &BackfillOptions) -> Result<BackfillReport> {
     };
     let sink = BackfillSink { writer, archived };
     let driver = Driver::new(sink, engines, DriverOptions { progress: opts.progress, ..DriverOptions::default() })?;
-    let (done, _) = driver.run(inputs)?;
+    let (done, _) = driver.run(Reader::new(inputs))?;
     report.events = done.decode.events_total();
     for (rule, n) in &done.emitted_per_rule {
         report.per_rule.entry(rule.clone()).or_default().findings = *n;

@@ -7,6 +7,7 @@ pub mod collect;
 pub mod detect_daemon;
 pub mod generate;
 pub mod intake;
+pub mod kafka_source;
 pub use seedwatch_runtime::internal_events;
 pub mod metrics_server;
 pub mod pipeline;

@@ -1,8 +1,8 @@
 //! The embedded pipeline: `seedwatch run` configures the runtime's one driver
 //! (`seedwatch_runtime::Driver`) with file or stdin inputs, N in-process
 //! partitions and the archive as the sink. Rule fixtures and goldens use the same
-//! driver with a memory sink (`detect_source`). The helpers at the end are the
-//! Kafka detector's, which keeps its own loop for now.
+//! driver with a memory sink (`detect_source`); the Kafka detector
+//! (`detect_daemon`) configures it too, and restores state with the functions here.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,15 +10,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
-use seedwatch_archive::{ArchiveWriter, CommitStats, Sink, WriterOptions, Written};
+use seedwatch_archive::{ArchiveWriter, CommitStats, WriterOptions};
 use seedwatch_detect::reference::Reference;
 use seedwatch_detect::{load_rules, CompiledRule, Detector, RuleEngine};
 use seedwatch_ingest::{file_source, stdin_source, ChunkLimits, DecodeStats, Decoder, Fingerprinter, Redactor, Source};
-use seedwatch_runtime::{Driver, DriverOptions, Input, LineInput, MemorySink};
-use seedwatch_schemas::finding::findings_to_batch;
-use seedwatch_schemas::{EventBatch, Finding, Table};
+use seedwatch_runtime::{Driver, DriverOptions, Input, LineInput, MemorySink, Reader};
+use seedwatch_schemas::Finding;
 
-use crate::internal_events::{ArchiveCommitted, ArchiveWritten, BatchDetected, EventsObserved, FindingsEmitted, RulesLoaded};
+use crate::internal_events::RulesLoaded;
 
 /// How far ahead of its arrival an event may be dated unless told otherwise.
 pub const DEFAULT_MAX_CLOCK_SKEW_MS: i64 = 15 * 60 * 1000;
@@ -125,7 +124,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
 
     let report_inputs = inputs.len();
     let driver = Driver::new(sink, engines, DriverOptions { progress: opts.progress, ..DriverOptions::default() })?;
-    let (done, _sink) = driver.run(inputs)?;
+    let (done, _sink) = driver.run(Reader::new(inputs))?;
     Ok(RunReport {
         decode: done.decode,
         duplicates: done.duplicates,
@@ -140,31 +139,6 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         peak_held_rows: done.peak_held_rows,
         resumed,
     })
-}
-
-/// Archive one batch, then detect on the rows the archive did not hold yet:
-/// rows an earlier run archived (a re-run, a replayed Kafka tail) are dropped
-/// there and not evaluated again, so none counts twice.
-pub(crate) fn archive_and_detect(
-    sink: &mut ArchiveWriter,
-    engine: &mut RuleEngine,
-    events: &EventBatch,
-    source_kind: &'static str,
-    report: &mut RunReport,
-    findings: &mut Vec<Finding>,
-) -> Result<()> {
-    let written = write(sink, Table::Events(events.family), &events.batch, source_kind, report)?;
-    let fresh = match written.new_rows_of(&events.batch)? {
-        std::borrow::Cow::Borrowed(_) => None,
-        std::borrow::Cow::Owned(batch) => Some(EventBatch { family: events.family, batch }),
-    };
-    let events = fresh.as_ref().unwrap_or(events);
-    EventsObserved { family: events.family, batch: &events.batch }.emit();
-    let t = Instant::now();
-    let stats = engine.process(events, findings)?;
-    report.late_events += stats.late_events;
-    BatchDetected { family: events.family, source_kind, rows: events.batch.num_rows(), stats: &stats, seconds: t.elapsed().as_secs_f64() }.emit();
-    Ok(())
 }
 
 /// What [`resume_from_archive`] restored.
@@ -274,39 +248,6 @@ pub struct Detected {
 /// as `run` (one partition, a memory sink). For rule fixtures and goldens.
 pub fn detect_source(engine: RuleEngine, decoder: Decoder, source: Box<dyn Source>) -> Result<Detected> {
     let driver = Driver::new(MemorySink, vec![engine], DriverOptions::default())?;
-    let (report, _) = driver.run(vec![Box::new(LineInput::new(source, decoder, "file"))])?;
+    let (report, _) = driver.run(Reader::new(vec![Box::new(LineInput::new(source, decoder, "file"))]))?;
     Ok(Detected { findings: report.findings, decode: report.decode, late_events: report.late_events })
-}
-
-pub(crate) fn commit(sink: &mut ArchiveWriter, report: &mut RunReport) -> Result<()> {
-    let t = Instant::now();
-    let stats = sink.commit()?;
-    ArchiveCommitted { stats: &stats, seconds: t.elapsed().as_secs_f64() }.emit();
-    report.commit.merge(&stats);
-    Ok(())
-}
-
-pub(crate) fn write(sink: &mut ArchiveWriter, table: Table, batch: &seedwatch_schemas::arrow::record_batch::RecordBatch, source_kind: &'static str, report: &mut RunReport) -> Result<Written> {
-    let written = sink.write(table, batch)?;
-    ArchiveWritten { table, source_kind, duplicates: written.duplicates }.emit();
-    if written.duplicates > 0 {
-        *report.duplicates.entry(table.name()).or_default() += written.duplicates;
-    }
-    Ok(written)
-}
-
-pub(crate) fn emit_findings(sink: &mut ArchiveWriter, findings: &mut Vec<Finding>, source_kind: &'static str, report: &mut RunReport) -> Result<()> {
-    if findings.is_empty() {
-        return Ok(());
-    }
-    let batch = findings_to_batch(findings)?;
-    let written = write(sink, Table::Findings, &batch, source_kind, report)?;
-    // A finding an earlier run archived (re-emitted after a resume) is not news.
-    if let Some(new_rows) = &written.new_rows {
-        let mut keep = new_rows.values().iter();
-        findings.retain(|_| keep.next().unwrap_or(false));
-    }
-    FindingsEmitted { findings }.emit();
-    report.findings.append(findings);
-    Ok(())
 }

@@ -33,6 +33,13 @@ pub trait Sink: Send + std::fmt::Debug {
     fn flush_full(&mut self) -> Result<(), ArchiveError> {
         Ok(())
     }
+    /// Drop every row accepted since the last commit and forget the ids known, so
+    /// they are read again from what is durable: a Kafka rebalance hands the
+    /// uncommitted tail to whoever owns the partitions now, and their rows may be
+    /// in the archive by the time this member reads them again.
+    fn discard(&mut self) -> Result<(), ArchiveError> {
+        Ok(())
+    }
 }
 
 /// What [`Sink::write`] did with a batch.

@@ -317,6 +317,14 @@ impl Sink for ArchiveWriter {
         self.flush_in_order(keys)?;
         Ok(std::mem::take(&mut self.stats))
     }
+
+    fn discard(&mut self) -> Result<(), ArchiveError> {
+        // Files already written are in place (each is renamed atomically); what is
+        // pending goes, and the ids are re-read from disk on the next write.
+        self.partitions.clear();
+        self.dead_letter_ids = None;
+        Ok(())
+    }
 }
 
 impl ArchiveWriter {

@@ -247,8 +247,26 @@ impl GroupConsumer {
             .collect())
     }
 
+    /// Stop fetching from every partition assigned (the member keeps polling, so it stays
+    /// in the group): a detector pauses a new assignment while it rebuilds state.
+    pub fn pause_assignment(&self) -> Result<(), KafkaTransportError> {
+        let assigned = self.inner.assignment().map_err(|e| KafkaTransportError::Consume(e.to_string()))?;
+        self.inner.pause(&assigned).map_err(|e| KafkaTransportError::Consume(e.to_string()))
+    }
+
+    /// Fetch again from every partition assigned.
+    pub fn resume_assignment(&self) -> Result<(), KafkaTransportError> {
+        let assigned = self.inner.assignment().map_err(|e| KafkaTransportError::Consume(e.to_string()))?;
+        self.inner.resume(&assigned).map_err(|e| KafkaTransportError::Consume(e.to_string()))
+    }
+
     /// Leave the group now (instead of after the session timeout).
     pub fn close(self) {
+        self.leave();
+    }
+
+    /// [`close`](Self::close) for a consumer that is borrowed: it is not used afterwards.
+    pub fn leave(&self) {
         self.inner.unsubscribe();
         // Serve the revoke callback so the group rebalances at once.
         let _ = self.inner.poll(Duration::from_millis(100));

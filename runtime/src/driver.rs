@@ -1,43 +1,67 @@
-//! The driver: inputs → reader → sink (dedup) → held rows → partitions → tasks → findings → sink.
+//! The driver: source → held rows per scope → sink (dedup) → partitions → tasks → findings → sink.
 //!
-//! Every command configures this one loop: `run` with files or stdin and the
-//! archive, `rules test` and the goldens with a [`MemorySink`]. A release hands
-//! the tasks every held row at or before the reader's bound, then the newest
-//! released time as the watermark; the tasks' findings are written before the
-//! sink may write out the events they cite (`Sink::flush_full`).
+//! Every command configures this one loop: `run` with a [`Reader`](crate::input::Reader)
+//! over files or stdin and the archive, `rules backfill` with the archive as
+//! input, `rules test` and the goldens with a [`MemorySink`], `detect` with a
+//! Kafka source and a findings publisher. Rows wait ("are held") per scope
+//! until the source says every input of the scope has reached them (the
+//! bound); a release writes them to the sink, which drops rows it already
+//! holds, routes the new ones to their partitions' tasks, advances those tasks
+//! to the newest released time, and writes the tasks' findings before the sink
+//! may write out the events they cite (`Sink::flush_full`). Held rows are not
+//! in the sink yet, so the positions acknowledged to the source after a sink
+//! commit stop at the oldest held row: a restart re-reads and evaluates them.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::sync::mpsc::sync_channel;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use seedwatch_archive::{CommitStats, Sink, Written};
 use seedwatch_detect::RuleEngine;
 use seedwatch_ingest::DecodeStats;
 use seedwatch_schemas::arrow::array::{AsArray, BooleanArray, RecordBatch};
-use seedwatch_schemas::arrow::compute::{concat_batches, filter_record_batch, max};
-use seedwatch_schemas::arrow::datatypes::TimestampMillisecondType;
+use seedwatch_schemas::arrow::compute::{concat_batches, filter_record_batch, max, min};
+use seedwatch_schemas::arrow::datatypes::{Int64Type, TimestampMillisecondType};
 use seedwatch_schemas::finding::findings_to_batch;
 use seedwatch_schemas::{EventBatch, Family, Finding, Severity, Table};
 
-use crate::input::{Decoded, Input, Reader};
-use crate::internal_events::{ArchiveCommitted, ArchiveWritten, BatchDetected, ChunkDecoded, EventsObserved, FindingsEmitted, OpenFindings, WatermarkAdvanced};
+use crate::internal_events::{
+    ArchiveCommitted, ArchiveWritten, BatchDetected, ChunkDecoded, EventsObserved, FindingsEmitted, OpenFindings, OrderingReleaseForced, WatermarkAdvanced,
+};
 use crate::partition;
-use crate::tasks::{Done, Tasks};
-use crate::RuntimeError;
+use crate::source::{Feedback, InputId, Polled, Rows, Scope, Source};
+use crate::tasks::{Done, Tasks, Work};
+use crate::{BoxError, RuntimeError};
+
+/// Builds the engines of newly assigned partitions (`partitions`, of `count`), warm from the archive.
+pub type Rebuild = Box<dyn FnMut(&[u32], u32) -> Result<Vec<RuleEngine>, BoxError> + Send>;
+/// Hands new findings on once the sink has them (the Kafka findings topic).
+pub type Publish = Box<dyn FnMut(&[Finding]) -> Result<(), BoxError> + Send>;
 
 /// How the driver runs.
 #[derive(Debug, Clone)]
 pub struct DriverOptions {
-    /// Commit the sink at least this often.
+    /// Commit the sink (then acknowledge positions to the source) at least this often.
     pub commit_every: Duration,
-    /// Print a progress line to stderr every 2 s.
+    /// Print progress lines to stderr.
     pub progress: bool,
+    /// Rows held for ordering, over all scopes, before every scope is released regardless.
+    pub max_held_rows: usize,
+    /// A scope that has read everything there is and heard nothing new for this long
+    /// publishes the findings it holds open (a detector that runs for good).
+    pub idle_after: Option<Duration>,
+    /// When the source ends: close every open finding (its input ended), or keep them
+    /// for a restart to rebuild (a detector asked to stop).
+    pub flush_at_end: bool,
+    /// Keep every new finding in the report (a run); a detector that runs for good only counts them.
+    pub keep_findings: bool,
 }
 
 impl Default for DriverOptions {
     fn default() -> Self {
-        Self { commit_every: Duration::from_secs(30), progress: false }
+        Self { commit_every: Duration::from_secs(30), progress: false, max_held_rows: usize::MAX, idle_after: None, flush_at_end: true, keep_findings: true }
     }
 }
 
@@ -48,16 +72,26 @@ pub struct DriverReport {
     pub decode: DecodeStats,
     /// Rows the sink already held, by table.
     pub duplicates: BTreeMap<&'static str, u64>,
-    /// Every new finding, sorted.
+    /// New events the sink took.
+    pub events: u64,
+    /// Every new finding, sorted (when `keep_findings`).
     pub findings: Vec<Finding>,
+    /// New findings (kept or not).
+    pub new_findings: u64,
     /// What the sink wrote.
     pub commit: CommitStats,
+    /// Sink commits.
+    pub commits: u64,
     /// Events beyond the allowed lateness of their license: archived, not evaluated.
     pub late_events: u64,
     /// Absence findings withdrawn because the key's own (delayed) events showed no gap.
     pub retracted_silences: u64,
     /// Most rows held at once, waiting for the other inputs to catch up.
     pub peak_held_rows: usize,
+    /// Times rows were released before every input caught up (too many held).
+    pub forced_releases: u64,
+    /// Assignments taken (Kafka rebalances).
+    pub rebalances: u64,
     /// Findings the rules emitted, by rule, including those the sink already held.
     pub emitted_per_rule: BTreeMap<String, u64>,
 }
@@ -76,155 +110,356 @@ impl Sink for MemorySink {
     }
 }
 
-/// The driver. See the module docs.
+/// Rows of one scope not yet released.
 #[derive(Debug)]
+struct Held {
+    /// Rows of this scope at or before this time may be released.
+    bound: i64,
+    /// Newest event time released: the watermark of this scope's tasks.
+    released: i64,
+    /// Per input, per family.
+    rows: BTreeMap<InputId, [Vec<RecordBatch>; 4]>,
+    count: usize,
+    last_rows: Instant,
+    /// Open findings were published since the last rows came.
+    snapshot_taken: bool,
+    /// The inputs' kind (`file`, `kafka`, …), a metric label.
+    source_kind: &'static str,
+}
+
+impl Held {
+    fn new() -> Self {
+        Self { bound: i64::MIN, released: i64::MIN, rows: BTreeMap::new(), count: 0, last_rows: Instant::now(), snapshot_taken: false, source_kind: "unknown" }
+    }
+}
+
+/// The driver. See the module docs.
 pub struct Driver<S: Sink> {
     sink: S,
     tasks: Tasks,
-    /// Fresh rows per family not yet released.
-    held: [Vec<RecordBatch>; 4],
-    /// Newest event time released: the tasks' watermark.
-    released: i64,
+    held: BTreeMap<Scope, Held>,
+    /// Per input, where it resumes once what was read is durable.
+    resume_at: BTreeMap<InputId, i64>,
+    /// The source's generation this driver's tasks belong to.
+    generation: u64,
+    rebuild: Option<Rebuild>,
+    publish: Option<Publish>,
+    retracted: BTreeMap<u32, u64>,
+    bytes_done: u64,
     report: DriverReport,
     options: DriverOptions,
 }
 
+impl<S: Sink> std::fmt::Debug for Driver<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").field("sink", &self.sink).field("tasks", &self.tasks).field("generation", &self.generation).finish_non_exhaustive()
+    }
+}
+
 impl<S: Sink> Driver<S> {
-    /// A driver writing to `sink`, with one task per engine (partition `i` is `engines[i]`).
+    /// A driver writing to `sink`, with one task per engine: partition `i` of `engines.len()` is `engines[i]`.
     pub fn new(sink: S, engines: Vec<RuleEngine>, options: DriverOptions) -> Result<Self, RuntimeError> {
-        Ok(Self { sink, tasks: Tasks::spawn(engines)?, held: Default::default(), released: i64::MIN, report: DriverReport::default(), options })
+        let count = engines.len() as u32;
+        let tasks = Tasks::spawn((0..count).zip(engines).collect(), count)?;
+        Ok(Self {
+            sink,
+            tasks,
+            held: BTreeMap::new(),
+            resume_at: BTreeMap::new(),
+            generation: 0,
+            rebuild: None,
+            publish: None,
+            retracted: BTreeMap::new(),
+            bytes_done: 0,
+            report: DriverReport::default(),
+            options,
+        })
     }
 
-    /// Read every input to its end, detect, write, commit. Returns the report and the sink.
-    pub fn run(mut self, inputs: Vec<Box<dyn Input>>) -> Result<(DriverReport, S), RuntimeError> {
-        let started = Instant::now();
-        let mut reader = Reader::new(inputs);
-        let total_bytes = reader.total_bytes();
-        // Reading and decoding run ahead on their own thread, a few chunks at most.
-        let (tx, rx) = sync_channel::<Result<Decoded, RuntimeError>>(4);
-        let read_thread = std::thread::Builder::new()
-            .name("seedwatch-read".into())
-            .spawn(move || {
-                loop {
-                    match reader.next() {
-                        Ok(Some(decoded)) => {
-                            if tx.send(Ok(decoded)).is_err() {
-                                return;
-                            }
-                        }
-                        Ok(None) => return,
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
-                    }
-                }
-            })
-            .map_err(|source| RuntimeError::Spawn { what: "read", source })?;
+    /// How to build the tasks of a new assignment (a source that reports `Assigned`).
+    pub fn with_rebuild(mut self, rebuild: Rebuild) -> Self {
+        self.rebuild = Some(rebuild);
+        self
+    }
 
-        let (mut last_progress, mut last_commit, mut progress_printed) = (Instant::now(), Instant::now(), false);
-        for decoded in rx {
-            let decoded = decoded?;
-            let bytes_done = decoded.bytes_done;
-            self.accept(decoded)?;
-            if last_progress.elapsed() >= Duration::from_secs(2) {
-                let open = self.release(i64::MIN, true)?;
-                OpenFindings { open: &open.iter().map(|(r, s, n)| (r.as_str(), *s, *n)).collect::<Vec<_>>() }.emit();
-                if self.options.progress {
-                    print_progress(&self.report, bytes_done, total_bytes, started);
-                    progress_printed = true;
-                }
-                last_progress = Instant::now();
-            }
-            if last_commit.elapsed() >= self.options.commit_every {
-                self.commit()?;
-                last_commit = Instant::now();
-            }
-        }
-        read_thread.join().map_err(|_| RuntimeError::ThreadLost("read"))?;
-        self.finish()?;
-        if progress_printed {
-            eprintln!();
-        }
+    /// Where new findings go once the sink has them.
+    pub fn with_publisher(mut self, publish: Publish) -> Self {
+        self.publish = Some(publish);
+        self
+    }
+
+    /// Read `source` until it ends, detect, write, commit. Returns the report and the sink.
+    pub fn run<Src: Source>(mut self, mut source: Src) -> Result<(DriverReport, S), RuntimeError> {
+        let total_bytes = source.total_bytes();
+        let fence = source.fence();
+        self.generation = fence.load(Ordering::Acquire);
+        // The source reads ahead on its own thread, a few chunks at most.
+        let (tx, rx) = sync_channel::<Result<Polled, RuntimeError>>(4);
+        let (feedback_tx, feedback_rx) = channel::<Feedback>();
+        let source_thread = std::thread::Builder::new()
+            .name("seedwatch-source".into())
+            .spawn(move || read_source(&mut source, tx, feedback_rx))
+            .map_err(|source| RuntimeError::Spawn { what: "source", source })?;
+        let result = self.drive(rx, &feedback_tx, &fence, total_bytes);
+        drop(feedback_tx);
+        source_thread.join().map_err(|_| RuntimeError::ThreadLost("source"))?;
+        result?;
         seedwatch_detect::engine::sort_findings(&mut self.report.findings);
         Ok((self.report, self.sink))
     }
 
-    /// Archive a decoded chunk, hold its fresh rows, release what the bound allows.
-    fn accept(&mut self, decoded: Decoded) -> Result<(), RuntimeError> {
-        let kind = decoded.source_kind;
-        if let Some(chunk) = decoded.chunk {
-            ChunkDecoded { source_kind: kind, stats: &chunk.stats, seconds: decoded.seconds }.emit();
-            self.report.decode.merge(&chunk.stats);
-            for events in &chunk.events {
-                // The sink first: a row it already holds (a re-run, a replayed tail) is not evaluated again.
-                let written = self.write(Table::Events(events.family), &events.batch, kind)?;
-                let fresh = written.new_rows_of(&events.batch)?.into_owned();
-                if fresh.num_rows() > 0 {
-                    EventsObserved { family: events.family, batch: &fresh }.emit();
-                    self.held[events.family.index()].push(fresh);
+    fn drive(&mut self, rx: Receiver<Result<Polled, RuntimeError>>, feedback: &Sender<Feedback>, fence: &AtomicU64, total_bytes: Option<u64>) -> Result<(), RuntimeError> {
+        let started = Instant::now();
+        let (mut last_report, mut last_commit, mut progress_printed) = (Instant::now(), Instant::now(), false);
+        loop {
+            let polled = match rx.recv_timeout(Duration::from_millis(250)) {
+                Ok(polled) => Some(polled?),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            // Read under an assignment that was lost since: its `Assigned` is on the way.
+            let stale = fence.load(Ordering::Acquire) != self.generation;
+            match polled {
+                Some(Polled::Rows(rows)) if !stale => self.accept(rows)?,
+                Some(Polled::Bound { scope, bound }) if !stale => {
+                    self.held.entry(scope).or_insert_with(Held::new).bound = bound;
+                    self.release(scope, None)?;
+                    self.sink.flush_full()?;
                 }
+                Some(Polled::Assigned { partitions, count, generation }) => {
+                    self.reassign(&partitions, count, generation)?;
+                    let _ = feedback.send(Feedback::Warm { generation });
+                    last_commit = Instant::now();
+                }
+                _ => {}
             }
-            if let Some(dead) = &chunk.dead_letters {
-                self.write(Table::DeadLetter, dead, kind)?;
+            if stale {
+                continue;
+            }
+            self.release_if_too_many_held()?;
+            self.snapshot_idle_scopes()?;
+            let every = if total_bytes.is_some() { Duration::from_secs(2) } else { Duration::from_secs(5) };
+            if last_report.elapsed() >= every {
+                let done = self.tasks.run_all(|| Work::Report)?;
+                let open = self.collect(done, "report")?;
+                OpenFindings { open: &open.iter().map(|(r, s, n)| (r.as_str(), *s, *n)).collect::<Vec<_>>() }.emit();
+                if self.options.progress {
+                    self.print_progress(total_bytes, started);
+                    progress_printed = total_bytes.is_some();
+                }
+                last_report = Instant::now();
+            }
+            if last_commit.elapsed() >= self.options.commit_every {
+                self.commit(feedback)?;
+                last_commit = Instant::now();
             }
         }
-        self.release(decoded.bound, false)?;
+        if fence.load(Ordering::Acquire) == self.generation {
+            self.finish(feedback)?;
+        }
+        if progress_printed {
+            eprintln!();
+        }
+        Ok(())
+    }
+
+    /// Hold a chunk's events (its dead letters go to the sink at once).
+    fn accept(&mut self, rows: Rows) -> Result<(), RuntimeError> {
+        let Rows { input, scope, chunk, source_kind, resume_at, bytes_done, seconds } = rows;
+        ChunkDecoded { source_kind, stats: &chunk.stats, seconds }.emit();
+        self.report.decode.merge(&chunk.stats);
+        self.bytes_done = bytes_done;
+        if let Scope::Partition(p) = scope {
+            if !self.tasks.owns(p) {
+                // Not ours (any more): its owner reads it from the last committed offset.
+                tracing::debug!(partition = p, "rows of a partition this member does not own; left to its owner");
+                return Ok(());
+            }
+        }
+        if let Some(dead) = &chunk.dead_letters {
+            self.write(Table::DeadLetter, dead, source_kind)?;
+        }
+        if let Some(position) = resume_at {
+            self.resume_at.insert(input, position);
+        }
+        let held = self.held.entry(scope).or_insert_with(Held::new);
+        held.last_rows = Instant::now();
+        held.snapshot_taken = false;
+        held.source_kind = source_kind;
+        for events in chunk.events {
+            let n = events.batch.num_rows();
+            if n > 0 {
+                held.count += n;
+                held.rows.entry(input).or_default()[events.family.index()].push(events.batch);
+            }
+        }
+        let total = self.held.values().map(|h| h.count).sum();
+        self.report.peak_held_rows = self.report.peak_held_rows.max(total);
+        Ok(())
+    }
+
+    /// Release the rows of `scope` at or before its bound (or `force`'s): to the sink,
+    /// then the new ones to their tasks with the scope's watermark; write the findings.
+    fn release(&mut self, scope: Scope, force: Option<i64>) -> Result<(), RuntimeError> {
+        let Some(held) = self.held.get_mut(&scope) else {
+            return Ok(());
+        };
+        let bound = force.unwrap_or(held.bound);
+        if bound == i64::MIN {
+            return Ok(());
+        }
+        let mut ready: [Vec<RecordBatch>; 4] = Default::default();
+        let mut newest = held.released;
+        let mut still_held = 0;
+        for per_family in held.rows.values_mut() {
+            for family in Family::ALL {
+                let batches = std::mem::take(&mut per_family[family.index()]);
+                if batches.is_empty() {
+                    continue;
+                }
+                let (now, rest) = split_at_time(&concat(&batches)?, bound)?;
+                if let Some(rest) = rest {
+                    still_held += rest.num_rows();
+                    per_family[family.index()].push(rest);
+                }
+                if let Some(now) = now {
+                    newest = newest.max(newest_time(&now));
+                    ready[family.index()].push(now);
+                }
+            }
+        }
+        held.rows.retain(|_, f| f.iter().any(|b| !b.is_empty()));
+        held.count = still_held;
+        let advance = (newest > held.released).then_some(newest);
+        held.released = newest;
+        let source_kind = held.source_kind;
+        if advance.is_none() && ready.iter().all(Vec::is_empty) {
+            return Ok(());
+        }
+
+        // The sink first: a row it already holds (a re-run, a replayed tail) is not evaluated again.
+        let mut per_partition: BTreeMap<u32, Vec<EventBatch>> = BTreeMap::new();
+        for family in Family::ALL {
+            let parts = std::mem::take(&mut ready[family.index()]);
+            if parts.is_empty() {
+                continue;
+            }
+            let batch = concat(&parts)?;
+            let written = self.write(Table::Events(family), &batch, source_kind)?;
+            let fresh = written.new_rows_of(&batch)?.into_owned();
+            if fresh.num_rows() == 0 {
+                continue;
+            }
+            self.report.events += fresh.num_rows() as u64;
+            EventsObserved { family, batch: &fresh }.emit();
+            let events = EventBatch { family, batch: fresh };
+            match scope {
+                Scope::AllPartitions => {
+                    for (p, part) in partition::split(&events, self.tasks.count() as usize)? {
+                        per_partition.entry(p as u32).or_default().push(part);
+                    }
+                }
+                Scope::Partition(p) => per_partition.entry(p).or_default().push(events),
+            }
+        }
+        let targets: Vec<u32> = match scope {
+            Scope::AllPartitions => self.tasks.partitions().collect(),
+            Scope::Partition(p) => self.tasks.owns(p).then_some(p).into_iter().collect(),
+        };
+        let work = targets.into_iter().map(|p| (p, Work::Release { batches: per_partition.remove(&p).unwrap_or_default(), advance })).collect();
+        if let Some((p, _)) = per_partition.into_iter().next() {
+            return Err(RuntimeError::NotOwned(p));
+        }
+        let done = self.tasks.run(work)?;
+        if advance.is_some() {
+            let watermark = self.held.values().map(|h| h.released).max().unwrap_or(i64::MIN);
+            WatermarkAdvanced { watermark }.emit();
+        }
+        self.collect(done, "release")?;
+        Ok(())
+    }
+
+    /// Too many rows held (an input far behind the others): release every scope now.
+    fn release_if_too_many_held(&mut self) -> Result<(), RuntimeError> {
+        let total: usize = self.held.values().map(|h| h.count).sum();
+        if total <= self.options.max_held_rows {
+            return Ok(());
+        }
+        let scopes: Vec<(Scope, usize)> = self.held.iter().filter(|(_, h)| h.count > 0).map(|(s, h)| (*s, h.count)).collect();
+        for (scope, rows) in scopes {
+            let partition = match scope {
+                Scope::AllPartitions => -1,
+                Scope::Partition(p) => p as i32,
+            };
+            OrderingReleaseForced { partition, rows }.emit();
+            self.report.forced_releases += 1;
+            self.release(scope, Some(i64::MAX))?;
+        }
         self.sink.flush_full()?;
         Ok(())
     }
 
-    /// Release every held row at or before `bound` to the tasks, advance them to the
-    /// newest released time, and write their findings. Returns open findings when asked.
-    fn release(&mut self, bound: i64, report_open: bool) -> Result<Vec<(String, Severity, u64)>, RuntimeError> {
-        let partitions = self.tasks.len();
-        let mut per_task: Vec<Vec<EventBatch>> = (0..partitions).map(|_| Vec::new()).collect();
-        let mut held_rows = 0;
-        let before = self.released;
-        for family in Family::ALL {
-            let held = std::mem::take(&mut self.held[family.index()]);
-            if held.is_empty() {
-                continue;
-            }
-            let batch = if held.len() == 1 { held.into_iter().next().unwrap_or_else(|| RecordBatch::new_empty(Table::Events(family).schema())) } else { concat_batches(&held[0].schema(), &held)? };
-            let (ready, rest) = split_at_time(&batch, bound)?;
-            if let Some(rest) = rest {
-                held_rows += rest.num_rows();
-                self.held[family.index()].push(rest);
-            }
-            let Some(ready) = ready else { continue };
-            self.released = self.released.max(newest_time(&ready));
-            for (p, part) in partition::split(&EventBatch { family, batch: ready }, partitions)? {
-                per_task[p].push(part);
-            }
+    /// Scopes that have read everything and heard nothing for `idle_after` publish their open findings.
+    fn snapshot_idle_scopes(&mut self) -> Result<(), RuntimeError> {
+        let Some(idle_after) = self.options.idle_after else {
+            return Ok(());
+        };
+        let idle: Vec<Scope> = self
+            .held
+            .iter_mut()
+            .filter(|(_, h)| h.bound == i64::MAX && h.count == 0 && !h.snapshot_taken && h.last_rows.elapsed() >= idle_after)
+            .map(|(s, h)| {
+                h.snapshot_taken = true;
+                *s
+            })
+            .collect();
+        for scope in idle {
+            let targets: Vec<u32> = match scope {
+                Scope::AllPartitions => self.tasks.partitions().collect(),
+                Scope::Partition(p) => self.tasks.owns(p).then_some(p).into_iter().collect(),
+            };
+            let done = self.tasks.run(targets.into_iter().map(|p| (p, Work::Snapshot)).collect())?;
+            let open = self.collect(done, "idle")?;
+            OpenFindings { open: &open.iter().map(|(r, s, n)| (r.as_str(), *s, *n)).collect::<Vec<_>>() }.emit();
         }
-        self.report.peak_held_rows = self.report.peak_held_rows.max(held_rows);
-        let nothing = per_task.iter().all(Vec::is_empty) && self.released == before;
-        if nothing && !report_open {
-            return Ok(Vec::new());
-        }
-        let advance = (self.released != before && self.released != i64::MIN).then_some(self.released);
-        let done = self.tasks.release(per_task, advance, report_open)?;
-        if let Some(watermark) = advance {
-            WatermarkAdvanced { watermark }.emit();
-        }
-        self.collect(done, "release")
+        Ok(())
     }
 
-    /// Release everything, close every open finding, commit.
-    fn finish(&mut self) -> Result<(), RuntimeError> {
-        self.release(i64::MAX, false)?;
-        let done = self.tasks.flush()?;
-        let open = self.collect(done, "end")?;
-        OpenFindings { open: &open.iter().map(|(r, s, n)| (r.as_str(), *s, *n)).collect::<Vec<_>>() }.emit();
-        self.commit()
+    /// A new assignment: drop what was not committed, rebuild the tasks of the partitions now owned.
+    fn reassign(&mut self, partitions: &[u32], count: u32, generation: u64) -> Result<(), RuntimeError> {
+        self.report.rebalances += 1;
+        self.sink.discard()?;
+        self.held.clear();
+        self.resume_at.clear();
+        self.retracted.clear();
+        let rebuild = self.rebuild.as_mut().ok_or(RuntimeError::NoRebuild)?;
+        let engines = rebuild(partitions, count).map_err(RuntimeError::Rebuild)?;
+        // The old tasks stop (their threads end, their state is freed) before the new ones start.
+        self.tasks = Tasks::spawn(Vec::new(), count)?;
+        self.tasks = Tasks::spawn(partitions.iter().copied().zip(engines).collect(), count)?;
+        self.generation = generation;
+        Ok(())
+    }
+
+    /// Release everything and close every open finding (the input ended), or keep
+    /// them for a restart (stopped); then commit.
+    fn finish(&mut self, feedback: &Sender<Feedback>) -> Result<(), RuntimeError> {
+        if self.options.flush_at_end {
+            let scopes: Vec<Scope> = self.held.keys().copied().collect();
+            for scope in scopes {
+                self.release(scope, Some(i64::MAX))?;
+            }
+            let done = self.tasks.run_all(|| Work::Flush)?;
+            let open = self.collect(done, "end")?;
+            OpenFindings { open: &open.iter().map(|(r, s, n)| (r.as_str(), *s, *n)).collect::<Vec<_>>() }.emit();
+        }
+        self.commit(feedback)
     }
 
     /// Count what the tasks did and write their findings; returns the summed open findings.
     fn collect(&mut self, done: Vec<Done>, source_kind: &'static str) -> Result<Vec<(String, Severity, u64)>, RuntimeError> {
         let mut findings = Vec::new();
         let mut open: BTreeMap<(String, Severity), u64> = BTreeMap::new();
-        let mut retracted = 0;
         for d in done {
             for (family, rows, stats, seconds) in &d.batches {
                 self.report.late_events += stats.late_events;
@@ -233,10 +468,10 @@ impl<S: Sink> Driver<S> {
             for (rule, severity, n) in d.open {
                 *open.entry((rule, severity)).or_default() += n;
             }
-            retracted += d.retracted_silences;
+            self.retracted.insert(d.partition, d.retracted_silences);
             findings.extend(d.findings);
         }
-        self.report.retracted_silences = retracted;
+        self.report.retracted_silences = self.retracted.values().sum();
         self.emit_findings(findings, source_kind)?;
         Ok(open.into_iter().map(|((r, s), n)| (r, s, n)).collect())
     }
@@ -256,7 +491,15 @@ impl<S: Sink> Driver<S> {
             findings.retain(|_| keep.next().unwrap_or(false));
         }
         FindingsEmitted { findings: &findings }.emit();
-        self.report.findings.append(&mut findings);
+        if let Some(publish) = self.publish.as_mut() {
+            if !findings.is_empty() {
+                publish(&findings).map_err(RuntimeError::Publish)?;
+            }
+        }
+        self.report.new_findings += findings.len() as u64;
+        if self.options.keep_findings {
+            self.report.findings.append(&mut findings);
+        }
         Ok(())
     }
 
@@ -269,12 +512,97 @@ impl<S: Sink> Driver<S> {
         Ok(written)
     }
 
-    fn commit(&mut self) -> Result<(), RuntimeError> {
+    /// Make the sink durable, then tell the source how far that reaches per input:
+    /// to its oldest row still held, else to where it was read.
+    fn commit(&mut self, feedback: &Sender<Feedback>) -> Result<(), RuntimeError> {
         let started = Instant::now();
         let stats = self.sink.commit()?;
         ArchiveCommitted { stats: &stats, seconds: started.elapsed().as_secs_f64() }.emit();
         self.report.commit.merge(&stats);
+        self.report.commits += 1;
+        if self.resume_at.is_empty() {
+            return Ok(());
+        }
+        let mut oldest_held: BTreeMap<InputId, i64> = BTreeMap::new();
+        for held in self.held.values() {
+            for (input, per_family) in &held.rows {
+                for batch in per_family.iter().flatten() {
+                    if let Some(line) = oldest_line(batch) {
+                        let entry = oldest_held.entry(*input).or_insert(line);
+                        *entry = (*entry).min(line);
+                    }
+                }
+            }
+        }
+        let positions = self.resume_at.iter().map(|(input, at)| (*input, oldest_held.get(input).copied().unwrap_or(*at))).collect();
+        let _ = feedback.send(Feedback::Durable { generation: self.generation, positions });
         Ok(())
+    }
+
+    fn print_progress(&self, total: Option<u64>, started: Instant) {
+        let report = &self.report;
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        let held: usize = self.held.values().map(|h| h.count).sum();
+        let line = format!(
+            "progress: {} lines, {:.1} MB{}, {:.0} lines/s, {} dead letters, {} findings, {} rows held for ordering",
+            report.decode.lines,
+            self.bytes_done as f64 / 1e6,
+            total.filter(|t| *t > 0).map(|t| format!(" ({:.0}%)", 100.0 * self.bytes_done as f64 / t as f64)).unwrap_or_default(),
+            report.decode.lines as f64 / secs,
+            report.decode.dead_total(),
+            report.new_findings,
+            held,
+        );
+        let mut err = std::io::stderr().lock();
+        // A file's progress redraws one line; a stream's (stdin, Kafka) is a log line every few seconds.
+        let _ = if total.is_some() { write!(err, "\r{line}   ") } else { writeln!(err, "{line}") };
+        let _ = err.flush();
+    }
+}
+
+/// The source's thread: poll, pass on, apply feedback between polls; after the end,
+/// apply the last feedback (the final commit's positions), then close.
+fn read_source<Src: Source>(source: &mut Src, tx: SyncSender<Result<Polled, RuntimeError>>, feedback: Receiver<Feedback>) {
+    'read: loop {
+        while let Ok(f) = feedback.try_recv() {
+            if let Err(e) = source.feedback(f) {
+                let _ = tx.send(Err(e));
+                break 'read;
+            }
+        }
+        match source.poll() {
+            // Nothing happened: worth passing on only if the driver is waiting.
+            Ok(Some(Polled::Quiet)) => {
+                if let Err(TrySendError::Disconnected(_)) = tx.try_send(Ok(Polled::Quiet)) {
+                    break;
+                }
+            }
+            Ok(Some(polled)) => {
+                if tx.send(Ok(polled)).is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                break;
+            }
+        }
+    }
+    // The driver finishes once the channel closes.
+    drop(tx);
+    for f in feedback {
+        if let Err(e) = source.feedback(f) {
+            tracing::warn!(error = %e, "source feedback after the end failed");
+        }
+    }
+    source.close();
+}
+
+fn concat(batches: &[RecordBatch]) -> Result<RecordBatch, RuntimeError> {
+    match batches {
+        [one] => Ok(one.clone()),
+        _ => Ok(concat_batches(&batches[0].schema(), batches)?),
     }
 }
 
@@ -285,7 +613,9 @@ fn split_at_time(batch: &RecordBatch, bound: i64) -> Result<(Option<RecordBatch>
         return Ok((some(batch.clone()), None));
     }
     let time = batch.column_by_name("time").and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>());
-    let Some(time) = time else { return Ok((some(batch.clone()), None)) };
+    let Some(time) = time else {
+        return Ok((some(batch.clone()), None));
+    };
     let ready = BooleanArray::from_unary(time, |t| t <= bound);
     match ready.true_count() {
         0 => Ok((None, some(batch.clone()))),
@@ -301,18 +631,7 @@ fn newest_time(batch: &RecordBatch) -> i64 {
     batch.column_by_name("time").and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>()).and_then(max).unwrap_or(i64::MIN)
 }
 
-fn print_progress(report: &DriverReport, bytes_done: u64, total: Option<u64>, started: Instant) {
-    let secs = started.elapsed().as_secs_f64().max(1e-9);
-    let pct = total.filter(|t| *t > 0).map(|t| format!(" ({:.0}%)", 100.0 * bytes_done as f64 / t as f64)).unwrap_or_default();
-    let mut err = std::io::stderr().lock();
-    let _ = write!(
-        err,
-        "\rprogress: {} lines, {:.1} MB{pct}, {:.0} lines/s, {} dead letters, {} findings   ",
-        report.decode.lines,
-        bytes_done as f64 / 1e6,
-        report.decode.lines as f64 / secs,
-        report.decode.dead_total(),
-        report.findings.len()
-    );
-    let _ = err.flush();
+/// The smallest `line` (a Kafka offset) of a held batch.
+fn oldest_line(batch: &RecordBatch) -> Option<i64> {
+    batch.column_by_name("line").and_then(|c| c.as_primitive_opt::<Int64Type>()).and_then(min)
 }

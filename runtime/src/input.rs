@@ -10,8 +10,9 @@
 
 use std::time::Instant;
 
-use seedwatch_ingest::{DecodedChunk, Decoder, LineChunk, Source};
+use seedwatch_ingest::{DecodedChunk, Decoder, LineChunk};
 
+use crate::source::{InputId, Polled, Rows, Scope, Source};
 use crate::RuntimeError;
 
 /// One input stream: yields decoded chunks (event batches and dead letters).
@@ -33,7 +34,7 @@ pub trait Input: Send + std::fmt::Debug {
 /// Lines from a [`Source`] (a file, stdin), decoded, validated and redacted.
 #[derive(Debug)]
 pub struct LineInput {
-    source: Box<dyn Source>,
+    source: Box<dyn seedwatch_ingest::Source>,
     decoder: Decoder,
     chunk: LineChunk,
     kind: &'static str,
@@ -41,7 +42,7 @@ pub struct LineInput {
 
 impl LineInput {
     /// Lines of `source` through `decoder` (which sets the clock-skew bound).
-    pub fn new(source: Box<dyn Source>, decoder: Decoder, kind: &'static str) -> Self {
+    pub fn new(source: Box<dyn seedwatch_ingest::Source>, decoder: Decoder, kind: &'static str) -> Self {
         Self { source, decoder, chunk: LineChunk::new(), kind }
     }
 }
@@ -69,41 +70,23 @@ impl Input for LineInput {
     }
 }
 
-/// One chunk read and decoded, and how far event time has come across inputs.
-#[derive(Debug)]
-pub struct Decoded {
-    /// The chunk; `None` when an input ended (which may raise the bound).
-    pub chunk: Option<DecodedChunk>,
-    /// The input's kind.
-    pub source_kind: &'static str,
-    /// Rows at or before this time may be released: every input still open has been
-    /// read at least this far (`i64::MAX` once every input ended).
-    pub bound: i64,
-    /// Bytes read so far over all inputs.
-    pub bytes_done: u64,
-    /// Seconds spent reading and decoding the chunk.
-    pub seconds: f64,
-}
-
-/// Reads the inputs in event-time order of their frontiers.
+/// Reads the inputs in event-time order of their frontiers: the source of `run`,
+/// `rules test` and backfill (every input in [`Scope::AllPartitions`]).
 #[derive(Debug)]
 pub struct Reader {
     inputs: Vec<Box<dyn Input>>,
     /// Newest event time read per input; `i64::MIN` before its first event.
     frontiers: Vec<i64>,
     ended: Vec<bool>,
+    /// The bound to report after the rows just returned.
+    pending_bound: Option<i64>,
 }
 
 impl Reader {
     /// A reader over `inputs`.
     pub fn new(inputs: Vec<Box<dyn Input>>) -> Self {
         let n = inputs.len();
-        Self { inputs, frontiers: vec![i64::MIN; n], ended: vec![false; n] }
-    }
-
-    /// Total bytes to read, when every input knows its size.
-    pub fn total_bytes(&self) -> Option<u64> {
-        self.inputs.iter().map(|i| i.size_hint()).sum()
+        Self { inputs, frontiers: vec![i64::MIN; n], ended: vec![false; n], pending_bound: None }
     }
 
     /// The input furthest behind in event time (the first such), if any is still open.
@@ -115,24 +98,34 @@ impl Reader {
     fn bound(&self) -> i64 {
         (0..self.inputs.len()).filter(|i| !self.ended[*i]).map(|i| self.frontiers[i]).min().unwrap_or(i64::MAX)
     }
+}
 
-    /// Read the next chunk of the input furthest behind. `None` once every input has ended.
-    pub fn next(&mut self) -> Result<Option<Decoded>, RuntimeError> {
+impl Source for Reader {
+    /// Rows of the input furthest behind, then the bound they leave; `None` once
+    /// every input has ended and the last bound (`i64::MAX`) was given.
+    fn poll(&mut self) -> Result<Option<Polled>, RuntimeError> {
+        if let Some(bound) = self.pending_bound.take() {
+            return Ok(Some(Polled::Bound { scope: Scope::AllPartitions, bound }));
+        }
         let Some(i) = self.furthest_behind() else { return Ok(None) };
         let started = Instant::now();
         let input = &mut self.inputs[i];
-        let kind = input.kind();
-        let chunk = input.next_chunk()?;
-        match &chunk {
-            Some(decoded) => {
-                if let Some(newest) = decoded.max_event_time() {
-                    self.frontiers[i] = self.frontiers[i].max(newest);
-                }
-            }
-            None => self.ended[i] = true,
+        let source_kind = input.kind();
+        let Some(chunk) = input.next_chunk()? else {
+            self.ended[i] = true;
+            return Ok(Some(Polled::Bound { scope: Scope::AllPartitions, bound: self.bound() }));
+        };
+        if let Some(newest) = chunk.max_event_time() {
+            self.frontiers[i] = self.frontiers[i].max(newest);
         }
+        self.pending_bound = Some(self.bound());
         let bytes_done = self.inputs.iter().map(|i| i.bytes_read()).sum();
-        Ok(Some(Decoded { chunk, source_kind: kind, bound: self.bound(), bytes_done, seconds: started.elapsed().as_secs_f64() }))
+        let seconds = started.elapsed().as_secs_f64();
+        Ok(Some(Polled::Rows(Rows { input: i as InputId, scope: Scope::AllPartitions, chunk, source_kind, resume_at: None, bytes_done, seconds })))
+    }
+
+    fn total_bytes(&self) -> Option<u64> {
+        self.inputs.iter().map(|i| i.size_hint()).sum()
     }
 }
 
@@ -156,8 +149,13 @@ mod tests {
         let mut reader = Reader::new(vec![late, early]);
         let ms = |t: &str| chrono::DateTime::parse_from_rfc3339(t).map_or(0, |d| d.timestamp_millis());
         let mut bounds = Vec::new();
-        while let Some(d) = reader.next().unwrap_or_else(|e| panic!("{e}")) {
-            bounds.push((d.chunk.as_ref().and_then(|c| c.max_event_time()), d.bound));
+        let mut newest = None;
+        while let Some(polled) = reader.poll().unwrap_or_else(|e| panic!("{e}")) {
+            match polled {
+                Polled::Rows(rows) => newest = rows.chunk.max_event_time(),
+                Polled::Bound { bound, .. } => bounds.push((newest.take(), bound)),
+                other => panic!("unexpected {other:?}"),
+            }
         }
         let at = |t: &str| Some(ms(t));
         assert_eq!(

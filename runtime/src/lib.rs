@@ -28,10 +28,15 @@ pub mod driver;
 pub mod input;
 pub mod internal_events;
 pub mod partition;
+pub mod source;
 pub mod tasks;
 
-pub use driver::{Driver, DriverOptions, DriverReport, MemorySink};
-pub use input::{Input, LineInput};
+pub use driver::{Driver, DriverOptions, DriverReport, MemorySink, Publish, Rebuild};
+pub use input::{Input, LineInput, Reader};
+pub use source::{Feedback, InputId, Polled, Rows, Scope, Source};
+
+/// An error from code the runtime calls back (a warm-up, a publisher), kept as the source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 use seedwatch_archive::ArchiveError;
 use seedwatch_detect::DetectError;
@@ -69,8 +74,20 @@ pub enum RuntimeError {
         what: String,
         /// Why.
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: BoxError,
     },
+    /// Rows were routed to a partition no task owns (a routing bug: the count and the tasks disagree).
+    #[error("rows for partition {0}, which no task owns")]
+    NotOwned(u32),
+    /// The source reported a new assignment, but the driver was given no way to build tasks.
+    #[error("the source reassigned partitions but the driver has no rebuild step")]
+    NoRebuild,
+    /// Building the tasks of a new assignment failed (the warm-up from the archive).
+    #[error("rebuilding the tasks of a new assignment")]
+    Rebuild(#[source] BoxError),
+    /// Handing findings on failed (the findings topic).
+    #[error("publishing findings")]
+    Publish(#[source] BoxError),
     /// A runtime thread stopped without an answer (it panicked).
     #[error("the {0} thread stopped unexpectedly")]
     ThreadLost(&'static str),

@@ -1,0 +1,394 @@
+//! The Kafka source of `seedwatch detect`: a consumer-group member's partitions
+//! as runtime inputs.
+//!
+//! Each topic partition is an input; partition `p` of the four family topics is
+//! the scope `Partition(p)` (collectors key every event by license, and the
+//! `range` assignor hands partition `p` of every topic to one member). A scope's
+//! bound is the lowest frontier of its four topics, where a topic that has
+//! nothing more to read right now (its next offset is the broker's high
+//! watermark) does not hold the others back. The message offset stands in for the
+//! line number, so the driver's acknowledged positions are the offsets to commit.
+//!
+//! A rebalance bumps the fence at once (the driver then ignores what was read
+//! under the old assignment), and the new partitions are paused until the driver
+//! says their tasks are warm: the member keeps polling meanwhile, so a long
+//! warm-up never exceeds `max.poll.interval.ms`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::compute::concat_batches;
+use seedwatch_ingest::source::LineSpan;
+use seedwatch_ingest::{DecodeStats, DecodedChunk, Decoder, LineChunk};
+use seedwatch_kafka::{GroupConsumer, KafkaConfig, KafkaTransportError, Rebalanced, Topic};
+use seedwatch_runtime::{Feedback, InputId, Polled, Rows, RuntimeError, Scope, Source};
+use seedwatch_schemas::arrow::record_batch::RecordBatch;
+use seedwatch_schemas::Family;
+
+use crate::internal_events::{ConsumerLag, OffsetCommitFailed, OffsetsCommitted, WatermarkCheckFailed};
+
+/// Messages decoded together (one Arrow batch per topic partition per round).
+const ROUND_MESSAGES: usize = 50_000;
+/// Longest a poll round waits before what it has is decoded.
+const ROUND_TIME: Duration = Duration::from_millis(250);
+/// How often an empty topic partition that holds back its scope is checked against its high watermark.
+const CATCH_UP_CHECK: Duration = Duration::from_millis(250);
+/// How often consumer lag is measured.
+const LAG_EVERY: Duration = Duration::from_secs(5);
+const SOURCE_KIND: &str = "kafka";
+
+/// How far one family topic of a partition has been read.
+#[derive(Debug)]
+struct TopicReading {
+    /// Newest event time received (`i64::MIN` before the first).
+    newest: i64,
+    /// Offset of the next message (after the last received, or where reading starts).
+    next_offset: Option<i64>,
+    /// Nothing more to read right now (checked against the high watermark).
+    caught_up: bool,
+    checked: Option<Instant>,
+}
+
+impl TopicReading {
+    fn new(next_offset: Option<i64>) -> Self {
+        Self { newest: i64::MIN, next_offset, caught_up: false, checked: None }
+    }
+
+    /// How far in event time this topic is known to be complete.
+    fn frontier(&self) -> i64 {
+        if self.caught_up {
+            i64::MAX
+        } else {
+            self.newest
+        }
+    }
+}
+
+/// One owned partition number across the family topics.
+#[derive(Debug)]
+struct Owned {
+    topics: [TopicReading; 4],
+    /// The bound last reported.
+    bound: i64,
+}
+
+impl Owned {
+    fn bound(&self) -> i64 {
+        self.topics.iter().map(TopicReading::frontier).min().unwrap_or(i64::MAX)
+    }
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct KafkaSource {
+    consumer: GroupConsumer,
+    config: KafkaConfig,
+    decoder: Decoder,
+    stop: Arc<AtomicBool>,
+    fence: Arc<AtomicU64>,
+    owned: BTreeMap<u32, Owned>,
+    /// An assignment to hand to the driver.
+    assigned: Option<Polled>,
+    /// Paused until the driver's tasks for the current generation are warm.
+    warming: bool,
+    round: HashMap<(Topic, i32), LineChunk>,
+    ready: VecDeque<Polled>,
+    last_lag: Instant,
+    commits: Arc<AtomicU64>,
+}
+
+impl KafkaSource {
+    /// A source over `consumer`; it stops when `stop` is set, and counts offset commits in `commits`.
+    pub fn new(consumer: GroupConsumer, config: KafkaConfig, decoder: Decoder, stop: Arc<AtomicBool>, commits: Arc<AtomicU64>) -> Self {
+        Self {
+            consumer,
+            config,
+            decoder,
+            stop,
+            fence: Arc::new(AtomicU64::new(0)),
+            owned: BTreeMap::new(),
+            assigned: None,
+            warming: false,
+            round: HashMap::new(),
+            ready: VecDeque::new(),
+            last_lag: Instant::now(),
+            commits,
+        }
+    }
+
+    /// Poll one round of messages into per-partition line buffers; stops early at a rebalance.
+    fn read_round(&mut self) -> Result<(), RuntimeError> {
+        let started = Instant::now();
+        let mut messages = 0usize;
+        while messages < ROUND_MESSAGES && started.elapsed() < ROUND_TIME {
+            let record = self.consumer.poll(Duration::from_millis(50)).map_err(kafka_error)?;
+            // Rebalance callbacks ran inside that poll: what was read before belongs to the old assignment.
+            let rebalances = self.consumer.take_rebalances();
+            if !rebalances.is_empty() {
+                // A message that came with the rebalance is of the new assignment.
+                let kept = record.map(|r| (r.topic, r.partition(), r.offset(), r.payload().to_vec()));
+                self.round.clear();
+                self.ready.clear();
+                self.rebalanced(&rebalances)?;
+                if let Some((topic, partition, offset, payload)) = kept {
+                    push_line(&mut self.round, &self.config, topic, partition, offset, &payload);
+                }
+                break;
+            }
+            let Some(record) = record else { break };
+            messages += 1;
+            push_line(&mut self.round, &self.config, record.topic, record.partition(), record.offset(), record.payload());
+        }
+        Ok(())
+    }
+
+    /// A new assignment: fence off the old one, pause the new partitions until they are warm.
+    fn rebalanced(&mut self, rebalances: &[Rebalanced]) -> Result<(), RuntimeError> {
+        let generation = self.fence.fetch_add(1, Ordering::AcqRel) + 1;
+        self.owned.clear();
+        let Some(Rebalanced::Assigned(assigned)) = rebalances.last() else {
+            self.assigned = Some(Polled::Assigned { partitions: Vec::new(), count: 1, generation });
+            return Ok(());
+        };
+        self.consumer.pause_assignment().map_err(kafka_error)?;
+        self.warming = true;
+        let count = retry("reading the partition count", || self.consumer.partition_count(Topic::Events(Family::Login)))?;
+        // Unknown committed offsets only delay the first commit and the caught-up checks.
+        let committed = self.consumer.committed(assigned).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the committed offsets");
+            vec![None; assigned.len()]
+        });
+        let numbers: BTreeSet<u32> = assigned.iter().map(|(_, p)| *p as u32).collect();
+        for p in &numbers {
+            self.owned.insert(*p, Owned { topics: std::array::from_fn(|_| TopicReading::new(None)), bound: i64::MIN });
+        }
+        for ((topic, p), offset) in assigned.iter().zip(committed) {
+            if let (Topic::Events(family), Some(owned)) = (topic, self.owned.get_mut(&(*p as u32))) {
+                owned.topics[family.index()].next_offset = offset;
+            }
+        }
+        self.assigned = Some(Polled::Assigned { partitions: numbers.into_iter().collect(), count: count as u32, generation });
+        Ok(())
+    }
+
+    /// Decode the round's buffers into rows for the driver, and note how far each topic got.
+    fn decode_round(&mut self) -> Result<(), RuntimeError> {
+        let received = chrono::Utc::now().timestamp_millis();
+        for ((topic, partition), chunk) in self.round.iter_mut() {
+            if chunk.lines.is_empty() {
+                continue;
+            }
+            let started = Instant::now();
+            let next = chunk.lines.last().map(|l| l.number as i64 + 1);
+            let decoded = match topic {
+                Topic::Events(_) => self.decoder.decode_chunk(chunk, received)?,
+                // The collectors' dead letters, archived so analysts see them beside the events.
+                Topic::DeadLetter => DecodedChunk { events: Vec::new(), dead_letters: Some(dead_letters_from_json(chunk)?), stats: DecodeStats::default() },
+                Topic::Findings => continue,
+            };
+            if let (Topic::Events(family), Some(owned)) = (topic, self.owned.get_mut(&(*partition as u32))) {
+                let reading = &mut owned.topics[family.index()];
+                if let Some(newest) = decoded.max_event_time() {
+                    reading.newest = reading.newest.max(newest);
+                }
+                reading.next_offset = next;
+                reading.caught_up = false;
+            }
+            let rows = Rows {
+                input: input_id(*topic, *partition),
+                scope: Scope::Partition(*partition as u32),
+                chunk: decoded,
+                source_kind: SOURCE_KIND,
+                resume_at: next,
+                bytes_done: 0,
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            self.ready.push_back(Polled::Rows(rows));
+            chunk.clear();
+        }
+        Ok(())
+    }
+
+    /// Mark empty topic partitions that hold their scope back as caught up when nothing
+    /// more is there to read; report every scope whose bound moved.
+    fn check_bounds(&mut self) {
+        for (partition, owned) in &mut self.owned {
+            let bound = owned.bound();
+            for (family, reading) in Family::ALL.iter().zip(owned.topics.iter_mut()) {
+                let holding_back = !reading.caught_up && reading.newest <= bound;
+                if !holding_back || reading.checked.is_some_and(|c| c.elapsed() < CATCH_UP_CHECK) {
+                    continue;
+                }
+                reading.checked = Some(Instant::now());
+                match self.consumer.watermarks(Topic::Events(*family), *partition as i32) {
+                    Ok((low, high)) => reading.caught_up = reading.next_offset.unwrap_or(low) >= high,
+                    // The broker is unreachable: hold the rows until it answers again.
+                    Err(e) => WatermarkCheckFailed { partition: *partition as i32, family: *family, error: &e }.emit(),
+                }
+            }
+            let bound = owned.bound();
+            if bound != owned.bound {
+                owned.bound = bound;
+                self.ready.push_back(Polled::Bound { scope: Scope::Partition(*partition), bound });
+            }
+        }
+    }
+
+    fn measure_lag(&mut self) {
+        if self.last_lag.elapsed() < LAG_EVERY {
+            return;
+        }
+        self.last_lag = Instant::now();
+        let mut lags = Vec::new();
+        for (partition, owned) in &self.owned {
+            for (family, reading) in Family::ALL.iter().zip(&owned.topics) {
+                let topic = Topic::Events(*family);
+                if let Some((low, high)) = self.consumer.cached_watermarks(topic, *partition as i32) {
+                    lags.push((self.config.topic(topic), *partition as i32, (high - reading.next_offset.unwrap_or(low)).max(0)));
+                }
+            }
+        }
+        ConsumerLag { lags: &lags }.emit();
+    }
+}
+
+impl Source for KafkaSource {
+    fn poll(&mut self) -> Result<Option<Polled>, RuntimeError> {
+        if let Some(assigned) = self.assigned.take() {
+            return Ok(Some(assigned));
+        }
+        if !self.warming {
+            if let Some(ready) = self.ready.pop_front() {
+                return Ok(Some(ready));
+            }
+        }
+        if self.stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        self.read_round()?;
+        if let Some(assigned) = self.assigned.take() {
+            return Ok(Some(assigned));
+        }
+        if self.warming {
+            // Keep polling (membership, heartbeats); what arrives waits in the round.
+            return Ok(Some(Polled::Quiet));
+        }
+        self.decode_round()?;
+        self.check_bounds();
+        self.measure_lag();
+        Ok(Some(self.ready.pop_front().unwrap_or(Polled::Quiet)))
+    }
+
+    fn feedback(&mut self, feedback: Feedback) -> Result<(), RuntimeError> {
+        let current = self.fence.load(Ordering::Acquire);
+        match feedback {
+            Feedback::Warm { generation } if generation == current && self.warming => {
+                self.consumer.resume_assignment().map_err(kafka_error)?;
+                self.warming = false;
+            }
+            Feedback::Durable { generation, positions } if generation == current => {
+                let offsets: Vec<(Topic, i32, i64)> = positions.into_iter().filter_map(|(input, at)| input_of(input).map(|(t, p)| (t, p, at))).collect();
+                match self.consumer.commit(&offsets) {
+                    Ok(()) => {
+                        self.commits.fetch_add(1, Ordering::Relaxed);
+                        OffsetsCommitted { partitions: offsets.len() }.emit();
+                    }
+                    // A rebalance in progress: the archive holds the rows, the next owner skips them.
+                    Err(e) => OffsetCommitFailed { error: &e }.emit(),
+                }
+            }
+            // Feedback about an assignment that no longer holds.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        self.consumer.leave();
+    }
+
+    fn fence(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.fence)
+    }
+}
+
+/// Append one message to its topic partition's line buffer.
+fn push_line(round: &mut HashMap<(Topic, i32), LineChunk>, config: &KafkaConfig, topic: Topic, partition: i32, offset: i64, payload: &[u8]) {
+    let chunk = round.entry((topic, partition)).or_insert_with(|| {
+        let mut c = LineChunk::new();
+        c.source = Arc::from(format!("{}/{}", config.topic(topic), partition));
+        c
+    });
+    let start = chunk.data.len();
+    chunk.data.extend_from_slice(payload);
+    // The offset stands in for the line number: it is what dead letters and commits refer to.
+    chunk.lines.push(LineSpan { start, end: chunk.data.len(), number: offset as u64, original_len: payload.len() });
+}
+
+/// A topic partition as an input id: the topic's index in the high half, the partition in the low.
+fn input_id(topic: Topic, partition: i32) -> InputId {
+    let index = match topic {
+        Topic::Events(f) => f.index() as u64,
+        Topic::DeadLetter => 4,
+        Topic::Findings => 5,
+    };
+    (index << 32) | partition as u32 as u64
+}
+
+fn input_of(input: InputId) -> Option<(Topic, i32)> {
+    let topic = match input >> 32 {
+        4 => Topic::DeadLetter,
+        i => Topic::Events(*Family::ALL.get(i as usize)?),
+    };
+    Some((topic, (input & 0xffff_ffff) as i32))
+}
+
+fn kafka_error(e: KafkaTransportError) -> RuntimeError {
+    RuntimeError::Input { what: "Kafka".into(), source: Box::new(e) }
+}
+
+/// Ask the broker a few times before giving up (it may be restarting).
+fn retry<T>(what: &str, mut f: impl FnMut() -> Result<T, KafkaTransportError>) -> Result<T, RuntimeError> {
+    let mut attempt = 0;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "{what} failed; retrying");
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            Err(e) => return Err(RuntimeError::Input { what: what.to_string(), source: Box::new(e) }),
+        }
+    }
+}
+
+/// Dead-letter rows as the collectors produced them (JSON objects in the dead-letter schema).
+fn dead_letters_from_json(chunk: &LineChunk) -> Result<RecordBatch, RuntimeError> {
+    let schema = seedwatch_schemas::dead_letter::dead_letter_schema();
+    let mut data = Vec::with_capacity(chunk.data.len() + chunk.lines.len());
+    for span in &chunk.lines {
+        data.extend_from_slice(chunk.line(span));
+        data.push(b'\n');
+    }
+    let reader = datafusion::arrow::json::ReaderBuilder::new(Arc::clone(&schema)).build(std::io::Cursor::new(data))?;
+    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| RuntimeError::Input { what: format!("dead letters from {}", chunk.source), source: Box::new(e) })?;
+    Ok(concat_batches(&schema, &batches)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_ids_round_trip_topic_and_partition() {
+        for topic in [Topic::Events(Family::Login), Topic::Events(Family::Audit), Topic::DeadLetter] {
+            for partition in [0, 7, 1023] {
+                assert_eq!(input_of(input_id(topic, partition)), Some((topic, partition)));
+            }
+        }
+        assert_ne!(input_id(Topic::Events(Family::Api), 1), input_id(Topic::Events(Family::Sync), 1));
+    }
+}
