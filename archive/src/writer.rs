@@ -89,6 +89,8 @@ pub struct ArchiveWriter {
     /// Dead letters are partitioned by arrival date, which differs between
     /// runs, so their ids are checked against the whole table.
     dead_letter_ids: Option<HashSet<u128>>,
+    /// Newest day each table has been written: a day partition two days behind is closed.
+    newest_day: HashMap<Table, i64>,
     stats: CommitStats,
 }
 
@@ -172,6 +174,7 @@ impl ArchiveWriter {
             sequence: 0,
             partitions: HashMap::new(),
             dead_letter_ids: None,
+            newest_day: HashMap::new(),
             stats: CommitStats::default(),
         })
     }
@@ -266,6 +269,10 @@ impl Sink for ArchiveWriter {
                 days.push(day);
             }
         }
+        if let Some(&newest) = days.iter().max() {
+            let day = self.newest_day.entry(table).or_insert(newest);
+            *day = (*day).max(newest);
+        }
         if table == Table::DeadLetter && self.dead_letter_ids.is_none() {
             let mut all = HashSet::new();
             load_ids(&self.root.join(table.name()), table.id_column(), &mut all)?;
@@ -305,7 +312,10 @@ impl Sink for ArchiveWriter {
 
     fn flush_full(&mut self) -> Result<(), ArchiveError> {
         let flush_rows = self.options.flush_rows;
-        let full: Vec<(Table, i64)> = self.partitions.iter().filter(|(_, p)| p.pending_rows >= flush_rows).map(|(k, _)| *k).collect();
+        // A day the table's data has moved two days past is closed: written out now rather than
+        // held to the commit, so a long run over sorted history holds about two days per table.
+        let closed = |(table, day): &(Table, i64)| *table != Table::Findings && self.newest_day.get(table).is_some_and(|newest| day + 1 < *newest);
+        let full: Vec<(Table, i64)> = self.partitions.iter().filter(|(k, p)| p.pending_rows >= flush_rows || (p.pending_rows > 0 && closed(k))).map(|(k, _)| *k).collect();
         if full.is_empty() {
             return Ok(());
         }
@@ -332,8 +342,12 @@ impl ArchiveWriter {
     /// finding must be durable no later than the events it came from, or a
     /// crash in between would leave events whose findings a restart never
     /// emits again (replayed history produces no findings).
+    ///
+    /// A finding's day (its `window_start`) is never after the events it came from, so the
+    /// findings of days up to the newest day written out are enough.
     fn flush_in_order(&mut self, mut keys: Vec<(Table, i64)>) -> Result<(), ArchiveError> {
-        keys.extend(self.partitions.keys().filter(|(t, _)| *t == Table::Findings).copied());
+        let last_day = keys.iter().map(|(_, day)| *day).max().unwrap_or(i64::MIN);
+        keys.extend(self.partitions.keys().filter(|(t, day)| *t == Table::Findings && *day <= last_day).copied());
         keys.sort_by_key(|(table, day)| (*table != Table::Findings, *table, *day));
         keys.dedup();
         for (table, day) in keys {
@@ -457,6 +471,35 @@ mod tests {
         assert_eq!((third.kept, third.duplicates, ids_of(&third.new_rows)), (1, 1, Some(vec![true, false])));
         let again = batch(&[finding("d", 0), finding("c", 1)]);
         assert_eq!(third.new_rows_of(&again).expect("filter").num_rows(), 1);
+    }
+
+    fn dead_letters(ids: &[&str], day: i64) -> RecordBatch {
+        let lines: String = ids
+            .iter()
+            .map(|id| format!(r#"{{"dead_letter_id":"{id}","received_at":{},"source":"s","line":1,"reason_code":"not_json","reason":"r","raw":"x","raw_bytes":1}}"#, day * DAY_MS + 5) + "\n")
+            .collect();
+        let schema = seedwatch_schemas::dead_letter::dead_letter_schema();
+        let mut reader = seedwatch_schemas::arrow::json::ReaderBuilder::new(schema).build(std::io::Cursor::new(lines)).expect("reader");
+        reader.next().expect("a batch").expect("rows")
+    }
+
+    #[test]
+    fn a_day_two_days_behind_is_written_out_with_the_findings_up_to_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = ArchiveWriter::open(dir.path(), WriterOptions::default()).expect("open");
+        let files = |table: Table| parquet_files(&dir.path().join(table.name())).expect("files").len();
+        w.write(Table::DeadLetter, &dead_letters(&["a", "b"], 10)).expect("write");
+        w.write(Table::Findings, &findings_to_batch(&[finding("f10", 10), finding("f12", 12)]).expect("batch")).expect("write");
+        w.write(Table::DeadLetter, &dead_letters(&["c"], 11)).expect("write");
+        w.flush_full().expect("flush");
+        assert_eq!((files(Table::DeadLetter), files(Table::Findings)), (0, 0), "day 10 is one day behind: still open");
+        w.write(Table::DeadLetter, &dead_letters(&["d"], 12)).expect("write");
+        w.flush_full().expect("flush");
+        // Day 10 closed: its rows are written, and the day-10 finding before them; day 12's finding waits.
+        assert_eq!((files(Table::DeadLetter), files(Table::Findings)), (1, 1));
+        let stats = w.commit().expect("commit");
+        assert_eq!((files(Table::DeadLetter), files(Table::Findings)), (3, 2));
+        assert_eq!(stats.rows.get("dead_letter"), Some(&4));
     }
 
     #[test]
