@@ -115,7 +115,11 @@ pub fn detect(opts: &DetectOptions, stop: Arc<AtomicBool>) -> Result<DetectRepor
 
     // A new assignment: each partition's engine restored from the archived events of its licenses.
     let (archive, lateness) = (opts.archive.clone(), opts.allowed_lateness_ms);
+    let slow_warm_up = warm_up_delay_for_tests();
     let rebuild = move |partitions: &[u32], count: u32| -> Result<Vec<RuleEngine>, BoxError> {
+        if !partitions.is_empty() {
+            std::thread::sleep(slow_warm_up);
+        }
         let mut engines = Vec::with_capacity(partitions.len());
         for &partition in partitions {
             let t = Instant::now();
@@ -165,6 +169,16 @@ pub fn partition_udf(partitions: i32) -> ScalarUDF {
         Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
     };
     create_udf("seedwatch_partition", vec![DataType::Utf8], DataType::Int32, Volatility::Immutable, Arc::new(f))
+}
+
+/// Fault injection for tests: `SEEDWATCH_FAULT_WARM_UP_DELAY_MS` makes every warm-up
+/// that long, to show a warm-up longer than `max.poll.interval.ms` evicts nobody.
+fn warm_up_delay_for_tests() -> Duration {
+    let delay = std::env::var("SEEDWATCH_FAULT_WARM_UP_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    if delay > 0 {
+        tracing::warn!(delay_ms = delay, "SEEDWATCH_FAULT_WARM_UP_DELAY_MS is set: every warm-up is slowed down (a test hook)");
+    }
+    Duration::from_millis(delay)
 }
 
 /// Rebuild a task's engine from the archived events of its licenses.
