@@ -635,3 +635,122 @@ fn newest_time(batch: &RecordBatch) -> i64 {
 fn oldest_line(batch: &RecordBatch) -> Option<i64> {
     batch.column_by_name("line").and_then(|c| c.as_primitive_opt::<Int64Type>()).and_then(min)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use seedwatch_ingest::source::LineSpan;
+    use seedwatch_ingest::{Decoder, Fingerprinter, LineChunk, Redactor};
+
+    use super::*;
+
+    /// A source that plays a script; it bumps its generation as it hands out item `bump_at`
+    /// (a rebalance noticed just after those rows were read), and records the feedback.
+    struct Scripted {
+        items: VecDeque<Polled>,
+        bump_at: Option<usize>,
+        given: usize,
+        fence: Arc<AtomicU64>,
+        feedback: Arc<Mutex<Vec<Feedback>>>,
+    }
+
+    impl Source for Scripted {
+        fn poll(&mut self) -> Result<Option<Polled>, RuntimeError> {
+            if self.bump_at == Some(self.given) {
+                self.fence.fetch_add(1, Ordering::AcqRel);
+            }
+            self.given += 1;
+            Ok(self.items.pop_front())
+        }
+
+        fn feedback(&mut self, feedback: Feedback) -> Result<(), RuntimeError> {
+            self.feedback.lock().map_err(|_| RuntimeError::ThreadLost("test"))?.push(feedback);
+            Ok(())
+        }
+
+        fn fence(&self) -> Arc<AtomicU64> {
+            Arc::clone(&self.fence)
+        }
+    }
+
+    fn ms(t: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(t).map_or(0, |d| d.timestamp_millis())
+    }
+
+    /// Sync events of license `license` at `times`, numbered from `first_offset` as Kafka offsets.
+    fn rows(input: InputId, partition: u32, license: &str, times: &[&str], first_offset: u64) -> Polled {
+        let mut chunk = LineChunk::new();
+        for (i, t) in times.iter().enumerate() {
+            let line = format!(r#"{{"time":"{t}","family":"sync","system":"metrc","state":"CA","license":"{license}","integration":"flowhub","outcome":"success"}}"#);
+            let start = chunk.data.len();
+            chunk.data.extend_from_slice(line.as_bytes());
+            chunk.lines.push(LineSpan { start, end: chunk.data.len(), number: first_offset + i as u64, original_len: line.len() });
+        }
+        let redactor = Redactor::new(Fingerprinter::new(b"driver-test-secret-0123").unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("{e}"));
+        let decoded = Decoder::new(redactor).decode_chunk(&chunk, ms("2026-11-06T00:00:00Z")).unwrap_or_else(|e| panic!("{e}"));
+        let resume_at = Some(first_offset as i64 + times.len() as i64);
+        Polled::Rows(Rows { input, scope: Scope::Partition(partition), chunk: decoded, source_kind: "kafka", resume_at, bytes_done: 0, seconds: 0.0 })
+    }
+
+    fn engines(n: usize) -> Vec<RuleEngine> {
+        (0..n).map(|_| RuleEngine::new(Vec::new()).unwrap_or_else(|e| panic!("{e}"))).collect()
+    }
+
+    fn stop_options() -> DriverOptions {
+        DriverOptions { flush_at_end: false, keep_findings: false, commit_every: Duration::from_secs(3600), ..DriverOptions::default() }
+    }
+
+    #[test]
+    fn positions_acknowledged_after_a_commit_stop_at_the_oldest_row_still_held() {
+        let feedback = Arc::new(Mutex::new(Vec::new()));
+        let source = Scripted {
+            items: VecDeque::from([
+                rows(7, 0, "L1", &["2026-11-05T10:00:00Z", "2026-11-05T10:01:00Z", "2026-11-05T10:02:00Z"], 100),
+                Polled::Bound { scope: Scope::Partition(0), bound: ms("2026-11-05T10:01:00Z") },
+            ]),
+            bump_at: None,
+            given: 0,
+            fence: Arc::new(AtomicU64::new(0)),
+            feedback: Arc::clone(&feedback),
+        };
+        let driver = Driver::new(MemorySink, engines(2), stop_options()).unwrap_or_else(|e| panic!("{e}"));
+        let (report, _) = driver.run(source).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((report.events, report.peak_held_rows), (2, 3), "two rows released, three held at most");
+        // The 10:02 row (offset 102) was never released: a restart must read it again.
+        let feedback = feedback.lock().unwrap_or_else(|e| panic!("{e}")).clone();
+        assert_eq!(feedback, vec![Feedback::Durable { generation: 0, positions: vec![(7, 102)] }]);
+    }
+
+    #[test]
+    fn rows_read_under_a_lost_assignment_are_ignored_and_the_new_one_is_rebuilt() {
+        let feedback = Arc::new(Mutex::new(Vec::new()));
+        let source = Scripted {
+            items: VecDeque::from([
+                // Read just before the rebalance was noticed: no longer this member's to evaluate.
+                rows(7, 0, "L1", &["2026-11-05T10:00:00Z", "2026-11-05T10:01:00Z"], 100),
+                Polled::Bound { scope: Scope::Partition(0), bound: i64::MAX },
+                Polled::Assigned { partitions: vec![1], count: 2, generation: 1 },
+                rows(8, 1, "L2", &["2026-11-05T11:00:00Z"], 40),
+                Polled::Bound { scope: Scope::Partition(1), bound: i64::MAX },
+            ]),
+            bump_at: Some(0),
+            given: 0,
+            fence: Arc::new(AtomicU64::new(0)),
+            feedback: Arc::clone(&feedback),
+        };
+        let rebuilt = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&rebuilt);
+        let rebuild: Rebuild = Box::new(move |partitions, count| {
+            seen.lock().map_err(|_| "poisoned")?.push((partitions.to_vec(), count));
+            Ok(engines(partitions.len()))
+        });
+        let driver = Driver::new(MemorySink, engines(1), stop_options()).unwrap_or_else(|e| panic!("{e}")).with_rebuild(rebuild);
+        let (report, _) = driver.run(source).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((report.events, report.rebalances), (1, 1), "only the new assignment's row");
+        assert_eq!(*rebuilt.lock().unwrap_or_else(|e| panic!("{e}")), vec![(vec![1], 2)]);
+        let feedback = feedback.lock().unwrap_or_else(|e| panic!("{e}")).clone();
+        assert_eq!(feedback, vec![Feedback::Warm { generation: 1 }, Feedback::Durable { generation: 1, positions: vec![(8, 41)] }]);
+    }
+}
