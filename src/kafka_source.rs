@@ -35,6 +35,9 @@ const ROUND_MESSAGES: usize = 50_000;
 const ROUND_TIME: Duration = Duration::from_millis(250);
 /// How often an empty topic partition that holds back its scope is checked against its high watermark.
 const CATCH_UP_CHECK: Duration = Duration::from_millis(250);
+/// How long a topic must stay at its high watermark before it counts as complete: how far
+/// apart a producer's writes to the topics of one chunk may land.
+const PRODUCER_SKEW: Duration = Duration::from_millis(1000);
 /// How often consumer lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(5);
 const SOURCE_KIND: &str = "kafka";
@@ -46,23 +49,26 @@ struct TopicReading {
     newest: i64,
     /// Offset of the next message (after the last received, or where reading starts).
     next_offset: Option<i64>,
-    /// Nothing more to read right now (checked against the high watermark).
-    caught_up: bool,
+    /// Event time up to which this topic is known complete: when it was last found at its
+    /// high watermark, the newest event any topic of the partition had brought by then. Not
+    /// further: a message produced after that check may be as new as anything received since.
+    complete_to: i64,
+    /// When this topic was first found at its high watermark with nothing read since, and the
+    /// partition's newest event then. It counts as complete up to that only a grace later.
+    complete_since: Option<(Instant, i64)>,
+    /// At its high watermark for at least the grace, with nothing read since.
+    settled: bool,
     checked: Option<Instant>,
 }
 
 impl TopicReading {
     fn new(next_offset: Option<i64>) -> Self {
-        Self { newest: i64::MIN, next_offset, caught_up: false, checked: None }
+        Self { newest: i64::MIN, next_offset, complete_to: i64::MIN, complete_since: None, settled: false, checked: None }
     }
 
     /// How far in event time this topic is known to be complete.
     fn frontier(&self) -> i64 {
-        if self.caught_up {
-            i64::MAX
-        } else {
-            self.newest
-        }
+        self.newest.max(self.complete_to)
     }
 }
 
@@ -70,13 +76,24 @@ impl TopicReading {
 #[derive(Debug)]
 struct Owned {
     topics: [TopicReading; 4],
+    /// Every topic was at its high watermark at the last check, and nothing came since:
+    /// nothing is in flight, everything held may go (and a quiet partition publishes its open findings).
+    all_complete: bool,
     /// The bound last reported.
     bound: i64,
 }
 
 impl Owned {
     fn bound(&self) -> i64 {
+        if self.all_complete {
+            return i64::MAX;
+        }
         self.topics.iter().map(TopicReading::frontier).min().unwrap_or(i64::MAX)
+    }
+
+    /// The newest event received on any topic of the partition.
+    fn newest(&self) -> i64 {
+        self.topics.iter().map(|t| t.newest).max().unwrap_or(i64::MIN)
     }
 }
 
@@ -162,7 +179,7 @@ impl KafkaSource {
         });
         let numbers: BTreeSet<u32> = assigned.iter().map(|(_, p)| *p as u32).collect();
         for p in &numbers {
-            self.owned.insert(*p, Owned { topics: std::array::from_fn(|_| TopicReading::new(None)), bound: i64::MIN });
+            self.owned.insert(*p, Owned { topics: std::array::from_fn(|_| TopicReading::new(None)), all_complete: false, bound: i64::MIN });
         }
         for ((topic, p), offset) in assigned.iter().zip(committed) {
             if let (Topic::Events(family), Some(owned)) = (topic, self.owned.get_mut(&(*p as u32))) {
@@ -194,7 +211,9 @@ impl KafkaSource {
                     reading.newest = reading.newest.max(newest);
                 }
                 reading.next_offset = next;
-                reading.caught_up = false;
+                reading.complete_since = None;
+                reading.settled = false;
+                owned.all_complete = false;
             }
             let rows = Rows {
                 input: input_id(*topic, *partition),
@@ -211,23 +230,83 @@ impl KafkaSource {
         Ok(())
     }
 
-    /// Mark empty topic partitions that hold their scope back as caught up when nothing
-    /// more is there to read; report every scope whose bound moved.
+    /// Ask the broker whether the topics that hold a partition back have anything more (all
+    /// four topics of every such partition, in one request); report every bound that moved.
+    ///
+    /// A topic found at its high watermark is complete only up to the newest event the
+    /// partition had received at that moment: a message produced after the check may be as
+    /// new as anything read since, so newer rows wait for the next check (every 250 ms).
     fn check_bounds(&mut self) {
+        let mut due = Vec::new();
         for (partition, owned) in &mut self.owned {
             let bound = owned.bound();
-            for (family, reading) in Family::ALL.iter().zip(owned.topics.iter_mut()) {
-                let holding_back = !reading.caught_up && reading.newest <= bound;
-                if !holding_back || reading.checked.is_some_and(|c| c.elapsed() < CATCH_UP_CHECK) {
-                    continue;
-                }
-                reading.checked = Some(Instant::now());
-                match self.consumer.watermarks(Topic::Events(*family), *partition as i32) {
-                    Ok((low, high)) => reading.caught_up = reading.next_offset.unwrap_or(low) >= high,
-                    // The broker is unreachable: hold the rows until it answers again.
-                    Err(e) => WatermarkCheckFailed { partition: *partition as i32, family: *family, error: &e }.emit(),
-                }
+            let holding_back = |r: &TopicReading| r.frontier() <= bound && !r.checked.is_some_and(|c| c.elapsed() < CATCH_UP_CHECK);
+            if owned.all_complete || !owned.topics.iter().any(holding_back) {
+                continue;
             }
+            for (family, reading) in Family::ALL.iter().zip(owned.topics.iter_mut()) {
+                reading.checked = Some(Instant::now());
+                due.push((Topic::Events(*family), *partition as i32, reading.next_offset));
+            }
+        }
+        // Nothing read and nothing committed: reading starts at the low watermark, which a
+        // batched "latest" does not tell; those few ask for both (until the first message).
+        let (known, unknown): (Vec<_>, Vec<_>) = due.iter().partition(|(_, _, next)| next.is_some());
+        let asked: Vec<(Topic, i32)> = known.iter().map(|(t, p, _)| (*t, *p)).collect();
+        let mut complete: Vec<(Topic, i32, bool)> = Vec::with_capacity(due.len());
+        match self.consumer.end_offsets(&asked) {
+            Ok(ends) => complete.extend(known.iter().zip(ends).map(|((t, p, next), end)| (*t, *p, matches!((next, end), (Some(next), Some(high)) if *next >= high)))),
+            Err(e) => {
+                // The broker is unreachable: hold the rows until it answers again.
+                for (topic, partition, _) in &known {
+                    if let Topic::Events(family) = topic {
+                        WatermarkCheckFailed { partition: *partition, family: *family, error: &e }.emit();
+                    }
+                }
+                complete.extend(known.iter().map(|(t, p, _)| (*t, *p, false)));
+            }
+        }
+        for (topic, partition, _) in unknown {
+            let done = match self.consumer.watermarks(topic, partition) {
+                Ok((low, high)) => low >= high,
+                Err(e) => {
+                    if let Topic::Events(family) = topic {
+                        WatermarkCheckFailed { partition, family, error: &e }.emit();
+                    }
+                    false
+                }
+            };
+            complete.push((topic, partition, done));
+        }
+        let mut checked_partitions: BTreeMap<u32, bool> = BTreeMap::new();
+        for (topic, partition, done) in complete {
+            let (Topic::Events(family), Some(owned)) = (topic, self.owned.get_mut(&(partition as u32))) else { continue };
+            let snapshot = owned.newest();
+            let reading = &mut owned.topics[family.index()];
+            // Producers write the topics of one chunk independently: a topic at its high watermark
+            // may still get rows as old as those just read elsewhere, for a moment. Complete means
+            // still at the high watermark a grace after it was first found there.
+            match (done, reading.complete_since) {
+                (false, _) => {
+                    reading.complete_since = None;
+                    reading.settled = false;
+                }
+                (true, None) => reading.complete_since = Some((Instant::now(), snapshot)),
+                (true, Some((since, then))) if since.elapsed() >= PRODUCER_SKEW => {
+                    reading.complete_to = reading.complete_to.max(then);
+                    reading.complete_since = Some((Instant::now(), snapshot));
+                    reading.settled = true;
+                }
+                (true, Some(_)) => {}
+            }
+            *checked_partitions.entry(partition as u32).or_insert(true) &= reading.settled;
+        }
+        for (partition, all) in checked_partitions {
+            if let Some(owned) = self.owned.get_mut(&partition) {
+                owned.all_complete = all;
+            }
+        }
+        for (partition, owned) in &mut self.owned {
             let bound = owned.bound();
             if bound != owned.bound {
                 owned.bound = bound;

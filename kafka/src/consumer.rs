@@ -141,10 +141,13 @@ impl GroupConsumer {
             ("heartbeat.interval.ms", "1000"),
             // Also the rebalance timeout: a member that died during a rebalance holds the
             // group up to this long on brokers that do not expire sessions (tansu 0.6).
-            // A detector polls between batches and warm-ups, well within it.
+            // A detector's source keeps polling while the driver works and warms up.
             ("max.poll.interval.ms", "60000"),
+            // A fetch answers after at most 50 ms: with librdkafka's 500 ms a fetch that includes
+            // the sparse sync and audit partitions waits while api data is ready.
+            ("fetch.wait.max.ms", "50"),
             // Watermarks for the lag metric (see `cached_watermarks`; the caught-up checks ask the
-            // broker, since a cached high watermark can be stale and release rows too early).
+            // broker, `end_offsets`, since a cached high watermark can be stale and release rows too early).
             ("statistics.interval.ms", "250"),
         ];
         if let Some(instance) = instance {
@@ -212,6 +215,27 @@ impl GroupConsumer {
     /// offset the next message produced will get.
     pub fn watermarks(&self, topic: Topic, partition: i32) -> Result<(i64, i64), KafkaTransportError> {
         self.inner.fetch_watermarks(&self.config.topic(topic), partition, Duration::from_secs(5)).map_err(|e| KafkaTransportError::Consume(e.to_string()))
+    }
+
+    /// The high watermarks of several partitions in one request per broker (a ListOffsets for
+    /// "latest"), in the order asked; `None` where the broker gave no offset.
+    pub fn end_offsets(&self, partitions: &[(Topic, i32)]) -> Result<Vec<Option<i64>>, KafkaTransportError> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut list = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            // As a timestamp, -1 (`Offset::End`) asks for the latest offset.
+            list.add_partition_offset(&self.config.topic(*topic), *partition, Offset::End).map_err(|e| KafkaTransportError::Consume(e.to_string()))?;
+        }
+        let answer = self.inner.offsets_for_times(list, Duration::from_secs(5)).map_err(|e| KafkaTransportError::Consume(e.to_string()))?;
+        Ok(partitions
+            .iter()
+            .map(|(topic, partition)| match answer.find_partition(&self.config.topic(*topic), *partition).map(|e| (e.error(), e.offset())) {
+                Some((Ok(()), Offset::Offset(o))) => Some(o),
+                _ => None,
+            })
+            .collect())
     }
 
     /// The partition's low and high watermarks as of the last fetch response (refreshed with
