@@ -49,9 +49,10 @@ struct TopicReading {
     newest: i64,
     /// Offset of the next message (after the last received, or where reading starts).
     next_offset: Option<i64>,
-    /// Event time up to which this topic is known complete: when it was last found at its
-    /// high watermark, the newest event any topic of the partition had brought by then. Not
-    /// further: a message produced after that check may be as new as anything received since.
+    /// Event time up to which this topic is known complete: the newest event any topic of the
+    /// partition had brought when this one was found at its high watermark and then stayed
+    /// there for the producer-skew grace. Not further: a message produced after that check
+    /// may be as new as anything received since.
     complete_to: i64,
     /// When this topic was first found at its high watermark with nothing read since, and the
     /// partition's newest event then. It counts as complete up to that only a grace later.
@@ -233,9 +234,9 @@ impl KafkaSource {
     /// Ask the broker whether the topics that hold a partition back have anything more (all
     /// four topics of every such partition, in one request); report every bound that moved.
     ///
-    /// A topic found at its high watermark is complete only up to the newest event the
-    /// partition had received at that moment: a message produced after the check may be as
-    /// new as anything read since, so newer rows wait for the next check (every 250 ms).
+    /// A topic found at its high watermark counts as complete once it stayed there for
+    /// [`PRODUCER_SKEW`], and only up to the newest event the partition had received when it
+    /// was first found there: newer rows wait for a later check (every 250 ms).
     fn check_bounds(&mut self) {
         let mut due = Vec::new();
         for (partition, owned) in &mut self.owned {
