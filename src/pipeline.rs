@@ -14,7 +14,7 @@ use seedwatch_archive::{ArchiveWriter, CommitStats, WriterOptions};
 use seedwatch_detect::reference::Reference;
 use seedwatch_detect::{load_rules, CompiledRule, Detector, RuleEngine};
 use seedwatch_ingest::{file_source, stdin_source, ChunkLimits, DecodeStats, Decoder, Fingerprinter, Redactor, Source};
-use seedwatch_runtime::{Driver, DriverOptions, Input, LineInput, MemorySink, Reader};
+use seedwatch_runtime::{DecodePool, Driver, DriverOptions, Input, LineInput, MemorySink, Reader};
 use seedwatch_schemas::Finding;
 
 use crate::internal_events::RulesLoaded;
@@ -101,13 +101,16 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     let redactor = Redactor::new(Fingerprinter::load_or_create(&opts.fingerprint_key)?)?;
     // Each input its own stream with its own decoder (the clock-skew bound is arrival's).
     let decoder = || Decoder::new(redactor.clone()).with_max_clock_skew(opts.max_clock_skew_ms);
+    // Decode is most of the work: every input's chunks are decoded on one pool, a thread per core.
+    let pool = DecodePool::new(None)?;
     let mut inputs: Vec<Box<dyn Input>> = Vec::new();
     for input in &opts.inputs {
-        if input.as_os_str() == "-" {
-            inputs.push(Box::new(LineInput::new(Box::new(stdin_source(ChunkLimits::default())), decoder(), "stdin")));
+        let (source, kind): (Box<dyn Source>, _) = if input.as_os_str() == "-" {
+            (Box::new(stdin_source(ChunkLimits::default())), "stdin")
         } else {
-            inputs.push(Box::new(LineInput::new(Box::new(file_source(input, ChunkLimits::default())?), decoder(), "file")));
-        }
+            (Box::new(file_source(input, ChunkLimits::default())?), "file")
+        };
+        inputs.push(Box::new(LineInput::new(source, decoder(), kind).decode_on(&pool)));
     }
     if inputs.is_empty() {
         return Err(anyhow!("no input: pass --input FILE (or - for stdin)"));

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use chrono::{DateTime, Utc};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -91,7 +92,131 @@ pub struct ArchiveWriter {
     dead_letter_ids: Option<HashSet<u128>>,
     /// Newest day each table has been written: a day partition two days behind is closed.
     newest_day: HashMap<Table, i64>,
+    /// Encodes files on a pool of threads; they are renamed into place in order.
+    files: FilePool,
     stats: CommitStats,
+}
+
+/// One file to write: encoded, synced and renamed into place off the caller's thread.
+#[derive(Debug)]
+struct FileJob {
+    table: Table,
+    batch: RecordBatch,
+    props: WriterProperties,
+    tmp: PathBuf,
+    dir: PathBuf,
+    target: PathBuf,
+}
+
+/// A file encoded and synced in the temp directory, to be renamed into place.
+#[derive(Debug)]
+struct Encoded {
+    table: Table,
+    rows: u64,
+    bytes: u64,
+    tmp: PathBuf,
+    dir: PathBuf,
+    target: PathBuf,
+}
+
+/// Threads that encode files. Parquet encoding and zstd are a third of `run`'s
+/// work; here they run beside detection and decode, several files at once. Files
+/// are renamed into place in the order they were given (findings before the
+/// events they came from, see `flush_in_order`), by the writer as it collects them.
+#[derive(Debug)]
+struct FilePool {
+    pool: rayon::ThreadPool,
+    threads: usize,
+    report: mpsc::Sender<(u64, Result<Encoded, ArchiveError>)>,
+    reports: mpsc::Receiver<(u64, Result<Encoded, ArchiveError>)>,
+    /// Sequence number of the next file given, and of the next to rename into place.
+    next_given: u64,
+    next_placed: u64,
+    /// Files encoded ahead of one still encoding.
+    encoded: BTreeMap<u64, Result<Encoded, ArchiveError>>,
+    /// A file failed: no later file may go into place before it.
+    failed: bool,
+}
+
+impl FilePool {
+    fn start(root: &Path) -> Result<Self, ArchiveError> {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("seedwatch-archive-{i}"))
+            .build()
+            .map_err(|e| ArchiveError::Io { action: "starting the file threads for", path: root.to_path_buf(), error: std::io::Error::other(e) })?;
+        let (report, reports) = mpsc::channel();
+        Ok(Self { pool, threads, report, reports, next_given: 0, next_placed: 0, encoded: BTreeMap::new(), failed: false })
+    }
+
+    /// Encode `job` on the pool; waits first while a file per thread and one more are in flight,
+    /// which bounds the batches held here.
+    fn send(&mut self, job: FileJob, stats: &mut CommitStats) -> Result<(), ArchiveError> {
+        while self.next_given - self.next_placed > self.threads as u64 {
+            self.place(Some(self.next_placed + 1), stats)?;
+        }
+        let sequence = self.next_given;
+        self.next_given += 1;
+        let report = self.report.clone();
+        self.pool.spawn(move || {
+            let path = job.tmp.clone();
+            let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| encode_file(job)))
+                .unwrap_or_else(|_| Err(ArchiveError::Parquet { path, message: "the file thread panicked while encoding".into() }));
+            // The writer may be gone (the run failed); then the file stays in the temp directory.
+            let _ = report.send((sequence, encoded));
+        });
+        Ok(())
+    }
+
+    /// Rename encoded files into place in order: those ready (`until: None`), or every file
+    /// before sequence `until`, waiting for them.
+    fn place(&mut self, until: Option<u64>, stats: &mut CommitStats) -> Result<(), ArchiveError> {
+        if self.failed {
+            return Err(ArchiveError::Io { action: "writing files under", path: PathBuf::new(), error: std::io::Error::other("an earlier archive file failed") });
+        }
+        loop {
+            while let Some(encoded) = self.encoded.remove(&self.next_placed) {
+                self.failed = encoded.is_err();
+                let Encoded { table, rows, bytes, tmp, dir, target } = encoded?;
+                fs::rename(&tmp, &target).map_err(io_err("renaming into", &target))?;
+                File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", &dir))?;
+                tracing::debug!(table = table.name(), rows, bytes, path = %target.display(), "archive file written");
+                self.next_placed += 1;
+                stats.files += 1;
+                stats.bytes += bytes;
+                *stats.rows.entry(table.name()).or_default() += rows;
+            }
+            let report = match until {
+                Some(until) if self.next_placed < until => self.reports.recv().ok(),
+                _ => match self.reports.try_recv() {
+                    Ok(report) => Some(report),
+                    Err(_) => return Ok(()),
+                },
+            };
+            // Every job sends its report (a panic becomes an error), and `self.report` keeps the channel open.
+            let Some((sequence, encoded)) = report else { return Ok(()) };
+            self.encoded.insert(sequence, encoded);
+        }
+    }
+
+    /// Wait for every file given and rename it into place.
+    fn finish(&mut self, stats: &mut CommitStats) -> Result<(), ArchiveError> {
+        self.place(Some(self.next_given), stats)
+    }
+}
+
+/// Encode `job.batch` to its temp file and sync it.
+fn encode_file(job: FileJob) -> Result<Encoded, ArchiveError> {
+    let FileJob { table, batch, props, tmp, dir, target } = job;
+    let perr = |e: parquet::errors::ParquetError| ArchiveError::Parquet { path: tmp.clone(), message: e.to_string() };
+    let file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(perr)?;
+    writer.write(&batch).map_err(perr)?;
+    let file = writer.into_inner().map_err(perr)?;
+    file.sync_all().map_err(io_err("syncing", &tmp))?;
+    let bytes = file.metadata().map_err(io_err("reading metadata of", &tmp))?.len();
+    Ok(Encoded { table, rows: batch.num_rows() as u64, bytes, tmp, dir, target })
 }
 
 /// `date=YYYY-MM-DD` for a day number since the epoch.
@@ -175,6 +300,7 @@ impl ArchiveWriter {
             partitions: HashMap::new(),
             dead_letter_ids: None,
             newest_day: HashMap::new(),
+            files: FilePool::start(root)?,
             stats: CommitStats::default(),
         })
     }
@@ -196,15 +322,15 @@ impl ArchiveWriter {
         self.partitions.get_mut(&(table, day)).ok_or_else(|| ArchiveError::Schema { table: table.name(), message: "partition vanished".into() })
     }
 
-    fn write_file(&mut self, table: Table, day: i64, batch: &RecordBatch) -> Result<(), ArchiveError> {
+    /// Queue `batch` as a new file of `table` on `day` for the file thread.
+    fn write_file(&mut self, table: Table, day: i64, batch: RecordBatch) -> Result<(), ArchiveError> {
         let dir = self.root.join(table.name()).join(partition_dir(day));
         fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
         self.sequence += 1;
         let name = format!("part-{}-{:06}.parquet", self.run_id, self.sequence);
         let tmp = self.tmp.join(&name);
         let target = dir.join(&name);
-        let perr = |e: parquet::errors::ParquetError| ArchiveError::Parquet { path: tmp.clone(), message: e.to_string() };
-        let level = ZstdLevel::try_new(self.options.zstd_level).map_err(perr)?;
+        let level = ZstdLevel::try_new(self.options.zstd_level).map_err(|e| ArchiveError::Parquet { path: tmp.clone(), message: e.to_string() })?;
         let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(Some(self.options.row_group_rows))
@@ -214,21 +340,9 @@ impl ArchiveWriter {
                 props = props.set_column_dictionary_enabled(ColumnPath::from(*column), false).set_column_encoding(ColumnPath::from(*column), *encoding);
             }
         }
-        let props = props.build();
-        let file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
-        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(perr)?;
-        writer.write(batch).map_err(perr)?;
-        let file = writer.into_inner().map_err(perr)?;
-        file.sync_all().map_err(io_err("syncing", &tmp))?;
-        let bytes = file.metadata().map_err(io_err("reading metadata of", &tmp))?.len();
-        drop(file);
-        fs::rename(&tmp, &target).map_err(io_err("renaming into", &target))?;
-        File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", &dir))?;
-        self.stats.files += 1;
-        self.stats.bytes += bytes;
-        *self.stats.rows.entry(table.name()).or_default() += batch.num_rows() as u64;
-        tracing::debug!(table = table.name(), rows = batch.num_rows(), bytes, path = %target.display(), "archive file written");
-        Ok(())
+        self.files.send(FileJob { table, batch, props: props.build(), tmp, dir, target }, &mut self.stats)?;
+        // Files encoded meanwhile go into place, and their errors surface, here rather than at the commit.
+        self.files.place(None, &mut self.stats)
     }
 
     fn flush_partition(&mut self, table: Table, day: i64) -> Result<(), ArchiveError> {
@@ -240,7 +354,7 @@ impl ArchiveWriter {
         partition.pending_rows = 0;
         let batch = concat_batches(&table.schema(), &pending)
             .map_err(|e| ArchiveError::Schema { table: table.name(), message: e.to_string() })?;
-        self.write_file(table, day, &batch)
+        self.write_file(table, day, batch)
     }
 }
 
@@ -325,12 +439,14 @@ impl Sink for ArchiveWriter {
     fn commit(&mut self) -> Result<CommitStats, ArchiveError> {
         let keys: Vec<(Table, i64)> = self.partitions.keys().copied().collect();
         self.flush_in_order(keys)?;
+        self.files.finish(&mut self.stats)?;
         Ok(std::mem::take(&mut self.stats))
     }
 
     fn discard(&mut self) -> Result<(), ArchiveError> {
-        // Files already written are in place (each is renamed atomically); what is
-        // pending goes, and the ids are re-read from disk on the next write.
+        // Files already given to the file thread go into place (each is renamed atomically);
+        // what is pending goes, and the ids are re-read from disk on the next write.
+        self.files.finish(&mut self.stats)?;
         self.partitions.clear();
         self.dead_letter_ids = None;
         Ok(())
@@ -495,6 +611,7 @@ mod tests {
         assert_eq!((files(Table::DeadLetter), files(Table::Findings)), (0, 0), "day 10 is one day behind: still open");
         w.write(Table::DeadLetter, &dead_letters(&["d"], 12)).expect("write");
         w.flush_full().expect("flush");
+        w.files.finish(&mut w.stats).expect("files in place"); // flush_full queues; the pool encodes
         // Day 10 closed: its rows are written, and the day-10 finding before them; day 12's finding waits.
         assert_eq!((files(Table::DeadLetter), files(Table::Findings)), (1, 1));
         let stats = w.commit().expect("commit");

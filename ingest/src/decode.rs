@@ -148,9 +148,13 @@ impl Column {
         match (self, cell) {
             (Column::Str(b), Cell::Str(s)) => b.append_value(s),
             (Column::Str(b), Cell::Hash(h)) => {
-                // Writes into the builder's value buffer; append_value("") closes the value.
-                let _ = write!(b, "{h:032x}");
-                b.append_value("");
+                let mut hex = [0u8; 32];
+                // 16 bytes -> 32 hex digits (the same as `{h:032x}`); only a size mismatch fails.
+                if hex::encode_to_slice(h.to_be_bytes(), &mut hex).is_ok() {
+                    b.append_value(std::str::from_utf8(&hex).unwrap_or_default());
+                } else {
+                    b.append_null();
+                }
             }
             (Column::Int(b), Cell::Int(v)) => b.append_value(*v),
             (Column::Bool(b), Cell::Bool(v)) => b.append_value(*v),
@@ -187,9 +191,28 @@ struct FamilyBuilder {
     idx_time: usize,
     idx_location: usize,
     idx_key_id: Option<usize>,
+    /// The field the k-th key of the last line was: exporters write keys in one
+    /// order, so a line's keys are found with one comparison each, not a scan.
+    key_order: [u8; MAX_KEYS_REMEMBERED],
 }
 
+/// Keys per line whose field position is remembered (more are looked up by scan).
+const MAX_KEYS_REMEMBERED: usize = 32;
+
 impl FamilyBuilder {
+    /// Position of field `key`, the `k`-th key of the line.
+    fn field_index(&mut self, k: usize, key: &str) -> Option<usize> {
+        let guess = self.key_order.get(k).map_or(usize::MAX, |i| *i as usize);
+        if self.fields.get(guess).is_some_and(|f| f.name == key) {
+            return Some(guess);
+        }
+        let found = self.fields.iter().position(|f| f.name == key);
+        if let Some(slot) = self.key_order.get_mut(k) {
+            *slot = found.map_or(u8::MAX, |i| i as u8);
+        }
+        found
+    }
+
     fn new(family: Family) -> Self {
         let fields: Vec<&'static Field> = fields::all_fields(family).collect();
         let pos = |name: &str| fields.iter().position(|f| f.name == name);
@@ -201,6 +224,7 @@ impl FamilyBuilder {
             idx_time: pos("time").unwrap_or(0),
             idx_location: pos("location").unwrap_or(0),
             idx_key_id: pos("key_id"),
+            key_order: [u8::MAX; MAX_KEYS_REMEMBERED],
             fields,
             extra: StringBuilder::new(),
             source: StringBuilder::new(),
@@ -300,6 +324,12 @@ impl Decoder {
         }
     }
 
+    /// A decoder with the same redactor and clock-skew bound and empty builders:
+    /// one per chunk decoded at the same time.
+    pub fn sibling(&self) -> Self {
+        Self { max_clock_skew_ms: self.max_clock_skew_ms, ..Self::new(self.redactor.clone()) }
+    }
+
     /// Dead-letter (`future_time`) events dated more than `skew_ms` after the chunk's
     /// arrival (`decode_chunk`'s `received_at_ms`): event time is bounded by arrival.
     pub fn with_max_clock_skew(mut self, skew_ms: i64) -> Self {
@@ -364,26 +394,29 @@ impl Decoder {
             r
         };
 
-        let has_secret_names = self.redactor.might_contain_secret(bytes);
-        let builder = &self.families[family.index()];
+        let builder = &mut self.families[family.index()];
         let mut cells: [Cell<'_>; MAX_FIELDS] = Default::default();
         let mut seen = [false; MAX_FIELDS];
         let mut key_fingerprint: Option<(usize, String)> = None;
         let mut redacted = false;
         self.extra.clear();
 
-        for (key, raw) in &pairs {
+        for (k, (key, raw)) in pairs.iter().enumerate() {
             if key == "family" {
                 continue;
             }
-            if let Some(i) = builder.fields.iter().position(|f| f.name == key.as_ref()) {
+            if let Some(i) = builder.field_index(k, key) {
                 if seen[i] {
                     return Err(with_family(reject(ReasonCode::DuplicateField, format!("field `{key}` appears twice"))));
                 }
                 seen[i] = true;
-                let mut cell = parse_cell(builder.fields[i], raw.get()).map_err(with_family)?;
-                if has_secret_names {
-                    if let Cell::Str(s) = &cell {
+                let field = builder.fields[i];
+                let mut cell = parse_cell(field, raw.get()).map_err(with_family)?;
+                // Only free text can carry a credential: enum and state values are static
+                // spellings, IPs and times are parsed. The pre-check runs on the value, not the
+                // whole line (the line's keys and fixed values are most of its bytes).
+                if let (Kind::Str { .. } | Kind::Lower { .. } | Kind::Upper { .. }, Cell::Str(s)) = (field.kind, &cell) {
+                    if self.redactor.might_contain_secret(s.as_bytes()) {
                         self.scratch.clear();
                         if self.redactor.redact_into(s, &mut self.scratch) {
                             cell = Cell::Str(Cow::Owned(self.scratch.clone()));
@@ -412,10 +445,10 @@ impl Decoder {
                 }
             } else {
                 push_extra_key(&mut self.extra, key);
-                if has_secret_names && self.redactor.redact_into(raw.get(), &mut self.extra) {
-                    redacted = true;
-                } else if !has_secret_names {
+                if !self.redactor.might_contain_secret(raw.get().as_bytes()) {
                     self.extra.push_str(raw.get());
+                } else if self.redactor.redact_into(raw.get(), &mut self.extra) {
+                    redacted = true;
                 }
             }
             if self.extra.len() > MAX_EXTRA_BYTES {

@@ -8,6 +8,8 @@
 //! *bound*) can be released: no live input will bring older ones, unless it is
 //! itself out of order, which the engine's per-license lateness judges.
 
+use std::collections::VecDeque;
+use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use seedwatch_ingest::{DecodedChunk, Decoder, LineChunk};
@@ -31,30 +33,110 @@ pub trait Input: Send + std::fmt::Debug {
     }
 }
 
+/// Threads that decode chunks, shared by the inputs of a run: one input's
+/// chunks are decoded side by side (decode is most of `run`'s work) and handed
+/// on in their order. A rayon pool: the work is whole chunks, so any thread
+/// takes the next one.
+#[derive(Debug, Clone)]
+pub struct DecodePool {
+    pool: Arc<rayon::ThreadPool>,
+    threads: usize,
+}
+
+impl DecodePool {
+    /// A pool of `threads` decode threads (`None`: one per core).
+    pub fn new(threads: Option<usize>) -> Result<Self, RuntimeError> {
+        let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)).max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("seedwatch-decode-{i}"))
+            // A panicking decode drops its answer; the input reports the lost thread.
+            .panic_handler(|_| {})
+            .build()
+            .map_err(RuntimeError::DecodePool)?;
+        Ok(Self { pool: Arc::new(pool), threads })
+    }
+}
+
+/// A chunk coming back from a decode thread, with the buffers it borrowed.
+struct Decoded {
+    chunk: LineChunk,
+    decoder: Decoder,
+    result: Result<DecodedChunk, seedwatch_ingest::IngestError>,
+}
+
 /// Lines from a [`Source`] (a file, stdin), decoded, validated and redacted.
-#[derive(Debug)]
+/// On a [`DecodePool`] the input reads ahead: up to one chunk per decode thread
+/// plus one is decoding while the driver works on the last.
 pub struct LineInput {
     source: Box<dyn seedwatch_ingest::Source>,
+    /// Decodes on the reading thread, and is the model of the pool's decoders.
     decoder: Decoder,
-    chunk: LineChunk,
+    /// Pool decoders and chunk buffers not in use, kept for the next chunks.
+    decoders: Vec<Decoder>,
+    chunks: Vec<LineChunk>,
+    pool: Option<DecodePool>,
+    /// Chunks being decoded, oldest first.
+    in_flight: VecDeque<mpsc::Receiver<Decoded>>,
+    source_done: bool,
     kind: &'static str,
 }
 
+impl std::fmt::Debug for LineInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LineInput").field("source", &self.source).field("in_flight", &self.in_flight.len()).finish_non_exhaustive()
+    }
+}
+
 impl LineInput {
-    /// Lines of `source` through `decoder` (which sets the clock-skew bound).
+    /// Lines of `source` through `decoder` (which sets the clock-skew bound),
+    /// decoded on the reading thread.
     pub fn new(source: Box<dyn seedwatch_ingest::Source>, decoder: Decoder, kind: &'static str) -> Self {
-        Self { source, decoder, chunk: LineChunk::new(), kind }
+        Self { source, decoder, decoders: Vec::new(), chunks: Vec::new(), pool: None, in_flight: VecDeque::new(), source_done: false, kind }
+    }
+
+    /// Decode on `pool`, reading ahead one chunk per pool thread plus one.
+    pub fn decode_on(mut self, pool: &DecodePool) -> Self {
+        self.pool = Some(pool.clone());
+        self
+    }
+
+    /// Read the next chunk into a spare buffer; `None` at the end of the source.
+    fn read(&mut self) -> Result<Option<(LineChunk, i64)>, RuntimeError> {
+        let mut chunk = self.chunks.pop().unwrap_or_default();
+        if !self.source.next_chunk(&mut chunk)? {
+            self.source_done = true;
+            return Ok(None);
+        }
+        // Arrival time: what the clock-skew bound and dead letters' `received_at` refer to.
+        Ok(Some((chunk, chrono::Utc::now().timestamp_millis())))
     }
 }
 
 impl Input for LineInput {
     fn next_chunk(&mut self) -> Result<Option<DecodedChunk>, RuntimeError> {
-        if !self.source.next_chunk(&mut self.chunk)? {
-            return Ok(None);
+        let Some(pool) = self.pool.clone() else {
+            let Some((chunk, received_at)) = self.read()? else { return Ok(None) };
+            let decoded = self.decoder.decode_chunk(&chunk, received_at);
+            self.chunks.push(chunk);
+            return Ok(Some(decoded?));
+        };
+        while self.in_flight.len() <= pool.threads && !self.source_done {
+            let Some((chunk, received_at)) = self.read()? else { break };
+            let mut decoder = self.decoders.pop().unwrap_or_else(|| self.decoder.sibling());
+            let (tx, rx) = mpsc::sync_channel(1);
+            pool.pool.spawn(move || {
+                let result = decoder.decode_chunk(&chunk, received_at);
+                // The input may be gone (the run stopped); then nobody wants the chunk.
+                let _ = tx.send(Decoded { chunk, decoder, result });
+            });
+            self.in_flight.push_back(rx);
         }
-        // Arrival time: what the clock-skew bound and dead letters' `received_at` refer to.
-        let received_at = chrono::Utc::now().timestamp_millis();
-        Ok(Some(self.decoder.decode_chunk(&self.chunk, received_at)?))
+        let Some(oldest) = self.in_flight.pop_front() else { return Ok(None) };
+        let decoded = oldest.recv().map_err(|_| RuntimeError::ThreadLost("decode"))?;
+        self.chunks.push(decoded.chunk);
+        self.decoders.push(decoded.decoder);
+        Ok(Some(decoded.result?))
     }
 
     fn kind(&self) -> &'static str {

@@ -32,7 +32,7 @@ pub mod source;
 pub mod tasks;
 
 pub use driver::{Driver, DriverOptions, DriverReport, MemorySink, Publish, Rebuild};
-pub use input::{Input, LineInput, Reader};
+pub use input::{DecodePool, Input, LineInput, Reader};
 pub use source::{Feedback, InputId, Polled, Rows, Scope, Source};
 
 /// An error from code the runtime calls back (a warm-up, a publisher), kept as the source.
@@ -67,6 +67,9 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// The decode threads could not be started.
+    #[error("starting the decode threads")]
+    DecodePool(#[source] rayon::ThreadPoolBuildError),
     /// An input other than lines failed (the archive's SQL, for backfill).
     #[error("reading {what}")]
     Input {
