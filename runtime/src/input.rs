@@ -66,8 +66,8 @@ struct Decoded {
 }
 
 /// Lines from a [`Source`] (a file, stdin), decoded, validated and redacted.
-/// On a [`DecodePool`] the input reads ahead: up to one chunk per decode thread
-/// plus one is decoding while the driver works on the last.
+/// On a [`DecodePool`] the input reads ahead: one chunk per decode thread is
+/// decoding while the driver works on the last (more only raised peak memory).
 pub struct LineInput {
     source: Box<dyn seedwatch_ingest::Source>,
     /// Decodes on the reading thread, and is the model of the pool's decoders.
@@ -95,7 +95,7 @@ impl LineInput {
         Self { source, decoder, decoders: Vec::new(), chunks: Vec::new(), pool: None, in_flight: VecDeque::new(), source_done: false, kind }
     }
 
-    /// Decode on `pool`, reading ahead one chunk per pool thread plus one.
+    /// Decode on `pool`, reading ahead one chunk per pool thread.
     pub fn decode_on(mut self, pool: &DecodePool) -> Self {
         self.pool = Some(pool.clone());
         self
@@ -121,7 +121,7 @@ impl Input for LineInput {
             self.chunks.push(chunk);
             return Ok(Some(decoded?));
         };
-        while self.in_flight.len() <= pool.threads && !self.source_done {
+        while self.in_flight.len() < pool.threads && !self.source_done {
             let Some((chunk, received_at)) = self.read()? else { break };
             let mut decoder = self.decoders.pop().unwrap_or_else(|| self.decoder.sibling());
             let (tx, rx) = mpsc::sync_channel(1);
