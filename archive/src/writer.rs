@@ -127,6 +127,7 @@ struct Encoded {
 struct FilePool {
     pool: rayon::ThreadPool,
     threads: usize,
+    root: PathBuf,
     report: mpsc::Sender<(u64, Result<Encoded, ArchiveError>)>,
     reports: mpsc::Receiver<(u64, Result<Encoded, ArchiveError>)>,
     /// Sequence number of the next file given, and of the next to rename into place.
@@ -147,7 +148,7 @@ impl FilePool {
             .build()
             .map_err(|e| ArchiveError::Io { action: "starting the file threads for", path: root.to_path_buf(), error: std::io::Error::other(e) })?;
         let (report, reports) = mpsc::channel();
-        Ok(Self { pool, threads, report, reports, next_given: 0, next_placed: 0, encoded: BTreeMap::new(), failed: false })
+        Ok(Self { pool, threads, root: root.to_path_buf(), report, reports, next_given: 0, next_placed: 0, encoded: BTreeMap::new(), failed: false })
     }
 
     /// Encode `job` on the pool; waits first while a file per thread and one more are in flight,
@@ -173,14 +174,17 @@ impl FilePool {
     /// before sequence `until`, waiting for them.
     fn place(&mut self, until: Option<u64>, stats: &mut CommitStats) -> Result<(), ArchiveError> {
         if self.failed {
-            return Err(ArchiveError::Io { action: "writing files under", path: PathBuf::new(), error: std::io::Error::other("an earlier archive file failed") });
+            return Err(ArchiveError::Io { action: "writing files under", path: self.root.clone(), error: std::io::Error::other("an earlier archive file failed") });
         }
         loop {
             while let Some(encoded) = self.encoded.remove(&self.next_placed) {
-                self.failed = encoded.is_err();
+                // Set until this file is in place: after any failure below, a later call must
+                // report it rather than wait for a file whose report was taken.
+                self.failed = true;
                 let Encoded { table, rows, bytes, tmp, dir, target } = encoded?;
                 fs::rename(&tmp, &target).map_err(io_err("renaming into", &target))?;
                 File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", &dir))?;
+                self.failed = false;
                 tracing::debug!(table = table.name(), rows, bytes, path = %target.display(), "archive file written");
                 self.next_placed += 1;
                 stats.files += 1;
