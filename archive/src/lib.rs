@@ -33,10 +33,14 @@ pub trait Sink: Send + std::fmt::Debug {
     fn flush_full(&mut self) -> Result<(), ArchiveError> {
         Ok(())
     }
-    /// Drop every row accepted since the last commit and forget the ids known, so
-    /// they are read again from what is durable: a Kafka rebalance hands the
-    /// uncommitted tail to whoever owns the partitions now, and their rows may be
-    /// in the archive by the time this member reads them again.
+    /// Drop every event and dead letter accepted since the last commit and forget the
+    /// ids known, so they are read again from what is durable: a Kafka rebalance hands
+    /// the uncommitted tail to whoever owns the partitions now, and their rows may be in
+    /// the archive by the time this member reads them again.
+    ///
+    /// Findings are written out instead: they came from events this member evaluated,
+    /// some of which a commit may already have made durable. Whoever reads those events
+    /// next restores them as history and does not emit their findings again.
     fn discard(&mut self) -> Result<(), ArchiveError> {
         Ok(())
     }

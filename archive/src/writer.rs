@@ -448,8 +448,10 @@ impl Sink for ArchiveWriter {
     }
 
     fn discard(&mut self) -> Result<(), ArchiveError> {
-        // Files already given to the file thread go into place (each is renamed atomically);
-        // what is pending goes, and the ids are re-read from disk on the next write.
+        // Findings go out (see the trait); files already given to the file threads go into
+        // place; pending events go, and the ids are re-read from disk on the next write.
+        let findings: Vec<(Table, i64)> = self.partitions.keys().filter(|(table, _)| *table == Table::Findings).copied().collect();
+        self.flush_in_order(findings)?;
         self.files.finish(&mut self.stats)?;
         self.partitions.clear();
         self.dead_letter_ids = None;
@@ -621,6 +623,22 @@ mod tests {
         let stats = w.commit().expect("commit");
         assert_eq!((files(Table::DeadLetter), files(Table::Findings)), (3, 2));
         assert_eq!(stats.rows.get("dead_letter"), Some(&4));
+    }
+
+    #[test]
+    fn a_discard_writes_the_findings_out_and_drops_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = ArchiveWriter::open(dir.path(), WriterOptions::default()).expect("open");
+        let files = |table: Table| parquet_files(&dir.path().join(table.name())).expect("files").len();
+        w.write(Table::DeadLetter, &dead_letters(&["a"], 10)).expect("write");
+        w.write(Table::Findings, &findings_to_batch(&[finding("f10", 10), finding("f11", 11)]).expect("batch")).expect("write");
+        w.discard().expect("discard");
+        // The findings are durable (their events may be, by an earlier commit); the dead letter is read again.
+        assert_eq!((files(Table::DeadLetter), files(Table::Findings)), (0, 2));
+        let again = w.write(Table::DeadLetter, &dead_letters(&["a"], 10)).expect("write");
+        assert_eq!(again.kept, 1, "a discarded row is new again");
+        let f = w.write(Table::Findings, &findings_to_batch(&[finding("f10", 10)]).expect("batch")).expect("write");
+        assert_eq!((f.kept, f.duplicates), (0, 1), "a finding written out at the discard is known");
     }
 
     #[test]
