@@ -1,5 +1,6 @@
 //! Event time, out of order and late: windows span batches in any order within
-//! the allowed lateness; older events are archived but not evaluated.
+//! the allowed lateness; older events are archived but not evaluated by window
+//! rules, while absence rules still take them as signs of life.
 
 use std::sync::Arc;
 
@@ -17,11 +18,21 @@ fn success(time: &str) -> String {
     format!(r#"{{"time":"{time}","family":"login","system":"metrc","state":"CA","license":"L1","user":"bob","outcome":"success","src_ip":"203.0.113.6"}}"#)
 }
 
+fn sync_ok(time: &str) -> String {
+    format!(r#"{{"time":"{time}","family":"sync","system":"metrc","state":"CA","license":"L1","integration":"flowhub","outcome":"success"}}"#)
+}
+
 /// Feed each inner list as its own chunk (one batch, then `advance`), like a stream.
 fn run(chunks: &[Vec<String>], lateness_ms: i64) -> (Vec<Finding>, u64) {
+    run_rule("login.failed_burst", chunks, lateness_ms)
+}
+
+fn run_rule(rule: &str, chunks: &[Vec<String>], lateness_ms: i64) -> (Vec<Finding>, u64) {
     let repo = &std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from);
-    let rules: Vec<_> = load_rules(&repo.join("rules")).expect("rules").into_iter().filter(|r| r.id == "login.failed_burst").collect();
-    let mut engine = RuleEngine::with_reference(rules, Arc::new(Reference::default())).expect("engine").with_allowed_lateness(lateness_ms);
+    let rules: Vec<_> = load_rules(&repo.join("rules")).expect("rules").into_iter().filter(|r| r.id == rule).collect();
+    assert_eq!(rules.len(), 1, "rule {rule}");
+    let reference = Reference::load(&repo.join("rules"), None, None).expect("policy");
+    let mut engine = RuleEngine::with_reference(rules, Arc::new(reference)).expect("engine").with_allowed_lateness(lateness_ms);
     let mut decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"lateness-test-secret").expect("fp")).expect("redactor"));
     let (mut out, mut late) = (Vec::new(), 0);
     for lines in chunks {
@@ -67,4 +78,22 @@ fn events_beyond_the_allowed_lateness_are_counted_not_evaluated() {
     assert_eq!((findings.len(), late), (0, 3), "three hours late with one hour allowed");
     let (findings, late) = run(&chunks, 4 * 3_600_000);
     assert_eq!((findings.len(), late), (1, 0), "within four hours allowed");
+}
+
+#[test]
+fn late_events_still_show_an_absence_rule_that_their_key_was_alive() {
+    // A location's syncs read behind its logins (one topic further behind than another): the
+    // login at 16:00 moves the license's time, and the syncs from 10:05 on arrive late.
+    let every_five_minutes = |from: u32, to: u32| (from * 12 + 1..to * 12).map(|i| sync_ok(&format!("2026-11-05T{:02}:{:02}:00Z", i / 12, i % 12 * 5))).collect::<Vec<_>>();
+    let chunks = vec![vec![sync_ok("2026-11-05T10:00:00Z"), success("2026-11-05T16:00:00Z")], every_five_minutes(10, 16), vec![sync_ok("2026-11-05T16:00:00Z")]];
+    let (findings, late) = run_rule("sync.lag", &chunks, 3_600_000);
+    assert!(late > 0, "the syncs before 15:00 are late");
+    assert_eq!(findings, vec![], "no sync was ever more than five minutes apart");
+
+    // A real gap among late events is still one.
+    let chunks = vec![vec![sync_ok("2026-11-05T10:00:00Z"), success("2026-11-05T16:00:00Z")], vec![sync_ok("2026-11-05T14:30:00Z")], vec![sync_ok("2026-11-05T15:00:00Z")]];
+    let (findings, _) = run_rule("sync.lag", &chunks, 3_600_000);
+    let windows: Vec<(i64, i64)> = findings.iter().map(|f| (f.window_start, f.window_end)).collect();
+    let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).map_or(0, |d| d.timestamp_millis());
+    assert_eq!(windows, vec![(at("2026-11-05T10:00:00Z"), at("2026-11-05T14:30:00Z"))], "{findings:?}");
 }

@@ -360,7 +360,8 @@ impl Detector for RuleEngine {
         let mut stats = DetectStats::default();
         let now = (self.clock)();
         // Events too far behind their own license's watermark would reopen windows that were
-        // already judged: they are archived all the same, but not evaluated. Each license has
+        // already judged: they are archived all the same, but not evaluated (by window rules,
+        // see below). Each license has
         // its own time, so a location's delayed backlog is not late behind other locations.
         let mut on_time = std::borrow::Cow::Borrowed(&events.batch);
         let time = events.batch.column_by_name("time").and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>());
@@ -374,8 +375,13 @@ impl Detector for RuleEngine {
         }
         for &i in &self.by_family[events.family.index()] {
             let state = &mut self.rules[i];
-            stats.rows_evaluated += on_time.num_rows() as u64;
-            let (matched, opened) = state.process(&on_time, &self.reference, &self.licenses, now, out)?;
+            // Except for absence rules: a late event still proves its key was alive then, and
+            // they judge each key by its own events' times (an older one than the last seen is
+            // ignored). Without it, a location's backlog read behind its other families would
+            // leave a gap where the late events were, and a silence that never happened.
+            let batch: &RecordBatch = if state.rule.absence.is_some() { &events.batch } else { &on_time };
+            stats.rows_evaluated += batch.num_rows() as u64;
+            let (matched, opened) = state.process(batch, &self.reference, &self.licenses, now, out)?;
             stats.rows_matched += matched;
             stats.findings_opened += opened;
         }
