@@ -27,7 +27,7 @@ use seedwatch_runtime::{Feedback, InputId, Polled, Rows, RuntimeError, Scope, So
 use seedwatch_schemas::arrow::record_batch::RecordBatch;
 use seedwatch_schemas::Family;
 
-use crate::internal_events::{ConsumerLag, OffsetCommitFailed, OffsetsCommitted, WatermarkCheckFailed};
+use crate::internal_events::{ConsumerLag, OffsetCommitFailed, OffsetsCommitted, StartOffsetCorrected, WatermarkCheckFailed};
 
 /// Messages decoded together (one Arrow batch per topic partition per round).
 const ROUND_MESSAGES: usize = 50_000;
@@ -41,6 +41,29 @@ const PRODUCER_SKEW: Duration = Duration::from_millis(1000);
 /// How often consumer lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(5);
 const SOURCE_KIND: &str = "kafka";
+
+/// How long a topic partition may wait for its first message after a seek, while the broker
+/// has more, before the source seeks further back.
+const START_STALL: Duration = Duration::from_secs(2);
+
+/// Where a topic partition's reading must start after an assignment, until its first message came.
+#[derive(Debug, Clone, Copy)]
+struct StartCheck {
+    /// The committed offset (0 for "the oldest kept").
+    start: i64,
+    /// How far before `start` the last seek went.
+    back: i64,
+    /// The last seek went to the oldest message kept: what comes first is the start.
+    at_oldest: bool,
+    /// When the last seek was.
+    sought: Instant,
+}
+
+impl StartCheck {
+    fn new(start: i64) -> Self {
+        Self { start, back: 0, at_oldest: start == 0, sought: Instant::now() }
+    }
+}
 
 /// How far one family topic of a partition has been read.
 #[derive(Debug)]
@@ -111,6 +134,13 @@ pub struct KafkaSource {
     assigned: Option<Polled>,
     /// Paused until the driver's tasks for the current generation are warm.
     warming: bool,
+    /// Where each assigned topic partition is read from once warm: its committed offset, or
+    /// the oldest kept (`None`).
+    starts: Vec<(Topic, i32, Option<i64>)>,
+    /// Once warm, each topic partition's start until its first message came (see [`StartCheck`]).
+    start_checks: HashMap<(Topic, i32), StartCheck>,
+    /// Test hook: how far past each committed offset reading resumes (see [`KafkaSource::new`]).
+    resume_skew: i64,
     round: HashMap<(Topic, i32), LineChunk>,
     ready: VecDeque<Polled>,
     last_lag: Instant,
@@ -119,8 +149,17 @@ pub struct KafkaSource {
 
 impl KafkaSource {
     /// A source over `consumer`; it stops when `stop` is set, and counts offset commits in `commits`.
+    ///
+    /// Fault injection for tests: `SEEDWATCH_FAULT_RESUME_PAST_START=N` makes every resume seek
+    /// N messages past the committed offsets (into a producer's batch, which tansu answers with
+    /// the next one), to show the start check sends the consumer back.
     pub fn new(consumer: GroupConsumer, config: KafkaConfig, decoder: Decoder, stop: Arc<AtomicBool>, commits: Arc<AtomicU64>) -> Self {
+        let resume_skew = std::env::var("SEEDWATCH_FAULT_RESUME_PAST_START").ok().and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+        if resume_skew != 0 {
+            tracing::warn!(messages = resume_skew, "SEEDWATCH_FAULT_RESUME_PAST_START is set: every resume starts past the committed offsets (a test hook)");
+        }
         Self {
+            resume_skew,
             consumer,
             config,
             decoder,
@@ -129,6 +168,8 @@ impl KafkaSource {
             owned: BTreeMap::new(),
             assigned: None,
             warming: false,
+            starts: Vec::new(),
+            start_checks: HashMap::new(),
             round: HashMap::new(),
             ready: VecDeque::new(),
             last_lag: Instant::now(),
@@ -145,19 +186,65 @@ impl KafkaSource {
             // Rebalance callbacks ran inside that poll: what was read before belongs to the old assignment.
             let rebalances = self.consumer.take_rebalances();
             if !rebalances.is_empty() {
-                // A message that came with the rebalance is of the new assignment.
-                let kept = record.map(|r| (r.topic, r.partition(), r.offset(), r.payload().to_vec()));
+                // A message that came with the rebalance is read again from the start positions.
                 self.round.clear();
                 self.ready.clear();
                 self.rebalanced(&rebalances)?;
-                if let Some((topic, partition, offset, payload)) = kept {
-                    push_line(&mut self.round, &self.config, topic, partition, offset, &payload);
-                }
                 break;
             }
             let Some(record) = record else { break };
+            let (topic, partition, offset) = (record.topic, record.partition(), record.offset());
+            if let Some(check) = self.start_checks.get(&(topic, partition)).copied() {
+                if offset < check.start {
+                    // Before the start: committed, so archived.
+                    continue;
+                }
+                if offset > check.start && !check.at_oldest {
+                    self.seek_before_start(topic, partition, offset)?;
+                    continue;
+                }
+                self.start_checks.remove(&(topic, partition));
+            }
             messages += 1;
-            push_line(&mut self.round, &self.config, record.topic, record.partition(), record.offset(), record.payload());
+            push_line(&mut self.round, &self.config, topic, partition, offset, record.payload());
+        }
+        Ok(())
+    }
+
+    /// The first message of a topic partition came from past its start (`got`), or none came
+    /// though the partition has more: seek further back, doubling the distance, down to the
+    /// oldest kept; what comes before the start is skipped.
+    ///
+    /// tansu 0.6 answers a fetch from inside a record batch with the batch after it, so a
+    /// consumer that resumes at a committed offset in the middle of a producer's batch loses the
+    /// rest of that batch (or, in the last batch, waits for the next). A fetch from a batch's
+    /// first offset is answered right, and the only offsets known to be one are the oldest kept
+    /// and those found by going back.
+    fn seek_before_start(&mut self, topic: Topic, partition: i32, got: i64) -> Result<(), RuntimeError> {
+        let Some(check) = self.start_checks.get_mut(&(topic, partition)) else { return Ok(()) };
+        check.back = (check.back * 2).max(64);
+        let oldest = self.consumer.watermarks(topic, partition).map_or(0, |(low, _)| low);
+        let target = check.start.saturating_sub(check.back).max(oldest);
+        check.at_oldest = target <= oldest;
+        check.sought = Instant::now();
+        StartOffsetCorrected { topic: &self.config.topic(topic), partition, expected: check.start, got, sought: target }.emit();
+        self.consumer.seek(&[(topic, partition, Some(target))]).map_err(kafka_error)
+    }
+
+    /// Topic partitions still waiting for their first message though the broker has more for
+    /// them (see [`KafkaSource::seek_before_start`]).
+    fn check_starts(&mut self) -> Result<(), RuntimeError> {
+        let stalled: Vec<(Topic, i32, i64)> = self
+            .start_checks
+            .iter()
+            .filter(|(_, c)| !c.at_oldest && c.sought.elapsed() > START_STALL)
+            .filter_map(|((t, p), c)| {
+                let high = self.consumer.cached_watermarks(*t, *p).map(|(_, high)| high)?;
+                (high > c.start).then_some((*t, *p, high))
+            })
+            .collect();
+        for (topic, partition, high) in stalled {
+            self.seek_before_start(topic, partition, high)?;
         }
         Ok(())
     }
@@ -166,6 +253,7 @@ impl KafkaSource {
     fn rebalanced(&mut self, rebalances: &[Rebalanced]) -> Result<(), RuntimeError> {
         let generation = self.fence.fetch_add(1, Ordering::AcqRel) + 1;
         self.owned.clear();
+        self.start_checks.clear();
         let Some(Rebalanced::Assigned(assigned)) = rebalances.last() else {
             self.assigned = Some(Polled::Assigned { partitions: Vec::new(), count: 1, generation });
             return Ok(());
@@ -173,11 +261,11 @@ impl KafkaSource {
         self.consumer.pause_assignment().map_err(kafka_error)?;
         self.warming = true;
         let count = retry("reading the partition count", || self.consumer.partition_count(Topic::Events(Family::Login)))?;
-        // Unknown committed offsets only delay the first commit and the caught-up checks.
-        let committed = self.consumer.committed(assigned).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot read the committed offsets");
-            vec![None; assigned.len()]
-        });
+        // Where reading resumes once warm: without them a partition would start wherever the
+        // client last was, which skips what the old assignment read and never committed.
+        let committed = retry("reading the committed offsets", || self.consumer.committed(assigned))?;
+        self.starts = assigned.iter().zip(&committed).map(|((topic, p), offset)| (*topic, *p, *offset)).collect();
+        tracing::debug!(generation, starts = ?self.starts, "assigned; reading resumes at the committed offsets once warm");
         let numbers: BTreeSet<u32> = assigned.iter().map(|(_, p)| *p as u32).collect();
         for p in &numbers {
             self.owned.insert(*p, Owned { topics: std::array::from_fn(|_| TopicReading::new(None)), all_complete: false, bound: i64::MIN });
@@ -200,6 +288,7 @@ impl KafkaSource {
             }
             let started = Instant::now();
             let next = chunk.lines.last().map(|l| l.number as i64 + 1);
+            tracing::debug!(topic = %self.config.topic(*topic), partition, first = chunk.lines[0].number, messages = chunk.lines.len(), "read");
             let decoded = match topic {
                 Topic::Events(_) => self.decoder.decode_chunk(chunk, received)?,
                 // The collectors' dead letters, archived so analysts see them beside the events.
@@ -255,8 +344,14 @@ impl KafkaSource {
         let (known, unknown): (Vec<_>, Vec<_>) = due.iter().partition(|(_, _, next)| next.is_some());
         let asked: Vec<(Topic, i32)> = known.iter().map(|(t, p, _)| (*t, *p)).collect();
         let mut complete: Vec<(Topic, i32, bool)> = Vec::with_capacity(due.len());
+        // Both answers can only be short of the real end (a cached one stale, and tansu 0.6
+        // answers "latest" with the last batch's first offset + 1): the larger is the nearer.
+        let cached_high = |t: Topic, p: i32| self.consumer.cached_watermarks(t, p).map(|(_, high)| high);
         match self.consumer.end_offsets(&asked) {
-            Ok(ends) => complete.extend(known.iter().zip(ends).map(|((t, p, next), end)| (*t, *p, matches!((next, end), (Some(next), Some(high)) if *next >= high)))),
+            Ok(ends) => complete.extend(known.iter().zip(ends).map(|((t, p, next), end)| {
+                let end = end.max(cached_high(*t, *p));
+                (*t, *p, matches!((next, end), (Some(next), Some(high)) if *next >= high))
+            })),
             Err(e) => {
                 // The broker is unreachable: hold the rows until it answers again.
                 for (topic, partition, _) in &known {
@@ -269,7 +364,7 @@ impl KafkaSource {
         }
         for (topic, partition, _) in unknown {
             let done = match self.consumer.watermarks(topic, partition) {
-                Ok((low, high)) => low >= high,
+                Ok((low, high)) => low >= high.max(cached_high(topic, partition).unwrap_or(high)),
                 Err(e) => {
                     if let Topic::Events(family) = topic {
                         WatermarkCheckFailed { partition, family, error: &e }.emit();
@@ -355,6 +450,7 @@ impl Source for KafkaSource {
             // Keep polling (membership, heartbeats); what arrives waits in the round.
             return Ok(Some(Polled::Quiet));
         }
+        self.check_starts()?;
         self.decode_round()?;
         self.check_bounds();
         self.measure_lag();
@@ -365,11 +461,16 @@ impl Source for KafkaSource {
         let current = self.fence.load(Ordering::Acquire);
         match feedback {
             Feedback::Warm { generation } if generation == current && self.warming => {
-                self.consumer.resume_assignment().map_err(kafka_error)?;
+                // What arrived while warming is read again from the start positions.
+                self.round.clear();
+                self.start_checks = self.starts.iter().map(|(topic, partition, start)| ((*topic, *partition), StartCheck::new(start.unwrap_or(0)))).collect();
+                let skewed: Vec<(Topic, i32, Option<i64>)> = self.starts.iter().map(|(t, p, start)| (*t, *p, start.map(|o| o + self.resume_skew))).collect();
+                self.consumer.resume_from(&skewed).map_err(kafka_error)?;
                 self.warming = false;
             }
             Feedback::Durable { generation, positions } if generation == current => {
                 let offsets: Vec<(Topic, i32, i64)> = positions.into_iter().filter_map(|(input, at)| input_of(input).map(|(t, p)| (t, p, at))).collect();
+                tracing::debug!(generation, ?offsets, "committing offsets");
                 match self.consumer.commit(&offsets) {
                     Ok(()) => {
                         self.commits.fetch_add(1, Ordering::Relaxed);
@@ -380,7 +481,7 @@ impl Source for KafkaSource {
                 }
             }
             // Feedback about an assignment that no longer holds.
-            _ => {}
+            other => tracing::debug!(?other, current, "feedback for an earlier assignment ignored"),
         }
         Ok(())
     }

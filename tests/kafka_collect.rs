@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::process::Command;
 
 use common::broker::{Broker, Storage};
+use common::http::free_port;
 
 use common::{seedwatch, text};
 use seedwatch::generate::generate;
@@ -70,7 +70,7 @@ fn collected_lines_reach_kafka_validated_redacted_keyed_and_detectable() {
 #[test]
 fn an_unreachable_broker_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
+    let port = free_port();
     let file = dir.path().join("one.ndjson");
     std::fs::write(&file, "{\"family\":\"login\",\"time\":\"2026-11-01T10:00:00Z\",\"system\":\"metrc\",\"state\":\"CA\",\"license\":\"L\",\"user\":\"u\",\"outcome\":\"success\"}\n").expect("write");
     let out = seedwatch(&[

@@ -7,13 +7,14 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::broker::{Broker, Running, Storage};
+use common::http::{free_port, sum_of, try_get};
 use common::{seedwatch, text};
 use seedwatch::generate::generate;
 use seedwatch::pipeline::{block_on, run};
@@ -84,15 +85,22 @@ impl Deployment {
     }
 
     fn detector(&self, name: &str, extra: &[&str]) -> Running {
+        self.detector_with_env(name, extra, &[])
+    }
+
+    /// A detector with extra environment variables (the test hooks).
+    fn detector_with_env(&self, name: &str, extra: &[&str], env: &[(&str, &str)]) -> Running {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{name}.log"))).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_seedwatch"))
-            .args(["detect", "--brokers", &self.broker, "--archive", &self.archive.display().to_string(), "--fingerprint-key", &self.key(), "--commit-interval", "1s", "--quiet", "--log-level", "info"])
+            .args(["detect", "--brokers", &self.broker, "--archive", &self.archive.display().to_string(), "--fingerprint-key", &self.key(), "--quiet", "--log-level", "info,seedwatch::kafka_source=debug"])
             .args(["--kafka-setting", "max.poll.interval.ms=20000"])
+            .args(if extra.contains(&"--commit-interval") { &[][..] } else { &["--commit-interval", "1s"][..] })
             .args(extra)
             .args(["--rules", &common::repo().join("rules").display().to_string()])
             .args(["--locations", &self.data.join("locations.csv").display().to_string(), "--roster", &self.data.join("roster.csv").display().to_string()])
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
+            .envs(env.iter().copied())
             .spawn()
             .expect("starting seedwatch detect");
         Running(child)
@@ -114,6 +122,34 @@ impl Deployment {
     /// Wait until the archive holds what `expected` holds (or fail after `limit`).
     fn wait_for(&self, expected: &Contents, limit: Duration, logs: &[&str], detectors: &mut [&mut Running]) -> Contents {
         self.wait_until_archived(expected, true, limit, logs, detectors)
+    }
+
+    /// Per topic partition, the messages the broker holds against the offsets archived (as
+    /// events or dead letters), where they differ: tells rows that never reached the broker
+    /// from rows no detector archived, and where the gap is.
+    fn partition_report(&self) -> String {
+        let out = Command::new(python()).args([common::repo().join("tests/kafka/end_offsets.py").display().to_string(), self.broker.clone(), "seedwatch".into()]).output().expect("python");
+        let Ok(ends) = serde_json::from_slice::<BTreeMap<String, i64>>(&out.stdout) else {
+            return format!("(no end offsets: {})", text(&out.stderr));
+        };
+        let mut archived: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for table in ["login", "api", "sync", "audit", "dead_letter"] {
+            let sql = format!("SELECT source, count(DISTINCT line) AS offsets, max(line) AS last FROM {table} GROUP BY source");
+            let rows: Value = serde_json::from_slice(&seedwatch(&["query", "--archive", &self.archive.display().to_string(), "--format", "json", &sql]).stdout).unwrap_or(Value::Null);
+            for row in rows.as_array().into_iter().flatten() {
+                let entry = archived.entry(row["source"].as_str().unwrap_or("?").to_string()).or_insert((0, -1));
+                entry.0 += row["offsets"].as_i64().unwrap_or(0);
+                entry.1 = entry.1.max(row["last"].as_i64().unwrap_or(-1));
+            }
+        }
+        let differ: Vec<String> = ends
+            .iter()
+            .filter_map(|(source, end)| {
+                let (offsets, last) = archived.get(source).copied().unwrap_or((0, -1));
+                (offsets != *end).then(|| format!("{source}: broker {end}, archived {offsets} (last offset {last})"))
+            })
+            .collect();
+        format!("partitions where the archive differs from the broker: {differ:?}")
     }
 
     /// Wait until the archive holds `expected`'s events (and, with `findings`, its findings and dead letters).
@@ -145,7 +181,7 @@ impl Deployment {
                     };
                     format!("events {:?} (want {:?}), dead letters {} (want {}), findings missing {missing:?}, extra {extra:?} {rows}", g.events, expected.events, g.dead_letters, expected.dead_letters)
                 });
-                panic!("the archive did not converge: {got:?}\n{}", logs.join("\n"));
+                panic!("the archive did not converge: {got:?}\n{}\n{}", self.partition_report(), logs.join("\n"));
             }
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -241,6 +277,71 @@ fn two_detectors_in_one_group_archive_every_event_once_and_find_what_the_embedde
 }
 
 #[test]
+fn partitions_taken_away_and_given_back_are_read_again_from_their_committed_offsets() {
+    let (dir, _broker, d, expected) = setup(Storage::Memory);
+    let parts = split(&d.data.join("events.ndjson"), &[0.5], dir.path());
+    d.collect(&parts[0], &[]);
+    // `a` reads the first half and commits nothing yet: what it read is only in its memory.
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut a = d.detector("a", &["--commit-interval", "1h", "--metrics-addr", &metrics]);
+    let first = decoded_once_settled(&metrics, 0.0, &mut a);
+    // `b` joins: `a` loses every partition and gets half of them back. Those it had read must be
+    // read again from their committed offsets (a client left to itself resumes a paused partition
+    // where it last read, past everything `a` dropped with the old assignment).
+    let mut b = d.detector("b", &[]);
+    wait_until("the new assignment", Duration::from_secs(60), || {
+        d.log("a").contains("consumer group rebalanced partitions=2") && d.log("b").contains("consumer group rebalanced partitions=2")
+    });
+    d.collect(&parts[1], &[]);
+    decoded_once_settled(&metrics, first, &mut a);
+    // `a` stops: it archives and commits what it read since it got its partitions back.
+    stop(a);
+    let got = d.wait_for(&expected, Duration::from_secs(120), &["a", "b"], &mut [&mut b]);
+    for (family, rows, distinct) in &got.events {
+        assert_eq!(rows, distinct, "{family}: an event archived twice");
+    }
+    stop(b);
+}
+
+#[test]
+fn a_consumer_that_resumes_past_its_committed_offsets_is_sent_back() {
+    let (dir, _broker, d, expected) = setup(Storage::Memory);
+    let parts = split(&d.data.join("events.ndjson"), &[0.5], dir.path());
+    d.collect(&parts[0], &[]);
+    // `a` reads and commits the first half, and stops.
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut a = d.detector("a", &["--metrics-addr", &metrics]);
+    decoded_once_settled(&metrics, 0.0, &mut a);
+    stop(a);
+    d.collect(&parts[1], &[]);
+    // `b` seeks 7 messages past every committed offset: into the middle of a producer's batch,
+    // which tansu 0.6 answers with the batch after it (as it did for committed offsets that fell
+    // inside a batch). Unless `b` notices and goes back, the rest of those batches is never archived.
+    let mut b = d.detector_with_env("b", &[], &[("SEEDWATCH_FAULT_RESUME_PAST_START", "7")]);
+    d.wait_until_archived(&expected, false, Duration::from_secs(120), &["a", "b"], &mut [&mut b]);
+    assert!(d.log("b").contains("seeking back"), "{}", d.log("b"));
+    stop(b);
+}
+
+/// The events a detector serving metrics at `addr` has decoded, once that count is above `above`
+/// and has not moved for 3 s (everything there is to read has been read).
+fn decoded_once_settled(addr: &str, above: f64, detector: &mut Running) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut last, mut since) = (-1.0, Instant::now());
+    loop {
+        assert!(matches!(detector.0.try_wait(), Ok(None)), "the detector exited");
+        let decoded = try_get(addr, "/metrics").map_or(-1.0, |(_, body)| sum_of(&body, "seedwatch_events_in_total", &["source=\"kafka\"", "outcome=\"decoded\""]));
+        if decoded != last {
+            (last, since) = (decoded, Instant::now());
+        } else if decoded > above && since.elapsed() >= Duration::from_secs(3) {
+            return decoded;
+        }
+        assert!(Instant::now() < deadline, "the detector at {addr} did not settle above {above} events (last {last})");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
 fn a_warm_up_longer_than_the_poll_interval_keeps_the_member_in_its_group() {
     let (_dir, _broker, d, expected) = setup(Storage::Memory);
     d.collect(&d.data.join("events.ndjson"), &[]);
@@ -249,7 +350,7 @@ fn a_warm_up_longer_than_the_poll_interval_keeps_the_member_in_its_group() {
     let log = d.dir.join("slow.log");
     let child = Command::new(env!("CARGO_BIN_EXE_seedwatch"))
         .env("SEEDWATCH_FAULT_WARM_UP_DELAY_MS", "14000")
-        .args(["detect", "--brokers", &d.broker, "--archive", &d.archive.display().to_string(), "--fingerprint-key", &d.key(), "--commit-interval", "1s", "--quiet", "--log-level", "info"])
+        .args(["detect", "--brokers", &d.broker, "--archive", &d.archive.display().to_string(), "--fingerprint-key", &d.key(), "--commit-interval", "1s", "--quiet", "--log-level", "info,seedwatch::kafka_source=debug"])
         .args(["--kafka-setting", "max.poll.interval.ms=10000", "--kafka-setting", "session.timeout.ms=10000"])
         .args(["--rules", &common::repo().join("rules").display().to_string()])
         .args(["--locations", &d.data.join("locations.csv").display().to_string(), "--roster", &d.data.join("roster.csv").display().to_string()])

@@ -7,11 +7,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::http::{free_port, sum_of, try_get};
 use common::{repo, text};
 use serde_json::Value;
 
@@ -37,18 +38,6 @@ impl Drop for Running {
     }
 }
 
-/// (status, body) of `GET path`, or `None` when nothing answers.
-fn try_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok())?;
-    Some((status, body.to_string()))
-}
-
 fn http_get(addr: &str, path: &str) -> (u16, String) {
     try_get(addr, path).unwrap_or_else(|| panic!("GET http://{addr}{path} failed"))
 }
@@ -57,9 +46,6 @@ fn encode(query: &str) -> String {
     query.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
 
 /// Metric names in a PromQL expression (histogram series mapped to their family).
 fn metric_names(expr: &str) -> BTreeSet<String> {
@@ -74,14 +60,6 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
     out
 }
 
-/// Sum of a metric's samples in a text exposition.
-fn sum_of(scrape: &str, metric: &str) -> f64 {
-    scrape
-        .lines()
-        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 #[test]
 fn promtool_checks_and_unit_tests_every_alert() {
@@ -147,10 +125,10 @@ fn prometheus_scrapes_a_running_seedwatch_and_fires_an_alert() {
     // A real scrape: what the run reported, and what promtool accepts.
     let (status, scrape) = http_get(&addr, "/metrics");
     assert_eq!(status, 200, "{scrape}");
-    assert_eq!(sum_of(&scrape, "seedwatch_findings_total"), findings, "{summary}");
+    assert_eq!(sum_of(&scrape, "seedwatch_findings_total", &[]), findings, "{summary}");
     let failed = common::seedwatch(&["query", "--archive", &archive.display().to_string(), "--format", "csv", "SELECT count(*) AS n FROM login WHERE outcome = 'failure'"]);
     let failed: f64 = text(&failed.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or(-1.0);
-    assert_eq!(sum_of(&scrape, "seedwatch_failed_logins_total"), failed);
+    assert_eq!(sum_of(&scrape, "seedwatch_failed_logins_total", &[]), failed);
     assert!(scrape.contains("seedwatch_absence_limit_seconds{rule=\"sync.lag\",state=\"CO\"} 87300"), "policy limit missing");
     for forbidden in ["src_ip", "user=", "raw_key"] {
         assert!(!scrape.contains(forbidden), "unbounded or secret label `{forbidden}` in the scrape");

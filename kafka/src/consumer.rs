@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use seedwatch_schemas::Family;
@@ -278,10 +278,52 @@ impl GroupConsumer {
         self.inner.pause(&assigned).map_err(|e| KafkaTransportError::Consume(e.to_string()))
     }
 
-    /// Fetch again from every partition assigned.
-    pub fn resume_assignment(&self) -> Result<(), KafkaTransportError> {
+    /// Fetch again from every partition assigned, each from `starts`: the offset given, or the
+    /// oldest kept where `None` (nothing committed).
+    ///
+    /// The seek is what makes this correct. librdkafka resumes a paused partition at the last
+    /// message the application consumed from it, and a partition this member owned before the
+    /// rebalance keeps that position: resuming alone skipped what was read but never committed
+    /// under the old assignment (and pausing right after an assignment can make librdkafka drop
+    /// the committed start, confluentinc/librdkafka#2190). Seeking while still paused moves the
+    /// fetcher, purges what it prefetched, and resets that position.
+    pub fn resume_from(&self, starts: &[(Topic, i32, Option<i64>)]) -> Result<(), KafkaTransportError> {
+        self.seek(starts)?;
         let assigned = self.inner.assignment().map_err(|e| KafkaTransportError::Consume(e.to_string()))?;
         self.inner.resume(&assigned).map_err(|e| KafkaTransportError::Consume(e.to_string()))
+    }
+
+    /// Move the fetch position of assigned partitions: to the offset given, or the oldest kept
+    /// where `None`.
+    pub fn seek(&self, starts: &[(Topic, i32, Option<i64>)]) -> Result<(), KafkaTransportError> {
+        let consume = |e: KafkaError| KafkaTransportError::Consume(e.to_string());
+        let mut pending: Vec<(Topic, i32, Option<i64>)> = starts.to_vec();
+        // A partition whose fetcher has not started yet (the assignment still looking up its
+        // committed offset) answers "state": ask again shortly.
+        for attempt in 0.. {
+            if pending.is_empty() {
+                break;
+            }
+            let mut list = TopicPartitionList::new();
+            for (topic, partition, start) in &pending {
+                let offset = start.map_or(Offset::Beginning, Offset::Offset);
+                list.add_partition_offset(&self.config.topic(*topic), *partition, offset).map_err(consume)?;
+            }
+            let answer = self.inner.seek_partitions(list, Duration::from_secs(10)).map_err(consume)?;
+            let mut again = Vec::new();
+            for (topic, partition, start) in pending {
+                match answer.find_partition(&self.config.topic(topic), partition).map(|e| e.error()) {
+                    Some(Err(KafkaError::OffsetFetch(RDKafkaErrorCode::State))) if attempt < 100 => again.push((topic, partition, start)),
+                    Some(Err(e)) => return Err(KafkaTransportError::Consume(format!("seeking {} [{partition}] to {start:?}: {e}", self.config.topic(topic)))),
+                    _ => {}
+                }
+            }
+            if !again.is_empty() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            pending = again;
+        }
+        Ok(())
     }
 
     /// Leave the group now (instead of after the session timeout).

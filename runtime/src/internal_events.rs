@@ -55,6 +55,7 @@ struct Metrics {
     kafka_lag: IntGaugeVec,
     kafka_commit_failures: IntCounterVec,
     kafka_watermark_failures: IntCounterVec,
+    kafka_start_corrections: IntCounterVec,
     forced_releases: IntCounterVec,
 }
 
@@ -104,6 +105,7 @@ static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| {
         kafka_commits: counter("kafka_offset_commits_total", "Offset commits, each after an archive commit.", &[])?,
         kafka_commit_failures: counter("kafka_offset_commit_failures_total", "Offset commits that failed (a rebalance in progress, the broker away); the rows stay archived and are skipped when re-read.", &[])?,
         kafka_watermark_failures: counter("kafka_watermark_check_failures_total", "High-watermark reads that failed; the task holds its rows for ordering until the broker answers.", &[])?,
+        kafka_start_corrections: counter("kafka_start_offset_corrections_total", "Seeks back when the first message of a partition after an assignment came from past its committed offset (or none came); see tansu 0.6 in ARCHITECTURE.md.", &[])?,
         forced_releases: counter("ordering_forced_releases_total", "Times a task released rows before its other topics caught up, because the ordering buffer was full.", &[])?,
         kafka_lag: register_int_gauge_vec_with_registry!("kafka_consumer_lag", "Messages not yet committed by this detector, by topic and partition.", &["topic", "partition"], r).ok()?,
     })
@@ -445,6 +447,32 @@ impl WatermarkCheckFailed<'_> {
         tracing::warn!(error = %self.error, partition = self.partition, family = self.family.as_str(), "cannot read the high watermark; holding rows for ordering");
         let Some(m) = METRICS.as_ref() else { return };
         m.kafka_watermark_failures.with_label_values::<&str>(&[]).inc();
+    }
+}
+
+/// The first message of a partition after an assignment came from past its start (committed
+/// offset, or the oldest kept), or none came though there are more: the consumer seeks back,
+/// or those messages would be skipped.
+#[derive(Debug)]
+pub struct StartOffsetCorrected<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The partition.
+    pub partition: i32,
+    /// Where reading should have started.
+    pub expected: i64,
+    /// The offset that came first (or the high watermark, when nothing came).
+    pub got: i64,
+    /// Where the consumer was sent.
+    pub sought: i64,
+}
+
+impl StartOffsetCorrected<'_> {
+    /// Log and count.
+    pub fn emit(&self) {
+        tracing::warn!(topic = self.topic, partition = self.partition, expected = self.expected, got = self.got, sought = self.sought, "the consumer resumed past its start offset; seeking back");
+        let Some(m) = METRICS.as_ref() else { return };
+        m.kafka_start_corrections.with_label_values::<&str>(&[]).inc();
     }
 }
 

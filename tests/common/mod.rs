@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod broker;
+pub mod http;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
