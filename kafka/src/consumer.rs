@@ -281,12 +281,12 @@ impl GroupConsumer {
     /// Fetch again from every partition assigned, each from `starts`: the offset given, or the
     /// oldest kept where `None` (nothing committed).
     ///
-    /// The seek is what makes this correct. librdkafka resumes a paused partition at the last
-    /// message the application consumed from it, and a partition this member owned before the
-    /// rebalance keeps that position: resuming alone skipped what was read but never committed
-    /// under the old assignment (and pausing right after an assignment can make librdkafka drop
-    /// the committed start, confluentinc/librdkafka#2190). Seeking while still paused moves the
-    /// fetcher, purges what it prefetched, and resets that position.
+    /// librdkafka resumes a paused partition at the last message the application consumed from
+    /// it, and a partition this member owned before the rebalance keeps that position: resuming
+    /// alone skipped what was read but never committed under the old assignment. Seeking while
+    /// still paused moves the fetcher, purges what it prefetched, and resets that position. A
+    /// broker may still answer from elsewhere (tansu 0.6, from inside a record batch): the
+    /// detector's Kafka source checks the first message it gets.
     pub fn resume_from(&self, starts: &[(Topic, i32, Option<i64>)]) -> Result<(), KafkaTransportError> {
         self.seek(starts)?;
         let assigned = self.inner.assignment().map_err(|e| KafkaTransportError::Consume(e.to_string()))?;
@@ -299,9 +299,16 @@ impl GroupConsumer {
         let consume = |e: KafkaError| KafkaTransportError::Consume(e.to_string());
         let mut pending: Vec<(Topic, i32, Option<i64>)> = starts.to_vec();
         // A partition whose fetcher has not started yet (the assignment still looking up its
-        // committed offset) answers "state": ask again shortly.
+        // committed offset) answers "state": ask again shortly. One that has not started after
+        // 10 s starts where librdkafka starts it, at the committed offset (the caller checks
+        // the first message anyway).
         for attempt in 0.. {
             if pending.is_empty() {
+                break;
+            }
+            if attempt == 100 {
+                let names: Vec<String> = pending.iter().map(|(t, p, _)| format!("{} [{p}]", self.config.topic(*t))).collect();
+                tracing::warn!(partitions = ?names, "their fetchers have not started: not sought, they start at their committed offsets");
                 break;
             }
             let mut list = TopicPartitionList::new();
@@ -313,7 +320,7 @@ impl GroupConsumer {
             let mut again = Vec::new();
             for (topic, partition, start) in pending {
                 match answer.find_partition(&self.config.topic(topic), partition).map(|e| e.error()) {
-                    Some(Err(KafkaError::OffsetFetch(RDKafkaErrorCode::State))) if attempt < 100 => again.push((topic, partition, start)),
+                    Some(Err(KafkaError::OffsetFetch(RDKafkaErrorCode::State))) => again.push((topic, partition, start)),
                     Some(Err(e)) => return Err(KafkaTransportError::Consume(format!("seeking {} [{partition}] to {start:?}: {e}", self.config.topic(topic)))),
                     _ => {}
                 }
