@@ -93,6 +93,7 @@ impl Deployment {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{name}.log"))).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_seedwatch"))
             .args(["detect", "--brokers", &self.broker, "--archive", &self.archive.display().to_string(), "--fingerprint-key", &self.key(), "--quiet", "--log-level", "info,seedwatch::kafka_source=debug"])
+            // Settings in `extra` come later and win.
             .args(["--kafka-setting", "max.poll.interval.ms=20000"])
             .args(if extra.contains(&"--commit-interval") { &[][..] } else { &["--commit-interval", "1s"][..] })
             .args(extra)
@@ -347,18 +348,8 @@ fn a_warm_up_longer_than_the_poll_interval_keeps_the_member_in_its_group() {
     d.collect(&d.data.join("events.ndjson"), &[]);
     // Every warm-up takes 14 s, past the 10 s poll interval: a member that stopped polling
     // while warming up would be evicted, rejoin, warm up again, and never get to read.
-    let log = d.dir.join("slow.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_seedwatch"))
-        .env("SEEDWATCH_FAULT_WARM_UP_DELAY_MS", "14000")
-        .args(["detect", "--brokers", &d.broker, "--archive", &d.archive.display().to_string(), "--fingerprint-key", &d.key(), "--commit-interval", "1s", "--quiet", "--log-level", "info,seedwatch::kafka_source=debug"])
-        .args(["--kafka-setting", "max.poll.interval.ms=10000", "--kafka-setting", "session.timeout.ms=10000"])
-        .args(["--rules", &common::repo().join("rules").display().to_string()])
-        .args(["--locations", &d.data.join("locations.csv").display().to_string(), "--roster", &d.data.join("roster.csv").display().to_string()])
-        .stdout(Stdio::from(std::fs::File::create(&log).expect("log")))
-        .stderr(Stdio::from(std::fs::OpenOptions::new().append(true).open(&log).expect("log")))
-        .spawn()
-        .expect("starting seedwatch detect");
-    let mut slow = Running(child);
+    let settings = ["--kafka-setting", "max.poll.interval.ms=10000", "--kafka-setting", "session.timeout.ms=10000"];
+    let mut slow = d.detector_with_env("slow", &settings, &[("SEEDWATCH_FAULT_WARM_UP_DELAY_MS", "14000")]);
     d.wait_for(&expected, Duration::from_secs(120), &["slow"], &mut [&mut slow]);
     let text = d.log("slow");
     assert_eq!(text.matches("consumer group rebalanced").count(), 1, "one assignment, no eviction:\n{text}");

@@ -361,8 +361,8 @@ impl Detector for RuleEngine {
         let now = (self.clock)();
         // Events too far behind their own license's watermark would reopen windows that were
         // already judged: they are archived all the same, but not evaluated (by window rules,
-        // see below). Each license has
-        // its own time, so a location's delayed backlog is not late behind other locations.
+        // see below). Each license has its own time, so a location's delayed backlog is not
+        // late behind other locations.
         let mut on_time = std::borrow::Cow::Borrowed(&events.batch);
         let time = events.batch.column_by_name("time").and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>());
         if let (Some(time), Ok(license)) = (time, string_col(&events.batch, "license")) {
