@@ -9,7 +9,7 @@
 //! Silence (absence rules) is still judged against the task's time, the newest
 //! event of any license, since a silent location has no time of its own.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use datafusion::arrow::array::{Array, PrimitiveArray, StringArray};
 use datafusion::arrow::datatypes::TimestampMillisecondType;

@@ -7,7 +7,9 @@
 //! (tens to hundreds); never a user, an IP address or a raw credential.
 //! README "Metrics" lists every series with its labels.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 use std::sync::{LazyLock, Mutex};
 
 use prometheus::{
