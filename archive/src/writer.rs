@@ -121,6 +121,9 @@ struct Encoded {
     target: PathBuf,
 }
 
+/// Files with fewer rows are compressed with LZ4 rather than zstd (see `write_file`).
+const SMALL_FILE_ROWS: usize = 1024;
+
 /// Threads that encode files. Parquet encoding and zstd are a third of `run`'s
 /// work; here they run beside detection and decode, several files at once. Files
 /// are renamed into place in the order they were given (findings before the
@@ -337,8 +340,13 @@ impl ArchiveWriter {
         let tmp = self.tmp.join(&name);
         let target = dir.join(&name);
         let level = ZstdLevel::try_new(self.options.zstd_level).map_err(|e| ArchiveError::Parquet { path: tmp.clone(), message: e.to_string() })?;
+        // A zstd column chunk costs a compression and a decompression context (parquet 59
+        // makes both), and creating each runs `cpuid`, which traps to the hypervisor on VMs:
+        // ~30 us per column, more than compressing a small file's columns takes. Small files
+        // (a day of a quiet table) are written LZ4; compaction rewrites them as zstd.
+        let compression = if batch.num_rows() < SMALL_FILE_ROWS { Compression::LZ4_RAW } else { Compression::ZSTD(level) };
         let mut props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(level))
+            .set_compression(compression)
             .set_max_row_group_row_count(Some(self.options.row_group_rows))
             .set_created_by(format!("seedwatch {}", env!("CARGO_PKG_VERSION")));
         for (column, encoding) in COLUMN_ENCODINGS {
@@ -641,6 +649,28 @@ mod tests {
         assert_eq!(again.kept, 1, "a discarded row is new again");
         let f = w.write(Table::Findings, &findings_to_batch(&[finding("f10", 10)]).expect("batch")).expect("write");
         assert_eq!((f.kept, f.duplicates), (0, 1), "a finding written out at the discard is known");
+    }
+
+    #[test]
+    fn small_files_are_lz4_and_the_rest_zstd() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let findings = |day: i64, n: usize| -> Vec<Finding> { (0..n).map(|i| finding(&format!("f{day}-{i}"), day)).collect() };
+        let mut w = ArchiveWriter::open(dir.path(), WriterOptions::default()).expect("open");
+        w.write(Table::Findings, &findings_to_batch(&findings(0, SMALL_FILE_ROWS - 1)).expect("batch")).expect("write");
+        w.write(Table::Findings, &findings_to_batch(&findings(1, SMALL_FILE_ROWS)).expect("batch")).expect("write");
+        w.commit().expect("commit");
+        for (day, expected) in [("date=1970-01-01", "LZ4_RAW"), ("date=1970-01-02", "ZSTD")] {
+            let files = parquet_files(&dir.path().join("findings").join(day)).expect("files");
+            assert_eq!(files.len(), 1, "{day}");
+            let file = File::open(&files[0]).expect("open file");
+            let meta = parquet::file::reader::SerializedFileReader::new(file).expect("footer");
+            let codecs: std::collections::BTreeSet<String> = parquet::file::reader::FileReader::metadata(&meta)
+                .row_groups()
+                .iter()
+                .flat_map(|g| g.columns().iter().map(|c| format!("{:?}", c.compression())))
+                .collect();
+            assert!(codecs.iter().all(|c| c.starts_with(expected)), "{day}: {codecs:?}");
+        }
     }
 
     #[test]
