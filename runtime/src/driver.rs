@@ -110,6 +110,10 @@ impl Sink for MemorySink {
     }
 }
 
+/// Rows written since the last commit that make reading to the end a backlog
+/// worth committing at once (see `Driver::backlog_done`).
+const BACKLOG_ROWS: u64 = 1_000;
+
 /// Rows of one scope not yet released.
 #[derive(Debug)]
 struct Held {
@@ -146,6 +150,8 @@ pub struct Driver<S: Sink> {
     publish: Option<Publish>,
     retracted: BTreeMap<u32, u64>,
     bytes_done: u64,
+    /// Rows the sink kept since the last commit.
+    uncommitted_rows: u64,
     report: DriverReport,
     options: DriverOptions,
 }
@@ -171,6 +177,7 @@ impl<S: Sink> Driver<S> {
             publish: None,
             retracted: BTreeMap::new(),
             bytes_done: 0,
+            uncommitted_rows: 0,
             report: DriverReport::default(),
             options,
         })
@@ -249,7 +256,7 @@ impl<S: Sink> Driver<S> {
                 }
                 last_report = Instant::now();
             }
-            if last_commit.elapsed() >= self.options.commit_every {
+            if last_commit.elapsed() >= self.options.commit_every || self.backlog_done() {
                 self.commit(feedback)?;
                 last_commit = Instant::now();
             }
@@ -503,8 +510,17 @@ impl<S: Sink> Driver<S> {
         Ok(())
     }
 
+    /// A backlog was read to its end: every scope has read all there is and released
+    /// every row, and at least [`BACKLOG_ROWS`] rows wait for a commit. Committing then,
+    /// not at the next interval, makes a catch-up durable (and its offsets committed) as
+    /// soon as it is done; a trickle of live rows still waits for the interval.
+    fn backlog_done(&self) -> bool {
+        self.uncommitted_rows >= BACKLOG_ROWS && !self.held.is_empty() && self.held.values().all(|h| h.bound == i64::MAX && h.count == 0)
+    }
+
     fn write(&mut self, table: Table, batch: &RecordBatch, source_kind: &'static str) -> Result<Written, RuntimeError> {
         let written = self.sink.write(table, batch)?;
+        self.uncommitted_rows += written.kept;
         ArchiveWritten { table, source_kind, duplicates: written.duplicates }.emit();
         if written.duplicates > 0 {
             *self.report.duplicates.entry(table.name()).or_default() += written.duplicates;
@@ -517,6 +533,7 @@ impl<S: Sink> Driver<S> {
     fn commit(&mut self, feedback: &Sender<Feedback>) -> Result<(), RuntimeError> {
         let started = Instant::now();
         let stats = self.sink.commit()?;
+        self.uncommitted_rows = 0;
         ArchiveCommitted { stats: &stats, seconds: started.elapsed().as_secs_f64() }.emit();
         self.report.commit.merge(&stats);
         self.report.commits += 1;
@@ -721,6 +738,32 @@ mod tests {
         // The 10:02 row (offset 102) was never released: a restart must read it again.
         let feedback = feedback.lock().unwrap_or_else(|e| panic!("{e}")).clone();
         assert_eq!(feedback, vec![Feedback::Durable { generation: 0, positions: vec![(7, 102)] }]);
+    }
+
+    #[test]
+    fn a_backlog_read_to_its_end_is_committed_at_once_and_a_trickle_waits() {
+        let feedback = Arc::new(Mutex::new(Vec::new()));
+        let backlog: Vec<String> = (0..BACKLOG_ROWS).map(|i| format!("2026-11-05T10:{:02}:{:02}Z", i / 60 % 60, i % 60)).collect();
+        let backlog: Vec<&str> = backlog.iter().map(String::as_str).collect();
+        let source = Scripted {
+            items: VecDeque::from([
+                rows(7, 0, "L1", &backlog, 0),
+                Polled::Bound { scope: Scope::Partition(0), bound: i64::MAX },
+                rows(7, 0, "L1", &["2026-11-05T11:00:00Z"], BACKLOG_ROWS),
+                Polled::Bound { scope: Scope::Partition(0), bound: i64::MAX },
+            ]),
+            bump_at: None,
+            given: 0,
+            fence: Arc::new(AtomicU64::new(0)),
+            feedback: Arc::clone(&feedback),
+        };
+        let driver = Driver::new(MemorySink, engines(1), stop_options()).unwrap_or_else(|e| panic!("{e}"));
+        let (report, _) = driver.run(source).unwrap_or_else(|e| panic!("{e}"));
+        // The interval is an hour: the first commit is the backlog's, the second the end's.
+        assert_eq!((report.events, report.commits), (BACKLOG_ROWS + 1, 2));
+        let feedback = feedback.lock().unwrap_or_else(|e| panic!("{e}")).clone();
+        let durable = |at: u64| Feedback::Durable { generation: 0, positions: vec![(7, at as i64)] };
+        assert_eq!(feedback, vec![durable(BACKLOG_ROWS), durable(BACKLOG_ROWS + 1)]);
     }
 
     #[test]
