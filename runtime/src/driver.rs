@@ -673,6 +673,12 @@ mod tests {
         feedback: Arc<Mutex<Vec<Feedback>>>,
     }
 
+    impl Scripted {
+        fn new(items: Vec<Polled>, bump_at: Option<usize>, feedback: &Arc<Mutex<Vec<Feedback>>>) -> Self {
+            Self { items: items.into(), bump_at, given: 0, fence: Arc::new(AtomicU64::new(0)), feedback: Arc::clone(feedback) }
+        }
+    }
+
     impl Source for Scripted {
         fn poll(&mut self) -> Result<Option<Polled>, RuntimeError> {
             if self.bump_at == Some(self.given) {
@@ -722,16 +728,14 @@ mod tests {
     #[test]
     fn positions_acknowledged_after_a_commit_stop_at_the_oldest_row_still_held() {
         let feedback = Arc::new(Mutex::new(Vec::new()));
-        let source = Scripted {
-            items: VecDeque::from([
+        let source = Scripted::new(
+            vec![
                 rows(7, 0, "L1", &["2026-11-05T10:00:00Z", "2026-11-05T10:01:00Z", "2026-11-05T10:02:00Z"], 100),
                 Polled::Bound { scope: Scope::Partition(0), bound: ms("2026-11-05T10:01:00Z") },
-            ]),
-            bump_at: None,
-            given: 0,
-            fence: Arc::new(AtomicU64::new(0)),
-            feedback: Arc::clone(&feedback),
-        };
+            ],
+            None,
+            &feedback,
+        );
         let driver = Driver::new(MemorySink, engines(2), stop_options()).unwrap_or_else(|e| panic!("{e}"));
         let (report, _) = driver.run(source).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((report.events, report.peak_held_rows), (2, 3), "two rows released, three held at most");
@@ -745,18 +749,16 @@ mod tests {
         let feedback = Arc::new(Mutex::new(Vec::new()));
         let backlog: Vec<String> = (0..BACKLOG_ROWS).map(|i| format!("2026-11-05T10:{:02}:{:02}Z", i / 60 % 60, i % 60)).collect();
         let backlog: Vec<&str> = backlog.iter().map(String::as_str).collect();
-        let source = Scripted {
-            items: VecDeque::from([
+        let source = Scripted::new(
+            vec![
                 rows(7, 0, "L1", &backlog, 0),
                 Polled::Bound { scope: Scope::Partition(0), bound: i64::MAX },
                 rows(7, 0, "L1", &["2026-11-05T11:00:00Z"], BACKLOG_ROWS),
                 Polled::Bound { scope: Scope::Partition(0), bound: i64::MAX },
-            ]),
-            bump_at: None,
-            given: 0,
-            fence: Arc::new(AtomicU64::new(0)),
-            feedback: Arc::clone(&feedback),
-        };
+            ],
+            None,
+            &feedback,
+        );
         let driver = Driver::new(MemorySink, engines(1), stop_options()).unwrap_or_else(|e| panic!("{e}"));
         let (report, _) = driver.run(source).unwrap_or_else(|e| panic!("{e}"));
         // The interval is an hour: the first commit is the backlog's, the second the end's.
@@ -769,20 +771,18 @@ mod tests {
     #[test]
     fn rows_read_under_a_lost_assignment_are_ignored_and_the_new_one_is_rebuilt() {
         let feedback = Arc::new(Mutex::new(Vec::new()));
-        let source = Scripted {
-            items: VecDeque::from([
+        let source = Scripted::new(
+            vec![
                 // Read just before the rebalance was noticed: no longer this member's to evaluate.
                 rows(7, 0, "L1", &["2026-11-05T10:00:00Z", "2026-11-05T10:01:00Z"], 100),
                 Polled::Bound { scope: Scope::Partition(0), bound: i64::MAX },
                 Polled::Assigned { partitions: vec![1], count: 2, generation: 1 },
                 rows(8, 1, "L2", &["2026-11-05T11:00:00Z"], 40),
                 Polled::Bound { scope: Scope::Partition(1), bound: i64::MAX },
-            ]),
-            bump_at: Some(0),
-            given: 0,
-            fence: Arc::new(AtomicU64::new(0)),
-            feedback: Arc::clone(&feedback),
-        };
+            ],
+            Some(0),
+            &feedback,
+        );
         let rebuilt = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&rebuilt);
         let rebuild: Rebuild = Box::new(move |partitions, count| {
