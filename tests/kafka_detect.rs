@@ -279,11 +279,8 @@ fn two_detectors_in_one_group_archive_every_event_once_and_find_what_the_embedde
 
 #[test]
 fn partitions_taken_away_and_given_back_are_read_again_from_their_committed_offsets() {
-    let (dir, _broker, d, expected) = setup(Storage::Memory);
-    let parts = split(&d.data.join("events.ndjson"), &[0.5], dir.path());
-    d.collect(&parts[0], &[]);
+    let (_dir, _broker, d, expected, second_half, metrics) = first_half_collected();
     // `a` reads the first half and commits nothing yet: what it read is only in its memory.
-    let metrics = format!("127.0.0.1:{}", free_port());
     let mut a = d.detector("a", &["--commit-interval", "1h", "--metrics-addr", &metrics]);
     let first = decoded_once_settled(&metrics, 0.0, &mut a);
     // `b` joins: `a` loses every partition and gets half of them back. Those it had read must be
@@ -293,7 +290,7 @@ fn partitions_taken_away_and_given_back_are_read_again_from_their_committed_offs
     wait_until("the new assignment", Duration::from_secs(60), || {
         d.log("a").contains("consumer group rebalanced partitions=2") && d.log("b").contains("consumer group rebalanced partitions=2")
     });
-    d.collect(&parts[1], &[]);
+    d.collect(&second_half, &[]);
     decoded_once_settled(&metrics, first, &mut a);
     // `a` stops: it archives and commits what it read since it got its partitions back.
     stop(a);
@@ -306,15 +303,12 @@ fn partitions_taken_away_and_given_back_are_read_again_from_their_committed_offs
 
 #[test]
 fn a_consumer_that_resumes_past_its_committed_offsets_is_sent_back() {
-    let (dir, _broker, d, expected) = setup(Storage::Memory);
-    let parts = split(&d.data.join("events.ndjson"), &[0.5], dir.path());
-    d.collect(&parts[0], &[]);
+    let (_dir, _broker, d, expected, second_half, metrics) = first_half_collected();
     // `a` reads and commits the first half, and stops.
-    let metrics = format!("127.0.0.1:{}", free_port());
     let mut a = d.detector("a", &["--metrics-addr", &metrics]);
     decoded_once_settled(&metrics, 0.0, &mut a);
     stop(a);
-    d.collect(&parts[1], &[]);
+    d.collect(&second_half, &[]);
     // `b` seeks 7 messages past every committed offset: into the middle of a producer's batch,
     // which tansu 0.6 answers with the batch after it (as it did for committed offsets that fell
     // inside a batch). Unless `b` notices and goes back, the rest of those batches is never archived.
@@ -322,6 +316,16 @@ fn a_consumer_that_resumes_past_its_committed_offsets_is_sent_back() {
     d.wait_until_archived(&expected, false, Duration::from_secs(120), &["a", "b"], &mut [&mut b]);
     assert!(d.log("b").contains("seeking back"), "{}", d.log("b"));
     stop(b);
+}
+
+/// `setup` with the first half of the data collected: returns the second half's file
+/// and a free address for a detector's metrics.
+fn first_half_collected() -> (tempfile::TempDir, Broker, Deployment, Contents, PathBuf, String) {
+    let (dir, broker, d, expected) = setup(Storage::Memory);
+    let mut parts = split(&d.data.join("events.ndjson"), &[0.5], dir.path());
+    d.collect(&parts[0], &[]);
+    let second_half = parts.remove(1);
+    (dir, broker, d, expected, second_half, format!("127.0.0.1:{}", free_port()))
 }
 
 /// The events a detector serving metrics at `addr` has decoded, once that count is above `above`

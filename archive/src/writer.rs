@@ -1,13 +1,12 @@
 //! The Parquet writer: partition by date, deduplicate on id, write atomically.
 
 use std::collections::BTreeMap;
-
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use chrono::{DateTime, Utc};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding, ZstdLevel};

@@ -1,14 +1,13 @@
 //! The rule engine: filters on whole batches, per-key windows on the rows that pass.
 
 use std::collections::{BTreeMap, VecDeque};
-
-use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::{cast, filter_record_batch, sort_to_indices};
 use datafusion::arrow::datatypes::{DataType, TimestampMillisecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
+use foldhash::{HashMap, HashMapExt};
 use seedwatch_schemas::finding::MAX_EVIDENCE;
 use seedwatch_schemas::{EventBatch, Finding, Severity};
 use serde_json::json;

@@ -441,9 +441,9 @@ impl Decoder {
                     None => self.fingerprints.get(self.redactor.fingerprinter(), token),
                 };
                 push_extra_key(&mut self.extra, key);
-                self.extra.push_str("\"[redacted:");
-                self.extra.push_str(fingerprint);
-                self.extra.push_str("]\"");
+                self.extra.push('"');
+                crate::redact::push_marker(fingerprint, &mut self.extra);
+                self.extra.push('"');
                 redacted = true;
                 if let Some(rank) = KEY_FIELDS.iter().position(|k| *k == SECRET_FIELDS[secret]) {
                     if key_fingerprint.as_ref().is_none_or(|(r, _)| rank < *r) {

@@ -104,6 +104,13 @@ pub fn existing_marker(value: &[u8]) -> Option<&str> {
     (inner.len() == 16 && inner.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))).then(|| std::str::from_utf8(inner).ok()).flatten()
 }
 
+/// Append the marker `[redacted:<fingerprint>]` to `out`.
+pub fn push_marker(fingerprint: &str, out: &mut String) {
+    out.push_str("[redacted:");
+    out.push_str(fingerprint);
+    out.push(']');
+}
+
 /// Names whose values are credentials wherever they appear in text
 /// (JSON keys, `name=value` query strings, `Name: value` headers).
 const TEXT_SECRET_NAMES: &[&str] = &[
@@ -153,15 +160,15 @@ impl Redactor {
 
     /// Append `[redacted:<fp>]` for `value` to `out`.
     pub fn marker_into(&self, value: &[u8], out: &mut String) {
-        if let Some(fp) = existing_marker(value) {
-            out.push_str("[redacted:");
-            out.push_str(fp);
-            out.push(']');
-            return;
-        }
-        out.push_str("[redacted:");
-        self.fingerprinter.fingerprint_into(value, out);
-        out.push(']');
+        let hex;
+        let fingerprint = match existing_marker(value) {
+            Some(fp) => fp,
+            None => {
+                hex = self.fingerprinter.fingerprint_hex(value);
+                std::str::from_utf8(&hex).unwrap_or_default()
+            }
+        };
+        push_marker(fingerprint, out);
     }
 
     /// Copy `text` into `out` with every credential value replaced by a marker.

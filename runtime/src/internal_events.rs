@@ -8,10 +8,9 @@
 //! README "Metrics" lists every series with its labels.
 
 use std::collections::BTreeMap;
-
-use foldhash::{HashMap, HashMapExt};
 use std::sync::{LazyLock, Mutex};
 
+use foldhash::{HashMap, HashMapExt};
 use prometheus::{
     register_gauge_vec_with_registry, register_histogram_vec_with_registry, register_int_counter_vec_with_registry, register_int_gauge_vec_with_registry, GaugeVec, HistogramVec,
     IntCounterVec, IntGaugeVec, Registry,
