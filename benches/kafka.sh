@@ -29,7 +29,7 @@ for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break;
 lines=$(wc -l < "$data/events.ndjson")
 echo "== 5. Kafka end to end, $lines lines, $partitions partitions, tansu on this machine"
 SEEDWATCH_BENCH_BROKERS="$broker" SEEDWATCH_BENCH_INPUT="$data/events.ndjson" SEEDWATCH_BENCH_PARTITIONS="$partitions" \
-  cargo bench --locked --quiet --bench transport 2>"$dir/transport.err" | tee "$dir/transport.txt" | sed 's/^/   /'
+  cargo bench --locked --workspace --quiet --bench transport 2>"$dir/transport.err" | tee "$dir/transport.txt" | sed 's/^/   /'
 ceiling=$(sed -n 's/^transport\/ceiling: produce then consume \([0-9.]*\) s.*/\1/p' "$dir/transport.txt")
 [ -n "$ceiling" ] || { echo "kafka.sh: the transport ceiling did not run" >&2; exit 1; }
 collect_start=$(date +%s.%N)

@@ -25,9 +25,9 @@ command -v /usr/bin/time >/dev/null || { echo "run.sh: needs /usr/bin/time (Debi
 
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "== 1-3. criterion: decode, detect, archive (one core)"
-cargo bench --locked --bench stages -- --noplot 2>&1 | grep -E '^(decode|detect|archive)/|time:|thrpt:|bytes/event'
+cargo bench --locked --workspace --bench stages -- --noplot 2>&1 | grep -E '^(decode|detect|archive)/|time:|thrpt:|bytes/event'
 
-cargo build --release --locked --quiet
+cargo build --release --locked --workspace --quiet
 mkdir -p "$work"
 # Dated well in the past: lines dated after their arrival (plus --max-clock-skew) are dead-lettered.
 start="${SEEDWATCH_BENCH_START:-2026-09-01}"
@@ -52,8 +52,8 @@ echo "== side by side with DuckDB"
 benches/kafka.sh "$data" "$work"
 
 echo "== 6. analyst queries over an archive of ${SEEDWATCH_BENCH_QUERY_EVENTS:-100000000} events"
-SEEDWATCH_BENCH_DIR="$work" cargo bench --locked --quiet --bench query 2>&1 | grep -v '^query: building' | sed 's/^/   /'
+SEEDWATCH_BENCH_DIR="$work" cargo bench --locked --workspace --quiet --bench query 2>&1 | grep -v '^query: building' | sed 's/^/   /'
 "$venv/bin/python" benches/query_duckdb.py "$work/query-archive-v2-${SEEDWATCH_BENCH_QUERY_EVENTS:-100000000}" | sed 's/^/   /'
 
 echo "== 7. detector state per tracked key, 1 M keys"
-cargo bench --locked --quiet --bench state 2>&1 | sed 's/^/   /'
+cargo bench --locked --workspace --quiet --bench state 2>&1 | sed 's/^/   /'
