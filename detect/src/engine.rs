@@ -126,6 +126,8 @@ const HOUR_MS: i64 = 3_600_000;
 #[derive(Debug)]
 struct HourlyKey {
     hour: i64,
+    /// Day number of the current hour on the location's clock: a business day is one day.
+    day: i64,
     total: f64,
     events: i64,
     /// Normal level of the current hour (median of the same local hour on
@@ -137,7 +139,74 @@ struct HourlyKey {
     /// Per local hour of day: (day, volume) of past active hours, oldest first. Empty
     /// until the key's first hour is over (most keys of a large fleet are new or rare).
     samples: Vec<VecDeque<(i64, f64)>>,
+    /// The key's busiest hour of each past day it was active, (day, volume), oldest first,
+    /// and the busiest so far of the day in progress: its typical busy hour scales the floor.
+    peaks: VecDeque<(i64, f64)>,
+    day_peak: (i64, f64),
+    /// Least normal level the current hour is judged against (see `Baseline::floor_of_peak`).
+    floor: f64,
     open: Option<Box<Finding>>,
+}
+
+impl HourlyKey {
+    /// The hour in progress is over: keep its volume as a sample of its hour of day and
+    /// towards its day's peak, dropping what is older than the history.
+    fn close_hour(&mut self, b: &crate::rule::Baseline) {
+        if self.samples.is_empty() {
+            self.samples.resize(24, VecDeque::new());
+        }
+        let day = self.day;
+        if let Some(slot) = self.samples.get_mut(self.slot) {
+            if self.events > 0 {
+                slot.push_back((day, self.total));
+            }
+            while slot.front().is_some_and(|(d, _)| day - d >= b.history_days as i64) || slot.len() > b.history_days {
+                slot.pop_front();
+            }
+        }
+        if self.events > 0 {
+            self.day_peak.1 = self.day_peak.1.max(self.total);
+        }
+    }
+
+    /// Judge the new hour: its normal level and spread from the same hour of past days.
+    /// An hour the key is usually silent in (an established key, active in it on fewer
+    /// than half its active days) has a normal level of zero, so the floor alone decides;
+    /// a young key, or an hour with a few samples short of `min_samples`, is still learning.
+    fn start_hour(&mut self, b: &crate::rule::Baseline, hour: i64, slot: usize, day: i64) {
+        use statrs::statistics::{Data, Median};
+        // A new day: the last one's peak joins the history (its first hour is the
+        // first judged with every past day counted).
+        if day != self.day_peak.0 {
+            if self.day_peak.1 > 0.0 {
+                self.peaks.push_back(self.day_peak);
+            }
+            self.day_peak = (day, 0.0);
+        }
+        while self.peaks.front().is_some_and(|(d, _)| day - d > b.history_days as i64) {
+            self.peaks.pop_front();
+        }
+        self.hour = hour;
+        self.day = day;
+        self.slot = slot;
+        self.total = 0.0;
+        self.events = 0;
+        let horizon = day - b.history_days as i64;
+        let past: Vec<f64> = self.samples.get(slot).into_iter().flatten().filter(|(d, _)| *d >= horizon).map(|(_, v)| *v).collect();
+        let peaks: Vec<f64> = self.peaks.iter().filter(|(d, _)| *d >= horizon).map(|(_, v)| *v).collect();
+        let active_days = peaks.len();
+        let typical_peak = (active_days >= b.min_samples).then(|| Data::new(peaks).median());
+        self.floor = b.floor_of_peak * typical_peak.unwrap_or(0.0);
+        self.baseline = if past.len() >= b.min_samples {
+            let median = Data::new(past.clone()).median();
+            let deviations: Vec<f64> = past.iter().map(|v| (v - median).abs()).collect();
+            Some((median, 1.4826 * Data::new(deviations).median()))
+        } else if typical_peak.is_some() && 2 * past.len() < active_days {
+            Some((0.0, 0.0))
+        } else {
+            None
+        };
+    }
 }
 
 #[derive(Debug)]
@@ -567,16 +636,21 @@ impl RuleState {
     fn hourly_observe(&mut self, b: &crate::rule::Baseline, key: &[u8], row: usize, value: f64, cols: &Columns<'_>, reference: &Reference, now: i64, out: &mut Vec<Finding>) {
         let t = cols.time.value(row);
         let hour = t.div_euclid(HOUR_MS);
-        let local_hour = |h: i64| -> usize {
+        // (hour of day, day number) on the location's clock, else UTC's.
+        let local_hour = |h: i64| -> (usize, i64) {
             let location = if cols.location.is_null(row) { None } else { reference.locations.get(cols.location.value(row)) };
             let utc = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(h * HOUR_MS);
             match (location, utc) {
-                (Some(l), Some(u)) => chrono::Timelike::hour(&u.with_timezone(&l.tz)) as usize,
-                _ => h.rem_euclid(24) as usize,
+                (Some(l), Some(u)) => {
+                    let wall = u.with_timezone(&l.tz).naive_local().and_utc().timestamp_millis().div_euclid(HOUR_MS);
+                    (wall.rem_euclid(24) as usize, wall.div_euclid(24))
+                }
+                _ => (h.rem_euclid(24) as usize, h.div_euclid(24)),
             }
         };
         if !self.hourly.contains_key(key) {
-            let fresh = HourlyKey { hour, total: 0.0, events: 0, baseline: None, slot: local_hour(hour), samples: Vec::new(), open: None };
+            let (slot, day) = local_hour(hour);
+            let fresh = HourlyKey { hour, day, total: 0.0, events: 0, baseline: None, slot, samples: Vec::new(), peaks: VecDeque::new(), day_peak: (day, 0.0), floor: 0.0, open: None };
             self.hourly.insert(Box::from(key), Box::new(fresh));
         }
         let Some(k) = self.hourly.get_mut(key) else { return };
@@ -585,41 +659,26 @@ impl RuleState {
             return;
         }
         if hour > k.hour {
-            if k.samples.is_empty() {
-                k.samples.resize(24, VecDeque::new());
-            }
-            let Some(slot) = k.samples.get_mut(k.slot) else { return };
-            let day = k.hour.div_euclid(24);
-            if k.events > 0 {
-                slot.push_back((day, k.total));
-            }
-            while slot.front().is_some_and(|(d, _)| day - d >= b.history_days as i64) || slot.len() > b.history_days {
-                slot.pop_front();
-            }
+            k.close_hour(b);
             if let Some(f) = k.open.take() {
                 out.push(*f);
             }
-            k.hour = hour;
-            k.slot = local_hour(hour);
-            k.total = 0.0;
-            k.events = 0;
-            let horizon = hour.div_euclid(24) - b.history_days as i64;
-            let past: Vec<f64> = k.samples.get(k.slot).into_iter().flatten().filter(|(d, _)| *d >= horizon).map(|(_, v)| *v).collect();
-            k.baseline = (past.len() >= b.min_samples).then(|| {
-                use statrs::statistics::{Data, Median};
-                let median = Data::new(past.clone()).median();
-                let deviations: Vec<f64> = past.iter().map(|v| (v - median).abs()).collect();
-                (median, 1.4826 * Data::new(deviations).median())
-            });
+            let (slot, day) = local_hour(hour);
+            k.start_hour(b, hour, slot, day);
         }
         k.total += value;
         k.events += 1;
-        let Some((normal, spread)) = k.baseline.filter(|(v, _)| *v > 0.0) else { return };
-        if k.total < b.ratio * normal || k.total < b.min_volume || k.total - normal < b.min_deviation * spread {
+        let Some((normal, spread)) = k.baseline else { return };
+        // The level the hour is held against: its own normal, but no less than the floor
+        // (a share of the key's typical busy hour), so a quiet hour's swings stay quiet
+        // on a large site while a small key's 10x still counts.
+        let expected = normal.max(k.floor);
+        if expected <= 0.0 || k.total < b.ratio * expected || k.total < b.min_volume || k.total - normal < b.min_deviation * spread {
             return;
         }
         let details = json!({
-            "observed": k.total, "baseline": normal, "ratio": (k.total / normal * 100.0).round() / 100.0,
+            "observed": k.total, "baseline": normal, "floor": (k.floor * 10.0).round() / 10.0,
+            "ratio": (k.total / expected * 100.0).round() / 100.0,
             "robust_sd": (spread * 10.0).round() / 10.0,
             "fires_at_ratio": b.ratio, "local_hour": k.slot, "measure": b.measure.map_or("events", |_| "sum"),
         })
@@ -1000,9 +1059,12 @@ fn condition_mask(condition: RowCondition, batch: &RecordBatch, reference: &Refe
         RowCondition::TerminatedUser { column } => {
             let users = as_utf8(batch, column)?;
             let users = users.as_string::<i32>();
+            // The account is the user at the event's location (or license): the same name
+            // elsewhere is someone else.
+            let (location, license) = (string_col(batch, "location")?, string_col(batch, "license")?);
             (0..batch.num_rows())
                 .map(|i| {
-                    let entry = (!users.is_null(i)).then(|| reference.roster.get(users.value(i))).flatten();
+                    let entry = (!users.is_null(i)).then(|| reference.roster.get(location.value(i), license.value(i), users.value(i))).flatten();
                     Some(entry.and_then(|e| e.terminated_at_ms).is_some_and(|at| time.value(i) >= at))
                 })
                 .collect()

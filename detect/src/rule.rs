@@ -66,6 +66,11 @@ pub struct Baseline {
     pub min_samples: usize,
     /// Smallest hourly volume worth an alert.
     pub min_volume: f64,
+    /// Least normal level an hour is held against, as a share of the key's typical busiest
+    /// hour (the median of its daily peaks): quiet hours of a large site swing by hundreds
+    /// without meaning anything, and an hour a key is usually silent in has no normal of
+    /// its own. Scales with the key, where an absolute floor suits one size of site only.
+    pub floor_of_peak: f64,
     /// How many robust standard deviations (1.4826 x MAD) above the median
     /// the hour must also be, so that naturally noisy keys stay quiet.
     pub min_deviation: f64,
@@ -287,6 +292,9 @@ pub struct RuleConfig {
     /// Baseline rules: smallest hourly volume that can fire (default 0).
     #[serde(default)]
     pub min_volume: Option<f64>,
+    /// Baseline rules: least normal level, as a share of the key's typical busiest hour (default 0).
+    #[serde(default)]
+    pub floor_of_peak: Option<f64>,
     /// Baseline rules: robust deviations above normal also required (default 4).
     #[serde(default)]
     pub min_deviation: Option<f64>,
@@ -422,9 +430,9 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
     let mut new_value = None;
     let mut baseline = None;
     if config.rule_type != RuleType::Baseline
-        && (config.measure.is_some() || config.ratio.is_some() || config.history_days.is_some() || config.min_samples.is_some() || config.min_volume.is_some() || config.min_deviation.is_some())
+        && (config.measure.is_some() || config.ratio.is_some() || config.history_days.is_some() || config.min_samples.is_some() || config.min_volume.is_some() || config.min_deviation.is_some() || config.floor_of_peak.is_some())
     {
-        return Err(err("measure", "fields `measure`, `ratio`, `history_days`, `min_samples` and `min_volume` go with `type: baseline`".into()));
+        return Err(err("measure", "fields `measure`, `ratio`, `history_days`, `min_samples`, `min_volume`, `floor_of_peak` and `min_deviation` go with `type: baseline`".into()));
     }
     if config.rule_type != RuleType::NewValue && (config.history.is_some() || config.learning.is_some()) {
         return Err(err("history", "fields `history` and `learning` go with `type: new_value`".into()));
@@ -470,6 +478,10 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
                 history_days: config.history_days.unwrap_or(28).max(1),
                 min_samples: config.min_samples.unwrap_or(7).max(1),
                 min_volume: config.min_volume.unwrap_or(0.0),
+                floor_of_peak: match config.floor_of_peak {
+                    Some(share) if !(0.0..=1.0).contains(&share) => return Err(err("floor_of_peak", "field `floor_of_peak`: must be between 0 and 1".into())),
+                    share => share.unwrap_or(0.0),
+                },
                 min_deviation: config.min_deviation.unwrap_or(4.0),
             });
             (ThresholdConfig::All(1), 0)
