@@ -133,30 +133,35 @@ struct HourlyKey {
     /// Normal level of the current hour (median of the same local hour on
     /// past days) and its robust spread (1.4826 x MAD), once known.
     baseline: Option<(f64, f64)>,
+    /// Least normal level the current hour is judged against (see `Baseline::floor_of_peak`).
+    floor: f64,
     /// Local hour of day of the current hour (the location's timezone from
     /// locations.csv, else UTC), so that DST does not shift the comparison.
     slot: usize,
-    /// Per local hour of day: (day, volume) of past active hours, oldest first. Empty
-    /// until the key's first hour is over (most keys of a large fleet are new or rare).
+    /// Past hours; none until the key's first hour is over (most keys of a large fleet
+    /// are new or rare, and the detector keeps state for a million of them).
+    history: Option<Box<HourHistory>>,
+    open: Option<Box<Finding>>,
+}
+
+/// What a baseline key remembers of its past hours.
+#[derive(Debug)]
+struct HourHistory {
+    /// Per local hour of day: (day, volume) of past active hours, oldest first.
     samples: Vec<VecDeque<(i64, f64)>>,
     /// The key's busiest hour of each past day it was active, (day, volume), oldest first,
     /// and the busiest so far of the day in progress: its typical busy hour scales the floor.
     peaks: VecDeque<(i64, f64)>,
     day_peak: (i64, f64),
-    /// Least normal level the current hour is judged against (see `Baseline::floor_of_peak`).
-    floor: f64,
-    open: Option<Box<Finding>>,
 }
 
 impl HourlyKey {
     /// The hour in progress is over: keep its volume as a sample of its hour of day and
     /// towards its day's peak, dropping what is older than the history.
     fn close_hour(&mut self, b: &crate::rule::Baseline) {
-        if self.samples.is_empty() {
-            self.samples.resize(24, VecDeque::new());
-        }
         let day = self.day;
-        if let Some(slot) = self.samples.get_mut(self.slot) {
+        let history = self.history.get_or_insert_with(|| Box::new(HourHistory { samples: vec![VecDeque::new(); 24], peaks: VecDeque::new(), day_peak: (day, 0.0) }));
+        if let Some(slot) = history.samples.get_mut(self.slot) {
             if self.events > 0 {
                 slot.push_back((day, self.total));
             }
@@ -165,7 +170,7 @@ impl HourlyKey {
             }
         }
         if self.events > 0 {
-            self.day_peak.1 = self.day_peak.1.max(self.total);
+            history.day_peak.1 = history.day_peak.1.max(self.total);
         }
     }
 
@@ -175,25 +180,28 @@ impl HourlyKey {
     /// a young key, or an hour with a few samples short of `min_samples`, is still learning.
     fn start_hour(&mut self, b: &crate::rule::Baseline, hour: i64, slot: usize, day: i64) {
         use statrs::statistics::{Data, Median};
-        // A new day: the last one's peak joins the history (its first hour is the
-        // first judged with every past day counted).
-        if day != self.day_peak.0 {
-            if self.day_peak.1 > 0.0 {
-                self.peaks.push_back(self.day_peak);
-            }
-            self.day_peak = (day, 0.0);
-        }
-        while self.peaks.front().is_some_and(|(d, _)| day - d > b.history_days as i64) {
-            self.peaks.pop_front();
-        }
         self.hour = hour;
         self.day = day;
         self.slot = slot;
         self.total = 0.0;
         self.events = 0;
+        let Some(history) = self.history.as_mut() else {
+            return;
+        };
+        // A new day: the last one's peak joins the history (its first hour is the
+        // first judged with every past day counted).
+        if day != history.day_peak.0 {
+            if history.day_peak.1 > 0.0 {
+                history.peaks.push_back(history.day_peak);
+            }
+            history.day_peak = (day, 0.0);
+        }
+        while history.peaks.front().is_some_and(|(d, _)| day - d > b.history_days as i64) {
+            history.peaks.pop_front();
+        }
         let horizon = day - b.history_days as i64;
-        let past: Vec<f64> = self.samples.get(slot).into_iter().flatten().filter(|(d, _)| *d >= horizon).map(|(_, v)| *v).collect();
-        let peaks: Vec<f64> = self.peaks.iter().filter(|(d, _)| *d >= horizon).map(|(_, v)| *v).collect();
+        let past: Vec<f64> = history.samples.get(slot).into_iter().flatten().filter(|(d, _)| *d >= horizon).map(|(_, v)| *v).collect();
+        let peaks: Vec<f64> = history.peaks.iter().filter(|(d, _)| *d >= horizon).map(|(_, v)| *v).collect();
         let active_days = peaks.len();
         let typical_peak = (active_days >= b.min_samples).then(|| Data::new(peaks).median());
         self.floor = b.floor_of_peak * typical_peak.unwrap_or(0.0);
@@ -650,7 +658,7 @@ impl RuleState {
         };
         if !self.hourly.contains_key(key) {
             let (slot, day) = local_hour(hour);
-            let fresh = HourlyKey { hour, day, total: 0.0, events: 0, baseline: None, slot, samples: Vec::new(), peaks: VecDeque::new(), day_peak: (day, 0.0), floor: 0.0, open: None };
+            let fresh = HourlyKey { hour, day, total: 0.0, events: 0, baseline: None, floor: 0.0, slot, history: None, open: None };
             self.hourly.insert(Box::from(key), Box::new(fresh));
         }
         let Some(k) = self.hourly.get_mut(key) else { return };
