@@ -544,12 +544,12 @@ fn incidents(w: &mut Writer, sites: &[Site], opts: &GenerateOptions) {
     let admin = site.employees[0].user.clone();
     let t0 = local(site, day(2), 2 * 60 + 13);
     let ghost = format!("svc.{}.sync", site.location);
-    w.push(t0, audit(site, t0, &admin, "user_created", json!({"target": ghost, "role_after": "admin", "src_ip": "185.220.101.34"})));
-    w.truth.incidents.push(entry("user-created-off-hours", "audit.user_created", site, &admin, t0, t0, "admin account created at 02:13 from a Tor exit (6.1: user created without authorization)"));
+    w.push(t0, audit(site, t0, &admin, "user_created", json!({"target": &ghost, "role_after": "admin", "src_ip": "185.220.101.34"})));
+    w.truth.incidents.push(entry("user-created-off-hours", "audit.user_created", site, &ghost, t0, t0, "admin account created at 02:13 from a Tor exit (6.1: user created without authorization)"));
     let t1 = t0 + 4 * 60_000;
     let victim = site.employees[4].user.clone();
-    w.push(t1, audit(site, t1, &admin, "role_changed", json!({"target": victim, "role_before": "data_entry", "role_after": "admin", "src_ip": "185.220.101.34"})));
-    w.truth.incidents.push(entry("role-escalation", "audit.role_changed", site, &admin, t1, t1, "data_entry raised to admin at night (5.1: permissions changed)"));
+    w.push(t1, audit(site, t1, &admin, "role_changed", json!({"target": &victim, "role_before": "data_entry", "role_after": "admin", "src_ip": "185.220.101.34"})));
+    w.truth.incidents.push(entry("role-escalation", "audit.role_changed", site, &victim, t1, t1, "data_entry raised to admin at night (5.1: permissions changed)"));
     let t2 = t1 + 3 * 60_000;
     w.push(t2, audit(site, t2, &admin, "mfa_disabled", json!({"target": admin, "src_ip": "185.220.101.34"})));
     w.truth.incidents.push(entry("mfa-disabled", "audit.mfa_disabled", site, &admin, t2, t2, &format!("MFA disabled on an admin in {} (6.1; MFA is required in CA)", site.state)));
@@ -558,8 +558,8 @@ fn incidents(w: &mut Writer, sites: &[Site], opts: &GenerateOptions) {
     w.truth.incidents.push(entry("data-export", "audit.data_export", site, &admin, t3, t3, "52,000 package records exported (6.1: bulk data export)"));
     let t4 = t3 + 60_000;
     let reset = site.employees[2].user.clone();
-    w.push(t4, audit(site, t4, &admin, "password_reset", json!({"target": reset, "src_ip": "185.220.101.34"})));
-    w.truth.incidents.push(entry("password-reset", "audit.password_reset", site, &admin, t4, t4, "unexpected password reset of a manager at night (6.1)"));
+    w.push(t4, audit(site, t4, &admin, "password_reset", json!({"target": &reset, "src_ip": "185.220.101.34"})));
+    w.truth.incidents.push(entry("password-reset", "audit.password_reset", site, &reset, t4, t4, "unexpected password reset of a manager at night (6.1)"));
 
     // The attacker's own login, at 02:05 before the admin changes above (5.1: logins outside business hours).
     let site = s(0);
@@ -641,8 +641,8 @@ fn incidents(w: &mut Writer, sites: &[Site], opts: &GenerateOptions) {
     let t0 = local(site, day(6), 17 * 60 + 30);
     let manager = site.employees[1].user.clone();
     let leaver = site.employees[site.employees.len() - 1].user.clone();
-    w.push(t0, audit(site, t0, &manager, "user_deactivated", json!({"target": leaver})));
-    w.truth.incidents.push(entry("user-deactivated", "audit.user_deactivated", site, &manager, t0, t0, "a departing employee deactivated (5.1: review every deactivation)"));
+    w.push(t0, audit(site, t0, &manager, "user_deactivated", json!({"target": &leaver})));
+    w.truth.incidents.push(entry("user-deactivated", "audit.user_deactivated", site, &leaver, t0, t0, "a departing employee deactivated (5.1: review every deactivation)"));
 
     // Tampering: 62 inventory adjustments in 8 minutes by one user (Colorado 2024; 001 mistake 5).
     let site = s(1);

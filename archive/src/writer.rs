@@ -597,6 +597,7 @@ mod tests {
             license: "L1".into(),
             location: "loc".into(),
             subject: "u".into(),
+            actor: None,
             window_start: day * DAY_MS + 1,
             window_end: day * DAY_MS + 2,
             event_count: 3,
@@ -770,6 +771,41 @@ mod tests {
         assert_eq!(given_while_held(1_000, 12), (12, 12));
         // Past it, the writer waits for the pool once a file per thread and one more are in flight.
         assert_eq!(given_while_held(6, 12), (threads + 1, 12));
+    }
+
+
+    #[test]
+    fn findings_written_before_the_actor_column_read_as_null() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A file as seedwatch wrote them before 2026-12-03: every column but `actor`.
+        let old = findings_to_batch(&[finding("old", 0)]).expect("batch");
+        let keep: Vec<usize> = (0..old.num_columns()).filter(|i| old.schema().field(*i).name() != "actor").collect();
+        let old = old.project(&keep).expect("project");
+        let day_dir = dir.path().join("findings").join(partition_dir(0));
+        fs::create_dir_all(&day_dir).expect("dir");
+        let mut writer = ArrowWriter::try_new(File::create(day_dir.join("part-old.parquet")).expect("file"), old.schema(), None).expect("writer");
+        writer.write(&old).expect("write");
+        writer.close().expect("close");
+        let mut new = finding("new", 0);
+        new.actor = Some("admin.oak".into());
+        let mut w = ArchiveWriter::open(dir.path(), WriterOptions::default()).expect("open");
+        w.write(Table::Findings, &findings_to_batch(&[new]).expect("batch")).expect("write");
+        w.commit().expect("commit");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let batches = runtime
+            .block_on(async {
+                let ctx = crate::open_session(dir.path()).await?;
+                crate::query::run_query(&ctx, "SELECT finding_id, actor FROM findings ORDER BY finding_id").await
+            })
+            .expect("query");
+        let rows: Vec<(String, Option<String>)> = batches
+            .iter()
+            .flat_map(|b| {
+                let text = |c: usize, i: usize| seedwatch_schemas::arrow::util::display::array_value_to_string(b.column(c), i).expect("text");
+                (0..b.num_rows()).map(|i| (text(0, i), b.column(1).is_valid(i).then(|| text(1, i)))).collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(rows, vec![("new".to_string(), Some("admin.oak".to_string())), ("old".to_string(), None)]);
     }
 
 }

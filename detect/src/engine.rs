@@ -499,6 +499,7 @@ struct Columns<'a> {
     license: &'a StringArray,
     location: &'a StringArray,
     subject: &'a StringArray,
+    actor: Option<&'a StringArray>,
     distinct: Option<&'a StringArray>,
     /// Trend rules: the gauge.
     gauge: Option<&'a datafusion::arrow::array::Int64Array>,
@@ -586,6 +587,7 @@ impl RuleState {
         let time_col = matched.column_by_name("time").ok_or_else(|| eval_error(rule, "no time column"))?;
         let order = sort_to_indices(time_col, None, None).map_err(|e| eval_error(rule, e))?;
         let subject = as_utf8(&matched, rule.subject).map_err(|e| eval_error(rule, e))?;
+        let actor = rule.actor.map(|c| as_utf8(&matched, c)).transpose().map_err(|e| eval_error(rule, e))?;
         // New-value rules report the new values the way distinct counts report theirs.
         let distinct_col = rule.distinct.or(rule.new_value.as_ref().map(|nv| nv.field));
         let distinct = distinct_col.map(|c| as_utf8(&matched, c)).transpose().map_err(|e| eval_error(rule, e))?;
@@ -597,6 +599,7 @@ impl RuleState {
             license: string_col(&matched, "license").map_err(|e| eval_error(rule, e))?,
             location: string_col(&matched, "location").map_err(|e| eval_error(rule, e))?,
             subject: subject.as_string(),
+            actor: actor.as_ref().map(|a| a.as_string()),
             distinct: distinct.as_ref().map(|d| d.as_string()),
             gauge: match &rule.trend {
                 Some(t) => Some(matched.column(t.field).as_primitive_opt().ok_or_else(|| eval_error(rule, "trend field is not an integer"))?),
@@ -754,7 +757,7 @@ impl RuleState {
                 state: s(cols.state),
                 license: s(cols.license),
                 location: s(cols.location),
-                subject: s(cols.subject),
+                subject: Box::from(Place::of_row(cols, row).0[4]),
                 open: None,
             },
         );
@@ -958,14 +961,17 @@ fn absence_limit_ms(rule: &CompiledRule, state: &str, reference: &Reference) -> 
     Some(limit.max(absence.minimum_ms))
 }
 
-/// Where a finding belongs: system, state, license, location and subject,
-/// taken from the event that opened it.
-struct Place<'a>([&'a str; 5]);
+/// Where a finding belongs: system, state, license, location, subject and actor
+/// (empty: none), taken from the event that opened it.
+struct Place<'a>([&'a str; 6]);
 
 impl<'a> Place<'a> {
     fn of_row(cols: &Columns<'a>, row: usize) -> Self {
         let v = |c: &'a StringArray| if c.is_null(row) { "" } else { c.value(row) };
-        Place([v(cols.system), v(cols.state), v(cols.license), v(cols.location), v(cols.subject)])
+        let actor = cols.actor.map_or("", v);
+        // An action on one's own account names no target: its subject is the actor.
+        let subject = Some(v(cols.subject)).filter(|s| !s.is_empty()).unwrap_or(actor);
+        Place([v(cols.system), v(cols.state), v(cols.license), v(cols.location), subject, actor])
     }
 }
 
@@ -977,7 +983,7 @@ fn new_finding(rule: &CompiledRule, key: &[u8], severity: Severity, place: &Plac
     hasher.update(rule.id.as_bytes());
     hasher.update(key);
     hasher.update(&window.0.to_le_bytes());
-    let [system, state, license, location, subject] = place.0.map(str::to_string);
+    let [system, state, license, location, subject, actor] = place.0.map(str::to_string);
     Finding {
         finding_id: format!("{:016x}", hasher.digest()),
         rule: rule.id.clone(),
@@ -989,6 +995,7 @@ fn new_finding(rule: &CompiledRule, key: &[u8], severity: Severity, place: &Plac
         license,
         location,
         subject,
+        actor: Some(actor).filter(|a| !a.is_empty()),
         window_start: window.0,
         window_end: window.1,
         event_count,
@@ -1000,7 +1007,7 @@ fn new_finding(rule: &CompiledRule, key: &[u8], severity: Severity, place: &Plac
 
 /// A new absence finding for a key silent since `k.last_ok`.
 fn absence_finding(rule: &CompiledRule, key: &[u8], k: &AbsentKey, severity: Severity, until: i64, now: i64) -> Finding {
-    let place = Place([&k.system, &k.state, &k.license, &k.location, &k.subject]);
+    let place = Place([&k.system, &k.state, &k.license, &k.location, &k.subject, ""]);
     let mut f = new_finding(rule, key, severity, &place, (k.last_ok, until), 1, vec![k.last_event_id.to_string()], now);
     f.details = absence_details(&f, until, false);
     f

@@ -218,8 +218,13 @@ pub struct RuleConfig {
     #[serde(default)]
     pub group_by: Vec<String>,
     /// Column naming what the finding is about; defaults to the last `group_by` column.
+    /// Where it is empty in an event (an admin acting on their own account), the actor is.
     #[serde(default)]
     pub subject: Option<String>,
+    /// Column naming who acted; defaults to `actor` for audit rules and `user` for login
+    /// and API rules (sync events name no one).
+    #[serde(default)]
+    pub actor: Option<String>,
     /// Events (or distinct values) needed inside `window` (threshold rules).
     #[serde(default)]
     pub threshold: Option<ThresholdConfig>,
@@ -321,6 +326,8 @@ pub struct CompiledRule {
     pub group_by: Vec<usize>,
     /// Subject column index.
     pub subject: usize,
+    /// Actor column index, when the family's events name who acted.
+    pub actor: Option<usize>,
     /// Threshold per system (`None` key: all systems).
     pub threshold: ThresholdConfig,
     /// Window length in ms (0 for match rules).
@@ -415,6 +422,12 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
     let subject = match &config.subject {
         Some(col) => column("subject", col)?,
         None => *group_by.last().unwrap_or(&0),
+    };
+    let actor = match (&config.actor, family) {
+        (Some(col), _) => Some(column("actor", col)?),
+        (None, Family::Audit) => schema.index_of("actor").ok(),
+        (None, Family::Login | Family::Api) => schema.index_of("user").ok(),
+        (None, Family::Sync) => None,
     };
     let distinct = config.distinct.as_deref().map(|c| column("distinct", c)).transpose()?;
     let duration = |key: &str, value: &Option<String>| {
@@ -589,6 +602,7 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
         filter_sql: sql,
         group_by,
         subject,
+        actor,
         threshold,
         window_ms,
         distinct,

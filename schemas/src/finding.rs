@@ -81,8 +81,12 @@ pub struct Finding {
     pub license: String,
     /// Location the events belong to.
     pub location: String,
-    /// The user, key id or integration the finding is about.
+    /// The user, key id or integration the finding is about: for user-management
+    /// actions, the account acted on.
     pub subject: String,
+    /// Who acted (the user who logged in, the admin who changed an account), when the
+    /// rule's events name one.
+    pub actor: Option<String>,
     /// Event time of the first event counted (UTC ms).
     pub window_start: i64,
     /// Event time of the last event counted (UTC ms).
@@ -120,6 +124,8 @@ pub fn findings_schema() -> SchemaRef {
                 s("license"),
                 s("location"),
                 s("subject"),
+                // Added 2026-12-03; files written before it read as null.
+                Field::new("actor", DataType::Utf8, true),
                 Field::new("window_start", timestamp_type(), false),
                 Field::new("window_end", timestamp_type(), false),
                 Field::new("event_count", DataType::Int64, false),
@@ -145,6 +151,7 @@ pub fn findings_to_batch(findings: &[Finding]) -> Result<RecordBatch, ArrowError
     let mut count = Int64Builder::with_capacity(n);
     let mut evidence = ListBuilder::new(StringBuilder::new());
     let mut details = StringBuilder::with_capacity(n, n * 64);
+    let mut actor = StringBuilder::with_capacity(n, n * 16);
     for f in findings {
         let values = [
             f.finding_id.as_str(),
@@ -161,6 +168,7 @@ pub fn findings_to_batch(findings: &[Finding]) -> Result<RecordBatch, ArrowError
         for (b, v) in strings.iter_mut().zip(values) {
             b.append_value(v);
         }
+        actor.append_option(f.actor.as_deref());
         start.append_value(f.window_start);
         end.append_value(f.window_end);
         count.append_value(f.event_count);
@@ -172,6 +180,7 @@ pub fn findings_to_batch(findings: &[Finding]) -> Result<RecordBatch, ArrowError
         details.append_value(&f.details);
     }
     let mut columns: Vec<ArrayRef> = strings.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef).collect();
+    columns.push(Arc::new(actor.finish()));
     columns.push(Arc::new(start.finish()));
     columns.push(Arc::new(end.finish()));
     columns.push(Arc::new(count.finish()));
@@ -198,6 +207,7 @@ mod tests {
             license: "L1".into(),
             location: "L1".into(),
             subject: "alice".into(),
+            actor: Some("alice".into()),
             window_start: 1,
             window_end: 2,
             event_count: 3,
@@ -207,7 +217,7 @@ mod tests {
         };
         let batch = findings_to_batch(&[f.clone(), f]).map_err(|e| e.to_string());
         let batch = batch.as_ref().map(|b| (b.num_rows(), b.num_columns()));
-        assert_eq!(batch, Ok((2, 16)));
+        assert_eq!(batch, Ok((2, 17)));
         assert_eq!("critical".parse::<Severity>().ok(), Some(Severity::Critical));
         assert!("urgent".parse::<Severity>().is_err());
     }
