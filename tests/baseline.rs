@@ -127,3 +127,15 @@ fn a_monday_after_a_closed_sunday_stays_quiet() {
     let key = Key::new("weekly").days(0, 28, weekly);
     assert_eq!(hours_fired(&volume_spikes(&[key])), vec![]);
 }
+
+#[test]
+fn a_peak_across_most_keys_of_a_location_is_business_and_one_key_alone_is_not() {
+    // Three registers at one store; on day 14 (a 4/20) every one moves 2.5x all afternoon.
+    let four_twenty = |d: i64, h: i64| if d == 14 && (13..18).contains(&h) { (45.0 * 2.5) as u64 } else { shop(45.0)(d, h) };
+    let keys = [Key::new("pos-1").days(0, 15, four_twenty), Key::new("pos-2").days(0, 15, four_twenty), Key::new("pos-3").days(0, 15, four_twenty)];
+    assert_eq!(hours_fired(&volume_spikes(&keys)), vec![]);
+    // The same afternoon at one register only is that key's spike.
+    let keys = [Key::new("pos-1").days(0, 15, four_twenty), Key::new("pos-2").days(0, 15, shop(45.0)), Key::new("pos-3").days(0, 15, shop(45.0))];
+    let fired = hours_fired(&volume_spikes(&keys));
+    assert!(!fired.is_empty() && fired.iter().all(|(key, hour)| key == "pos-1" && (14 * 24 + 13..14 * 24 + 18).contains(hour)), "{fired:?}");
+}

@@ -144,6 +144,29 @@ struct HourlyKey {
     open: Option<Box<Finding>>,
 }
 
+/// Keys of one location in one hour: how many moved anything, how many were over their level.
+#[derive(Debug, Default, Clone, Copy)]
+struct Surge {
+    active: u32,
+    over: u32,
+}
+
+impl Surge {
+    /// At least two keys, and at least half of those active, over together.
+    fn is_location_wide(self) -> bool {
+        self.over >= 2 && 2 * self.over >= self.active
+    }
+}
+
+fn surge_key(location: &str, hour: i64) -> (u64, i64) {
+    (xxhash_rust::xxh3::xxh3_64(location.as_bytes()), hour)
+}
+
+/// Whether a baseline finding is one of a location-wide surge (see `RuleState::surges`).
+fn in_surge(surges: &HashMap<(u64, i64), Surge>, f: &Finding) -> bool {
+    surges.get(&surge_key(&f.location, f.window_start.div_euclid(HOUR_MS))).is_some_and(|s| s.is_location_wide())
+}
+
 /// What a baseline key remembers of its past hours.
 #[derive(Debug)]
 struct HourHistory {
@@ -223,6 +246,10 @@ struct RuleState {
     // Boxed values keep the table's slots small: a table is up to half empty after it grows.
     keys: HashMap<Box<[u8]>, Box<KeyState>>,
     hourly: HashMap<Box<[u8]>, Box<HourlyKey>>,
+    /// Baseline rules: per (location, hour), the keys active in it and the keys over their
+    /// level. Most of a location's keys over together (4/20, a holiday sale) is business:
+    /// their findings are dropped. Keyed by a hash of the location, so no allocation per event.
+    surges: HashMap<(u64, i64), Surge>,
     seen: HashMap<Box<[u8]>, SeenValues>,
     absent: HashMap<Box<[u8]>, AbsentKey>,
     converter: RowConverter,
@@ -290,7 +317,7 @@ impl RuleEngine {
             let fields = rule.group_by.iter().map(|c| SortField::new(schema.field(*c).data_type().clone())).collect();
             let converter = RowConverter::new(fields).map_err(|e| eval_error(&rule, e))?;
             by_family[rule.family.index()].push(i);
-            states.push(RuleState { rule, keys: HashMap::new(), hourly: HashMap::new(), seen: HashMap::new(), absent: HashMap::new(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0, retracted: 0 });
+            states.push(RuleState { rule, keys: HashMap::new(), hourly: HashMap::new(), surges: HashMap::new(), seen: HashMap::new(), absent: HashMap::new(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0, retracted: 0 });
         }
         Ok(Self { rules: states, by_family, reference, skipped, watermark: i64::MIN, licenses: LicenseClock::default(), allowed_lateness_ms: DEFAULT_ALLOWED_LATENESS_MS, clock: wall_clock_ms })
     }
@@ -405,7 +432,7 @@ impl RuleEngine {
     /// close, and the archive keeps the first.
     pub fn open_snapshot(&self, out: &mut Vec<Finding>) {
         for state in &self.rules {
-            let mut open: Vec<Finding> = state.hourly.values().filter_map(|k| k.open.as_deref().cloned()).collect();
+            let mut open: Vec<Finding> = state.hourly.values().filter_map(|k| k.open.as_deref().cloned()).filter(|f| !in_surge(&state.surges, f)).collect();
             open.extend(state.absent.values().filter_map(|k| k.open.as_deref().cloned()));
             open.extend(state.keys.values().filter_map(|k| k.open.as_deref().cloned()).map(|o| render(&state.rule, o)));
             sort_findings(&mut open);
@@ -480,7 +507,8 @@ impl Detector for RuleEngine {
     fn flush(&mut self, out: &mut Vec<Finding>) {
         for state in &mut self.rules {
             // Each rule type keeps its open findings in its own map; at most one is non-empty.
-            let mut open: Vec<Finding> = state.hourly.values_mut().filter_map(|k| k.open.take()).map(|f| *f).collect();
+            let surges = &state.surges;
+            let mut open: Vec<Finding> = state.hourly.values_mut().filter_map(|k| k.open.take()).map(|f| *f).filter(|f| !in_surge(surges, f)).collect();
             open.extend(state.absent.values_mut().filter_map(|k| k.open.take()).map(|f| *f));
             open.extend(state.keys.values_mut().filter_map(|k| k.open.take()).map(|o| render(&state.rule, *o)));
             sort_findings(&mut open);
@@ -672,10 +700,20 @@ impl RuleState {
         if hour > k.hour {
             k.close_hour(b);
             if let Some(f) = k.open.take() {
-                out.push(*f);
+                if !in_surge(&self.surges, &f) {
+                    out.push(*f);
+                }
             }
             let (slot, day) = local_hour(hour);
             k.start_hour(b, hour, slot, day);
+            if self.surges.len() > 4096 {
+                // Hours older than two days are closed for every key of a sorted stream.
+                self.surges.retain(|(_, h), _| *h + 48 >= hour);
+            }
+        }
+        let location = if cols.location.is_null(row) { "" } else { cols.location.value(row) };
+        if k.events == 0 {
+            self.surges.entry(surge_key(location, hour)).or_default().active += 1;
         }
         k.total += value;
         k.events += 1;
@@ -709,6 +747,7 @@ impl RuleState {
                 let mut f = new_finding(&self.rule, key, self.rule.severity, &place, (hour * HOUR_MS, t), k.events, vec![event_id.to_string()], now);
                 f.details = details;
                 k.open = Some(Box::new(f));
+                self.surges.entry(surge_key(location, hour)).or_default().over += 1;
             }
         }
     }
