@@ -5,6 +5,7 @@
 pub mod backfill;
 pub mod collect;
 pub mod detect_daemon;
+pub mod findings;
 pub mod generate;
 pub mod intake;
 pub mod kafka_source;

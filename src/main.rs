@@ -67,6 +67,11 @@ enum Command {
         /// The SQL statement.
         sql: String,
     },
+    /// Work a finding: acknowledge, resolve or dismiss it (appends a row to its history).
+    Findings {
+        #[command(subcommand)]
+        command: FindingsCommand,
+    },
     /// Generate a data set, run it and print the findings, in one command.
     Demo {
         /// Working directory for the data and the archive.
@@ -96,6 +101,31 @@ enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum FindingsCommand {
+    /// Someone is on it.
+    Ack(StatusArgs),
+    /// Dealt with.
+    Resolve(StatusArgs),
+    /// Not an incident.
+    FalsePositive(StatusArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    /// The finding's id (the finding_id column).
+    id: String,
+    /// Archive directory.
+    #[arg(long)]
+    archive: PathBuf,
+    /// Why: kept in the finding's history.
+    #[arg(long)]
+    note: String,
+    /// Who [default: $USER].
+    #[arg(long)]
+    by: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -460,12 +490,13 @@ fn print_summary(report: &RunReport, archive: &Path) {
     } else {
         println!("dead letters: {} ({}); see: seedwatch query --archive {} \"SELECT line, reason FROM dead_letter\"", d.dead_total(), dead.join(", "), archive.display());
     }
+    let latest = seedwatch_schemas::finding::latest_versions(&report.findings);
     let mut by_severity: BTreeMap<Severity, u64> = BTreeMap::new();
-    for f in &report.findings {
+    for f in &latest {
         *by_severity.entry(f.severity).or_default() += 1;
     }
     let sev: Vec<String> = Severity::ALL.iter().rev().map(|s| format!("{s} {}", by_severity.get(s).copied().unwrap_or(0))).collect();
-    println!("findings:     {} ({})", report.findings.len(), sev.join(" · "));
+    println!("findings:     {} ({}; {} versions)", latest.len(), sev.join(" · "), report.findings.len());
     println!("archive:      {} ({} files, {:.1} MB written)", archive.display(), report.commit.files, report.commit.bytes as f64 / 1e6);
     for (rule, why) in &report.skipped_rules {
         println!("skipped rule: {rule} {why}");
@@ -501,7 +532,7 @@ fn print_score(truth_path: &Path, report: &RunReport, rules: &Path) -> Result<()
 fn print_findings(findings: &[seedwatch_schemas::Finding]) {
     println!();
     println!("{:<8}  {:<24}  {:<28}  {:<5}  {:<14}  {:>6}  {}", "SEVERITY", "RULE", "WHEN (UTC)", "STATE", "LOCATION", "EVENTS", "SUBJECT");
-    for f in findings {
+    for f in &seedwatch_schemas::finding::latest_versions(findings) {
         let when = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(f.window_start).map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
         println!("{:<8}  {:<24}  {:<28}  {:<5}  {:<14}  {:>6}  {}", f.severity.as_str(), f.rule, when, f.state, f.location, f.event_count, f.subject);
     }
@@ -568,6 +599,21 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Query { archive, format, sql } => runtime()?.block_on(query(&archive, format, &sql))?,
+        Command::Findings { command } => {
+            let (status, args) = match command {
+                FindingsCommand::Ack(a) => (seedwatch_schemas::Status::Acknowledged, a),
+                FindingsCommand::Resolve(a) => (seedwatch_schemas::Status::Resolved, a),
+                FindingsCommand::FalsePositive(a) => (seedwatch_schemas::Status::FalsePositive, a),
+            };
+            let by = args.by.or_else(|| std::env::var("USER").ok()).unwrap_or_default();
+            let change = seedwatch::findings::StatusChange { finding_id: args.id, status, note: args.note, by };
+            let changed = runtime()?.block_on(seedwatch::findings::change_status(&args.archive, &change, chrono::Utc::now().timestamp_millis()))?;
+            if changed.written {
+                println!("finding {} ({}) version {}: {} -> {} by {}", change.finding_id, changed.rule, changed.version, changed.was, status, change.by);
+            } else {
+                println!("finding {} ({}) version {}: already {} by {} with this note; nothing written", change.finding_id, changed.rule, changed.version, status, change.by);
+            }
+        }
         Command::Demo { dir, shape, rules } => {
             let data = dir.join("data");
             let archive = dir.join("archive");

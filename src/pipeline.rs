@@ -221,9 +221,23 @@ pub async fn resume_partitions(engines: &mut [RuleEngine], ctx: &datafusion::pre
         match judge {
             // Absences are judged as of the last archived moment, as the previous run would have.
             Judge::AtUntil => {
-                engine.advance(until - 1);
+                // What this publishes, the previous run published.
+                engine.advance(until - 1, &mut Vec::new());
             }
             Judge::OnNextBatch => engine.forget_event_time(),
+        }
+    }
+    // Findings the replay reopened continue from their archived versions.
+    let mut latest = Vec::new();
+    seedwatch_archive::query::stream_query(ctx, "SELECT finding_id, version, event_count, severity FROM findings_latest", |batch| {
+        latest.push(batch);
+        Ok::<(), anyhow::Error>(())
+    })
+    .await
+    .context("reading the archived versions of open findings")?;
+    for engine in engines.iter_mut() {
+        for batch in &latest {
+            engine.restore_versions(batch)?;
         }
     }
     let resumed = Resumed { until, rows, seconds: started.elapsed().as_secs_f64() };

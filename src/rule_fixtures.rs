@@ -51,7 +51,7 @@ fn findings_over(rule: &CompiledRule, reference: &Arc<Reference>, path: &Path, p
     if detected.decode.dead_total() > 0 {
         problems.push(format!("{} has {} invalid lines", path.display(), detected.decode.dead_total()));
     }
-    Ok(detected.findings.iter().filter(|f| f.rule == rule.id).count())
+    Ok(seedwatch_schemas::finding::latest_versions(&detected.findings).iter().filter(|f| f.rule == rule.id).count())
 }
 
 /// Run every rule under `dir` over its fixtures.

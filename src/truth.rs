@@ -45,8 +45,10 @@ fn explains(entry: &TruthEntry, rule: &str, f: &Finding) -> bool {
         && f.window_start <= ms(&entry.end) + MARGIN_MS
 }
 
-/// Compare `findings` with `truth`, counting only rules in `loaded`.
+/// Compare `findings` with `truth`, counting only rules in `loaded`. A finding is judged
+/// by its latest version.
 pub fn score(truth: &Truth, findings: &[Finding], loaded: &HashSet<String>) -> Score {
+    let findings = &seedwatch_schemas::finding::latest_versions(findings);
     let mut s = Score::default();
     let mut explained = vec![false; findings.len()];
     for entry in &truth.incidents {

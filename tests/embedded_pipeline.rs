@@ -77,7 +77,7 @@ fn findings_carry_evidence_that_points_at_archived_events() {
     let rows = query_json(
         &archive,
         "SELECT f.rule, f.event_count, count(l.event_id) AS resolved \
-         FROM (SELECT rule, event_count, unnest(evidence) AS id FROM findings WHERE rule = 'login.lockout') f \
+         FROM (SELECT rule, event_count, unnest(evidence) AS id FROM findings_latest WHERE rule = 'login.lockout') f \
          JOIN login l ON l.event_id = f.id GROUP BY f.rule, f.event_count",
     );
     assert_eq!(rows.len(), 1, "{rows:?}");

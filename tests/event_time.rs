@@ -194,7 +194,7 @@ fn archive_contents(archive: &Path) -> String {
         "SELECT * FROM api ORDER BY event_id",
         "SELECT * FROM sync ORDER BY event_id",
         "SELECT * FROM audit ORDER BY event_id",
-        "SELECT finding_id, rule, severity, license, location, subject, window_start, window_end, event_count, evidence, details FROM findings ORDER BY finding_id",
+        "SELECT finding_id, version, status, rule, severity, license, location, subject, window_start, window_end, event_count, evidence, details FROM findings ORDER BY finding_id, version, status",
         "SELECT source, line, reason_code, reason FROM dead_letter ORDER BY source, line",
     ] {
         let out = seedwatch(&["query", "--archive", &a, "--format", "json", sql]);

@@ -65,7 +65,7 @@ fn file_schema(table: Table) -> Arc<Schema> {
 }
 
 /// A session with every archive table registered (`login`, `api`, `sync`,
-/// `audit`, `findings`, `dead_letter`). Tables with no files yet are empty, not
+/// `audit`, `findings`, `dead_letter`) and the `findings_latest` view. Tables with no files yet are empty, not
 /// missing, so the same SQL works on any archive.
 pub async fn open_session(root: &Path) -> Result<SessionContext, ArchiveError> {
     if !root.is_dir() {
@@ -86,7 +86,31 @@ pub async fn open_session(root: &Path) -> Result<SessionContext, ArchiveError> {
         let url = format!("{}/", dir.canonicalize().map_err(crate::io_err("resolving", &dir))?.display());
         ctx.register_listing_table(table.name(), url, options, Some(file_schema(table)), None).await.map_err(query_err)?;
     }
+    run_query(&ctx, &findings_latest_view()).await?;
     Ok(ctx)
+}
+
+/// `findings_latest`: the newest version of each finding, as a SOC's queue shows it. The
+/// newest is the highest version; a person's status change on a version comes after the
+/// detector's row of that version. Rows written before versions existed read as version 1,
+/// open.
+fn findings_latest_view() -> String {
+    let columns: Vec<String> = sql_schema(Table::Findings)
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            "version" => "coalesce(version, 1) AS version".to_string(),
+            "status" => "coalesce(status, 'open') AS status".to_string(),
+            "updated_at" => "coalesce(updated_at, detected_at) AS updated_at".to_string(),
+            name => format!("\"{name}\""),
+        })
+        .collect();
+    format!(
+        "CREATE VIEW findings_latest AS SELECT {} FROM (SELECT *, row_number() OVER (PARTITION BY finding_id \
+         ORDER BY coalesce(version, 1) DESC, coalesce(updated_at, detected_at) DESC, changed_by IS NULL) AS seedwatch_newest \
+         FROM findings) WHERE seedwatch_newest = 1",
+        columns.join(", ")
+    )
 }
 
 /// Narrow the family tables (`login`, `api`, `sync`, `audit`) of `ctx` to the

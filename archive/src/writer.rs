@@ -284,21 +284,52 @@ pub fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>, ArchiveError> {
     Ok(out)
 }
 
-/// Read the id column of every Parquet file under `dir` into `ids`.
-fn load_ids(dir: &Path, id_column: &str, ids: &mut HashSet<u128>) -> Result<(), ArchiveError> {
+/// The identity of each row of `batch`: a hash of its `key_columns` (see
+/// [`Table::key_columns`]); a key column the batch lacks (a file written before it
+/// existed) counts as null, as a query reads it.
+fn row_keys(batch: &RecordBatch, key_columns: &[&str]) -> Result<Vec<u128>, String> {
+    if let [only] = key_columns {
+        let ids = batch.column_by_name(only).and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| format!("no string column `{only}`"))?;
+        // A null id is never a duplicate (and never kept: see `write`).
+        return Ok(ids.iter().map(|id| id.map_or(0, id_hash)).collect());
+    }
+    let columns: Vec<_> = key_columns.iter().map(|name| batch.column_by_name(name)).collect();
+    let options = seedwatch_schemas::arrow::util::display::FormatOptions::default().with_null("\u{0}");
+    let formatters = columns
+        .iter()
+        .map(|c| c.map(|c| seedwatch_schemas::arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options)).transpose())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let mut key = String::new();
+    Ok((0..batch.num_rows())
+        .map(|row| {
+            key.clear();
+            for f in &formatters {
+                match f {
+                    Some(f) => key.push_str(&f.value(row).to_string()),
+                    None => key.push('\u{0}'),
+                }
+                key.push('\u{1f}');
+            }
+            id_hash(&key)
+        })
+        .collect())
+}
+
+/// Read the key columns of every Parquet file under `dir` into `ids`.
+fn load_ids(dir: &Path, key_columns: &[&str], ids: &mut HashSet<u128>) -> Result<(), ArchiveError> {
     for path in parquet_files(dir)? {
         let perr = |e: parquet::errors::ParquetError| ArchiveError::Parquet { path: path.clone(), message: e.to_string() };
         let file = File::open(&path).map_err(io_err("opening", &path))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
-        let index = builder
-            .schema()
-            .index_of(id_column)
-            .map_err(|e| ArchiveError::Parquet { path: path.clone(), message: e.to_string() })?;
-        let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
+        let indices: Vec<usize> = key_columns.iter().filter_map(|c| builder.schema().index_of(c).ok()).collect();
+        if indices.is_empty() {
+            return Err(ArchiveError::Parquet { path: path.clone(), message: format!("none of the key columns {key_columns:?}") });
+        }
+        let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
         for batch in builder.with_projection(mask).build().map_err(perr)? {
             let batch = batch.map_err(|e| ArchiveError::Parquet { path: path.clone(), message: e.to_string() })?;
-            let col = batch.column(0).as_string::<i32>();
-            ids.extend(col.iter().flatten().map(id_hash));
+            ids.extend(row_keys(&batch, key_columns).map_err(|message| ArchiveError::Parquet { path: path.clone(), message })?);
         }
     }
     Ok(())
@@ -348,7 +379,7 @@ impl ArchiveWriter {
             let mut partition = Partition::default();
             if table != Table::DeadLetter {
                 let dir = self.root.join(table.name()).join(partition_dir(day));
-                load_ids(&dir, table.id_column(), &mut partition.ids)?;
+                load_ids(&dir, table.key_columns(), &mut partition.ids)?;
             }
             self.partitions.insert((table, day), partition);
         }
@@ -413,6 +444,7 @@ impl Sink for ArchiveWriter {
             .column_by_name(table.id_column())
             .and_then(|c| c.as_string_opt::<i32>())
             .ok_or_else(|| schema_err(format!("no string column `{}`", table.id_column())))?;
+        let keys = row_keys(batch, table.key_columns()).map_err(schema_err)?;
 
         let mut days: Vec<i64> = Vec::with_capacity(2);
         for t in times.values().iter() {
@@ -427,7 +459,7 @@ impl Sink for ArchiveWriter {
         }
         if table == Table::DeadLetter && self.dead_letter_ids.is_none() {
             let mut all = HashSet::new();
-            load_ids(&self.root.join(table.name()), table.id_column(), &mut all)?;
+            load_ids(&self.root.join(table.name()), table.key_columns(), &mut all)?;
             self.dead_letter_ids = Some(all);
         }
         let (mut kept, mut duplicates) = (0u64, 0u64);
@@ -439,7 +471,7 @@ impl Sink for ArchiveWriter {
             let keep: BooleanArray = (0..batch.num_rows())
                 .map(|i| {
                     let in_day = times.value(i).div_euclid(DAY_MS) == day;
-                    Some(in_day && !ids.is_null(i) && ids_seen.insert(id_hash(ids.value(i))))
+                    Some(in_day && !ids.is_null(i) && ids_seen.insert(keys[i]))
                 })
                 .collect();
             let in_day = times.values().iter().filter(|t| t.div_euclid(DAY_MS) == day).count() as u64;
@@ -583,14 +615,16 @@ pub fn column_sizes(root: &Path, table: Table) -> Result<(Vec<ColumnSize>, u64),
 mod tests {
     use super::*;
     use seedwatch_schemas::finding::findings_to_batch;
-    use seedwatch_schemas::{Family, Finding, Severity};
+    use seedwatch_schemas::{Family, Finding, Severity, Status};
 
     fn finding(id: &str, day: i64) -> Finding {
         Finding {
             finding_id: id.into(),
+            version: 1,
             rule: "login.failed_burst".into(),
             title: "t".into(),
             severity: Severity::High,
+            status: Status::Open,
             family: Family::Login,
             system: "metrc".into(),
             state: "CA".into(),
@@ -603,7 +637,11 @@ mod tests {
             event_count: 3,
             evidence: vec!["e1".into()],
             detected_at: day * DAY_MS + 3,
+            updated_at: day * DAY_MS + 3,
+            note: None,
+            changed_by: None,
             details: "{}".into(),
+            raised: true,
         }
     }
 
@@ -774,12 +812,35 @@ mod tests {
     }
 
 
+    /// `sql` over the archive at `root`, each row's columns as text (`None`: null).
+    fn query_rows(root: &Path, sql: &str) -> Vec<Vec<Option<String>>> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let batches = runtime
+            .block_on(async {
+                let ctx = crate::open_session(root).await?;
+                crate::query::run_query(&ctx, sql).await
+            })
+            .expect("query");
+        batches
+            .iter()
+            .flat_map(|b| {
+                let text = |c: usize, i: usize| b.column(c).is_valid(i).then(|| seedwatch_schemas::arrow::util::display::array_value_to_string(b.column(c), i).expect("text"));
+                (0..b.num_rows()).map(|i| (0..b.num_columns()).map(|c| text(c, i)).collect::<Vec<_>>()).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn text_row(values: &[&str]) -> Vec<Option<String>> {
+        values.iter().map(|v| (*v != "null").then(|| v.to_string())).collect()
+    }
+
     #[test]
-    fn findings_written_before_the_actor_column_read_as_null() {
+    fn findings_written_before_the_actor_and_version_columns_read_as_null_and_as_version_one() {
         let dir = tempfile::tempdir().expect("tempdir");
-        // A file as seedwatch wrote them before 2026-12-03: every column but `actor`.
+        // A file as seedwatch wrote them before 2026-12-03: no actor, version or status columns.
         let old = findings_to_batch(&[finding("old", 0)]).expect("batch");
-        let keep: Vec<usize> = (0..old.num_columns()).filter(|i| old.schema().field(*i).name() != "actor").collect();
+        let added = ["actor", "version", "status", "updated_at", "note", "changed_by"];
+        let keep: Vec<usize> = (0..old.num_columns()).filter(|i| !added.contains(&old.schema().field(*i).name().as_str())).collect();
         let old = old.project(&keep).expect("project");
         let day_dir = dir.path().join("findings").join(partition_dir(0));
         fs::create_dir_all(&day_dir).expect("dir");
@@ -788,24 +849,42 @@ mod tests {
         writer.close().expect("close");
         let mut new = finding("new", 0);
         new.actor = Some("admin.oak".into());
+        // The writer reads the old file's keys (without the newer key columns) as it opens the day.
         let mut w = ArchiveWriter::open(dir.path(), WriterOptions::default()).expect("open");
         w.write(Table::Findings, &findings_to_batch(&[new]).expect("batch")).expect("write");
         w.commit().expect("commit");
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        let batches = runtime
-            .block_on(async {
-                let ctx = crate::open_session(dir.path()).await?;
-                crate::query::run_query(&ctx, "SELECT finding_id, actor FROM findings ORDER BY finding_id").await
-            })
-            .expect("query");
-        let rows: Vec<(String, Option<String>)> = batches
-            .iter()
-            .flat_map(|b| {
-                let text = |c: usize, i: usize| seedwatch_schemas::arrow::util::display::array_value_to_string(b.column(c), i).expect("text");
-                (0..b.num_rows()).map(|i| (text(0, i), b.column(1).is_valid(i).then(|| text(1, i)))).collect::<Vec<_>>()
-            })
-            .collect();
-        assert_eq!(rows, vec![("new".to_string(), Some("admin.oak".to_string())), ("old".to_string(), None)]);
+        let rows = query_rows(dir.path(), "SELECT finding_id, actor, version, status FROM findings ORDER BY finding_id");
+        assert_eq!(rows, vec![text_row(&["new", "admin.oak", "1", "open"]), text_row(&["old", "null", "null", "null"])]);
+        let rows = query_rows(dir.path(), "SELECT finding_id, version, status FROM findings_latest ORDER BY finding_id");
+        assert_eq!(rows, vec![text_row(&["new", "1", "open"]), text_row(&["old", "1", "open"])]);
     }
 
+    #[test]
+    fn every_version_and_status_change_is_a_row_and_the_latest_view_shows_the_newest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let version = |v: i64, at: i64, status: Status, by: Option<&str>| {
+            let mut f = finding("f", 0);
+            (f.version, f.updated_at, f.status, f.changed_by) = (v, at, status, by.map(str::to_string));
+            f
+        };
+        let mut w = ArchiveWriter::open(dir.path(), WriterOptions::default()).expect("open");
+        let first = w.write(Table::Findings, &findings_to_batch(&[version(1, 10, Status::Open, None), version(2, 20, Status::Open, None)]).expect("batch")).expect("write");
+        assert_eq!((first.kept, first.duplicates), (2, 0));
+        // A replay writes the same versions again: duplicates. A person's acknowledgement of
+        // version 2 is a row of its own.
+        let ack = version(2, 30, Status::Acknowledged, Some("dana"));
+        let second = w.write(Table::Findings, &findings_to_batch(&[version(2, 25, Status::Open, None), ack.clone()]).expect("batch")).expect("write");
+        assert_eq!((second.kept, second.duplicates), (1, 1));
+        w.commit().expect("commit");
+        let latest = "SELECT version, status, changed_by FROM findings_latest";
+        assert_eq!(query_rows(dir.path(), latest), vec![text_row(&["2", "acknowledged", "dana"])]);
+        // After a restart the same acknowledgement is still a duplicate; the detector's next
+        // version (the finding grew) is newer than it.
+        let mut w = ArchiveWriter::open(dir.path(), WriterOptions::default()).expect("open");
+        let third = w.write(Table::Findings, &findings_to_batch(&[ack, version(3, 40, Status::Open, None)]).expect("batch")).expect("write");
+        assert_eq!((third.kept, third.duplicates), (1, 1));
+        w.commit().expect("commit");
+        assert_eq!(query_rows(dir.path(), latest), vec![text_row(&["3", "open", "null"])]);
+        assert_eq!(query_rows(dir.path(), "SELECT count(*) FROM findings"), vec![text_row(&["4"])]);
+    }
 }

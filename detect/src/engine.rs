@@ -9,7 +9,7 @@ use datafusion::arrow::datatypes::{DataType, TimestampMillisecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
 use foldhash::{HashMap, HashMapExt};
 use seedwatch_schemas::finding::MAX_EVIDENCE;
-use seedwatch_schemas::{EventBatch, Finding, Severity};
+use seedwatch_schemas::{EventBatch, Finding, Severity, Status};
 use serde_json::json;
 
 use crate::event_time::{LicenseClock, LicenseId};
@@ -26,10 +26,61 @@ const SWEEP_EVERY_BATCHES: u64 = 64;
 #[derive(Debug, Clone)]
 struct OpenFinding {
     finding: Finding,
+    published: Option<Published>,
     /// Shown in details: distinct values, new values, or a trend's readings.
     distinct_values: Vec<String>,
     /// The threshold that applied when it opened.
     threshold: u32,
+}
+
+/// What was last published of a finding: a new version is due when this changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Published {
+    event_count: i64,
+    severity: Severity,
+    status: Status,
+}
+
+/// An open finding of an hourly or absence rule, and what was last published of it.
+#[derive(Debug, Clone)]
+struct Tracked {
+    finding: Finding,
+    published: Option<Published>,
+}
+
+impl Tracked {
+    fn new(finding: Finding) -> Box<Self> {
+        Box::new(Self { finding, published: None })
+    }
+
+    /// Hand out the finding as its next version when it changed since the last one.
+    fn publish(&mut self, now: i64, out: &mut Vec<Finding>) {
+        if next_version(&mut self.finding, &mut self.published, now) {
+            out.push(self.finding.clone());
+        }
+    }
+}
+
+/// Make `f` its next version when it changed (opened, grew, escalated, changed status)
+/// since it was last published; returns whether it did.
+fn next_version(f: &mut Finding, published: &mut Option<Published>, now: i64) -> bool {
+    let mark = Published { event_count: f.event_count, severity: f.severity, status: f.status };
+    if *published == Some(mark) {
+        return false;
+    }
+    f.raised = published.is_none_or(|p| f.severity > p.severity);
+    f.version += 1;
+    f.updated_at = now;
+    *published = Some(mark);
+    true
+}
+
+/// Whether an open finding is due a version before it closes: its severity rose, or its
+/// event count doubled, since the last one. Doubling, not every event, bounds a burst of
+/// thousands to a dozen versions; and it depends on the events alone, not on how they were
+/// batched, so any number of partitions publishes the same versions.
+fn grown(f: &Finding, published: Option<Published>) -> bool {
+    published.is_none_or(|p| f.severity > p.severity || f.event_count >= 2 * p.event_count)
 }
 
 #[derive(Debug, Default)]
@@ -72,7 +123,7 @@ struct AbsentKey {
     license: Box<str>,
     location: Box<str>,
     subject: Box<str>,
-    open: Option<Box<Finding>>,
+    open: Option<Box<Tracked>>,
 }
 
 /// New-value rules: what each key has been seen with.
@@ -141,7 +192,7 @@ struct HourlyKey {
     /// Past hours; none until the key's first hour is over (most keys of a large fleet
     /// are new or rare, and the detector keeps state for a million of them).
     history: Option<Box<HourHistory>>,
-    open: Option<Box<Finding>>,
+    open: Option<Box<Tracked>>,
 }
 
 /// Keys of one location in one hour: how many moved anything, how many were over their level.
@@ -165,6 +216,28 @@ fn surge_key(location: &str, hour: i64) -> (u64, i64) {
 /// Whether a baseline finding is one of a location-wide surge (see `RuleState::surges`).
 fn in_surge(surges: &HashMap<(u64, i64), Surge>, f: &Finding) -> bool {
     surges.get(&surge_key(&f.location, f.window_start.div_euclid(HOUR_MS))).is_some_and(|s| s.is_location_wide())
+}
+
+/// An hourly finding at the end of its hour: published, unless its location was busy all
+/// over (a surge); one already published (by an idle detector) then resolves.
+fn close_hourly(surges: &HashMap<(u64, i64), Surge>, mut t: Tracked, now: i64, out: &mut Vec<Finding>) {
+    if in_surge(surges, &t.finding) {
+        if t.published.is_none() {
+            return;
+        }
+        t.finding.status = Status::Resolved;
+        t.finding.details = with_detail(&t.finding.details, "location_wide_surge", json!(true));
+    }
+    t.publish(now, out);
+}
+
+/// `details` (a JSON object) with one more field.
+fn with_detail(details: &str, name: &str, value: serde_json::Value) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(details).unwrap_or_else(|_| json!({}));
+    if let Some(map) = v.as_object_mut() {
+        map.insert(name.to_string(), value);
+    }
+    v.to_string()
 }
 
 /// What a baseline key remembers of its past hours.
@@ -354,6 +427,52 @@ impl RuleEngine {
         Ok(state.seen.len() - before)
     }
 
+    /// Continue the archived versions of the findings a replay reopened. `batch` has
+    /// `finding_id`, `version`, `event_count` and `severity` of each finding's newest archived
+    /// version (`findings_latest`). Replay publishes nothing, and a previous run published
+    /// more (its final versions at the end of its input): without this, a finding that grows
+    /// after a restart would come out under a version the archive already holds, and be lost
+    /// as a duplicate. Returns the findings continued.
+    pub fn restore_versions(&mut self, batch: &RecordBatch) -> Result<usize, DetectError> {
+        let err = |message: String| DetectError::Evaluate { rule: "restore".into(), message: format!("restoring finding versions: {message}") };
+        let text = |name: &str| -> Result<ArrayRef, DetectError> {
+            let column = batch.column_by_name(name).ok_or_else(|| err(format!("no column {name}")))?;
+            cast(column, &DataType::Utf8).map_err(|e| err(e.to_string()))
+        };
+        let number = |name: &str| -> Result<ArrayRef, DetectError> {
+            let column = batch.column_by_name(name).ok_or_else(|| err(format!("no column {name}")))?;
+            cast(column, &DataType::Int64).map_err(|e| err(e.to_string()))
+        };
+        let (ids, severities, versions, counts) = (text("finding_id")?, text("severity")?, number("version")?, number("event_count")?);
+        let (ids, severities) = (ids.as_string::<i32>(), severities.as_string::<i32>());
+        let (versions, counts) = (versions.as_primitive::<datafusion::arrow::datatypes::Int64Type>(), counts.as_primitive::<datafusion::arrow::datatypes::Int64Type>());
+        let mut archived: HashMap<&str, (i64, i64, Severity)> = HashMap::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            if ids.is_null(row) || versions.is_null(row) || counts.is_null(row) {
+                continue;
+            }
+            let Ok(severity) = severities.value(row).parse::<Severity>() else { continue };
+            archived.insert(ids.value(row), (versions.value(row), counts.value(row), severity));
+        }
+        let mut continued = 0;
+        let mut restore = |f: &mut Finding, published: &mut Option<Published>| {
+            if let Some(&(version, event_count, severity)) = archived.get(f.finding_id.as_str()) {
+                if version >= f.version {
+                    // The status stays the detector's: a person's acknowledgement is theirs, and
+                    // does not make the detector publish the finding again.
+                    (f.version, *published) = (version, Some(Published { event_count, severity, status: f.status }));
+                    continued += 1;
+                }
+            }
+        };
+        for state in &mut self.rules {
+            state.keys.values_mut().filter_map(|k| k.open.as_deref_mut()).for_each(|o| restore(&mut o.finding, &mut o.published));
+            state.hourly.values_mut().filter_map(|k| k.open.as_deref_mut()).for_each(|t| restore(&mut t.finding, &mut t.published));
+            state.absent.values_mut().filter_map(|k| k.open.as_deref_mut()).for_each(|t| restore(&mut t.finding, &mut t.published));
+        }
+        Ok(continued)
+    }
+
     /// Run one rule over already-archived events, discarding its findings (see [`crate::resume`]).
     pub(crate) fn replay_rule(&mut self, rule_id: &str, batch: &RecordBatch) -> Result<(), DetectError> {
         let now = (self.clock)();
@@ -401,8 +520,8 @@ impl RuleEngine {
             let mut counts = [0u64; 4];
             let mut count = |s: Severity| counts[Severity::ALL.iter().position(|x| *x == s).unwrap_or(0)] += 1;
             state.keys.values().filter_map(|k| k.open.as_ref()).for_each(|o| count(o.finding.severity));
-            state.hourly.values().filter_map(|k| k.open.as_ref()).for_each(|f| count(f.severity));
-            state.absent.values().filter_map(|k| k.open.as_ref()).for_each(|f| count(f.severity));
+            state.hourly.values().filter_map(|k| k.open.as_ref()).for_each(|t| count(t.finding.severity));
+            state.absent.values().filter_map(|k| k.open.as_ref()).for_each(|t| count(t.finding.severity));
             out.extend(Severity::ALL.iter().zip(counts).map(|(s, n)| (state.rule.id.as_str(), *s, n)));
         }
         out
@@ -425,16 +544,23 @@ impl RuleEngine {
         out
     }
 
-    /// Copies of the findings open now, as [`Detector::flush`] would hand them
-    /// out, without closing them. A long-running detector that has caught up
-    /// with its input publishes these instead of waiting for their suppression
-    /// window to end in event time; the same ids come out again when they
-    /// close, and the archive keeps the first.
-    pub fn open_snapshot(&self, out: &mut Vec<Finding>) {
-        for state in &self.rules {
-            let mut open: Vec<Finding> = state.hourly.values().filter_map(|k| k.open.as_deref().cloned()).filter(|f| !in_surge(&state.surges, f)).collect();
-            open.extend(state.absent.values().filter_map(|k| k.open.as_deref().cloned()));
-            open.extend(state.keys.values().filter_map(|k| k.open.as_deref().cloned()).map(|o| render(&state.rule, o)));
+    /// Publish, as new versions, the open findings that changed since their last
+    /// version, without closing them. Findings are published when they open and as they
+    /// escalate or double; a long-running detector that has caught up with its input
+    /// publishes the rest of their growth here (and an hourly rule's finding before its
+    /// hour is over) instead of waiting for event time to move.
+    pub fn publish_open(&mut self, out: &mut Vec<Finding>) {
+        let now = (self.clock)();
+        for state in &mut self.rules {
+            let mut open = Vec::new();
+            let surges = &state.surges;
+            state.hourly.values_mut().filter_map(|k| k.open.as_deref_mut()).filter(|t| !in_surge(surges, &t.finding)).for_each(|t| t.publish(now, &mut open));
+            state.absent.values_mut().filter_map(|k| k.open.as_deref_mut()).for_each(|t| t.publish(now, &mut open));
+            for o in state.keys.values_mut().filter_map(|k| k.open.as_deref_mut()) {
+                if next_version(&mut o.finding, &mut o.published, now) {
+                    open.push(render(&state.rule, o));
+                }
+            }
             sort_findings(&mut open);
             out.extend(open);
         }
@@ -493,24 +619,30 @@ impl Detector for RuleEngine {
         Ok(stats)
     }
 
-    fn advance(&mut self, watermark: i64) -> u64 {
+    fn advance(&mut self, watermark: i64, out: &mut Vec<Finding>) -> u64 {
         self.licenses.commit();
         self.watermark = self.watermark.max(watermark);
         let now = (self.clock)();
         let mut opened = 0;
         for state in self.rules.iter_mut().filter(|r| r.rule.absence.is_some()) {
-            opened += state.check_absence(self.watermark, &self.reference, now);
+            opened += state.check_absence(self.watermark, &self.reference, &self.licenses, now, out);
         }
         opened
     }
 
     fn flush(&mut self, out: &mut Vec<Finding>) {
+        let now = (self.clock)();
         for state in &mut self.rules {
             // Each rule type keeps its open findings in its own map; at most one is non-empty.
+            let mut open = Vec::new();
             let surges = &state.surges;
-            let mut open: Vec<Finding> = state.hourly.values_mut().filter_map(|k| k.open.take()).map(|f| *f).filter(|f| !in_surge(surges, f)).collect();
-            open.extend(state.absent.values_mut().filter_map(|k| k.open.take()).map(|f| *f));
-            open.extend(state.keys.values_mut().filter_map(|k| k.open.take()).map(|o| render(&state.rule, *o)));
+            state.hourly.values_mut().filter_map(|k| k.open.take()).for_each(|t| close_hourly(surges, *t, now, &mut open));
+            state.absent.values_mut().filter_map(|k| k.open.take()).for_each(|mut t| t.publish(now, &mut open));
+            for mut o in state.keys.values_mut().filter_map(|k| k.open.take()) {
+                if next_version(&mut o.finding, &mut o.published, now) {
+                    open.push(render(&state.rule, &o));
+                }
+            }
             sort_findings(&mut open);
             out.extend(open);
             state.expiries.clear();
@@ -551,7 +683,7 @@ fn string_col<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray,
 
 impl RuleState {
     fn process(&mut self, batch: &RecordBatch, reference: &Reference, licenses: &LicenseClock, now: i64, out: &mut Vec<Finding>) -> Result<(u64, u64), DetectError> {
-        self.expire(licenses, out);
+        self.expire(licenses, now, out);
         let rule = &self.rule;
         let mask = rule
             .filter
@@ -562,13 +694,13 @@ impl RuleState {
         let clear = self.rule.absence.as_ref().and_then(|a| a.clear.clone());
         let result = if mask.true_count() == 0 { Ok((0, 0)) } else { self.process_matched(batch, mask, reference, licenses, now, out) };
         if let Some(clear) = clear {
-            self.clear_keys(&clear, batch, out).map_err(|e| eval_error(&self.rule, e))?;
+            self.clear_keys(&clear, batch, now, out).map_err(|e| eval_error(&self.rule, e))?;
         }
         result
     }
 
     /// Absence rules: events passing `clear` stop tracking their key; an open finding closes.
-    fn clear_keys(&mut self, clear: &Arc<dyn datafusion::physical_expr::PhysicalExpr>, batch: &RecordBatch, out: &mut Vec<Finding>) -> Result<(), String> {
+    fn clear_keys(&mut self, clear: &Arc<dyn datafusion::physical_expr::PhysicalExpr>, batch: &RecordBatch, now: i64, out: &mut Vec<Finding>) -> Result<(), String> {
         let mask = clear.evaluate(batch).and_then(|v| v.into_array(batch.num_rows())).map_err(|e| e.to_string())?;
         let mask = mask.as_boolean_opt().ok_or("clear did not return booleans")?;
         if mask.true_count() == 0 {
@@ -581,9 +713,10 @@ impl RuleState {
             .map_err(|e| e.to_string())?;
         for i in 0..cleared.num_rows() {
             if let Some(mut k) = self.absent.remove(keys.row(i).as_ref()) {
-                if let Some(mut f) = k.open.take() {
-                    f.details = absence_details(&f, f.window_end, true);
-                    out.push(*f);
+                if let Some(mut t) = k.open.take() {
+                    t.finding.details = absence_details(&t.finding, t.finding.window_end, true);
+                    t.finding.status = Status::Resolved;
+                    t.publish(now, out);
                 }
             }
         }
@@ -699,10 +832,8 @@ impl RuleState {
         }
         if hour > k.hour {
             k.close_hour(b);
-            if let Some(f) = k.open.take() {
-                if !in_surge(&self.surges, &f) {
-                    out.push(*f);
-                }
+            if let Some(t) = k.open.take() {
+                close_hourly(&self.surges, *t, now, out);
             }
             let (slot, day) = local_hour(hour);
             k.start_hour(b, hour, slot, day);
@@ -734,7 +865,8 @@ impl RuleState {
         .to_string();
         let event_id = cols.event_id.value(row);
         match &mut k.open {
-            Some(f) => {
+            Some(open) => {
+                let f = &mut open.finding;
                 f.window_end = t;
                 f.event_count = k.events;
                 if f.evidence.len() < MAX_EVIDENCE {
@@ -743,10 +875,12 @@ impl RuleState {
                 f.details = details;
             }
             None => {
+                // Published when the hour is over (`close_hourly`): by then the location's
+                // other keys have shown whether the hour was busy for all of them.
                 let place = Place::of_row(cols, row);
                 let mut f = new_finding(&self.rule, key, self.rule.severity, &place, (hour * HOUR_MS, t), k.events, vec![event_id.to_string()], now);
                 f.details = details;
-                k.open = Some(Box::new(f));
+                k.open = Some(Tracked::new(f));
                 self.surges.entry(surge_key(location, hour)).or_default().over += 1;
             }
         }
@@ -764,9 +898,10 @@ impl RuleState {
             }
             let gap = absence_severity(&self.rule, &k.state, t - k.last_ok, reference);
             if let (None, Some(severity)) = (&k.open, gap) {
-                k.open = Some(Box::new(absence_finding(&self.rule, key, k, severity, t, now)));
+                k.open = Some(Tracked::new(absence_finding(&self.rule, key, k, severity, t, now)));
             }
-            if let Some(mut f) = k.open.take() {
+            if let Some(mut open) = k.open.take() {
+                let f = &mut open.finding;
                 // The silence as the key's own events show it. None: the key was judged silent
                 // against other licenses' newer time while its own events were still on their
                 // way (a delayed collector's backlog); they show no gap, so there was no outage.
@@ -776,10 +911,17 @@ impl RuleState {
                     if f.evidence.len() < MAX_EVIDENCE {
                         f.evidence.push(event_id.to_string());
                     }
-                    f.details = absence_details(&f, t, true);
-                    out.push(*f);
+                    f.details = absence_details(f, t, true);
+                    f.status = Status::Resolved;
+                    open.publish(now, out);
                 } else {
                     self.retracted += 1;
+                    if open.published.is_some() {
+                        // Already shown: withdrawn in a version of its own.
+                        f.details = with_detail(&f.details, "withdrawn", json!("the key's own delayed events show no gap"));
+                        f.status = Status::Resolved;
+                        open.publish(now, out);
+                    }
                 }
             }
             k.last_ok = t;
@@ -802,20 +944,30 @@ impl RuleState {
         );
     }
 
-    /// Absence rules: open or escalate findings for keys silent past their limit.
-    fn check_absence(&mut self, watermark: i64, reference: &Reference, now: i64) -> u64 {
+    /// Absence rules: open or escalate findings for keys silent past their limit. A
+    /// finding is published (opened, escalated up the ladder) once its license's own time
+    /// shows the silence too: judged against other licenses alone, a delayed collector's
+    /// location would look silent, and its events would withdraw the alert.
+    fn check_absence(&mut self, watermark: i64, reference: &Reference, licenses: &LicenseClock, now: i64, out: &mut Vec<Finding>) -> u64 {
         let mut opened = 0;
         for (key, k) in &mut self.absent {
             let Some(severity) = absence_severity(&self.rule, &k.state, watermark.saturating_sub(k.last_ok), reference) else { continue };
             match &mut k.open {
-                Some(f) => {
+                Some(t) => {
+                    let f = &mut t.finding;
                     f.severity = f.severity.max(severity);
                     f.window_end = watermark;
                     f.details = absence_details(f, watermark, false);
                 }
                 None => {
-                    k.open = Some(Box::new(absence_finding(&self.rule, key, k, severity, watermark, now)));
+                    k.open = Some(Tracked::new(absence_finding(&self.rule, key, k, severity, watermark, now)));
                     opened += 1;
+                }
+            }
+            let own_time = licenses.get(&k.license).map_or(i64::MIN, |id| licenses.watermark(id));
+            if let Some(t) = k.open.as_deref_mut() {
+                if absence_severity(&self.rule, &k.state, own_time.saturating_sub(k.last_ok), reference).is_some() {
+                    t.publish(now, out);
                 }
             }
         }
@@ -918,11 +1070,16 @@ impl RuleState {
                         open.distinct_values.push(v.to_string());
                     }
                 }
+                if grown(&open.finding, open.published) && next_version(&mut open.finding, &mut open.published, now) {
+                    out.push(render(rule, open));
+                }
                 return false;
             }
         }
-        if let Some(previous) = state.open.take() {
-            out.push(render(rule, *previous));
+        if let Some(mut previous) = state.open.take() {
+            if next_version(&mut previous.finding, &mut previous.published, now) {
+                out.push(render(rule, &previous));
+            }
         }
 
         let (evidence, count, distinct_values): (Vec<String>, usize, Vec<String>) = match &state.window {
@@ -949,14 +1106,20 @@ impl RuleState {
         };
         let finding = new_finding(rule, key, severity, &Place::of_row(cols, row), (first_time, t), count as i64, evidence, now);
         let expiry = first_time.saturating_add(rule.suppress_ms);
-        state.open = Some(Box::new(OpenFinding { finding, distinct_values, threshold: threshold_n }));
+        let mut open = Box::new(OpenFinding { finding, published: None, distinct_values, threshold: threshold_n });
+        // Published as it opens: a critical match is archived, published and counted in the
+        // batch that raised it, not when its suppression window ends.
+        if next_version(&mut open.finding, &mut open.published, now) {
+            out.push(render(rule, &open));
+        }
+        state.open = Some(open);
         self.sequence += 1;
         self.expiries.insert((expiry, self.sequence), Box::from(key));
         true
     }
 
     /// Close open findings whose suppression window ended before their license's watermark.
-    fn expire(&mut self, licenses: &LicenseClock, out: &mut Vec<Finding>) {
+    fn expire(&mut self, licenses: &LicenseClock, now: i64, out: &mut Vec<Finding>) {
         let newest = licenses.max_watermark();
         // Due by the newest license's time but not yet by their own: a lagging location's
         // findings stay open until its own events pass them.
@@ -972,8 +1135,10 @@ impl RuleState {
             }
             if licenses.watermark(state.license) < expiry {
                 waiting.push(((expiry, sequence), key));
-            } else if let Some(open) = state.open.take() {
-                out.push(render(&self.rule, *open));
+            } else if let Some(mut open) = state.open.take() {
+                if next_version(&mut open.finding, &mut open.published, now) {
+                    out.push(render(&self.rule, &open));
+                }
             }
         }
         self.expiries.extend(waiting);
@@ -1025,9 +1190,12 @@ fn new_finding(rule: &CompiledRule, key: &[u8], severity: Severity, place: &Plac
     let [system, state, license, location, subject, actor] = place.0.map(str::to_string);
     Finding {
         finding_id: format!("{:016x}", hasher.digest()),
+        // Set by `next_version` as it is published.
+        version: 0,
         rule: rule.id.clone(),
         title: rule.title.clone(),
         severity,
+        status: Status::Open,
         family: rule.family,
         system,
         state,
@@ -1040,7 +1208,11 @@ fn new_finding(rule: &CompiledRule, key: &[u8], severity: Severity, place: &Plac
         event_count,
         evidence,
         detected_at: now,
+        updated_at: now,
+        note: None,
+        changed_by: None,
         details: String::new(),
+        raised: false,
     }
 }
 
@@ -1126,9 +1298,9 @@ fn condition_mask(condition: RowCondition, batch: &RecordBatch, reference: &Refe
     })
 }
 
-/// Fill in `details` and hand the finding out.
-fn render(rule: &CompiledRule, open: OpenFinding) -> Finding {
-    let mut f = open.finding;
+/// A copy of the finding with its `details` filled in.
+fn render(rule: &CompiledRule, open: &OpenFinding) -> Finding {
+    let mut f = open.finding.clone();
     let mut details = json!({ "filter": rule.filter_sql });
     if rule.rule_type == RuleType::Threshold {
         details["threshold"] = json!(open.threshold);
@@ -1158,9 +1330,9 @@ fn render(rule: &CompiledRule, open: OpenFinding) -> Finding {
     f
 }
 
-/// Sort findings into a stable order (by window start, rule, id): for output and goldens.
+/// Sort findings into a stable order (by window start, rule, id, version): for output and goldens.
 pub fn sort_findings(findings: &mut [Finding]) {
-    findings.sort_by(|a, b| (a.window_start, &a.rule, &a.finding_id).cmp(&(b.window_start, &b.rule, &b.finding_id)));
+    findings.sort_by(|a, b| (a.window_start, &a.rule, &a.finding_id, a.version).cmp(&(b.window_start, &b.rule, &b.finding_id, b.version)));
 }
 
 #[cfg(test)]

@@ -50,16 +50,18 @@ pub enum DetectError {
 /// Turns batches of events into findings.
 ///
 /// `process` may keep state between batches (windows, open findings); `flush`
-/// closes what is still open at the end of input or at shutdown.
+/// closes what is still open at the end of input or at shutdown. Findings come out
+/// as versions (see [`Finding::version`]): when they open, as they change, and when
+/// they close.
 pub trait Detector: Send + std::fmt::Debug {
     /// Evaluate one batch; push findings that are complete onto `out`.
     fn process(&mut self, batch: &EventBatch, out: &mut Vec<Finding>) -> Result<DetectStats, DetectError>;
 
     /// Event time has reached `watermark` across every family (called after
-    /// all batches of a chunk): rules that fire on silence judge it now.
-    /// Returns findings opened.
-    fn advance(&mut self, watermark: i64) -> u64 {
-        let _ = watermark;
+    /// all batches of a chunk): rules that fire on silence judge it now, and push
+    /// what they open or escalate onto `out`. Returns findings opened.
+    fn advance(&mut self, watermark: i64, out: &mut Vec<Finding>) -> u64 {
+        let _ = (watermark, out);
         0
     }
 

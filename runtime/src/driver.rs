@@ -74,9 +74,10 @@ pub struct DriverReport {
     pub duplicates: BTreeMap<&'static str, u64>,
     /// New events the sink took.
     pub events: u64,
-    /// Every new finding, sorted (when `keep_findings`).
+    /// Every new finding version, sorted (when `keep_findings`); see
+    /// [`seedwatch_schemas::finding::latest_versions`] for one row per finding.
     pub findings: Vec<Finding>,
-    /// New findings (kept or not).
+    /// New finding versions (kept or not).
     pub new_findings: u64,
     /// What the sink wrote.
     pub commit: CommitStats,
@@ -92,7 +93,7 @@ pub struct DriverReport {
     pub forced_releases: u64,
     /// Assignments taken (Kafka rebalances).
     pub rebalances: u64,
-    /// Findings the rules emitted, by rule, including those the sink already held.
+    /// Findings the rules opened, by rule, including those the sink already held.
     pub emitted_per_rule: BTreeMap<String, u64>,
 }
 
@@ -487,7 +488,7 @@ impl<S: Sink> Driver<S> {
         if findings.is_empty() {
             return Ok(());
         }
-        for f in &findings {
+        for f in findings.iter().filter(|f| f.version == 1) {
             *self.report.emitted_per_rule.entry(f.rule.clone()).or_default() += 1;
         }
         let batch = findings_to_batch(&findings)?;

@@ -88,7 +88,7 @@ static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| {
         redacted: counter("redacted_lines_total", "Lines in which a raw credential was replaced by a fingerprint.", &["source"])?,
         rows_matched: counter("detect_rows_matched_total", "Rows that passed a rule filter, by family.", &["family"])?,
         late_events: counter("late_events_total", "Events beyond the allowed lateness (archived, not evaluated), by family.", &["family"])?,
-        findings: counter("findings_total", "Findings emitted, by rule, severity, state and license.", &["rule", "severity", "state", "license"])?,
+        findings: counter("findings_total", "Findings opened or raised to a severity (escalations count again at their new severity), by rule, severity, state and license.", &["rule", "severity", "state", "license"])?,
         archive_rows: counter("archive_rows_total", "Rows written to the archive, by table.", &["table"])?,
         archive_files: counter("archive_files_total", "Parquet files written.", &[])?,
         archive_bytes: counter("archive_bytes_total", "Parquet bytes written.", &[])?,
@@ -184,12 +184,13 @@ pub struct FindingsEmitted<'a> {
 }
 
 impl FindingsEmitted<'_> {
-    /// Log each (findings are few) and count.
+    /// Log each version (findings are few); count the versions that opened a finding or
+    /// raised its severity, so an escalation to critical is a new critical finding to alerting.
     pub fn emit(&self) {
         let m = METRICS.as_ref();
         for f in self.findings {
-            tracing::info!(rule = %f.rule, severity = %f.severity, state = %f.state, license = %f.license, subject = %f.subject, events = f.event_count, "finding");
-            if let Some(m) = m {
+            tracing::info!(rule = %f.rule, severity = %f.severity, status = %f.status, version = f.version, state = %f.state, license = %f.license, subject = %f.subject, events = f.event_count, "finding");
+            if let (Some(m), true) = (m, f.raised) {
                 m.findings.with_label_values(&[&f.rule, f.severity.as_str(), &f.state, &f.license]).inc();
             }
         }

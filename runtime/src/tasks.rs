@@ -28,7 +28,7 @@ pub enum Work {
     },
     /// Report the open findings.
     Report,
-    /// Publish the findings held open as they stand (see `RuleEngine::open_snapshot`).
+    /// Publish what changed in the findings held open (see `RuleEngine::publish_open`).
     Snapshot,
     /// Close every open finding (the input ended).
     Flush,
@@ -159,7 +159,7 @@ fn run_task(partition: u32, mut engine: RuleEngine, work: Receiver<Work>, done: 
                     }
                 }
                 if let Some(watermark) = advance {
-                    engine.advance(watermark);
+                    engine.advance(watermark, &mut out.findings);
                 }
                 result
             }
@@ -168,7 +168,7 @@ fn run_task(partition: u32, mut engine: RuleEngine, work: Receiver<Work>, done: 
                 Ok(())
             }
             Work::Snapshot => {
-                engine.open_snapshot(&mut out.findings);
+                engine.publish_open(&mut out.findings);
                 out.open = open_of(&engine);
                 Ok(())
             }

@@ -56,21 +56,72 @@ impl FromStr for Severity {
     }
 }
 
+/// Where a finding stands. The detector opens findings and resolves the ones that end by
+/// themselves (a sync that recovers); people acknowledge, resolve or dismiss them
+/// (`seedwatch findings ack|resolve|false-positive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Raised and not yet looked at, or grown since.
+    Open,
+    /// Someone is on it.
+    Acknowledged,
+    /// Dealt with, or ended by itself.
+    Resolved,
+    /// Not an incident.
+    FalsePositive,
+}
+
+impl Status {
+    /// All statuses.
+    pub const ALL: [Status; 4] = [Status::Open, Status::Acknowledged, Status::Resolved, Status::FalsePositive];
+
+    /// Name, as stored.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::Acknowledged => "acknowledged",
+            Status::Resolved => "resolved",
+            Status::FalsePositive => "false_positive",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| UnknownName(s.to_string()))
+    }
+}
+
 /// Most event ids a finding keeps as evidence.
 pub const MAX_EVIDENCE: usize = 20;
 
-/// One finding. Repeats of a rule on the same subject inside the rule's
-/// suppression window update the same finding (count, window end, evidence).
+/// One version of a finding. Repeats of a rule on the same subject inside the rule's
+/// suppression window update the same finding (count, window end, evidence); each
+/// published change is a new version with the same `finding_id`, and the archive
+/// keeps them all (the history is the audit trail).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Finding {
     /// Stable id: a hash of rule, group key and first window start.
     pub finding_id: String,
+    /// 1 when the finding opens, one more for each change the detector publishes. A
+    /// person's status change keeps the version it was made on.
+    pub version: i64,
     /// Rule id, e.g. `login.failed_burst`.
     pub rule: String,
     /// Human title of the rule.
     pub title: String,
     /// Severity.
     pub severity: Severity,
+    /// Where the finding stands.
+    pub status: Status,
     /// Family of the events the rule reads.
     pub family: Family,
     /// Tracking system of the events.
@@ -95,10 +146,20 @@ pub struct Finding {
     pub event_count: i64,
     /// Up to [`MAX_EVIDENCE`] event ids.
     pub evidence: Vec<String>,
-    /// Wall-clock time of detection (UTC ms).
+    /// Wall-clock time the finding was first detected (UTC ms).
     pub detected_at: i64,
+    /// Wall-clock time of this version (UTC ms).
+    pub updated_at: i64,
+    /// A person's note on a status change.
+    pub note: Option<String>,
+    /// Who changed the status (a person's name); none for the detector's versions.
+    pub changed_by: Option<String>,
     /// Rule-specific details as a JSON object.
     pub details: String,
+    /// This version opened the finding or raised its severity: what alerting counts
+    /// (`seedwatch_findings_total`). Not stored.
+    #[serde(skip)]
+    pub raised: bool,
 }
 
 impl serde::Serialize for Family {
@@ -107,17 +168,40 @@ impl serde::Serialize for Family {
     }
 }
 
+/// The newest version of each finding (the highest `version`, the later of equal ones),
+/// in the order of their first versions.
+pub fn latest_versions(findings: &[Finding]) -> Vec<Finding> {
+    let mut at: std::collections::HashMap<&str, usize> = std::collections::HashMap::with_capacity(findings.len());
+    let mut latest: Vec<&Finding> = Vec::with_capacity(findings.len());
+    for f in findings {
+        match at.get(f.finding_id.as_str()) {
+            Some(&i) if latest[i].version > f.version => {}
+            Some(&i) => latest[i] = f,
+            None => {
+                at.insert(&f.finding_id, latest.len());
+                latest.push(f);
+            }
+        }
+    }
+    latest.into_iter().cloned().collect()
+}
+
 /// Schema of the `findings` table.
 pub fn findings_schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
     SCHEMA
         .get_or_init(|| {
             let s = |n: &str| Field::new(n, DataType::Utf8, false);
+            // Columns added after the first release are nullable: files written before them
+            // read as null (version 1, status open; see the `findings_latest` view).
+            let added = |n: &str, t: DataType| Field::new(n, t, true);
             Arc::new(Schema::new(vec![
                 s("finding_id"),
+                added("version", DataType::Int64),
                 s("rule"),
                 s("title"),
                 s("severity"),
+                added("status", DataType::Utf8),
                 s("family"),
                 s("system"),
                 s("state"),
@@ -125,7 +209,7 @@ pub fn findings_schema() -> SchemaRef {
                 s("location"),
                 s("subject"),
                 // Added 2026-12-03; files written before it read as null.
-                Field::new("actor", DataType::Utf8, true),
+                added("actor", DataType::Utf8),
                 Field::new("window_start", timestamp_type(), false),
                 Field::new("window_end", timestamp_type(), false),
                 Field::new("event_count", DataType::Int64, false),
@@ -135,6 +219,9 @@ pub fn findings_schema() -> SchemaRef {
                     false,
                 ),
                 Field::new("detected_at", timestamp_type(), false),
+                added("updated_at", timestamp_type()),
+                added("note", DataType::Utf8),
+                added("changed_by", DataType::Utf8),
                 s("details"),
             ]))
         })
@@ -144,49 +231,58 @@ pub fn findings_schema() -> SchemaRef {
 /// Build a `findings` record batch.
 pub fn findings_to_batch(findings: &[Finding]) -> Result<RecordBatch, ArrowError> {
     let n = findings.len();
-    let mut strings: Vec<StringBuilder> = (0..10).map(|_| StringBuilder::with_capacity(n, n * 16)).collect();
-    let mut start = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut end = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut detected = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut count = Int64Builder::with_capacity(n);
+    let strings = |value: &dyn Fn(&Finding) -> &str| -> ArrayRef {
+        let mut b = StringBuilder::with_capacity(n, n * 16);
+        findings.iter().for_each(|f| b.append_value(value(f)));
+        Arc::new(b.finish())
+    };
+    let optional = |value: &dyn Fn(&Finding) -> Option<&str>| -> ArrayRef {
+        let mut b = StringBuilder::with_capacity(n, n * 8);
+        findings.iter().for_each(|f| b.append_option(value(f)));
+        Arc::new(b.finish())
+    };
+    let times = |value: &dyn Fn(&Finding) -> i64| -> ArrayRef {
+        let mut b = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+        findings.iter().for_each(|f| b.append_value(value(f)));
+        Arc::new(b.finish())
+    };
+    let integers = |value: &dyn Fn(&Finding) -> i64| -> ArrayRef {
+        let mut b = Int64Builder::with_capacity(n);
+        findings.iter().for_each(|f| b.append_value(value(f)));
+        Arc::new(b.finish())
+    };
     let mut evidence = ListBuilder::new(StringBuilder::new());
-    let mut details = StringBuilder::with_capacity(n, n * 64);
-    let mut actor = StringBuilder::with_capacity(n, n * 16);
     for f in findings {
-        let values = [
-            f.finding_id.as_str(),
-            &f.rule,
-            &f.title,
-            f.severity.as_str(),
-            f.family.as_str(),
-            &f.system,
-            &f.state,
-            &f.license,
-            &f.location,
-            &f.subject,
-        ];
-        for (b, v) in strings.iter_mut().zip(values) {
-            b.append_value(v);
-        }
-        actor.append_option(f.actor.as_deref());
-        start.append_value(f.window_start);
-        end.append_value(f.window_end);
-        count.append_value(f.event_count);
         for id in &f.evidence {
             evidence.values().append_value(id);
         }
         evidence.append(true);
-        detected.append_value(f.detected_at);
-        details.append_value(&f.details);
     }
-    let mut columns: Vec<ArrayRef> = strings.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef).collect();
-    columns.push(Arc::new(actor.finish()));
-    columns.push(Arc::new(start.finish()));
-    columns.push(Arc::new(end.finish()));
-    columns.push(Arc::new(count.finish()));
-    columns.push(Arc::new(evidence.finish()));
-    columns.push(Arc::new(detected.finish()));
-    columns.push(Arc::new(details.finish()));
+    // In the order of `findings_schema`.
+    let columns: Vec<ArrayRef> = vec![
+        strings(&|f| &f.finding_id),
+        integers(&|f| f.version),
+        strings(&|f| &f.rule),
+        strings(&|f| &f.title),
+        strings(&|f| f.severity.as_str()),
+        strings(&|f| f.status.as_str()),
+        strings(&|f| f.family.as_str()),
+        strings(&|f| &f.system),
+        strings(&|f| &f.state),
+        strings(&|f| &f.license),
+        strings(&|f| &f.location),
+        strings(&|f| &f.subject),
+        optional(&|f| f.actor.as_deref()),
+        times(&|f| f.window_start),
+        times(&|f| f.window_end),
+        integers(&|f| f.event_count),
+        Arc::new(evidence.finish()),
+        times(&|f| f.detected_at),
+        times(&|f| f.updated_at),
+        optional(&|f| f.note.as_deref()),
+        optional(&|f| f.changed_by.as_deref()),
+        strings(&|f| &f.details),
+    ];
     RecordBatch::try_new(findings_schema(), columns)
 }
 
@@ -198,9 +294,11 @@ mod tests {
     fn findings_round_trip_into_a_batch() {
         let f = Finding {
             finding_id: "f1".into(),
+            version: 1,
             rule: "login.failed_burst".into(),
             title: "t".into(),
             severity: Severity::High,
+            status: Status::Open,
             family: Family::Login,
             system: "metrc".into(),
             state: "CA".into(),
@@ -213,11 +311,15 @@ mod tests {
             event_count: 3,
             evidence: vec!["a".into(), "b".into()],
             detected_at: 4,
+            updated_at: 5,
+            note: None,
+            changed_by: None,
             details: "{}".into(),
+            raised: true,
         };
         let batch = findings_to_batch(&[f.clone(), f]).map_err(|e| e.to_string());
         let batch = batch.as_ref().map(|b| (b.num_rows(), b.num_columns()));
-        assert_eq!(batch, Ok((2, 17)));
+        assert_eq!(batch, Ok((2, 22)));
         assert_eq!("critical".parse::<Severity>().ok(), Some(Severity::Critical));
         assert!("urgent".parse::<Severity>().is_err());
     }

@@ -23,7 +23,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use datafusion::arrow;
-pub use finding::{Finding, Severity};
+pub use finding::{Finding, Severity, Status};
 
 use arrow::record_batch::RecordBatch;
 
@@ -118,6 +118,17 @@ impl Table {
             Table::Events(_) => "event_id",
             Table::Findings => "finding_id",
             Table::DeadLetter => "dead_letter_id",
+        }
+    }
+
+    /// The columns that together identify a row, so that writing it again (a replay, a
+    /// re-run) is a duplicate: the id alone, except for findings, where each version and
+    /// each person's status change is a row of its own.
+    pub const fn key_columns(self) -> &'static [&'static str] {
+        match self {
+            Table::Events(_) => &["event_id"],
+            Table::Findings => &["finding_id", "version", "status", "changed_by", "note"],
+            Table::DeadLetter => &["dead_letter_id"],
         }
     }
 
