@@ -534,6 +534,7 @@ mod tests {
     use super::*;
     use seedwatch_schemas::arrow::array::{StringArray, TimestampMillisecondArray};
     use seedwatch_schemas::partition::partition_for;
+    use seedwatch_schemas::Severity;
     use std::sync::Arc;
 
     fn series(name: &str) -> Vec<String> {
@@ -543,6 +544,51 @@ mod tests {
             .filter(|f| f.name() == name)
             .flat_map(|f| f.get_metric().iter().map(|m| m.get_label().iter().map(|l| l.value().to_string()).collect::<Vec<_>>().join(",")).collect::<Vec<_>>())
             .collect()
+    }
+
+    #[test]
+    fn findings_total_counts_a_finding_once_per_severity_it_reaches() {
+        let license = "LIFECYCLE-TEST-1";
+        let version = |v: i64, severity: Severity, raised: bool| Finding {
+            finding_id: "f1".into(),
+            version: v,
+            rule: "sync.lag".into(),
+            title: "t".into(),
+            severity,
+            status: seedwatch_schemas::Status::Open,
+            family: Family::Sync,
+            system: "metrc".into(),
+            state: "CA".into(),
+            license: license.into(),
+            location: "oakland".into(),
+            subject: "flowhub".into(),
+            actor: None,
+            window_start: 0,
+            window_end: 1,
+            event_count: 1,
+            evidence: vec![],
+            detected_at: 0,
+            updated_at: 0,
+            note: None,
+            changed_by: None,
+            details: "{}".into(),
+            raised,
+        };
+        // Opened medium, grew, then escalated to critical: the escalation is a critical finding
+        // to `increase(seedwatch_findings_total{severity="critical"}[15m]) > 0`.
+        let versions = [version(1, Severity::Medium, true), version(2, Severity::Medium, false), version(3, Severity::Critical, true)];
+        FindingsEmitted { findings: &versions }.emit();
+        let count = |severity: &str| -> f64 {
+            REGISTRY
+                .gather()
+                .iter()
+                .filter(|f| f.name() == "seedwatch_findings_total")
+                .flat_map(|f| f.get_metric().iter())
+                .filter(|m| m.get_label().iter().any(|l| l.value() == license) && m.get_label().iter().any(|l| l.name() == "severity" && l.value() == severity))
+                .map(|m| m.get_counter().get_value())
+                .sum()
+        };
+        assert_eq!((count("medium"), count("critical")), (1.0, 1.0));
     }
 
     #[test]
