@@ -42,6 +42,16 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
 fi
 promtool --version 2>&1 | head -1 | sed 's/^/test.sh: /'
 
+# Debian's Alertmanager: tests/alertmanager.rs posts findings to a real one and reads them back.
+if ! command -v prometheus-alertmanager >/dev/null 2>&1; then
+  echo "test.sh: installing Debian's prometheus-alertmanager package"
+  sudo_cmd=""
+  if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null
+fi
+prometheus-alertmanager --version 2>&1 | head -1 | sed 's/^/test.sh: /'
+
 echo "test.sh: building and running the tests (release profile, target dir $CARGO_TARGET_DIR)"
 cargo test --release --locked --workspace --no-fail-fast "$@"
 

@@ -72,6 +72,8 @@ pub struct DetectOptions {
     pub partitions: i32,
     /// Print a status line to stderr every few seconds.
     pub progress: bool,
+    /// Where finding versions are posted as alerts, if anywhere.
+    pub alertmanager: Option<crate::alertmanager::Alertmanager>,
 }
 
 /// What a detector did until it was stopped.
@@ -132,10 +134,14 @@ pub fn detect(opts: &DetectOptions, stop: Arc<AtomicBool>) -> Result<DetectRepor
         PartitionsAssigned { owned: &owned, partition_count: count as i32 }.emit();
         Ok(engines)
     };
+    let mut alertmanager = opts.alertmanager.clone();
     let publish = move |findings: &[Finding]| -> Result<(), BoxError> {
         let payloads: Vec<(&str, String)> = findings.iter().map(|f| Ok((f.license.as_str(), serde_json::to_string(f)?))).collect::<Result<_, serde_json::Error>>()?;
         let messages = payloads.iter().map(|(key, payload)| Message { topic: Topic::Findings, key: key.as_bytes(), payload: payload.as_bytes() });
         runtime.block_on(producer.send_all(messages))?;
+        if let Some(alertmanager) = &mut alertmanager {
+            alertmanager.post_or_count(findings);
+        }
         Ok(())
     };
 

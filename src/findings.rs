@@ -27,7 +27,7 @@ pub struct StatusChange {
 }
 
 /// What was appended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Changed {
     /// The version the change was made on.
     pub version: i64,
@@ -37,6 +37,8 @@ pub struct Changed {
     pub rule: String,
     /// False when the same change was already recorded (nothing written).
     pub written: bool,
+    /// The row appended, as a finding version (for Alertmanager).
+    pub row: Option<seedwatch_schemas::Finding>,
 }
 
 /// Append `change` to the archive at `root` as a row of the finding's newest version.
@@ -86,5 +88,6 @@ pub async fn change_status(root: &Path, change: &StatusChange, now_ms: i64) -> R
     let mut writer = ArchiveWriter::open(root, WriterOptions::default())?;
     let written = writer.write(Table::Findings, &row)?;
     writer.commit()?;
-    Ok(Changed { version, was, rule: text("rule"), written: written.kept > 0 })
+    let row_finding = seedwatch_schemas::finding::findings_from_batch(&row).context("reading the status row back")?.into_iter().next();
+    Ok(Changed { version, was, rule: text("rule"), written: written.kept > 0, row: row_finding })
 }

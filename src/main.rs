@@ -126,6 +126,8 @@ struct StatusArgs {
     /// Who [default: $USER].
     #[arg(long)]
     by: Option<String>,
+    #[command(flatten)]
+    alerts: AlertmanagerArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,9 +241,32 @@ struct DetectArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<String>,
+    #[command(flatten)]
+    alerts: AlertmanagerArgs,
     /// No status lines.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct AlertmanagerArgs {
+    /// Post every finding version to Alertmanager's v2 API at this base URL (e.g. http://127.0.0.1:9093).
+    #[arg(long, value_name = "URL")]
+    alertmanager: Option<String>,
+    /// How long an open finding stays firing in Alertmanager after its last version.
+    #[arg(long, default_value = "24h", value_parser = parse_lateness, value_name = "DURATION")]
+    alert_hold: i64,
+}
+
+impl AlertmanagerArgs {
+    fn none() -> Self {
+        Self { alertmanager: None, alert_hold: 24 * 3_600_000 }
+    }
+
+    fn client(&self) -> Option<seedwatch::alertmanager::Alertmanager> {
+        let hold = std::time::Duration::from_millis(self.alert_hold.max(0) as u64);
+        self.alertmanager.as_deref().map(|url| seedwatch::alertmanager::Alertmanager::new(url, hold))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -391,6 +416,8 @@ struct RunArgs {
     /// After the input ends, keep serving /metrics until interrupted (needs --metrics-addr).
     #[arg(long, requires = "metrics_addr")]
     hold: bool,
+    #[command(flatten)]
+    alerts: AlertmanagerArgs,
 }
 
 fn parse_lateness(s: &str) -> Result<i64, String> {
@@ -427,6 +454,7 @@ fn run_options(inputs: Vec<PathBuf>, args: RunArgs) -> RunOptions {
         allowed_lateness_ms: args.allowed_lateness,
         max_clock_skew_ms: args.max_clock_skew,
         partitions: args.partitions,
+        alertmanager: args.alerts.client(),
     }
 }
 
@@ -608,6 +636,9 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             let by = args.by.or_else(|| std::env::var("USER").ok()).unwrap_or_default();
             let change = seedwatch::findings::StatusChange { finding_id: args.id, status, note: args.note, by };
             let changed = runtime()?.block_on(seedwatch::findings::change_status(&args.archive, &change, chrono::Utc::now().timestamp_millis()))?;
+            if let (Some(mut alertmanager), Some(version)) = (args.alerts.client(), &changed.row) {
+                alertmanager.post(std::slice::from_ref(version))?;
+            }
             if changed.written {
                 println!("finding {} ({}) version {}: {} -> {} by {}", change.finding_id, changed.rule, changed.version, changed.was, status, change.by);
             } else {
@@ -620,7 +651,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             println!("generating {} days of logs for {} locations into {} ...", shape.days, shape.locations, data.display());
             generate(&data, &GenerateOptions { days: shape.days, locations: shape.locations, seed: shape.seed, start: shape.start })?;
             let rule_set = RuleSetArgs { rules, locations: Some(data.join("locations.csv")), roster: Some(data.join("roster.csv")) };
-            let args = RunArgs { archive: archive.clone(), rule_set, fingerprint_key: Some(dir.join("fingerprint.key")), allowed_lateness: seedwatch_detect::engine::DEFAULT_ALLOWED_LATENESS_MS, max_clock_skew: seedwatch::pipeline::DEFAULT_MAX_CLOCK_SKEW_MS, partitions: 0, quiet: false, metrics_addr: None, hold: false };
+            let args = RunArgs { archive: archive.clone(), rule_set, fingerprint_key: Some(dir.join("fingerprint.key")), allowed_lateness: seedwatch_detect::engine::DEFAULT_ALLOWED_LATENESS_MS, max_clock_skew: seedwatch::pipeline::DEFAULT_MAX_CLOCK_SKEW_MS, partitions: 0, quiet: false, metrics_addr: None, hold: false, alerts: AlertmanagerArgs::none() };
             let opts = run_options(vec![data.join("events.ndjson")], args);
             let report = run(&opts)?;
             print_summary(&report, &archive);
@@ -677,6 +708,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 max_buffered_rows: args.max_buffered_rows,
                 partitions: args.partitions,
                 progress: !args.quiet,
+                alertmanager: args.alerts.client(),
             };
             let stop = seedwatch::detect_daemon::stop_on_signal()?;
             let report = seedwatch::detect_daemon::detect(&opts, stop)?;

@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub max_clock_skew_ms: i64,
     /// In-process partitions (tasks), each with its own rule engine; 0 picks the number of cores.
     pub partitions: usize,
+    /// Where finding versions are posted as alerts, if anywhere.
+    pub alertmanager: Option<crate::alertmanager::Alertmanager>,
 }
 
 /// What a run did.
@@ -126,7 +128,13 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         .with_context(|| format!("opening the archive at {}", opts.archive.display()))?;
 
     let report_inputs = inputs.len();
-    let driver = Driver::new(sink, engines, DriverOptions { progress: opts.progress, ..DriverOptions::default() })?;
+    let mut driver = Driver::new(sink, engines, DriverOptions { progress: opts.progress, ..DriverOptions::default() })?;
+    if let Some(mut alertmanager) = opts.alertmanager.clone() {
+        driver = driver.with_publisher(Box::new(move |findings| {
+            alertmanager.post_or_count(findings);
+            Ok(())
+        }));
+    }
     let (done, _sink) = driver.run(Reader::new(inputs))?;
     Ok(RunReport {
         decode: done.decode,

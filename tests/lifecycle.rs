@@ -56,7 +56,8 @@ fn api(t: i64, key: &str, endpoint: &str, records: u64) -> String {
 }
 
 fn sync(t: i64, outcome: &str) -> String {
-    format!(r#"{{"time":{t},"family":"sync","system":"metrc","state":"CA","license":"C10-0000123-LIC","location":"oakland","integration":"flowhub","outcome":"{outcome}"}}"#)
+    let error = if outcome == "failure" { r#","error":"timeout""# } else { "" };
+    format!(r#"{{"time":{t},"family":"sync","system":"metrc","state":"CA","license":"C10-0000123-LIC","location":"oakland","integration":"flowhub","outcome":"{outcome}"{error}}}"#)
 }
 
 /// (version, severity, status, events, raised) of each version.
@@ -91,10 +92,10 @@ fn a_critical_export_is_published_in_the_batch_that_opened_it_and_again_as_it_do
 fn a_sync_outage_is_one_finding_that_escalates_up_the_ladder_and_resolves_when_syncs_return() {
     let (mut engine, mut decoder) = (engine("sync.lag"), decoder());
     assert_eq!(step(&mut engine, &mut decoder, &[sync(T0, "success")]), vec![]);
-    // The store keeps selling (its API calls move its own time) but nothing syncs.
+    // The integration keeps trying every half hour and every sync fails.
     let mut published = Vec::new();
     for half_hour in 1..=19 {
-        let out = step(&mut engine, &mut decoder, &[api(T0 + half_hour * 30 * MINUTE, "pos-1", "/sales/v2/receipts", 4)]);
+        let out = step(&mut engine, &mut decoder, &[sync(T0 + half_hour * 30 * MINUTE, "failure")]);
         published.extend(out.into_iter().map(|f| (half_hour, f)));
     }
     let seen: Vec<(i64, i64, Severity, bool)> = published.iter().map(|(h, f)| (*h, f.version, f.severity, f.raised)).collect();

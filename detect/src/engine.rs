@@ -218,6 +218,15 @@ fn in_surge(surges: &HashMap<(u64, i64), Surge>, f: &Finding) -> bool {
     surges.get(&surge_key(&f.location, f.window_start.div_euclid(HOUR_MS))).is_some_and(|s| s.is_location_wide())
 }
 
+fn raise_time(times: &mut HashMap<Box<str>, i64>, license: &str, t: i64) {
+    match times.get_mut(license) {
+        Some(newest) => *newest = (*newest).max(t),
+        None => {
+            times.insert(Box::from(license), t);
+        }
+    }
+}
+
 /// An hourly finding at the end of its hour: published, unless its location was busy all
 /// over (a surge); one already published (by an idle detector) then resolves.
 fn close_hourly(surges: &HashMap<(u64, i64), Surge>, mut t: Tracked, now: i64, out: &mut Vec<Finding>) {
@@ -325,6 +334,11 @@ struct RuleState {
     surges: HashMap<(u64, i64), Surge>,
     seen: HashMap<Box<[u8]>, SeenValues>,
     absent: HashMap<Box<[u8]>, AbsentKey>,
+    /// Absence rules: the newest event of the rule's family per license, whatever its outcome.
+    /// A silence is published once this has moved past the limit (the license's syncs keep
+    /// coming and none succeeds). Other families' time is not enough: read from another
+    /// topic, a delayed collector's logins may run hours ahead of its syncs.
+    family_time: HashMap<Box<str>, i64>,
     converter: RowConverter,
     /// Open findings by expiry time, to close them without scanning every key.
     expiries: BTreeMap<(i64, u64), Box<[u8]>>,
@@ -390,7 +404,7 @@ impl RuleEngine {
             let fields = rule.group_by.iter().map(|c| SortField::new(schema.field(*c).data_type().clone())).collect();
             let converter = RowConverter::new(fields).map_err(|e| eval_error(&rule, e))?;
             by_family[rule.family.index()].push(i);
-            states.push(RuleState { rule, keys: HashMap::new(), hourly: HashMap::new(), surges: HashMap::new(), seen: HashMap::new(), absent: HashMap::new(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0, retracted: 0 });
+            states.push(RuleState { rule, keys: HashMap::new(), hourly: HashMap::new(), surges: HashMap::new(), seen: HashMap::new(), absent: HashMap::new(), family_time: HashMap::new(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0, retracted: 0 });
         }
         Ok(Self { rules: states, by_family, reference, skipped, watermark: i64::MIN, licenses: LicenseClock::default(), allowed_lateness_ms: DEFAULT_ALLOWED_LATENESS_MS, clock: wall_clock_ms })
     }
@@ -625,7 +639,7 @@ impl Detector for RuleEngine {
         let now = (self.clock)();
         let mut opened = 0;
         for state in self.rules.iter_mut().filter(|r| r.rule.absence.is_some()) {
-            opened += state.check_absence(self.watermark, &self.reference, &self.licenses, now, out);
+            opened += state.check_absence(self.watermark, &self.reference, now, out);
         }
         opened
     }
@@ -691,12 +705,37 @@ impl RuleState {
             .and_then(|v| v.into_array(batch.num_rows()))
             .map_err(|e| eval_error(rule, e))?;
         let mask: &BooleanArray = mask.as_boolean_opt().ok_or_else(|| eval_error(rule, "filter did not return booleans"))?;
+        if self.rule.absence.is_some() {
+            self.observe_family_time(batch);
+        }
         let clear = self.rule.absence.as_ref().and_then(|a| a.clear.clone());
         let result = if mask.true_count() == 0 { Ok((0, 0)) } else { self.process_matched(batch, mask, reference, licenses, now, out) };
         if let Some(clear) = clear {
             self.clear_keys(&clear, batch, now, out).map_err(|e| eval_error(&self.rule, e))?;
         }
         result
+    }
+
+    /// Absence rules: raise each license's newest time in the rule's family.
+    fn observe_family_time(&mut self, batch: &RecordBatch) {
+        let (Ok(license), Some(time)) = (string_col(batch, "license"), batch.column_by_name("time").and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())) else { return };
+        // Batches hold runs of one license: one lookup per run.
+        let mut run: Option<(&str, i64)> = None;
+        for row in 0..batch.num_rows() {
+            let name = if license.is_null(row) { "" } else { license.value(row) };
+            let t = time.value(row);
+            match &mut run {
+                Some((n, newest)) if *n == name => *newest = (*newest).max(t),
+                _ => {
+                    if let Some((n, newest)) = run.replace((name, t)) {
+                        raise_time(&mut self.family_time, n, newest);
+                    }
+                }
+            }
+        }
+        if let Some((n, newest)) = run {
+            raise_time(&mut self.family_time, n, newest);
+        }
     }
 
     /// Absence rules: events passing `clear` stop tracking their key; an open finding closes.
@@ -945,10 +984,12 @@ impl RuleState {
     }
 
     /// Absence rules: open or escalate findings for keys silent past their limit. A
-    /// finding is published (opened, escalated up the ladder) once its license's own time
-    /// shows the silence too: judged against other licenses alone, a delayed collector's
-    /// location would look silent, and its events would withdraw the alert.
-    fn check_absence(&mut self, watermark: i64, reference: &Reference, licenses: &LicenseClock, now: i64, out: &mut Vec<Finding>) -> u64 {
+    /// finding is published (opened, escalated up the ladder) once its license's own events
+    /// of the rule's family show the silence too (`family_time`): judged against other
+    /// licenses or other families alone, a delayed collector's location would look silent,
+    /// and its events would withdraw the alert. A location silent in every way is published
+    /// when it is over, at the end of input, or by an idle detector (`publish_open`).
+    fn check_absence(&mut self, watermark: i64, reference: &Reference, now: i64, out: &mut Vec<Finding>) -> u64 {
         let mut opened = 0;
         for (key, k) in &mut self.absent {
             let Some(severity) = absence_severity(&self.rule, &k.state, watermark.saturating_sub(k.last_ok), reference) else { continue };
@@ -964,7 +1005,7 @@ impl RuleState {
                     opened += 1;
                 }
             }
-            let own_time = licenses.get(&k.license).map_or(i64::MIN, |id| licenses.watermark(id));
+            let own_time = self.family_time.get(&*k.license).copied().unwrap_or(i64::MIN);
             if let Some(t) = k.open.as_deref_mut() {
                 if absence_severity(&self.rule, &k.state, own_time.saturating_sub(k.last_ok), reference).is_some() {
                     t.publish(now, out);

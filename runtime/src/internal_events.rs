@@ -58,6 +58,7 @@ struct Metrics {
     kafka_watermark_failures: IntCounterVec,
     kafka_start_corrections: IntCounterVec,
     forced_releases: IntCounterVec,
+    alerts_not_posted: IntCounterVec,
 }
 
 static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| {
@@ -108,6 +109,7 @@ static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| {
         kafka_watermark_failures: counter("kafka_watermark_check_failures_total", "High-watermark reads that failed; the task holds its rows for ordering until the broker answers.", &[])?,
         kafka_start_corrections: counter("kafka_start_offset_corrections_total", "Seeks back when the first message of a partition after an assignment came from past its committed offset (or none came); see tansu 0.6 in ARCHITECTURE.md.", &[])?,
         forced_releases: counter("ordering_forced_releases_total", "Times a task released rows before its other topics caught up, because the ordering buffer was full.", &[])?,
+        alerts_not_posted: counter("alertmanager_post_failures_total", "Finding versions that could not be posted to Alertmanager (they are archived; findings_latest has them).", &[])?,
         kafka_lag: register_int_gauge_vec_with_registry!("kafka_consumer_lag", "Messages not yet committed by this detector, by topic and partition.", &["topic", "partition"], r).ok()?,
     })
 });
@@ -475,6 +477,40 @@ impl StartOffsetCorrected<'_> {
         tracing::warn!(topic = self.topic, partition = self.partition, expected = self.expected, got = self.got, sought = self.sought, "the consumer resumed past its start offset; seeking back");
         let Some(m) = METRICS.as_ref() else { return };
         m.kafka_start_corrections.with_label_values::<&str>(&[]).inc();
+    }
+}
+
+/// Finding versions could not be posted to Alertmanager. They are archived all the same (the
+/// archive is the record), so the run goes on; the error is logged and counted.
+#[derive(Debug)]
+pub struct AlertsNotPosted<'a> {
+    /// Alerts in the failed post.
+    pub alerts: usize,
+    /// Why.
+    pub error: &'a dyn std::error::Error,
+}
+
+impl AlertsNotPosted<'_> {
+    /// Log and count.
+    pub fn emit(&self) {
+        tracing::error!(alerts = self.alerts, error = %ErrorChain(self.error), "alerts not posted to Alertmanager");
+        let Some(m) = METRICS.as_ref() else { return };
+        m.alerts_not_posted.with_label_values::<&str>(&[]).inc_by(self.alerts as u64);
+    }
+}
+
+/// An error and its sources, `: `-separated.
+struct ErrorChain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
     }
 }
 

@@ -286,6 +286,70 @@ pub fn findings_to_batch(findings: &[Finding]) -> Result<RecordBatch, ArrowError
     RecordBatch::try_new(findings_schema(), columns)
 }
 
+/// Read findings back from a batch of the `findings` table (as written, or as SQL hands it
+/// back: string views, and null for columns older files lack).
+pub fn findings_from_batch(batch: &RecordBatch) -> Result<Vec<Finding>, ArrowError> {
+    use crate::arrow::array::{Array, AsArray, StringArray};
+    use crate::arrow::compute::cast;
+    use crate::arrow::datatypes::{Int64Type, TimestampMillisecondType};
+    let column = |name: &str, to: &DataType| -> Result<Option<ArrayRef>, ArrowError> { batch.column_by_name(name).map(|c| cast(c, to)).transpose() };
+    let required = |name: &str, to: &DataType| -> Result<ArrayRef, ArrowError> { column(name, to)?.ok_or_else(|| ArrowError::SchemaError(format!("no column {name}"))) };
+    let ms = crate::arrow_schema::timestamp_type();
+    let strings: Vec<(&str, ArrayRef)> = ["finding_id", "rule", "title", "severity", "family", "system", "state", "license", "location", "subject", "details"]
+        .into_iter()
+        .map(|n| required(n, &DataType::Utf8).map(|c| (n, c)))
+        .collect::<Result<_, _>>()?;
+    let text = |name: &str, row: usize| -> String {
+        strings.iter().find(|(n, _)| *n == name).map_or(String::new(), |(_, c)| c.as_string::<i32>().value(row).to_string())
+    };
+    let optional: Vec<(&str, Option<ArrayRef>)> = ["actor", "status", "note", "changed_by"].into_iter().map(|n| column(n, &DataType::Utf8).map(|c| (n, c))).collect::<Result<_, _>>()?;
+    let maybe = |name: &str, row: usize| -> Option<String> {
+        let c = optional.iter().find(|(n, _)| *n == name)?.1.as_ref()?;
+        let c: &StringArray = c.as_string::<i32>();
+        c.is_valid(row).then(|| c.value(row).to_string())
+    };
+    let times: Vec<ArrayRef> = ["window_start", "window_end", "detected_at"].into_iter().map(|n| required(n, &ms)).collect::<Result<_, _>>()?;
+    let updated = column("updated_at", &ms)?;
+    let (count, version) = (required("event_count", &DataType::Int64)?, column("version", &DataType::Int64)?);
+    let evidence = required("evidence", &DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))))?;
+    let evidence = evidence.as_list::<i32>();
+    let time = |i: usize, row: usize| times[i].as_primitive::<TimestampMillisecondType>().value(row);
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let bad = |what: &str, value: String| ArrowError::ParseError(format!("row {row}: {what} `{value}`"));
+        let severity = text("severity", row);
+        let family = text("family", row);
+        let status = maybe("status", row).unwrap_or_else(|| "open".into());
+        let ids = evidence.value(row);
+        out.push(Finding {
+            finding_id: text("finding_id", row),
+            version: version.as_ref().map(|v| v.as_primitive::<Int64Type>()).filter(|v| v.is_valid(row)).map_or(1, |v| v.value(row)),
+            rule: text("rule", row),
+            title: text("title", row),
+            severity: severity.parse().map_err(|_| bad("severity", severity.clone()))?,
+            status: status.parse().map_err(|_| bad("status", status.clone()))?,
+            family: family.parse().map_err(|_| bad("family", family.clone()))?,
+            system: text("system", row),
+            state: text("state", row),
+            license: text("license", row),
+            location: text("location", row),
+            subject: text("subject", row),
+            actor: maybe("actor", row),
+            window_start: time(0, row),
+            window_end: time(1, row),
+            event_count: count.as_primitive::<Int64Type>().value(row),
+            evidence: ids.as_string::<i32>().iter().flatten().map(str::to_string).collect(),
+            detected_at: time(2, row),
+            updated_at: updated.as_ref().map(|u| u.as_primitive::<TimestampMillisecondType>()).filter(|u| u.is_valid(row)).map_or(time(2, row), |u| u.value(row)),
+            note: maybe("note", row),
+            changed_by: maybe("changed_by", row),
+            details: text("details", row),
+            raised: false,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +381,8 @@ mod tests {
             details: "{}".into(),
             raised: true,
         };
+        let back = findings_to_batch(&[f.clone()]).and_then(|b| findings_from_batch(&b)).map_err(|e| e.to_string());
+        assert_eq!(back, Ok(vec![Finding { raised: false, ..f.clone() }]));
         let batch = findings_to_batch(&[f.clone(), f]).map_err(|e| e.to_string());
         let batch = batch.as_ref().map(|b| (b.num_rows(), b.num_columns()));
         assert_eq!(batch, Ok((2, 22)));

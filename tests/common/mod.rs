@@ -48,6 +48,7 @@ pub fn run_options(data: &Path, archive: &Path, dir: &Path) -> RunOptions {
         allowed_lateness_ms: seedwatch_detect::engine::DEFAULT_ALLOWED_LATENESS_MS,
         max_clock_skew_ms: seedwatch::pipeline::DEFAULT_MAX_CLOCK_SKEW_MS,
         partitions: 2,
+        alertmanager: None,
     }
 }
 
