@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::http::{free_port, try_get};
-use common::{seedwatch, text};
+use common::{query_json, seedwatch, text};
 use seedwatch::alertmanager::Alertmanager;
 use seedwatch_schemas::{Family, Finding, Severity, Status};
 use serde_json::Value;
@@ -70,11 +70,6 @@ fn active(addr: &str) -> BTreeSet<(String, String)> {
         .collect()
 }
 
-fn query_json(archive: &Path, sql: &str) -> Vec<Value> {
-    let out = seedwatch(&["query", "--archive", &archive.display().to_string(), "--format", "json", sql]);
-    assert!(out.status.success(), "{sql}: {}", text(&out.stderr));
-    serde_json::from_str(&text(&out.stdout)).expect("json")
-}
 
 #[test]
 fn alertmanager_receives_groups_and_resolves_findings() {

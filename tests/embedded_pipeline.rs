@@ -4,17 +4,11 @@ mod common;
 
 use std::collections::{BTreeMap, HashSet};
 
-use common::{fixture, seedwatch, text};
+use common::{fixture, query_json, seedwatch, text};
 use seedwatch::pipeline::run;
 use seedwatch::truth::score;
 use seedwatch_schemas::dead_letter::ReasonCode;
-use serde_json::Value;
 
-fn query_json(archive: &std::path::Path, sql: &str) -> Vec<Value> {
-    let out = seedwatch(&["query", "--archive", &archive.display().to_string(), "--format", "json", sql]);
-    assert!(out.status.success(), "query failed: {}", text(&out.stderr));
-    serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap_or_else(|e| panic!("not a JSON array ({e}): {}", text(&out.stdout)))
-}
 
 fn count(archive: &std::path::Path, table: &str) -> i64 {
     let rows = query_json(archive, &format!("SELECT count(*) AS n FROM {table}"));

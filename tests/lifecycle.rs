@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 
-use common::{seedwatch, text};
+use common::{query_json, seedwatch, text};
 use seedwatch_detect::reference::Reference;
 use seedwatch_detect::{load_rules, Detector, RuleEngine};
 use seedwatch_ingest::source::reader_source;
@@ -110,11 +109,6 @@ fn a_sync_outage_is_one_finding_that_escalates_up_the_ladder_and_resolves_when_s
     assert_eq!(rest, vec![], "a resolved finding is closed");
 }
 
-fn query_json(archive: &Path, sql: &str) -> Vec<serde_json::Value> {
-    let out = seedwatch(&["query", "--archive", &archive.display().to_string(), "--format", "json", sql]);
-    assert!(out.status.success(), "{sql}: {}", text(&out.stderr));
-    serde_json::from_str(&text(&out.stdout)).expect("json")
-}
 
 #[test]
 fn a_finding_that_grows_after_a_restart_gets_a_new_version_and_people_work_it_in_the_same_history() {

@@ -75,3 +75,10 @@ pub fn seedwatch(args: &[&str]) -> Output {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// `seedwatch query --format json` over `archive`: the rows as JSON objects.
+pub fn query_json(archive: &Path, sql: &str) -> Vec<serde_json::Value> {
+    let out = seedwatch(&["query", "--archive", &archive.display().to_string(), "--format", "json", sql]);
+    assert!(out.status.success(), "{sql}: {}", text(&out.stderr));
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap_or_else(|e| panic!("not a JSON array ({e}): {}", text(&out.stdout)))
+}
