@@ -294,9 +294,22 @@ struct KafkaArgs {
     settings: Vec<(String, String)>,
 }
 
+/// librdkafka settings that hold secrets: never on the command line (`ps`, shell history).
+const SECRET_SETTINGS: [&str; 4] = ["sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret"];
+
+/// Where the SASL password comes from instead.
+const SASL_PASSWORD_ENV: &str = "SEEDWATCH_KAFKA_SASL_PASSWORD";
+
 impl KafkaArgs {
-    fn config(self) -> seedwatch_kafka::KafkaConfig {
-        seedwatch_kafka::KafkaConfig { brokers: self.brokers, topic_prefix: self.topic_prefix, settings: self.settings.into_iter().collect() }
+    fn config(self) -> Result<seedwatch_kafka::KafkaConfig> {
+        if let Some((name, _)) = self.settings.iter().find(|(name, _)| SECRET_SETTINGS.contains(&name.as_str())) {
+            anyhow::bail!("--kafka-setting {name}=...: secrets do not go on the command line; set {SASL_PASSWORD_ENV} (sasl.password) in the environment, e.g. from a file: {SASL_PASSWORD_ENV}=$(cat /run/secrets/kafka)");
+        }
+        let mut settings: std::collections::BTreeMap<String, String> = self.settings.into_iter().collect();
+        if let Ok(password) = std::env::var(SASL_PASSWORD_ENV) {
+            settings.insert("sasl.password".into(), password);
+        }
+        Ok(seedwatch_kafka::KafkaConfig { brokers: self.brokers, topic_prefix: self.topic_prefix, settings: settings.into_iter().collect() })
     }
 }
 
@@ -661,7 +674,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             println!("try: cargo run --release -- query --archive {} \"SELECT rule, severity, count(*) AS n FROM findings GROUP BY rule, severity ORDER BY n DESC\"", archive.display());
         }
         Command::Collect { command: CollectCommand::Http { listen, tokens, max_body_bytes, kafka, fingerprint_key } } => {
-            let opts = seedwatch::intake::IntakeOptions { listen, tokens, max_body_bytes, kafka: kafka.config(), fingerprint_key: default_key(fingerprint_key) };
+            let opts = seedwatch::intake::IntakeOptions { listen, tokens, max_body_bytes, kafka: kafka.config()?, fingerprint_key: default_key(fingerprint_key) };
             let stop = seedwatch::detect_daemon::stop_on_signal()?;
             seedwatch::intake::serve(&opts, stop, |addr| eprintln!("intake: listening on http://{addr}/v1/events"))?;
         }
@@ -673,7 +686,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             };
             let stop = if follow { seedwatch::detect_daemon::stop_on_signal()? } else { Default::default() };
             let nginx = format.mapping()?;
-            let opts = seedwatch::collect::CollectOptions { inputs, kafka: kafka.config(), fingerprint_key: default_key(fingerprint_key), checkpoint, follow, stop, nginx };
+            let opts = seedwatch::collect::CollectOptions { inputs, kafka: kafka.config()?, fingerprint_key: default_key(fingerprint_key), checkpoint, follow, stop, nginx };
             let report = seedwatch::collect::collect(&opts)?;
             let d = &report.decode;
             println!(
@@ -694,7 +707,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             let RuleSetArgs { rules, locations, roster } = args.rule_set;
             let ms = |v: i64| std::time::Duration::from_millis(v.max(0) as u64);
             let opts = seedwatch::detect_daemon::DetectOptions {
-                kafka: args.kafka.config(),
+                kafka: args.kafka.config()?,
                 group: args.group,
                 instance_id: args.instance_id,
                 archive: args.archive,
@@ -722,7 +735,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             );
         }
         Command::Topics { command: TopicsCommand::Create { kafka, partitions } } => {
-            let config = kafka.config();
+            let config = kafka.config()?;
             for (topic, created) in seedwatch::collect::create_topics(&config, partitions)? {
                 println!("{} {topic}", if created { "created" } else { "exists " });
             }

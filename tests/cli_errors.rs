@@ -104,3 +104,11 @@ fn stdin_is_a_source() {
     let summary = text(&out.stdout);
     assert!(summary.contains("login 1") && summary.contains("not_json 1"), "{summary}");
 }
+
+#[test]
+fn kafka_secrets_are_refused_on_the_command_line() {
+    let out = seedwatch(&["topics", "create", "--brokers", "127.0.0.1:1", "--kafka-setting", "sasl.password=hunter2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("SEEDWATCH_KAFKA_SASL_PASSWORD") && !err.contains("hunter2"), "{err}");
+}
