@@ -649,13 +649,14 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             let by = args.by.or_else(|| std::env::var("USER").ok()).unwrap_or_default();
             let change = seedwatch::findings::StatusChange { finding_id: args.id, status, note: args.note, by };
             let changed = runtime()?.block_on(seedwatch::findings::change_status(&args.archive, &change, chrono::Utc::now().timestamp_millis()))?;
-            if let (Some(mut alertmanager), Some(version)) = (args.alerts.client(), &changed.row) {
-                alertmanager.post(std::slice::from_ref(version))?;
+            if let Some(mut alertmanager) = args.alerts.client() {
+                alertmanager.post(std::slice::from_ref(&changed.row))?;
             }
+            let (row, by) = (&changed.row, &change.by);
             if changed.written {
-                println!("finding {} ({}) version {}: {} -> {} by {}", change.finding_id, changed.rule, changed.version, changed.was, status, change.by);
+                println!("finding {} ({}) version {}: {} -> {status} by {by}", row.finding_id, row.rule, row.version, changed.was);
             } else {
-                println!("finding {} ({}) version {}: already {} by {} with this note; nothing written", change.finding_id, changed.rule, changed.version, status, change.by);
+                println!("finding {} ({}) version {}: already {status} by {by} with this note; nothing written", row.finding_id, row.rule, row.version);
             }
         }
         Command::Demo { dir, shape, rules } => {

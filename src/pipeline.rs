@@ -237,16 +237,14 @@ pub async fn resume_partitions(engines: &mut [RuleEngine], ctx: &datafusion::pre
     }
     // Findings the replay reopened continue from their archived versions.
     let mut latest = Vec::new();
-    seedwatch_archive::query::stream_query(ctx, "SELECT finding_id, version, event_count, severity FROM findings_latest", |batch| {
-        latest.push(batch);
+    seedwatch_archive::query::stream_query(ctx, "SELECT * FROM findings_latest", |batch| {
+        latest.extend(seedwatch_schemas::finding::findings_from_batch(&batch)?);
         Ok::<(), anyhow::Error>(())
     })
     .await
     .context("reading the archived versions of open findings")?;
     for engine in engines.iter_mut() {
-        for batch in &latest {
-            engine.restore_versions(batch)?;
-        }
+        engine.restore_versions(&latest);
     }
     let resumed = Resumed { until, rows, seconds: started.elapsed().as_secs_f64() };
     tracing::info!(rows, seconds = resumed.seconds, "detector state restored from the archive");

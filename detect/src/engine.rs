@@ -33,6 +33,16 @@ struct OpenFinding {
     threshold: u32,
 }
 
+impl OpenFinding {
+    /// Hand out the finding, its details filled in, as its next version when it changed
+    /// since the last one.
+    fn publish(&mut self, rule: &CompiledRule, now: i64, out: &mut Vec<Finding>) {
+        if next_version(&mut self.finding, &mut self.published, now) {
+            out.push(render(rule, self));
+        }
+    }
+}
+
 /// What was last published of a finding: a new version is due when this changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Published {
@@ -441,42 +451,20 @@ impl RuleEngine {
         Ok(state.seen.len() - before)
     }
 
-    /// Continue the archived versions of the findings a replay reopened. `batch` has
-    /// `finding_id`, `version`, `event_count` and `severity` of each finding's newest archived
-    /// version (`findings_latest`). Replay publishes nothing, and a previous run published
+    /// Continue the archived versions of the findings a replay reopened; `latest` holds each
+    /// finding's newest archived version (`findings_latest`). Replay publishes nothing, and a previous run published
     /// more (its final versions at the end of its input): without this, a finding that grows
     /// after a restart would come out under a version the archive already holds, and be lost
     /// as a duplicate. Returns the findings continued.
-    pub fn restore_versions(&mut self, batch: &RecordBatch) -> Result<usize, DetectError> {
-        let err = |message: String| DetectError::Evaluate { rule: "restore".into(), message: format!("restoring finding versions: {message}") };
-        let text = |name: &str| -> Result<ArrayRef, DetectError> {
-            let column = batch.column_by_name(name).ok_or_else(|| err(format!("no column {name}")))?;
-            cast(column, &DataType::Utf8).map_err(|e| err(e.to_string()))
-        };
-        let number = |name: &str| -> Result<ArrayRef, DetectError> {
-            let column = batch.column_by_name(name).ok_or_else(|| err(format!("no column {name}")))?;
-            cast(column, &DataType::Int64).map_err(|e| err(e.to_string()))
-        };
-        let (ids, severities, versions, counts) = (text("finding_id")?, text("severity")?, number("version")?, number("event_count")?);
-        let (ids, severities) = (ids.as_string::<i32>(), severities.as_string::<i32>());
-        let (versions, counts) = (versions.as_primitive::<datafusion::arrow::datatypes::Int64Type>(), counts.as_primitive::<datafusion::arrow::datatypes::Int64Type>());
-        let mut archived: HashMap<&str, (i64, i64, Severity)> = HashMap::with_capacity(batch.num_rows());
-        for row in 0..batch.num_rows() {
-            if ids.is_null(row) || versions.is_null(row) || counts.is_null(row) {
-                continue;
-            }
-            let Ok(severity) = severities.value(row).parse::<Severity>() else { continue };
-            archived.insert(ids.value(row), (versions.value(row), counts.value(row), severity));
-        }
+    pub fn restore_versions(&mut self, latest: &[Finding]) -> usize {
+        let archived: HashMap<&str, &Finding> = latest.iter().map(|f| (f.finding_id.as_str(), f)).collect();
         let mut continued = 0;
         let mut restore = |f: &mut Finding, published: &mut Option<Published>| {
-            if let Some(&(version, event_count, severity)) = archived.get(f.finding_id.as_str()) {
-                if version >= f.version {
-                    // The status stays the detector's: a person's acknowledgement is theirs, and
-                    // does not make the detector publish the finding again.
-                    (f.version, *published) = (version, Some(Published { event_count, severity, status: f.status }));
-                    continued += 1;
-                }
+            if let Some(a) = archived.get(f.finding_id.as_str()).filter(|a| a.version >= f.version) {
+                // The status stays the detector's: a person's acknowledgement is theirs, and
+                // does not make the detector publish the finding again.
+                (f.version, *published) = (a.version, Some(Published { event_count: a.event_count, severity: a.severity, status: f.status }));
+                continued += 1;
             }
         };
         for state in &mut self.rules {
@@ -484,7 +472,7 @@ impl RuleEngine {
             state.hourly.values_mut().filter_map(|k| k.open.as_deref_mut()).for_each(|t| restore(&mut t.finding, &mut t.published));
             state.absent.values_mut().filter_map(|k| k.open.as_deref_mut()).for_each(|t| restore(&mut t.finding, &mut t.published));
         }
-        Ok(continued)
+        continued
     }
 
     /// Run one rule over already-archived events, discarding its findings (see [`crate::resume`]).
@@ -570,11 +558,7 @@ impl RuleEngine {
             let surges = &state.surges;
             state.hourly.values_mut().filter_map(|k| k.open.as_deref_mut()).filter(|t| !in_surge(surges, &t.finding)).for_each(|t| t.publish(now, &mut open));
             state.absent.values_mut().filter_map(|k| k.open.as_deref_mut()).for_each(|t| t.publish(now, &mut open));
-            for o in state.keys.values_mut().filter_map(|k| k.open.as_deref_mut()) {
-                if next_version(&mut o.finding, &mut o.published, now) {
-                    open.push(render(&state.rule, o));
-                }
-            }
+            state.keys.values_mut().filter_map(|k| k.open.as_deref_mut()).for_each(|o| o.publish(&state.rule, now, &mut open));
             sort_findings(&mut open);
             out.extend(open);
         }
@@ -652,11 +636,7 @@ impl Detector for RuleEngine {
             let surges = &state.surges;
             state.hourly.values_mut().filter_map(|k| k.open.take()).for_each(|t| close_hourly(surges, *t, now, &mut open));
             state.absent.values_mut().filter_map(|k| k.open.take()).for_each(|mut t| t.publish(now, &mut open));
-            for mut o in state.keys.values_mut().filter_map(|k| k.open.take()) {
-                if next_version(&mut o.finding, &mut o.published, now) {
-                    open.push(render(&state.rule, &o));
-                }
-            }
+            state.keys.values_mut().filter_map(|k| k.open.take()).for_each(|mut o| o.publish(&state.rule, now, &mut open));
             sort_findings(&mut open);
             out.extend(open);
             state.expiries.clear();
@@ -1111,16 +1091,14 @@ impl RuleState {
                         open.distinct_values.push(v.to_string());
                     }
                 }
-                if grown(&open.finding, open.published) && next_version(&mut open.finding, &mut open.published, now) {
-                    out.push(render(rule, open));
+                if grown(&open.finding, open.published) {
+                    open.publish(rule, now, out);
                 }
                 return false;
             }
         }
         if let Some(mut previous) = state.open.take() {
-            if next_version(&mut previous.finding, &mut previous.published, now) {
-                out.push(render(rule, &previous));
-            }
+            previous.publish(rule, now, out);
         }
 
         let (evidence, count, distinct_values): (Vec<String>, usize, Vec<String>) = match &state.window {
@@ -1150,9 +1128,7 @@ impl RuleState {
         let mut open = Box::new(OpenFinding { finding, published: None, distinct_values, threshold: threshold_n });
         // Published as it opens: a critical match is archived, published and counted in the
         // batch that raised it, not when its suppression window ends.
-        if next_version(&mut open.finding, &mut open.published, now) {
-            out.push(render(rule, &open));
-        }
+        open.publish(rule, now, out);
         state.open = Some(open);
         self.sequence += 1;
         self.expiries.insert((expiry, self.sequence), Box::from(key));
@@ -1177,9 +1153,7 @@ impl RuleState {
             if licenses.watermark(state.license) < expiry {
                 waiting.push(((expiry, sequence), key));
             } else if let Some(mut open) = state.open.take() {
-                if next_version(&mut open.finding, &mut open.published, now) {
-                    out.push(render(&self.rule, &open));
-                }
+                open.publish(&self.rule, now, out);
             }
         }
         self.expiries.extend(waiting);
