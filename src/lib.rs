@@ -12,6 +12,7 @@ pub mod intake;
 pub mod kafka_source;
 pub use seedwatch_runtime::internal_events;
 pub mod metrics_server;
+pub mod ocsf;
 pub mod pipeline;
 pub mod rule_fixtures;
 pub mod truth;

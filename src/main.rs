@@ -56,7 +56,7 @@ enum Command {
         #[arg(long)]
         truth: Option<PathBuf>,
     },
-    /// Query the archive with SQL (tables: login, api, sync, audit, findings, dead_letter).
+    /// Query the archive with SQL (tables: login, api, sync, audit, findings, dead_letter; views: findings_latest, suppressed).
     Query {
         /// Archive directory.
         #[arg(long)]
@@ -66,6 +66,9 @@ enum Command {
         format: OutputFormat,
         /// The SQL statement.
         sql: String,
+        /// Rules directory whose exceptions the `suppressed` view shows [default: ./rules, else the shipped rules].
+        #[arg(long)]
+        rules: Option<PathBuf>,
     },
     /// Work a finding: acknowledge, resolve or dismiss it (appends a row to its history).
     Findings {
@@ -87,6 +90,11 @@ enum Command {
     Rules {
         #[command(subcommand)]
         command: RulesCommand,
+    },
+    /// Export archived findings and events in another schema.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
     },
     /// Validate, redact and produce log lines to Kafka (one topic per family, keyed by license).
     Collect {
@@ -321,6 +329,29 @@ fn parse_setting(s: &str) -> Result<(String, String), String> {
 }
 
 #[derive(Debug, Subcommand)]
+enum ExportCommand {
+    /// OCSF 1.2.0 NDJSON: findings as Detection Finding (2004), login as Authentication (3002),
+    /// api as API Activity (6003), audit's user-management actions as Account Change (3001).
+    Ocsf {
+        /// Archive directory.
+        #[arg(long)]
+        archive: PathBuf,
+        /// The table to export.
+        #[arg(long, value_enum)]
+        table: seedwatch::ocsf::ExportTable,
+        /// First day or instant (YYYY-MM-DD UTC, or RFC 3339), inclusive.
+        #[arg(long, value_parser = parse_instant)]
+        from: Option<i64>,
+        /// End (exclusive).
+        #[arg(long, value_parser = parse_instant)]
+        to: Option<i64>,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum RulesCommand {
     /// Validate every rule file (YAML schema, SQL compiles against the family's columns).
     Check {
@@ -525,6 +556,10 @@ fn print_summary(report: &RunReport, archive: &Path) {
     if report.retracted_silences > 0 {
         println!("withdrawn:    {} silences judged against other locations' time, disproved by the location's own delayed events", thousands(report.retracted_silences));
     }
+    if !report.suppressed.is_empty() {
+        let per: Vec<String> = report.suppressed.iter().map(|((rule, exception), n)| format!("{rule} by {exception} {}", thousands(*n))).collect();
+        println!("excepted:     {} matches dropped by exceptions ({}); see: seedwatch query --archive {} \"SELECT * FROM suppressed\"", thousands(report.suppressed.values().sum()), per.join(", "), archive.display());
+    }
     let dead: Vec<String> = ReasonCode::ALL.iter().zip(d.dead).filter(|(_, n)| *n > 0).map(|(c, n)| format!("{c} {n}")).collect();
     if dead.is_empty() {
         println!("dead letters: 0");
@@ -579,8 +614,46 @@ fn print_findings(findings: &[seedwatch_schemas::Finding]) {
     }
 }
 
-async fn query(archive: &Path, format: OutputFormat, sql: &str) -> Result<()> {
+/// Each exception once, with the rules it covers; expired ones (and those ending within
+/// two weeks) said plainly, since an exception past its reason is a blind spot.
+fn print_exceptions(rules: &[seedwatch_detect::CompiledRule], now: i64) {
+    let mut by_origin: BTreeMap<&str, (&seedwatch_detect::exception::CompiledException, Vec<&str>)> = BTreeMap::new();
+    for rule in rules {
+        for e in &rule.exceptions {
+            by_origin.entry(e.origin.as_str()).or_insert((e, Vec::new())).1.push(&rule.id);
+        }
+    }
+    let day = |ms: i64| chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms - 1).map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_default();
+    let mut expired = 0;
+    for (origin, (e, covered)) in &by_origin {
+        let state = if e.expires_ms <= now {
+            expired += 1;
+            "expired "
+        } else if e.expires_ms - now < 14 * 86_400_000 {
+            "expiring"
+        } else {
+            "ok      "
+        };
+        println!("{state} exception {:<20} until {} owner {} ({}) for {}: {}", e.id, day(e.expires_ms), e.owner, origin, covered.join(", "), e.reason);
+    }
+    if !by_origin.is_empty() {
+        println!("{} exceptions, {expired} expired (expired ones no longer apply to events after their last day)", by_origin.len());
+    }
+}
+
+async fn query(archive: &Path, format: OutputFormat, sql: &str, rules: Option<PathBuf>) -> Result<()> {
     let ctx = open_session(archive).await?;
+    // The `suppressed` view needs the rules' exceptions. Rules that do not load only
+    // cost the view when nobody asked for them by name.
+    let given = rules.is_some();
+    let dir = default_rules(rules);
+    match seedwatch_detect::load_rules(&dir) {
+        Ok(rules) => {
+            run_query(&ctx, &seedwatch_detect::exception::suppressed_view_sql(&rules)).await?;
+        }
+        Err(e) if given => return Err(e.into()),
+        Err(e) => tracing::warn!(error = %e, "rules did not load: no `suppressed` view"),
+    }
     let batches = run_query(&ctx, sql).await?;
     println!("{}", format_batches(&batches, format)?);
     Ok(())
@@ -639,7 +712,18 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
-        Command::Query { archive, format, sql } => runtime()?.block_on(query(&archive, format, &sql))?,
+        Command::Export { command: ExportCommand::Ocsf { archive, table, from, to, out } } => {
+            let mut writer: Box<dyn std::io::Write> = match &out {
+                Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?)),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let exported = runtime()?.block_on(seedwatch::ocsf::export(&archive, table, from, to, &mut writer))?;
+            let (class_uid, class) = table.class();
+            let skipped: Vec<String> = exported.skipped.iter().map(|(why, n)| format!("{n} left out: {why}")).collect();
+            let skipped = if skipped.is_empty() { String::new() } else { format!(" ({})", skipped.join("; ")) };
+            eprintln!("exported {} records as OCSF {} {class} ({class_uid}){skipped}", thousands(exported.records), seedwatch::ocsf::OCSF_VERSION);
+        }
+        Command::Query { archive, format, sql, rules } => runtime()?.block_on(query(&archive, format, &sql, rules))?,
         Command::Findings { command } => {
             let (status, args) = match command {
                 FindingsCommand::Ack(a) => (seedwatch_schemas::Status::Acknowledged, a),
@@ -748,6 +832,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 println!("ok  {:<26} {:<9} {:<8} {}", r.id, format!("{:?}", r.rule_type).to_lowercase(), r.severity.as_str(), r.file.display());
             }
             println!("{} rules in {} are valid", rules.len(), dir.display());
+            print_exceptions(&rules, chrono::Utc::now().timestamp_millis());
         }
         Command::Rules { command: RulesCommand::Backfill { archive, from, to, only, rule_set, dry_run, quiet } } => {
             let RuleSetArgs { rules, locations, roster } = rule_set;

@@ -70,6 +70,8 @@ pub struct RunReport {
     pub late_events: u64,
     /// Absence findings withdrawn: the key's own delayed events showed no gap.
     pub retracted_silences: u64,
+    /// Rows exceptions dropped, by (rule, exception).
+    pub suppressed: BTreeMap<(String, String), u64>,
     /// Partitions (tasks) the run used.
     pub partitions: usize,
     /// Most rows held at once waiting for the other inputs (the reader keeps it near a chunk per input).
@@ -146,6 +148,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         skipped_rules,
         late_events: done.late_events,
         retracted_silences: done.retracted_silences,
+        suppressed: done.suppressed,
         partitions,
         peak_held_rows: done.peak_held_rows,
         resumed,

@@ -73,6 +73,7 @@ pub async fn open_session(root: &Path) -> Result<SessionContext, ArchiveError> {
     }
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
+    seedwatch_schemas::sql_functions::register(&ctx);
     for table in Table::ALL {
         let dir = root.join(table.name());
         if parquet_files(&dir)?.is_empty() {

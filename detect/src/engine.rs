@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::compute::kernels::boolean::{and, and_not};
 use datafusion::arrow::compute::{cast, filter_record_batch, sort_to_indices};
 use datafusion::arrow::datatypes::{DataType, TimestampMillisecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -356,6 +357,9 @@ struct RuleState {
     batches: u64,
     /// Absence findings opened against other licenses' time and disproved by the key's own events.
     retracted: u64,
+    /// Rows each of the rule's exceptions dropped in the current batch.
+    suppressed: Vec<u64>,
+    id: Arc<str>,
 }
 
 /// Runs a set of compiled rules over batches. See the crate docs.
@@ -414,7 +418,7 @@ impl RuleEngine {
             let fields = rule.group_by.iter().map(|c| SortField::new(schema.field(*c).data_type().clone())).collect();
             let converter = RowConverter::new(fields).map_err(|e| eval_error(&rule, e))?;
             by_family[rule.family.index()].push(i);
-            states.push(RuleState { rule, keys: HashMap::new(), hourly: HashMap::new(), surges: HashMap::new(), seen: HashMap::new(), absent: HashMap::new(), family_time: HashMap::new(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0, retracted: 0 });
+            states.push(RuleState { suppressed: vec![0; rule.exceptions.len()], id: rule.id.as_str().into(), rule, keys: HashMap::new(), hourly: HashMap::new(), surges: HashMap::new(), seen: HashMap::new(), absent: HashMap::new(), family_time: HashMap::new(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0, retracted: 0 });
         }
         Ok(Self { rules: states, by_family, reference, skipped, watermark: i64::MIN, licenses: LicenseClock::default(), allowed_lateness_ms: DEFAULT_ALLOWED_LATENESS_MS, clock: wall_clock_ms })
     }
@@ -613,6 +617,11 @@ impl Detector for RuleEngine {
             let (matched, opened) = state.process(batch, &self.reference, &self.licenses, now, out)?;
             stats.rows_matched += matched;
             stats.findings_opened += opened;
+            for (rows, exception) in state.suppressed.iter_mut().zip(&state.rule.exceptions) {
+                if *rows > 0 {
+                    stats.suppressed.push(crate::Suppressed { rule: state.id.clone(), exception: exception.id.clone(), rows: std::mem::take(rows) });
+                }
+            }
         }
         Ok(stats)
     }
@@ -684,7 +693,12 @@ impl RuleState {
             .evaluate(batch)
             .and_then(|v| v.into_array(batch.num_rows()))
             .map_err(|e| eval_error(rule, e))?;
-        let mask: &BooleanArray = mask.as_boolean_opt().ok_or_else(|| eval_error(rule, "filter did not return booleans"))?;
+        let mut mask: &BooleanArray = mask.as_boolean_opt().ok_or_else(|| eval_error(rule, "filter did not return booleans"))?;
+        let excepted;
+        if !rule.exceptions.is_empty() && mask.true_count() > 0 {
+            excepted = self.except(batch, mask)?;
+            mask = &excepted;
+        }
         if self.rule.absence.is_some() {
             self.observe_family_time(batch);
         }
@@ -694,6 +708,21 @@ impl RuleState {
             self.clear_keys(&clear, batch, now, out).map_err(|e| eval_error(&self.rule, e))?;
         }
         result
+    }
+
+    /// Drop the rows of `mask` an exception holds for, counting them per exception.
+    fn except(&mut self, batch: &RecordBatch, mask: &BooleanArray) -> Result<BooleanArray, DetectError> {
+        let mut kept = mask.clone();
+        for (exception, rows) in self.rule.exceptions.iter().zip(&mut self.suppressed) {
+            let hit = exception.evaluate(batch).map_err(|e| eval_error(&self.rule, format!("exception {}: {e}", exception.id)))?;
+            let dropped = and(&kept, &hit).map_err(|e| eval_error(&self.rule, e))?;
+            let n = dropped.true_count() as u64;
+            if n > 0 {
+                *rows += n;
+                kept = and_not(&kept, &hit).map_err(|e| eval_error(&self.rule, e))?;
+            }
+        }
+        Ok(kept)
     }
 
     /// Absence rules: raise each license's newest time in the rule's family.

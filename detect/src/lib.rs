@@ -14,6 +14,7 @@
 pub mod duration;
 pub mod engine;
 mod event_time;
+pub mod exception;
 pub mod policy;
 pub mod reference;
 pub mod resume;
@@ -70,7 +71,7 @@ pub trait Detector: Send + std::fmt::Debug {
 }
 
 /// Counts from evaluating one batch.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DetectStats {
     /// Rows evaluated (once per rule of the batch's family).
     pub rows_evaluated: u64,
@@ -80,4 +81,17 @@ pub struct DetectStats {
     pub findings_opened: u64,
     /// Events older than the watermark minus the allowed lateness: archived, not evaluated.
     pub late_events: u64,
+    /// Rows that passed a rule's filter and were dropped by one of its exceptions.
+    pub suppressed: Vec<Suppressed>,
+}
+
+/// Rows one exception dropped from one rule in one batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suppressed {
+    /// The rule.
+    pub rule: std::sync::Arc<str>,
+    /// The exception.
+    pub exception: std::sync::Arc<str>,
+    /// How many rows.
+    pub rows: u64,
 }

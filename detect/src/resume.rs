@@ -176,7 +176,7 @@ fn seen_set_query(rule: &CompiledRule, until: i64) -> Option<String> {
         g = groups.join(", "),
         table = rule.family.as_str(),
         range = time_range(since, until),
-        filter = rule.filter_sql,
+        filter = rule.evaluated_sql(),
     ))
 }
 

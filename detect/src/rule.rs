@@ -14,6 +14,7 @@ use seedwatch_schemas::{Family, Severity};
 use serde::Deserialize;
 
 use crate::duration::parse_duration_ms;
+use crate::exception::CompiledException;
 use crate::DetectError;
 
 /// What kind of evaluation a rule does.
@@ -240,9 +241,9 @@ pub struct RuleConfig {
     /// Free-form labels (seed sections, tactics).
     #[serde(default)]
     pub tags: Vec<String>,
-    /// Allow lists: events whose column holds one of the values are ignored.
+    /// Exceptions to this rule alone (as in `exceptions.yaml`, without `rules`).
     #[serde(default)]
-    pub exceptions: BTreeMap<String, Vec<String>>,
+    pub except: Vec<crate::exception::ExceptionConfig>,
     /// Longer explanation for analysts.
     #[serde(default)]
     pub description: Option<String>,
@@ -318,10 +319,12 @@ pub struct CompiledRule {
     pub family: Family,
     /// Match or threshold.
     pub rule_type: RuleType,
-    /// The filter (with exceptions folded in), compiled against the family schema.
+    /// The filter, compiled against the family schema.
     pub filter: Arc<dyn PhysicalExpr>,
-    /// The filter's SQL text, for `rules backfill` and for display.
+    /// The filter's SQL text, for warm-up queries and for display.
     pub filter_sql: String,
+    /// Exceptions: rows passing the filter that one of these holds for are dropped (and counted).
+    pub exceptions: Vec<CompiledException>,
     /// Group key column indices (license first).
     pub group_by: Vec<usize>,
     /// Subject column index.
@@ -355,6 +358,15 @@ pub struct CompiledRule {
 }
 
 impl CompiledRule {
+    /// SQL of the events the rule evaluates: its filter, less its exceptions.
+    pub fn evaluated_sql(&self) -> String {
+        if self.exceptions.is_empty() {
+            return self.filter_sql.clone();
+        }
+        let except: Vec<String> = self.exceptions.iter().map(|e| format!("({})", e.sql)).collect();
+        format!("({}) AND NOT COALESCE({}, false)", self.filter_sql, except.join(" OR "))
+    }
+
     /// Events (or distinct values) needed for `system`; `None` means the rule never fires there.
     pub fn threshold_for(&self, system: &str, policy: &crate::policy::Policy) -> Option<u32> {
         match &self.threshold {
@@ -371,10 +383,6 @@ fn line_of(text: &str, key: &str) -> usize {
     text.lines()
         .position(|l| l.trim_start().trim_start_matches("- ").starts_with(&needle))
         .map_or(0, |i| i + 1)
-}
-
-fn quote_sql(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// Compile a SQL boolean expression over a family's columns.
@@ -581,18 +589,11 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
         }
     };
 
-    let mut sql = config.filter.clone().unwrap_or_else(|| "true".into());
-    for (col, values) in &config.exceptions {
-        column("exceptions", col)?;
-        if !values.is_empty() {
-            let list: Vec<String> = values.iter().map(|v| quote_sql(v)).collect();
-            sql = format!("({sql}) AND ({col} IS NULL OR {col} NOT IN ({}))", list.join(", "));
-        }
-    }
+    let sql = config.filter.clone().unwrap_or_else(|| "true".into());
     // DataFusion messages can span lines; compile_filter flattens them, as a configuration error is one line.
     let filter = compile_filter(ctx, &schema, &sql).map_err(|m| err("filter", format!("field `filter`: {m}")))?;
 
-    Ok(CompiledRule {
+    let mut rule = CompiledRule {
         id: config.id,
         title: config.title,
         severity: config.severity,
@@ -600,6 +601,7 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
         rule_type: config.rule_type,
         filter,
         filter_sql: sql,
+        exceptions: Vec::new(),
         group_by,
         subject,
         actor,
@@ -615,7 +617,53 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
         trend,
         escalate,
         file: file.to_path_buf(),
-    })
+    };
+    for except in &config.except {
+        let line = crate::exception::id_line(text, &except.id);
+        if !except.rules.is_empty() {
+            return Err(DetectError::Config { file: name.clone(), line, message: format!("field `except`: exception `{}` is on this rule; `rules` goes in exceptions.yaml", except.id) });
+        }
+        attach_exception(&mut rule, except, &name, line, true, ctx)?;
+    }
+    Ok(rule)
+}
+
+/// Compile `config` for `rule` and add it; `Ok(false)` when it does not apply (a pattern
+/// matched an absence rule, or a family without one of its columns). Where the rule was
+/// `named`, that is an error instead.
+fn attach_exception(rule: &mut CompiledRule, config: &crate::exception::ExceptionConfig, file: &str, line: usize, named: bool, ctx: &SessionContext) -> Result<bool, DetectError> {
+    let err = |message: String| DetectError::Config { file: file.to_string(), line, message };
+    if rule.absence.is_some() {
+        // Excepting the events that prove a key alive would raise silences, not quiet them.
+        return if named { Err(err(format!("exception `{}`: `{}` is an absence rule; exceptions apply to the events a rule fires on (tune its limit or ladder instead)", config.id, rule.id))) } else { Ok(false) };
+    }
+    let schema = event_schema(rule.family);
+    let actor = rule.actor.map(|i| schema.field(i).name().as_str());
+    let sql = match crate::exception::predicate_sql(config, |c| schema.index_of(c).is_ok(), actor) {
+        Ok(Some(sql)) => sql,
+        Ok(None) if named => return Err(err(format!("exception `{}`: the {} table of rule `{}` lacks a column it names", config.id, rule.family, rule.id))),
+        Ok(None) => return Ok(false),
+        Err((field, message)) => return Err(err(format!("field `{field}` of exception `{}`: {message}", config.id))),
+    };
+    let predicate = compile_filter(ctx, &schema, &sql).map_err(|m| err(format!("field `where` of exception `{}`: {m}", config.id)))?;
+    let expires_ms = crate::exception::parse_end(&config.expires).unwrap_or(i64::MAX);
+    rule.exceptions.push(CompiledException {
+        id: config.id.as_str().into(),
+        origin: format!("{file}:{line}"),
+        reason: config.reason.clone(),
+        owner: config.owner.clone(),
+        expires_ms,
+        sql,
+        predicate,
+    });
+    Ok(true)
+}
+
+/// A session that knows seedwatch's SQL functions, for compiling filters.
+pub fn rule_context() -> SessionContext {
+    let ctx = SessionContext::new();
+    seedwatch_schemas::sql_functions::register(&ctx);
+    ctx
 }
 
 fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DetectError> {
@@ -626,8 +674,8 @@ fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DetectError> {
         let path = entry.path();
         if path.is_dir() {
             collect_yaml(&path, out)?;
-        } else if path.file_stem().is_some_and(|s| s == "policy") {
-            // The policy table lives beside the rules but is not a rule.
+        } else if path.file_stem().is_some_and(|s| s == "policy" || s == "exceptions") {
+            // The policy table and the exceptions live beside the rules but are not rules.
             continue;
         } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
             out.push(path);
@@ -643,7 +691,7 @@ pub fn load_rules(dir: &Path) -> Result<Vec<CompiledRule>, DetectError> {
     if files.is_empty() {
         return Err(DetectError::Config { file: dir.display().to_string(), line: 0, message: "no rule files (*.yaml) found".into() });
     }
-    let ctx = SessionContext::new();
+    let ctx = rule_context();
     let mut rules = Vec::with_capacity(files.len());
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
     for file in files {
@@ -660,7 +708,38 @@ pub fn load_rules(dir: &Path) -> Result<Vec<CompiledRule>, DetectError> {
         rules.push(rule);
     }
     rules.sort_by(|a, b| a.id.cmp(&b.id));
+    let exceptions = dir.join("exceptions.yaml");
+    if exceptions.is_file() {
+        attach_exceptions_file(&exceptions, &mut rules, &ctx)?;
+    }
     Ok(rules)
+}
+
+/// Attach each exception of `exceptions.yaml` to the rules its `rules` patterns cover.
+fn attach_exceptions_file(path: &Path, rules: &mut [CompiledRule], ctx: &SessionContext) -> Result<(), DetectError> {
+    let file = path.display().to_string();
+    let configs = crate::exception::load_file(path).map_err(|(line, message)| DetectError::Config { file: file.clone(), line, message })?;
+    for (config, line) in configs {
+        let mut applied = 0;
+        for pattern in &config.rules {
+            let named = !pattern.ends_with('*');
+            let mut covered = 0;
+            for rule in rules.iter_mut().filter(|r| crate::exception::covers(pattern, &r.id)) {
+                covered += 1;
+                if rule.exceptions.iter().any(|e| *e.id == *config.id) {
+                    continue;
+                }
+                applied += usize::from(attach_exception(rule, &config, &file, line, named, ctx)?);
+            }
+            if covered == 0 {
+                return Err(DetectError::Config { file, line, message: format!("field `rules` of exception `{}`: `{pattern}` matches no rule", config.id) });
+            }
+        }
+        if applied == 0 {
+            return Err(DetectError::Config { file, line, message: format!("exception `{}` applies to none of its rules (their tables lack a column it names)", config.id) });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -668,7 +747,7 @@ mod tests {
     use super::*;
 
     fn compile(text: &str) -> Result<CompiledRule, String> {
-        compile_rule(Path::new("r.yaml"), text, &SessionContext::new()).map_err(|e| e.to_string())
+        compile_rule(Path::new("r.yaml"), text, &rule_context()).map_err(|e| e.to_string())
     }
 
     const GOOD: &str = "id: login.failed_burst\ntitle: t\nseverity: high\nfamily: login\ntype: threshold\nfilter: \"outcome = 'failure'\"\ngroup_by: [user]\nthreshold: 3\nwindow: 1h\n";
@@ -725,10 +804,15 @@ mod tests {
     #[test]
     fn per_system_thresholds_and_exceptions() {
         let text = GOOD.replace("threshold: 3", "threshold: {metrc: 10, biotrack: 5}")
-            + "exceptions:\n  user: [\"svc-o'brien\"]\n";
+            + "except:\n  - id: svc\n    reason: the sync robot\n    owner: it\n    expires: 2027-01-01\n    users: [\"svc-o'brien\"]\n";
         let rule = compile(&text).unwrap_or_else(|e| panic!("{e}"));
         let p = crate::policy::Policy::default();
         assert_eq!((rule.threshold_for("metrc", &p), rule.threshold_for("biotrack", &p), rule.threshold_for("x", &p)), (Some(10), Some(5), None));
-        assert!(rule.filter_sql.contains("NOT IN ('svc-o''brien')"), "{}", rule.filter_sql);
+        assert!(rule.exceptions[0].sql.contains("user IN ('svc-o''brien')"), "{}", rule.exceptions[0].sql);
+        assert!(rule.evaluated_sql().contains("AND NOT COALESCE("), "{}", rule.evaluated_sql());
+        let e = compile(&text.replace("    users:", "    rules: ['*']\n    users:")).err().unwrap_or_default();
+        assert!(e.starts_with("r.yaml:11") && e.contains("`rules` goes in exceptions.yaml"), "{e}");
+        let e = compile(&text.replace("    users:", "    keys: [k]\n    users:")).err().unwrap_or_default();
+        assert!(e.starts_with("r.yaml:11") && e.contains("lacks a column"), "{e}");
     }
 }

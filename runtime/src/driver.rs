@@ -95,6 +95,8 @@ pub struct DriverReport {
     pub rebalances: u64,
     /// Findings the rules opened, by rule, including those the sink already held.
     pub emitted_per_rule: BTreeMap<String, u64>,
+    /// Rows exceptions dropped, by (rule, exception).
+    pub suppressed: BTreeMap<(String, String), u64>,
 }
 
 /// A sink that keeps nothing and holds every row new: for rule fixtures and goldens.
@@ -471,6 +473,9 @@ impl<S: Sink> Driver<S> {
         for d in done {
             for (family, rows, stats, seconds) in &d.batches {
                 self.report.late_events += stats.late_events;
+                for s in &stats.suppressed {
+                    *self.report.suppressed.entry((s.rule.to_string(), s.exception.to_string())).or_default() += s.rows;
+                }
                 BatchDetected { family: *family, source_kind, rows: *rows, stats, seconds: *seconds }.emit();
             }
             for (rule, severity, n) in d.open {

@@ -44,6 +44,7 @@ struct Metrics {
     redacted: IntCounterVec,
     rows_matched: IntCounterVec,
     late_events: IntCounterVec,
+    suppressed: IntCounterVec,
     findings: IntCounterVec,
     archive_rows: IntCounterVec,
     archive_files: IntCounterVec,
@@ -89,6 +90,7 @@ static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| {
         redacted: counter("redacted_lines_total", "Lines in which a raw credential was replaced by a fingerprint.", &["source"])?,
         rows_matched: counter("detect_rows_matched_total", "Rows that passed a rule filter, by family.", &["family"])?,
         late_events: counter("late_events_total", "Events beyond the allowed lateness (archived, not evaluated), by family.", &["family"])?,
+        suppressed: counter("suppressed_total", "Rows that passed a rule's filter and were dropped by an exception (exceptions.yaml, or except: on the rule), by rule and exception.", &["rule", "exception"])?,
         findings: counter("findings_total", "Findings opened or raised to a severity (escalations count again at their new severity), by rule, severity, state and license.", &["rule", "severity", "state", "license"])?,
         archive_rows: counter("archive_rows_total", "Rows written to the archive, by table.", &["table"])?,
         archive_files: counter("archive_files_total", "Parquet files written.", &[])?,
@@ -171,6 +173,10 @@ impl BatchDetected<'_> {
             tracing::debug!(family = self.family.as_str(), late = self.stats.late_events, "late events not evaluated");
             m.late_events.with_label_values(&[self.family.as_str()]).inc_by(self.stats.late_events);
             m.events_in.with_label_values(&[self.family.as_str(), self.source_kind, "late"]).inc_by(self.stats.late_events);
+        }
+        for s in &self.stats.suppressed {
+            // Both labels come from the rule configuration, so they are bounded.
+            m.suppressed.with_label_values(&[&*s.rule, &*s.exception]).inc_by(s.rows);
         }
         m.batch_events.with_label_values(&[self.family.as_str()]).observe(self.rows as f64);
         m.batch_seconds.with_label_values(&["detect"]).observe(self.seconds);
