@@ -74,10 +74,20 @@ fn shop(level: f64) -> impl Fn(i64, i64) -> u64 {
 }
 
 fn volume_spikes(keys: &[Key]) -> Vec<Finding> {
+    volume_spikes_under(keys, None)
+}
+
+/// With `policy` (a policy.yaml text) instead of the defaults.
+fn volume_spikes_under(keys: &[Key], policy: Option<&str>) -> Vec<Finding> {
     let dir = tempfile::tempdir().expect("tempdir");
     let locations = dir.path().join("locations.csv");
     std::fs::write(&locations, "location,license,state,system,timezone,open,close\noakland,C10-0000123-LIC,CA,metrc,America/Los_Angeles,09:00,21:00\n").expect("locations");
-    let reference = Arc::new(Reference { locations: load_locations(&locations).expect("locations"), ..Reference::default() });
+    let policy = policy.map(|text| {
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(&path, text).expect("policy");
+        seedwatch_detect::policy::load_policy(&path).expect("policy loads")
+    });
+    let reference = Arc::new(Reference { locations: load_locations(&locations).expect("locations"), policy: policy.unwrap_or_default(), ..Reference::default() });
     let rules: Vec<_> = load_rules(&common::repo().join("rules")).expect("rules").into_iter().filter(|r| r.id == "api.volume_spike").collect();
     let engine = RuleEngine::with_reference(rules, reference).expect("engine");
     let decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"baseline-test-secret").expect("fp")).expect("redactor"));
@@ -98,6 +108,21 @@ fn a_small_keys_spike_fires_in_a_usually_silent_hour_and_in_a_busy_one() {
     let day = Key::new("small-day").days(0, 14, shop(45.0)).days(14, 1, |d, h| if h == 14 { 450 } else { shop(45.0)(d, h) });
     let fired = hours_fired(&volume_spikes(&[night, day]));
     assert_eq!(fired, vec![("small-night".to_string(), 14 * 24 + 2), ("small-day".to_string(), 14 * 24 + 14)]);
+}
+
+#[test]
+fn policy_overrides_a_baselines_parameters_for_a_state_or_a_system() {
+    // The 26x hour of a small key in California fires by the rule's own ratio (2x).
+    let keys = || [Key::new("small-night").days(0, 14, shop(45.0)).hour(14, 2, 1_200).days(14, 1, shop(45.0))];
+    let fired = |policy: &str| hours_fired(&volume_spikes_under(&keys(), Some(policy))).len();
+    assert_eq!(fired("defaults: {}\n"), 1);
+    // Raised past this hour's ratio (1,200 against a floor of half its ~45 peak: ~50x) for California, or for Metrc: quiet. For another state or system: still fires.
+    assert_eq!(fired("defaults: {}\nstates:\n  CA: {baseline: {ratio: 100}}\n"), 0);
+    assert_eq!(fired("defaults: {}\nsystems:\n  metrc: {baseline: {ratio: 100}}\n"), 0);
+    assert_eq!(fired("defaults: {}\nstates:\n  CO: {baseline: {ratio: 100}}\nsystems:\n  biotrack: {baseline: {ratio: 100}}\n"), 1);
+    // The state's own value wins over its system's.
+    assert_eq!(fired("defaults: {}\nstates:\n  CA: {baseline: {ratio: 3}}\nsystems:\n  metrc: {baseline: {ratio: 100}}\n"), 1);
+    assert_eq!(fired("defaults: {}\nstates:\n  CA: {baseline: {min_volume: 2000}}\n"), 0);
 }
 
 #[test]

@@ -204,6 +204,9 @@ struct HourlyKey {
     /// are new or rare, and the detector keeps state for a million of them).
     history: Option<Box<HourHistory>>,
     open: Option<Box<Tracked>>,
+    /// The rule's parameters as policy.yaml overrides them for the key's state or system;
+    /// `None` (no allocation) for the usual key that takes the rule's own.
+    params: Option<Box<crate::rule::Baseline>>,
 }
 
 /// Keys of one location in one hour: how many moved anything, how many were over their level.
@@ -870,10 +873,15 @@ impl RuleState {
         };
         if !self.hourly.contains_key(key) {
             let (slot, day) = local_hour(hour);
-            let fresh = HourlyKey { hour, day, total: 0.0, events: 0, baseline: None, floor: 0.0, slot, history: None, open: None };
+            let state = if cols.state.is_null(row) { "" } else { cols.state.value(row) };
+            let system = if cols.system.is_null(row) { "" } else { cols.system.value(row) };
+            let own = reference.policy.baseline(b, state, system);
+            let params = (own != *b).then(|| Box::new(own));
+            let fresh = HourlyKey { hour, day, total: 0.0, events: 0, baseline: None, floor: 0.0, slot, history: None, open: None, params };
             self.hourly.insert(Box::from(key), Box::new(fresh));
         }
         let Some(k) = self.hourly.get_mut(key) else { return };
+        let b = &k.params.as_deref().copied().unwrap_or(*b);
         if hour < k.hour {
             // A late event for an hour already judged: archived, not re-judged.
             return;

@@ -22,6 +22,47 @@ pub struct StatePolicyConfig {
     pub key_rotation_days: Option<u32>,
     /// Maximum session timeout.
     pub session_timeout: Option<String>,
+    /// Baseline rules' parameters for this state's keys.
+    #[serde(default)]
+    pub baseline: Option<BaselineOverride>,
+}
+
+/// Baseline rules' parameters for the keys of one state or one system, in place of the
+/// rule's own: a state whose shops swing more, a system whose integrations batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineOverride {
+    /// Observed / normal ratio that fires.
+    pub ratio: Option<f64>,
+    /// Smallest hourly volume that can fire.
+    pub min_volume: Option<f64>,
+    /// Least normal level, as a share of the key's typical busiest hour.
+    pub floor_of_peak: Option<f64>,
+    /// Robust deviations above normal also required.
+    pub min_deviation: Option<f64>,
+}
+
+impl BaselineOverride {
+    fn apply(&self, b: &mut crate::rule::Baseline) {
+        b.ratio = self.ratio.unwrap_or(b.ratio);
+        b.min_volume = self.min_volume.unwrap_or(b.min_volume);
+        b.floor_of_peak = self.floor_of_peak.unwrap_or(b.floor_of_peak);
+        b.min_deviation = self.min_deviation.unwrap_or(b.min_deviation);
+    }
+
+    /// The first field out of range, with why.
+    fn invalid(&self) -> Option<(&'static str, &'static str)> {
+        if self.ratio.is_some_and(|r| !(r > 1.0)) {
+            return Some(("ratio", "must be greater than 1"));
+        }
+        if self.floor_of_peak.is_some_and(|f| !(0.0..=1.0).contains(&f)) {
+            return Some(("floor_of_peak", "must be between 0 and 1"));
+        }
+        if self.min_volume.is_some_and(|v| !(v >= 0.0)) || self.min_deviation.is_some_and(|v| !(v >= 0.0)) {
+            return Some(("min_volume", "`min_volume` and `min_deviation` must not be negative"));
+        }
+        None
+    }
 }
 
 /// One system's entries.
@@ -30,6 +71,9 @@ pub struct StatePolicyConfig {
 pub struct SystemPolicyConfig {
     /// Failed API calls per hour before alerting.
     pub failed_api_per_hour: Option<u32>,
+    /// Baseline rules' parameters for this system's keys (a state's own win).
+    #[serde(default)]
+    pub baseline: Option<BaselineOverride>,
 }
 
 /// The file as written.
@@ -67,6 +111,9 @@ pub struct Policy {
     defaults: StatePolicy,
     states: BTreeMap<String, StatePolicy>,
     systems: BTreeMap<String, SystemPolicyConfig>,
+    /// `defaults.baseline`, then per state.
+    baseline_defaults: Option<BaselineOverride>,
+    baseline_states: BTreeMap<String, BaselineOverride>,
 }
 
 /// Numeric policy values a rule can refer to by name.
@@ -85,7 +132,7 @@ impl Default for Policy {
             key_rotation_days: 90,
             session_timeout_ms: 1_800_000,
         };
-        Self { defaults, states: BTreeMap::new(), systems: BTreeMap::new() }
+        Self { defaults, states: BTreeMap::new(), systems: BTreeMap::new(), baseline_defaults: None, baseline_states: BTreeMap::new() }
     }
 }
 
@@ -116,6 +163,17 @@ impl Policy {
     /// The failed-API threshold of a system, when set.
     pub fn failed_api_per_hour(&self, system: &str) -> Option<u32> {
         self.systems.get(system).and_then(|s| s.failed_api_per_hour)
+    }
+
+    /// A baseline rule's parameters for keys of `state` on `system`: the rule's own, then
+    /// `defaults.baseline`, the system's, the state's (the most specific wins).
+    pub fn baseline(&self, rule: &crate::rule::Baseline, state: &str, system: &str) -> crate::rule::Baseline {
+        let mut b = rule.clone();
+        let layers = [self.baseline_defaults.as_ref(), self.systems.get(system).and_then(|s| s.baseline.as_ref()), self.baseline_states.get(state)];
+        for layer in layers.into_iter().flatten() {
+            layer.apply(&mut b);
+        }
+        b
     }
 
     /// A per-system number by name (see [`SYSTEM_NUMBER_NAMES`]).
@@ -169,7 +227,17 @@ pub fn load_policy(path: &Path) -> Result<Policy, DetectError> {
             return Err(DetectError::Config { file, line: 0, message: format!("systems: `{system}` is not metrc or biotrack") });
         }
     }
-    Ok(Policy { defaults, states, systems: config.systems })
+    let overrides = std::iter::once(("defaults", config.defaults.baseline.as_ref()))
+        .chain(config.systems.iter().map(|(k, c)| (k.as_str(), c.baseline.as_ref())))
+        .chain(config.states.iter().map(|(k, c)| (k.as_str(), c.baseline.as_ref())));
+    for (key, o) in overrides {
+        if let Some((field, why)) = o.and_then(BaselineOverride::invalid) {
+            let line = text.lines().position(|l| l.trim_start().starts_with(&format!("{key}:"))).map_or(0, |i| i + 1);
+            return Err(DetectError::Config { file, line, message: format!("{key}: field `baseline.{field}`: {why}") });
+        }
+    }
+    let baseline_states = config.states.iter().filter_map(|(k, c)| c.baseline.map(|b| (k.clone(), b))).collect();
+    Ok(Policy { defaults, states, systems: config.systems, baseline_defaults: config.defaults.baseline, baseline_states })
 }
 
 #[cfg(test)]
@@ -193,12 +261,32 @@ mod tests {
     }
 
     #[test]
+    fn baseline_parameters_resolve_rule_then_defaults_then_system_then_state() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("policy.yaml");
+        let yaml = "defaults: {baseline: {min_volume: 10}}\nsystems:\n  biotrack: {baseline: {ratio: 3.0, min_deviation: 6}}\nstates:\n  NM: {baseline: {ratio: 4.0}}\n";
+        std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("{e}"));
+        let p = load_policy(&path).unwrap_or_else(|e| panic!("{e}"));
+        let rule = crate::rule::Baseline { measure: None, ratio: 2.0, history_days: 28, min_samples: 7, min_volume: 0.0, floor_of_peak: 0.1, min_deviation: 4.0 };
+        let got = |state, system| {
+            let b = p.baseline(&rule, state, system);
+            (b.ratio, b.min_volume, b.min_deviation, b.floor_of_peak)
+        };
+        assert_eq!(got("CA", "metrc"), (2.0, 10.0, 4.0, 0.1));
+        assert_eq!(got("CO", "biotrack"), (3.0, 10.0, 6.0, 0.1));
+        assert_eq!(got("NM", "biotrack"), (4.0, 10.0, 6.0, 0.1));
+    }
+
+    #[test]
     fn bad_entries_name_the_line() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("policy.yaml");
         std::fs::write(&path, "defaults:\n  sync_interval: 24h\nstates:\n  CA: {sync_interval: soon}\n").unwrap_or_else(|e| panic!("{e}"));
         let e = load_policy(&path).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("policy.yaml:4:") && e.contains("sync_interval"), "{e}");
+        std::fs::write(&path, "defaults: {}\nstates:\n  CO: {sync_interval: 15m}\n  CA: {baseline: {ratio: 0.5}}\n").unwrap_or_else(|e| panic!("{e}"));
+        let e = load_policy(&path).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("policy.yaml:4:") && e.contains("baseline.ratio"), "{e}");
         std::fs::write(&path, "defaults: {}\nstates:\n  XX: {}\n").unwrap_or_else(|e| panic!("{e}"));
         let e = load_policy(&path).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains(":3:") && e.contains("XX"), "{e}");

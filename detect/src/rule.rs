@@ -54,8 +54,9 @@ pub struct Trend {
     pub sustained: usize,
 }
 
-/// The compiled parameters of a `baseline` rule.
-#[derive(Debug, Clone, PartialEq)]
+/// The compiled parameters of a `baseline` rule (a state or system may override some, see
+/// [`crate::policy::BaselineOverride`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Baseline {
     /// Column summed per hour (`None`: count events).
     pub measure: Option<usize>,
