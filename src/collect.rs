@@ -140,6 +140,7 @@ pub fn produce_chunk(
         let b = &events.batch;
         let lines = b.column_by_name("line").and_then(|c| c.as_primitive_opt::<Int64Type>()).ok_or_else(|| anyhow!("decoded rows carry no line number"))?;
         let licenses = b.column_by_name("license").and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| anyhow!("decoded rows carry no license"))?;
+        let ids = b.column_by_name("event_id").and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| anyhow!("decoded rows carry no event_id"))?;
         for row in 0..b.num_rows() {
             let number = lines.value(row) as u64;
             let license = if licenses.is_null(row) { "" } else { licenses.value(row) };
@@ -151,7 +152,10 @@ pub fn produce_chunk(
             }
             let span = chunk.lines.binary_search_by_key(&number, |s| s.number).map(|i| &chunk.lines[i]).map_err(|_| anyhow!("line {number} is not in its chunk"))?;
             let text = std::str::from_utf8(&chunk.data[span.start..span.end]).context("a decoded line is not UTF-8")?;
-            let payload = if redactor.might_contain_secret(text.as_bytes()) { std::borrow::Cow::Owned(redactor.redact(text)) } else { std::borrow::Cow::Borrowed(text) };
+            let mut payload = if redactor.might_contain_secret(text.as_bytes()) { std::borrow::Cow::Owned(redactor.redact(text)) } else { std::borrow::Cow::Borrowed(text) };
+            if !payload.contains("\"event_id\"") {
+                payload = std::borrow::Cow::Owned(stamp_event_id(&payload, ids.value(row)));
+            }
             payloads.push((Topic::Events(events.family), license, payload));
         }
     }
@@ -179,6 +183,15 @@ pub fn produce_chunk(
     let messages = payloads.iter().map(|(topic, key, payload)| Message { topic: *topic, key: key.as_bytes(), payload: payload.as_bytes() });
     outcome.produced = runtime.block_on(producer.send_all(messages))?;
     Ok(outcome)
+}
+
+/// `line` (a JSON object) with `"event_id"` first: the id the decoder derived from the line's
+/// file and position, so a resent chunk is recognised downstream and two identical lines
+/// stay two events (a detector reading Kafka knows only offsets, which a resend changes).
+fn stamp_event_id(line: &str, id: &str) -> String {
+    let body = line.trim_start().strip_prefix('{').unwrap_or(line).trim_start();
+    let separator = if body.starts_with('}') { "" } else { "," };
+    format!("{{\"event_id\":\"{id}\"{separator}{body}")
 }
 
 enum Input {
@@ -219,4 +232,15 @@ impl Checkpoint {
 pub fn create_topics(kafka: &KafkaConfig, partitions: i32) -> Result<Vec<(String, bool)>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     Ok(runtime.block_on(seedwatch_kafka::create_topics(kafka, partitions))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stamp_event_id;
+
+    #[test]
+    fn the_derived_id_goes_first_in_the_object() {
+        assert_eq!(stamp_event_id(r#"{"time":1,"family":"login"}"#, "ab"), r#"{"event_id":"ab","time":1,"family":"login"}"#);
+        assert_eq!(stamp_event_id(r#"  { "time":1}"#, "ab"), r#"{"event_id":"ab","time":1}"#);
+    }
 }

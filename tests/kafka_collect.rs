@@ -55,10 +55,23 @@ fn collected_lines_reach_kafka_validated_redacted_keyed_and_detectable() {
     assert_eq!(summary["raw_key_hits"], 0, "a raw credential reached Kafka: {summary}");
     assert!(!truth.raw_keys.is_empty());
 
+    // The collector stamped each event with the id the file position gives it (the
+    // generator's lines carry none): a resent chunk is the same events downstream.
+    let stamped = std::fs::read_to_string(&consumed).expect("consumed").lines().filter(|l| l.contains("\"family\"")).filter(|l| l.starts_with("{\"event_id\":\"")).count();
+    assert_eq!(stamped as u64, truth.events, "events without a stamped id");
+
     // What went through Kafka detects like the file itself: every incident, no look-alike.
     let mut opts = common::run_options(&data, &dir.path().join("archive"), dir.path());
     opts.inputs = vec![consumed];
     let report = run(&opts).expect("run over the consumed lines");
+    // ... and archives the same events, by id, as reading the file directly.
+    let direct = run(&common::run_options(&data, &dir.path().join("direct"), dir.path())).expect("run over the file");
+    let ids = |archive: &std::path::Path| {
+        ["login", "api", "sync", "audit"]
+            .map(|t| common::query_json(archive, &format!("SELECT count(*) AS n, count(DISTINCT event_id) AS d, min(event_id) AS lo, max(event_id) AS hi FROM {t}")))
+    };
+    assert_eq!(ids(&dir.path().join("archive")), ids(&dir.path().join("direct")));
+    assert_eq!(direct.findings.len(), report.findings.len());
     let loaded: std::collections::HashSet<String> =
         seedwatch_detect::load_rules(&common::repo().join("rules")).expect("rules").into_iter().map(|r| r.id).collect();
     let s = score(&truth, &report.findings, &loaded);

@@ -468,7 +468,7 @@ impl Decoder {
 
         // Fill what the decoder derives, then check presence.
         if matches!(cells[builder.idx_event_id], Cell::Null) {
-            cells[builder.idx_event_id] = Cell::Hash(xxhash_rust::xxh3::xxh3_128(bytes));
+            cells[builder.idx_event_id] = Cell::Hash(derived_event_id(source, number, bytes));
         }
         if matches!(cells[builder.idx_location], Cell::Null) {
             cells[builder.idx_location] = cells[builder.idx_license].clone();
@@ -740,6 +740,20 @@ fn parse_cell<'a>(field: &Field, raw: &'a str) -> Result<Cell<'a>, Reject> {
             Ok(Cell::Time(ms))
         }
     }
+}
+
+/// The id of an event that names none: its content and its position in its source (file
+/// and line, or topic/partition and offset). Two identical lines (a burst of 401s within a
+/// second) are two events; the same line read again (a restarted run, a resent chunk) is
+/// the same one, and the archive keeps it once. The collector stamps this id into what it
+/// produces, so the events a detector reads from Kafka keep their file positions' ids.
+pub fn derived_event_id(source: &str, number: u64, bytes: &[u8]) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(source.as_bytes());
+    h.update(&[0]);
+    h.update(&number.to_le_bytes());
+    h.update(bytes);
+    h.digest128()
 }
 
 /// A JSON object's (key, raw value) pairs, borrowed from the line.

@@ -106,7 +106,7 @@ use Presence::{Optional, Required, RequiredUnlessRawKey};
 /// Fields common to every family, in column order. `family` itself selects the
 /// table and is not stored as a column.
 pub const COMMON: &[Field] = &[
-    field("event_id", Kind::Str { max_len: 128 }, Optional, "Dedup key; derived from a hash of the line when absent."),
+    field("event_id", Kind::Str { max_len: 128 }, Optional, "Dedup key; when absent, derived from the line and its position in its source (file and line number), so identical lines are distinct events and a re-read line is the same one."),
     field("time", Kind::Time, Required, "Event time: RFC 3339 with offset, or epoch milliseconds."),
     field("system", Kind::Enum(crate::SYSTEMS), Required, "The tracking system."),
     field("state", Kind::State, Required, "Two-letter state or territory code."),
