@@ -3,7 +3,9 @@
 //! A rule ([`rule::RuleConfig`]) names a family, a SQL boolean filter over
 //! that family's columns, and a type ([`rule::RuleType`]): `match`,
 //! `threshold`, `schedule`, `reference`, `absence`, `new_value`, `baseline`
-//! or `trend`. [`resume`] rebuilds the engine's state from archived events.
+//! or `trend`, each a module of [`kinds`] with its own fields. [`exception`]s
+//! drop known-good rows after the filter. [`resume`] rebuilds the engine's state
+//! from archived events.
 //!
 //! Filters are compiled once with DataFusion and evaluated on whole batches;
 //! only the rows that pass reach per-key state. Findings are held open while
@@ -15,6 +17,7 @@ pub mod duration;
 pub mod engine;
 mod event_time;
 pub mod exception;
+pub mod kinds;
 pub mod policy;
 pub mod reference;
 pub mod resume;

@@ -1,6 +1,6 @@
 //! Rule files: typed configuration, validated and compiled once at load.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,7 +13,6 @@ use seedwatch_schemas::arrow_schema::event_schema;
 use seedwatch_schemas::{Family, Severity};
 use serde::Deserialize;
 
-use crate::duration::parse_duration_ms;
 use crate::exception::CompiledException;
 use crate::DetectError;
 
@@ -40,77 +39,28 @@ pub enum RuleType {
     Trend,
 }
 
-/// The compiled parameters of a `trend` rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Trend {
-    /// Integer column read as a gauge.
-    pub field: usize,
-    /// The last reading must be at least this.
-    pub above: i64,
-    /// Consecutive readings that must not fall (and must rise overall).
-    pub points: usize,
-    /// How many of the last readings must be at or above `above`: a single
-    /// jump (a bulk import landing at once) is not a backlog that grows.
-    pub sustained: usize,
+impl RuleType {
+    /// As written in YAML.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Match => "match",
+            Self::Threshold => "threshold",
+            Self::Schedule => "schedule",
+            Self::Reference => "reference",
+            Self::Absence => "absence",
+            Self::NewValue => "new_value",
+            Self::Baseline => "baseline",
+            Self::Trend => "trend",
+        }
+    }
 }
 
-/// The compiled parameters of a `baseline` rule (a state or system may override some, see
-/// [`crate::policy::BaselineOverride`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Baseline {
-    /// Column summed per hour (`None`: count events).
-    pub measure: Option<usize>,
-    /// Observed / baseline ratio that fires (the seeds' "2x normal volume").
-    pub ratio: f64,
-    /// Past days of the same hour kept as samples.
-    pub history_days: usize,
-    /// Samples needed before the key is judged.
-    pub min_samples: usize,
-    /// Smallest hourly volume worth an alert.
-    pub min_volume: f64,
-    /// Least normal level an hour is held against, as a share of the key's typical busiest
-    /// hour (the median of its daily peaks): quiet hours of a large site swing by hundreds
-    /// without meaning anything, and an hour a key is usually silent in has no normal of
-    /// its own. Scales with the key, where an absolute floor suits one size of site only.
-    pub floor_of_peak: f64,
-    /// How many robust standard deviations (1.4826 x MAD) above the median
-    /// the hour must also be, so that naturally noisy keys stay quiet.
-    pub min_deviation: f64,
-}
-
-/// The compiled parameters of a `new_value` rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewValue {
-    /// Column whose values are tracked per key.
-    pub field: usize,
-    /// A value unseen for this long counts as new again.
-    pub history_ms: i64,
-    /// A key's first sighting starts a quiet period of this length.
-    pub learning_ms: i64,
-}
-
-/// A limit: a fixed duration, or a policy value per state (`{policy: sync_limit}`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum LimitConfig {
-    /// A duration such as `4h`.
-    Fixed(String),
-    /// A named policy value.
-    Policy {
-        /// The policy value's name.
-        policy: String,
-    },
-}
-
-/// One rung of an absence rule's escalation ladder.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LadderStep {
-    /// Time since the last matching event at which this severity applies.
-    pub after: String,
-    /// The severity from then on.
-    pub severity: Severity,
-}
+pub use crate::kinds::absence::{Absence, LadderStep, Limit, LimitConfig};
+pub use crate::kinds::baseline::Baseline;
+pub use crate::kinds::new_value::NewValue;
+pub use crate::kinds::reference::ReferenceConfig;
+pub use crate::kinds::threshold::ThresholdConfig;
+pub use crate::kinds::trend::Trend;
 
 /// Raise a finding's severity where a policy flag holds for its state.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -120,53 +70,6 @@ pub struct EscalateConfig {
     pub policy: String,
     /// The severity where it is true.
     pub severity: Severity,
-}
-
-/// Resolved limit of an absence rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Limit {
-    /// Fixed, in ms.
-    Fixed(i64),
-    /// A policy value, looked up per state.
-    Policy(String),
-}
-
-/// The compiled parameters of an `absence` rule.
-#[derive(Debug, Clone)]
-pub struct Absence {
-    /// How long without a matching event before it fires.
-    pub limit: Limit,
-    /// Floor under the limit (real-time states have a limit of 0).
-    pub minimum_ms: i64,
-    /// (elapsed ms, severity), ascending.
-    pub ladder: Vec<(i64, Severity)>,
-    /// Events that stop tracking their key, compiled.
-    pub clear: Option<Arc<dyn PhysicalExpr>>,
-    /// The same as SQL text (for restoring state from the archive).
-    pub clear_sql: Option<String>,
-}
-
-impl PartialEq for Absence {
-    fn eq(&self, other: &Self) -> bool {
-        self.limit == other.limit && self.minimum_ms == other.minimum_ms && self.ladder == other.ladder && self.clear.is_some() == other.clear.is_some()
-    }
-}
-
-/// The join of a `reference` rule.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReferenceConfig {
-    /// The reference table; only `roster` today.
-    pub table: String,
-    /// The event column holding the roster's `user`.
-    #[serde(default = "default_reference_column")]
-    pub column: String,
-    /// When a joined event fires; only `terminated` (at or after `terminated_at`) today.
-    pub condition: String,
-}
-
-fn default_reference_column() -> String {
-    "user".into()
 }
 
 /// A per-row check applied after the SQL filter, for rules that need reference data.
@@ -183,24 +86,9 @@ pub enum RowCondition {
     },
 }
 
-/// A threshold: one number, or one per tracking system (`{metrc: 10, biotrack: 5}`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum ThresholdConfig {
-    /// The same for every system.
-    All(u32),
-    /// A per-system number from policy.yaml (`{policy: failed_api_per_hour}`).
-    Policy {
-        /// The policy value's name.
-        policy: String,
-    },
-    /// Per system; a system not listed never fires.
-    PerSystem(BTreeMap<String, u32>),
-}
-
-/// A rule as written in YAML. Unknown keys are errors.
+/// The fields every rule has, as written in YAML. The fields of its `type` are read by
+/// that kind's module ([`crate::kinds`]); a key neither knows is an error.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// Stable id, `<family>.<name>` (part of the interface: alerts and SQL use it).
     pub id: String,
@@ -210,7 +98,7 @@ pub struct RuleConfig {
     pub severity: Severity,
     /// The family whose events the rule reads.
     pub family: String,
-    /// `match` or `threshold`.
+    /// The kind of evaluation.
     #[serde(rename = "type")]
     pub rule_type: RuleType,
     /// SQL boolean expression over the family's columns; `true` when omitted.
@@ -227,15 +115,6 @@ pub struct RuleConfig {
     /// and API rules (sync events name no one).
     #[serde(default)]
     pub actor: Option<String>,
-    /// Events (or distinct values) needed inside `window` (threshold rules).
-    #[serde(default)]
-    pub threshold: Option<ThresholdConfig>,
-    /// Sliding event-time window (threshold rules), e.g. `1h`.
-    #[serde(default)]
-    pub window: Option<String>,
-    /// Count distinct values of this column instead of events.
-    #[serde(default)]
-    pub distinct: Option<String>,
     /// How long repeats update the same finding; defaults to the window, or 1h.
     #[serde(default)]
     pub suppress: Option<String>,
@@ -248,63 +127,9 @@ pub struct RuleConfig {
     /// Longer explanation for analysts.
     #[serde(default)]
     pub description: Option<String>,
-    /// The join of a `reference` rule.
-    #[serde(default)]
-    pub reference: Option<ReferenceConfig>,
-    /// Absence rules: the limit, fixed or from policy.
-    #[serde(default)]
-    pub limit: Option<LimitConfig>,
-    /// Absence rules: a floor under the limit.
-    #[serde(default)]
-    pub minimum: Option<String>,
-    /// Absence rules: SQL filter of events that end tracking of their key (a revoked key).
-    #[serde(default)]
-    pub clear: Option<String>,
-    /// Absence rules: severities by time elapsed.
-    #[serde(default)]
-    pub ladder: Vec<LadderStep>,
     /// Raise the severity where a policy flag holds.
     #[serde(default)]
     pub escalate: Option<EscalateConfig>,
-    /// New-value rules: the column whose values are tracked; trend rules: the gauge column.
-    #[serde(default)]
-    pub field: Option<String>,
-    /// Trend rules: the level the last reading must reach.
-    #[serde(default)]
-    pub above: Option<i64>,
-    /// Trend rules: how many readings must rise (default 4).
-    #[serde(default)]
-    pub points: Option<usize>,
-    /// Trend rules: how many of the last readings must be at or above `above` (default 2).
-    #[serde(default)]
-    pub sustained: Option<usize>,
-    /// New-value rules: how long a value stays known (default 90d).
-    #[serde(default)]
-    pub history: Option<String>,
-    /// New-value rules: quiet period after a key's first sighting (default 7d).
-    #[serde(default)]
-    pub learning: Option<String>,
-    /// Baseline rules: the column summed per hour (omit to count events).
-    #[serde(default)]
-    pub measure: Option<String>,
-    /// Baseline rules: ratio to the normal level that fires (default 2.0).
-    #[serde(default)]
-    pub ratio: Option<f64>,
-    /// Baseline rules: days of the same hour kept as samples (default 28).
-    #[serde(default)]
-    pub history_days: Option<usize>,
-    /// Baseline rules: samples needed before judging a key's hour (default 7).
-    #[serde(default)]
-    pub min_samples: Option<usize>,
-    /// Baseline rules: smallest hourly volume that can fire (default 0).
-    #[serde(default)]
-    pub min_volume: Option<f64>,
-    /// Baseline rules: least normal level, as a share of the key's typical busiest hour (default 0).
-    #[serde(default)]
-    pub floor_of_peak: Option<f64>,
-    /// Baseline rules: robust deviations above normal also required (default 4).
-    #[serde(default)]
-    pub min_deviation: Option<f64>,
 }
 
 /// A rule ready to run: filter compiled, durations parsed, columns resolved.
@@ -387,7 +212,7 @@ fn line_of(text: &str, key: &str) -> usize {
 }
 
 /// Compile a SQL boolean expression over a family's columns.
-fn compile_filter(ctx: &SessionContext, schema: &datafusion::arrow::datatypes::SchemaRef, sql: &str) -> Result<Arc<dyn PhysicalExpr>, String> {
+pub(crate) fn compile_filter(ctx: &SessionContext, schema: &datafusion::arrow::datatypes::SchemaRef, sql: &str) -> Result<Arc<dyn PhysicalExpr>, String> {
     let flat = |e: datafusion::error::DataFusionError| e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
     let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(flat)?;
     let expr = ctx.parse_sql_expr(sql, &df_schema).map_err(flat)?;
@@ -398,15 +223,16 @@ fn compile_filter(ctx: &SessionContext, schema: &datafusion::arrow::datatypes::S
     ctx.create_physical_expr(expr, &df_schema).map_err(flat)
 }
 
+/// A serde_yaml error as a configuration error at its line.
+pub(crate) fn yaml_error(file: &str, e: &serde_yaml::Error) -> DetectError {
+    DetectError::Config { file: file.to_string(), line: e.location().map_or(0, |l| l.line()), message: e.to_string() }
+}
+
 /// Parse and compile one rule file's text.
 pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<CompiledRule, DetectError> {
     let name = file.display().to_string();
     let err = |key: &str, message: String| DetectError::Config { file: name.clone(), line: line_of(text, key), message };
-    let config: RuleConfig = serde_yaml::from_str(text).map_err(|e| DetectError::Config {
-        file: name.clone(),
-        line: e.location().map_or(0, |l| l.line()),
-        message: e.to_string(),
-    })?;
+    let config: RuleConfig = serde_yaml::from_str(text).map_err(|e| yaml_error(&name, &e))?;
     let family: Family = config
         .family
         .parse()
@@ -415,60 +241,35 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
         return Err(err("id", format!("field `id`: `{}` must start with `{}.`", config.id, family.as_str())));
     }
     let schema = event_schema(family);
-    let column = |key: &str, col: &str| {
-        schema
-            .index_of(col)
-            .map_err(|_| err(key, format!("field `{key}`: `{col}` is not a column of the {family} table")))
-    };
+    let cx = crate::kinds::Context { family, schema: &schema, sql: ctx, err: &err };
+    let (parts, kind_fields) = crate::kinds::compile(config.rule_type, &name, text, &cx)?;
+    let mapping: serde_yaml::Mapping = serde_yaml::from_str(text).map_err(|e| yaml_error(&name, &e))?;
+    let common = crate::kinds::struct_fields::<RuleConfig>();
+    for key in mapping.keys().filter_map(|k| k.as_str()) {
+        if !common.contains(&key) && !kind_fields.contains(&key) {
+            let theirs = if kind_fields.is_empty() { "none of its own".to_string() } else { kind_fields.join(", ") };
+            return Err(err(key, format!("field `{key}`: unknown for a `{}` rule (its fields: {theirs}; every rule's: {})", config.rule_type.name(), common.join(", "))));
+        }
+    }
 
-    let mut group_by = vec![column("group_by", "license")?];
+    let mut group_by = vec![cx.column("group_by", "license")?];
     for col in &config.group_by {
-        let i = column("group_by", col)?;
+        let i = cx.column("group_by", col)?;
         if !group_by.contains(&i) {
             group_by.push(i);
         }
     }
     let subject = match &config.subject {
-        Some(col) => column("subject", col)?,
+        Some(col) => cx.column("subject", col)?,
         None => *group_by.last().unwrap_or(&0),
     };
     let actor = match (&config.actor, family) {
-        (Some(col), _) => Some(column("actor", col)?),
+        (Some(col), _) => Some(cx.column("actor", col)?),
         (None, Family::Audit) => schema.index_of("actor").ok(),
         (None, Family::Login | Family::Api) => schema.index_of("user").ok(),
         (None, Family::Sync) => None,
     };
-    let distinct = config.distinct.as_deref().map(|c| column("distinct", c)).transpose()?;
-    let duration = |key: &str, value: &Option<String>| {
-        value.as_deref().map(parse_duration_ms).transpose().map_err(|m| err(key, format!("field `{key}`: {m}")))
-    };
-    let window = duration("window", &config.window)?;
-    let suppress = duration("suppress", &config.suppress)?;
-    if config.reference.is_some() != (config.rule_type == RuleType::Reference) {
-        return Err(err("reference", "field `reference` goes with `type: reference`, and only there".into()));
-    }
-    let mut condition = RowCondition::None;
-    let mut absence = None;
-    let mut new_value = None;
-    let mut baseline = None;
-    if config.rule_type != RuleType::Baseline
-        && (config.measure.is_some() || config.ratio.is_some() || config.history_days.is_some() || config.min_samples.is_some() || config.min_volume.is_some() || config.min_deviation.is_some() || config.floor_of_peak.is_some())
-    {
-        return Err(err("measure", "fields `measure`, `ratio`, `history_days`, `min_samples`, `min_volume`, `floor_of_peak` and `min_deviation` go with `type: baseline`".into()));
-    }
-    if config.rule_type != RuleType::NewValue && (config.history.is_some() || config.learning.is_some()) {
-        return Err(err("history", "fields `history` and `learning` go with `type: new_value`".into()));
-    }
-    if !matches!(config.rule_type, RuleType::NewValue | RuleType::Trend) && config.field.is_some() {
-        return Err(err("field", "field `field` goes with `type: new_value` or `type: trend`".into()));
-    }
-    if config.rule_type != RuleType::Trend && (config.above.is_some() || config.points.is_some() || config.sustained.is_some()) {
-        return Err(err("above", "fields `above`, `points` and `sustained` go with `type: trend`".into()));
-    }
-    let mut trend = None;
-    if config.rule_type != RuleType::Absence && (config.limit.is_some() || config.minimum.is_some() || !config.ladder.is_empty() || config.clear.is_some()) {
-        return Err(err("limit", "fields `limit`, `minimum`, `ladder` and `clear` go with `type: absence`".into()));
-    }
+    let suppress = cx.duration("suppress", &config.suppress)?;
     let escalate = match &config.escalate {
         Some(e) if !crate::policy::FLAG_NAMES.contains(&e.policy.as_str()) => {
             return Err(err("escalate", format!("field `escalate`: unknown policy flag `{}` (known: {})", e.policy, crate::policy::FLAG_NAMES.join(", "))));
@@ -476,120 +277,6 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
         Some(e) => Some((e.policy.clone(), e.severity)),
         None => None,
     };
-    if config.rule_type != RuleType::Threshold && (config.threshold.is_some() || config.distinct.is_some()) {
-        return Err(err("type", "only `threshold` rules take `threshold` or `distinct`".into()));
-    }
-    if !matches!(config.rule_type, RuleType::Threshold | RuleType::Trend) && config.window.is_some() {
-        return Err(err("window", "field `window` goes with `type: threshold` or `type: trend`".into()));
-    }
-    let (threshold, window_ms) = match config.rule_type {
-        RuleType::Baseline => {
-            let measure = config.measure.as_deref().map(|m| column("measure", m)).transpose()?;
-            if let Some(m) = measure {
-                if schema.field(m).data_type() != &DataType::Int64 {
-                    return Err(err("measure", "field `measure`: must be an integer column (records, bytes, ...)".into()));
-                }
-            }
-            let ratio = config.ratio.unwrap_or(2.0);
-            if !(ratio > 1.0) {
-                return Err(err("ratio", "field `ratio`: must be greater than 1".into()));
-            }
-            baseline = Some(Baseline {
-                measure,
-                ratio,
-                history_days: config.history_days.unwrap_or(28).max(1),
-                min_samples: config.min_samples.unwrap_or(7).max(1),
-                min_volume: config.min_volume.unwrap_or(0.0),
-                floor_of_peak: match config.floor_of_peak {
-                    Some(share) if !(0.0..=1.0).contains(&share) => return Err(err("floor_of_peak", "field `floor_of_peak`: must be between 0 and 1".into())),
-                    share => share.unwrap_or(0.0),
-                },
-                min_deviation: config.min_deviation.unwrap_or(4.0),
-            });
-            (ThresholdConfig::All(1), 0)
-        }
-        RuleType::NewValue => {
-            let field = config.field.as_deref().ok_or_else(|| err("type", "a `new_value` rule needs field `field`".into()))?;
-            new_value = Some(NewValue {
-                field: column("field", field)?,
-                history_ms: duration("history", &config.history)?.unwrap_or(90 * 86_400_000),
-                learning_ms: duration("learning", &config.learning)?.unwrap_or(7 * 86_400_000),
-            });
-            (ThresholdConfig::All(1), 0)
-        }
-        RuleType::Match | RuleType::Schedule | RuleType::Reference => {
-            if config.rule_type == RuleType::Schedule {
-                condition = RowCondition::OutsideHours;
-            }
-            if let Some(reference) = &config.reference {
-                if reference.table != "roster" || reference.condition != "terminated" {
-                    return Err(err("reference", "field `reference`: supported is `table: roster` with `condition: terminated`".into()));
-                }
-                condition = RowCondition::TerminatedUser { column: column("reference", &reference.column)? };
-            }
-            (ThresholdConfig::All(1), 0)
-        }
-        RuleType::Absence => {
-            let limit = match &config.limit {
-                None => return Err(err("type", "an `absence` rule needs field `limit` (a duration or `{policy: sync_limit}`)".into())),
-                Some(LimitConfig::Fixed(text)) => Limit::Fixed(parse_duration_ms(text).map_err(|m| err("limit", format!("field `limit`: {m}")))?),
-                Some(LimitConfig::Policy { policy }) => {
-                    if !crate::policy::NUMERIC_NAMES.contains(&policy.as_str()) {
-                        return Err(err("limit", format!("field `limit`: unknown policy value `{policy}` (known: {})", crate::policy::NUMERIC_NAMES.join(", "))));
-                    }
-                    Limit::Policy(policy.clone())
-                }
-            };
-            let minimum_ms = duration("minimum", &config.minimum)?.unwrap_or(0);
-            let mut ladder = Vec::new();
-            for step in &config.ladder {
-                let after = parse_duration_ms(&step.after).map_err(|m| err("ladder", format!("field `ladder`: {m}")))?;
-                ladder.push((after, step.severity));
-            }
-            if ladder.windows(2).any(|w| w[0].0 >= w[1].0) {
-                return Err(err("ladder", "field `ladder`: steps must be in increasing `after` order".into()));
-            }
-            let clear = match &config.clear {
-                Some(sql) => Some(compile_filter(ctx, &schema, sql).map_err(|m| err("clear", format!("field `clear`: {m}")))?),
-                None => None,
-            };
-            absence = Some(Absence { limit, minimum_ms, ladder, clear, clear_sql: config.clear.clone() });
-            (ThresholdConfig::All(1), 0)
-        }
-        RuleType::Trend => {
-            let field = config.field.as_deref().ok_or_else(|| err("type", "a `trend` rule needs field `field` (an integer column such as `pending`)".into()))?;
-            let field = column("field", field)?;
-            if schema.field(field).data_type() != &DataType::Int64 {
-                return Err(err("field", "field `field`: a trend reads an integer column (pending, records, ...)".into()));
-            }
-            let above = config.above.ok_or_else(|| err("type", "a `trend` rule needs field `above`".into()))?;
-            let points = config.points.unwrap_or(4);
-            if points < 2 {
-                return Err(err("points", "field `points`: a trend needs at least 2 readings".into()));
-            }
-            let sustained = config.sustained.unwrap_or(2);
-            if sustained == 0 || sustained > points {
-                return Err(err("sustained", format!("field `sustained`: must be between 1 and `points` ({points})")));
-            }
-            let window = window.filter(|w| *w > 0).ok_or_else(|| err("type", "a `trend` rule needs a positive `window`".into()))?;
-            trend = Some(Trend { field, above, points, sustained });
-            (ThresholdConfig::All(1), window)
-        }
-        RuleType::Threshold => {
-            let threshold = config.threshold.clone().ok_or_else(|| err("type", "a `threshold` rule needs field `threshold`".into()))?;
-            let window = window.ok_or_else(|| err("type", "a `threshold` rule needs field `window`".into()))?;
-            let bad = match &threshold {
-                ThresholdConfig::All(n) => *n == 0,
-                ThresholdConfig::Policy { policy } => !crate::policy::SYSTEM_NUMBER_NAMES.contains(&policy.as_str()),
-                ThresholdConfig::PerSystem(m) => m.is_empty() || m.values().any(|n| *n == 0) || m.keys().any(|k| !seedwatch_schemas::SYSTEMS.contains(&k.as_str())),
-            };
-            if bad || window <= 0 {
-                return Err(err("threshold", "field `threshold`: must be a positive number, positive numbers per system (metrc, biotrack), or `{policy: failed_api_per_hour}`, with a positive `window`".into()));
-            }
-            (threshold, window)
-        }
-    };
-
     let sql = config.filter.clone().unwrap_or_else(|| "true".into());
     // DataFusion messages can span lines; compile_filter flattens them, as a configuration error is one line.
     let filter = compile_filter(ctx, &schema, &sql).map_err(|m| err("filter", format!("field `filter`: {m}")))?;
@@ -606,16 +293,16 @@ pub fn compile_rule(file: &Path, text: &str, ctx: &SessionContext) -> Result<Com
         group_by,
         subject,
         actor,
-        threshold,
-        window_ms,
-        distinct,
-        suppress_ms: suppress.or(window.filter(|w| *w > 0)).unwrap_or(3_600_000),
+        threshold: parts.threshold,
+        window_ms: parts.window_ms,
+        distinct: parts.distinct,
+        suppress_ms: suppress.or((parts.window_ms > 0).then_some(parts.window_ms)).unwrap_or(3_600_000),
         tags: config.tags,
-        condition,
-        absence,
-        new_value,
-        baseline,
-        trend,
+        condition: parts.condition,
+        absence: parts.absence,
+        new_value: parts.new_value,
+        baseline: parts.baseline,
+        trend: parts.trend,
         escalate,
         file: file.to_path_buf(),
     };
@@ -800,6 +487,32 @@ mod tests {
             let e = compile(&text).err().unwrap_or_else(|| panic!("accepted:\n{text}"));
             assert!(e.starts_with(location) && e.contains(word), "{e}");
         }
+    }
+
+    #[test]
+    fn each_kind_reads_its_own_fields_and_names_a_foreign_one() {
+        let base = "id: api.k\ntitle: t\nseverity: low\nfamily: api\n";
+        let kinds = [
+            ("match", ""),
+            ("threshold", "threshold: 3\nwindow: 1h\n"),
+            ("schedule", ""),
+            ("reference", "reference: {table: roster, condition: terminated}\n"),
+            ("absence", "limit: 4h\n"),
+            ("new_value", "field: src_ip\n"),
+            ("baseline", "measure: records\n"),
+            ("trend", "field: records\nabove: 10\nwindow: 1h\n"),
+        ];
+        for (kind, fields) in kinds {
+            let text = format!("{base}type: {kind}\n{fields}");
+            let rule = compile(&text).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!(rule.rule_type.name(), kind);
+            // A field of another kind: one line, at its line, naming it and the kind.
+            let foreign = if kind == "baseline" { "learning: 7d" } else { "min_samples: 3" };
+            let e = compile(&format!("{text}{foreign}\n")).err().unwrap_or_default();
+            let line = text.lines().count() + 1;
+            assert!(e.starts_with(&format!("r.yaml:{line}:")) && e.contains(&format!("unknown for a `{kind}` rule")), "{kind}: {e}");
+        }
+        assert_eq!(crate::kinds::struct_fields::<crate::kinds::threshold::Config>(), ["threshold", "window", "distinct"]);
     }
 
     #[test]
