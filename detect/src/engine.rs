@@ -137,46 +137,9 @@ struct AbsentKey {
     open: Option<Box<Tracked>>,
 }
 
-/// New-value rules: what each key has been seen with.
-#[derive(Debug, Default)]
-struct SeenValues {
-    first_seen: i64,
-    values: Sightings,
-}
-
-impl SeenValues {
-    fn new(first_seen: i64) -> Self {
-        Self { first_seen, values: Sightings::default() }
-    }
-}
-
-/// Value hash -> newest sighting (event time), sorted by hash. A vector sized to fit, not a
-/// map: most keys have one or two values, and an empty map's first allocation alone is larger
-/// than a dozen entries here (`benches/state.rs`).
-#[derive(Debug, Default)]
-struct Sightings(Vec<(u64, i64)>);
-
-impl Sightings {
-    /// When `hash` was last seen.
-    fn last_seen(&self, hash: u64) -> Option<i64> {
-        self.0.binary_search_by_key(&hash, |(h, _)| *h).ok().map(|i| self.0[i].1)
-    }
-
-    /// Record a sighting at `time`, keeping the newest.
-    fn record(&mut self, hash: u64, time: i64) {
-        match self.0.binary_search_by_key(&hash, |(h, _)| *h) {
-            Ok(i) => self.0[i].1 = self.0[i].1.max(time),
-            Err(i) => {
-                reserve_one_while_small(&mut self.0);
-                self.0.insert(i, (hash, time));
-            }
-        }
-    }
-}
-
 /// Make room for one more element, exactly while `v` is small: a push on an empty vector
 /// reserves four, and the usual per-key vector never gets a second element.
-fn reserve_one_while_small<T>(v: &mut Vec<T>) {
+pub(crate) fn reserve_one_while_small<T>(v: &mut Vec<T>) {
     if v.len() < 4 {
         v.reserve_exact(1);
     }
@@ -346,7 +309,7 @@ struct RuleState {
     /// level. Most of a location's keys over together (4/20, a holiday sale) is business:
     /// their findings are dropped. Keyed by a hash of the location, so no allocation per event.
     surges: HashMap<(u64, i64), Surge>,
-    seen: HashMap<Box<[u8]>, SeenValues>,
+    seen: crate::kinds::new_value::SeenSets,
     absent: HashMap<Box<[u8]>, AbsentKey>,
     /// Absence rules: the newest event of the rule's family per license, whatever its outcome.
     /// A silence is published once this has moved past the limit (the license's syncs keep
@@ -421,7 +384,7 @@ impl RuleEngine {
             let fields = rule.group_by.iter().map(|c| SortField::new(schema.field(*c).data_type().clone())).collect();
             let converter = RowConverter::new(fields).map_err(|e| eval_error(&rule, e))?;
             by_family[rule.family.index()].push(i);
-            states.push(RuleState { suppressed: vec![0; rule.exceptions.len()], id: rule.id.as_str().into(), rule, keys: HashMap::new(), hourly: HashMap::new(), surges: HashMap::new(), seen: HashMap::new(), absent: HashMap::new(), family_time: HashMap::new(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0, retracted: 0 });
+            states.push(RuleState { suppressed: vec![0; rule.exceptions.len()], id: rule.id.as_str().into(), rule, keys: HashMap::new(), hourly: HashMap::new(), surges: HashMap::new(), seen: Default::default(), absent: HashMap::new(), family_time: HashMap::new(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0, retracted: 0 });
         }
         Ok(Self { rules: states, by_family, reference, skipped, watermark: i64::MIN, licenses: LicenseClock::default(), allowed_lateness_ms: DEFAULT_ALLOWED_LATENESS_MS, clock: wall_clock_ms })
     }
@@ -430,32 +393,7 @@ impl RuleEngine {
     /// [`crate::resume::WarmupKind::SeenValues`] query. Returns keys restored.
     pub(crate) fn restore_seen(&mut self, rule_id: &str, batch: &RecordBatch) -> Result<usize, DetectError> {
         let Some(state) = self.rules.iter_mut().find(|r| r.rule.id == rule_id && r.rule.new_value.is_some()) else { return Ok(0) };
-        let err = |e: &dyn std::fmt::Display| DetectError::Evaluate { rule: rule_id.to_string(), message: format!("restoring seen values: {e}") };
-        let n = state.rule.group_by.len();
-        if batch.num_columns() != n + 3 {
-            return Err(err(&"unexpected columns"));
-        }
-        // SQL may hand strings back as views; the converter and hashes want plain Utf8.
-        let utf8: Vec<ArrayRef> = (0..=n).map(|i| as_utf8(batch, i)).collect::<Result<_, _>>().map_err(|e| err(&e))?;
-        let keys = state.converter.convert_columns(&utf8[..n]).map_err(|e| err(&e))?;
-        let values = utf8[n].as_string_opt::<i32>().ok_or_else(|| err(&"value is not a string"))?;
-        let first = batch.column(n + 1).as_primitive_opt::<TimestampMillisecondType>().ok_or_else(|| err(&"first_seen is not a timestamp"))?;
-        let last = batch.column(n + 2).as_primitive_opt::<TimestampMillisecondType>().ok_or_else(|| err(&"last_seen is not a timestamp"))?;
-        let before = state.seen.len();
-        for row in 0..batch.num_rows() {
-            if values.is_null(row) {
-                continue;
-            }
-            let key = keys.row(row);
-            if !state.seen.contains_key(key.as_ref()) {
-                state.seen.insert(Box::from(key.as_ref()), SeenValues::new(first.value(row)));
-            }
-            if let Some(seen) = state.seen.get_mut(key.as_ref()) {
-                seen.first_seen = seen.first_seen.min(first.value(row));
-                seen.values.record(xxhash_rust::xxh3::xxh3_64(values.value(row).as_bytes()), last.value(row));
-            }
-        }
-        Ok(state.seen.len() - before)
+        state.seen.restore(&state.converter, state.rule.group_by.len(), batch).map_err(|e| DetectError::Evaluate { rule: rule_id.to_string(), message: format!("restoring seen values: {e}") })
     }
 
     /// Continue the archived versions of the findings a replay reopened; `latest` holds each
@@ -671,7 +609,7 @@ struct Columns<'a> {
     gauge: Option<&'a datafusion::arrow::array::Int64Array>,
 }
 
-fn as_utf8(batch: &RecordBatch, index: usize) -> Result<ArrayRef, String> {
+pub(crate) fn as_utf8(batch: &RecordBatch, index: usize) -> Result<ArrayRef, String> {
     let col = batch.column(index);
     if col.data_type() == &DataType::Utf8 {
         Ok(col.clone())
@@ -785,7 +723,7 @@ impl RuleState {
             matched = filter_record_batch(&matched, &mask).map_err(|e| eval_error(rule, e))?;
         }
         if let Some(nv) = &rule.new_value {
-            let mask = new_value_mask(nv, &matched, &self.converter, &rule.group_by, &mut self.seen).map_err(|e| eval_error(rule, e))?;
+            let mask = self.seen.mask(nv, &matched, &self.converter, &rule.group_by).map_err(|e| eval_error(rule, e))?;
             if mask.true_count() == 0 {
                 return Ok((0, 0));
             }
@@ -1276,43 +1214,6 @@ fn absence_finding(rule: &CompiledRule, key: &[u8], k: &AbsentKey, severity: Sev
     f
 }
 
-/// New-value rules: mark rows whose value the key has not shown within the
-/// history, outside the key's learning period; remember every value seen.
-fn new_value_mask(
-    nv: &crate::rule::NewValue,
-    batch: &RecordBatch,
-    converter: &RowConverter,
-    group_by: &[usize],
-    seen: &mut HashMap<Box<[u8]>, SeenValues>,
-) -> Result<BooleanArray, String> {
-    let keys = converter
-        .convert_columns(&group_by.iter().map(|c| batch.column(*c).clone()).collect::<Vec<_>>())
-        .map_err(|e| e.to_string())?;
-    let time_col = batch.column_by_name("time").ok_or("no time column")?;
-    let time = time_col.as_primitive_opt::<TimestampMillisecondType>().ok_or("time is not a timestamp")?;
-    let values = as_utf8(batch, nv.field)?;
-    let values = values.as_string::<i32>();
-    let order = sort_to_indices(time_col, None, None).map_err(|e| e.to_string())?;
-    let mut is_new = vec![false; batch.num_rows()];
-    for &row in order.values() {
-        let row = row as usize;
-        if values.is_null(row) {
-            continue;
-        }
-        let t = time.value(row);
-        let key = keys.row(row);
-        if !seen.contains_key(key.as_ref()) {
-            seen.insert(Box::from(key.as_ref()), SeenValues::new(t));
-        }
-        let Some(state) = seen.get_mut(key.as_ref()) else { continue };
-        let hash = xxhash_rust::xxh3::xxh3_64(values.value(row).as_bytes());
-        let known = state.values.last_seen(hash).is_some_and(|last| t - last <= nv.history_ms);
-        let learning = t - state.first_seen < nv.learning_ms;
-        is_new[row] = !known && !learning;
-        state.values.record(hash, t);
-    }
-    Ok(BooleanArray::from(is_new))
-}
 
 /// `details` of an absence finding: how long the key has been silent.
 fn absence_details(f: &Finding, until: i64, resolved: bool) -> String {
@@ -1389,33 +1290,10 @@ pub fn sort_findings(findings: &mut [Finding]) {
 
 #[cfg(test)]
 mod tests {
-    use super::Sightings;
-
-    #[test]
-    fn sightings_keep_the_newest_time_per_value_in_any_insertion_order() {
-        let mut s = Sightings::default();
-        for (hash, time) in [(30, 5), (10, 7), (20, 1), (10, 3), (30, 9), (5, 2)] {
-            s.record(hash, time);
-        }
-        assert_eq!(s.last_seen(10), Some(7), "an older sighting must not overwrite a newer one");
-        assert_eq!(s.last_seen(30), Some(9));
-        assert_eq!(s.last_seen(20), Some(1));
-        assert_eq!(s.last_seen(5), Some(2));
-        assert_eq!(s.last_seen(15), None);
-        assert_eq!(s.0.iter().map(|(h, _)| *h).collect::<Vec<_>>(), [5, 10, 20, 30]);
-    }
-
     #[test]
     fn a_key_holds_one_window_kind() {
         // Three window fields side by side were 104 bytes; every tracked key pays this.
         // 64 with the key's license (four bytes, padded), which judges when the key is idle.
         assert!(std::mem::size_of::<super::KeyState>() <= 64, "{}", std::mem::size_of::<super::KeyState>());
-    }
-
-    #[test]
-    fn a_single_sighting_allocates_one_entry() {
-        let mut s = Sightings::default();
-        s.record(1, 1);
-        assert_eq!(s.0.capacity(), 1);
     }
 }

@@ -112,7 +112,7 @@ impl RuleEngine {
         // First what each key has seen and the newest event of each absence key,
         // then the recent events in time order, which extend both.
         for rule in self.rules().filter(|r| r.new_value.is_some()) {
-            if let Some(sql) = seen_set_query(rule, until - lookback_ms(rule)) {
+            if let Some(sql) = crate::kinds::new_value::warm_up_query(rule, until - lookback_ms(rule)) {
                 steps.push(WarmupStep { family: rule.family, kind: WarmupKind::SeenValues, rules: vec![(rule.id.clone(), i64::MIN)], sql });
             }
         }
@@ -159,25 +159,6 @@ impl RuleEngine {
         }
         Ok(batch.num_rows() as u64)
     }
-}
-
-/// SQL that recovers a `new_value` rule's seen-sets: one row per (group key,
-/// value) with `first_seen` and `last_seen`, from events before `until`.
-fn seen_set_query(rule: &CompiledRule, until: i64) -> Option<String> {
-    let nv = rule.new_value.as_ref()?;
-    let schema = event_schema(rule.family);
-    let quote = |i: &usize| format!("\"{}\"", schema.field(*i).name());
-    let groups: Vec<String> = rule.group_by.iter().map(quote).collect();
-    let field = quote(&nv.field);
-    let since = until.saturating_sub(nv.history_ms);
-    Some(format!(
-        "SELECT {g}, CAST({field} AS VARCHAR) AS value, min(time) AS first_seen, max(time) AS last_seen \
-         FROM {table} WHERE {range} AND ({filter}) AND {field} IS NOT NULL GROUP BY {g}, {field}",
-        g = groups.join(", "),
-        table = rule.family.as_str(),
-        range = time_range(since, until),
-        filter = rule.evaluated_sql(),
-    ))
 }
 
 /// SQL for the newest event per key that an absence rule reacts to (its filter or its `clear`).

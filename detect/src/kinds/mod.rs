@@ -1,6 +1,7 @@
 //! Rule kinds, one module each: the YAML fields of its `type`, their checks, and the
 //! parameters they compile to. Adding a kind is a module here, a [`RuleType`] variant and
-//! its line in [`compile`].
+//! its line in [`compile`]. `new_value` also holds its per-key state and warm-up query;
+//! the other kinds' state is still in `engine.rs` and `resume.rs`, to follow it here.
 //!
 //! A rule file is read in two passes over its text: the fields every rule has
 //! ([`crate::rule::RuleConfig`]), then the fields of its `type` into that kind's `Config`.
