@@ -392,10 +392,7 @@ enum RulesCommand {
 }
 
 fn parse_instant(s: &str) -> Result<i64, String> {
-    if let Ok(day) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_millis());
-    }
-    chrono::DateTime::parse_from_rfc3339(s).map(|t| t.timestamp_millis()).map_err(|_| format!("`{s}` is not a date (YYYY-MM-DD) or an RFC 3339 time"))
+    seedwatch_detect::exception::parse_start(s).ok_or_else(|| format!("`{s}` is not a date (YYYY-MM-DD) or an RFC 3339 time"))
 }
 
 #[derive(Debug, Args)]

@@ -238,17 +238,12 @@ impl Columns {
     fn new(batch: &RecordBatch) -> Result<Self> {
         let mut arrays = BTreeMap::new();
         for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
-            let to = match field.data_type() {
-                DataType::Int64 | DataType::Boolean => continue,
-                DataType::Timestamp(..) => DataType::Int64,
-                _ => DataType::Utf8,
+            let array = match field.data_type() {
+                DataType::Int64 | DataType::Boolean => array.clone(),
+                DataType::Timestamp(..) => cast(array, &DataType::Int64)?,
+                _ => cast(array, &DataType::Utf8)?,
             };
-            arrays.insert(field.name().clone(), cast(array, &to)?);
-        }
-        for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
-            if matches!(field.data_type(), DataType::Int64 | DataType::Boolean) {
-                arrays.insert(field.name().clone(), array.clone());
-            }
+            arrays.insert(field.name().clone(), array);
         }
         Ok(Self { arrays })
     }

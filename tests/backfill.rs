@@ -18,15 +18,6 @@ fn finding_ids(archive: &Path, rule: &str) -> BTreeSet<String> {
     rows.iter().filter_map(|r| r["finding_id"].as_str().map(str::to_string)).collect()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let path = entry.expect("entry").path();
-        let target = to.join(path.file_name().expect("name"));
-        if path.is_dir() { copy_dir(&path, &target) } else { std::fs::copy(&path, &target).map(|_| ()).expect("copy") }
-    }
-}
-
 #[test]
 fn a_rule_added_later_finds_on_history_what_it_would_have_found_live() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -37,7 +28,7 @@ fn a_rule_added_later_finds_on_history_what_it_would_have_found_live() {
     // Live with the full catalog, and live without the two rules.
     let whole = run(&common::run_options(&data, &dir.path().join("whole"), dir.path())).expect("whole run");
     let partial_rules = dir.path().join("rules");
-    copy_dir(&common::repo().join("rules"), &partial_rules);
+    common::copy_dir(&common::repo().join("rules"), &partial_rules);
     for file in ["login/failed_burst.yaml", "api/volume_spike.yaml"] {
         std::fs::remove_file(partial_rules.join(file)).expect("remove rule");
     }

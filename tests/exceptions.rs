@@ -40,19 +40,6 @@ fn failed_login(time: &str, user: &str, ip: &str) -> String {
     format!(r#"{{"time":"{time}","family":"login","system":"metrc","state":"CA","license":"C10-0000123-LIC","location":"oakland","user":"{user}","outcome":"failure","src_ip":"{ip}"}}"#)
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read rules") {
-        let path = entry.expect("entry").path();
-        let target = to.join(path.file_name().expect("name"));
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).expect("copy");
-        }
-    }
-}
-
 /// Subjects of the newest finding versions of `rule`.
 fn subjects(archive: &Path, rule: &str) -> Vec<String> {
     let rows = query_json(archive, &format!("SELECT subject FROM findings_latest WHERE rule = '{rule}' ORDER BY subject"));
@@ -90,7 +77,7 @@ fn suppressed_metric(rule: &str, exception: &str) -> f64 {
 fn exceptions_drop_count_show_and_expire() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rules = dir.path().join("rules");
-    copy_dir(&common::repo().join("rules"), &rules);
+    common::copy_dir(&common::repo().join("rules"), &rules);
     std::fs::write(rules.join("exceptions.yaml"), EXCEPTIONS).expect("write exceptions");
 
     let mut lines = vec![
@@ -157,7 +144,7 @@ fn exceptions_drop_count_show_and_expire() {
 fn rules_check_reports_expired_exceptions_and_errors_name_the_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rules = dir.path().join("rules");
-    copy_dir(&common::repo().join("rules"), &rules);
+    common::copy_dir(&common::repo().join("rules"), &rules);
     std::fs::write(rules.join("exceptions.yaml"), EXCEPTIONS).expect("write exceptions");
     let out = seedwatch(&["rules", "check", "--rules", &rules.display().to_string()]);
     let stdout = text(&out.stdout);

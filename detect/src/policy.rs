@@ -186,7 +186,7 @@ impl Policy {
 }
 
 fn resolve(file: &str, text: &str, key: &str, base: StatePolicy, c: &StatePolicyConfig) -> Result<StatePolicy, DetectError> {
-    let line = text.lines().position(|l| l.trim_start().starts_with(&format!("{key}:"))).map_or(0, |i| i + 1);
+    let line = crate::rule::line_of(text, key);
     let ms = |field: &str, v: &Option<String>, fallback: i64| -> Result<i64, DetectError> {
         v.as_deref().map_or(Ok(fallback), |t| {
             parse_duration_ms(t).map_err(|m| DetectError::Config { file: file.to_string(), line, message: format!("{key}: field `{field}`: {m}") })
@@ -217,7 +217,7 @@ pub fn load_policy(path: &Path) -> Result<Policy, DetectError> {
     let mut states = BTreeMap::new();
     for (code, c) in &config.states {
         if !seedwatch_schemas::STATE_CODES.contains(&code.as_str()) {
-            let line = text.lines().position(|l| l.trim_start().starts_with(&format!("{code}:"))).map_or(0, |i| i + 1);
+            let line = crate::rule::line_of(&text, code);
             return Err(DetectError::Config { file, line, message: format!("states: `{code}` is not a state code") });
         }
         states.insert(code.clone(), resolve(&file, &text, code, defaults, c)?);
@@ -232,7 +232,7 @@ pub fn load_policy(path: &Path) -> Result<Policy, DetectError> {
         .chain(config.states.iter().map(|(k, c)| (k.as_str(), c.baseline.as_ref())));
     for (key, o) in overrides {
         if let Some((field, why)) = o.and_then(BaselineOverride::invalid) {
-            let line = text.lines().position(|l| l.trim_start().starts_with(&format!("{key}:"))).map_or(0, |i| i + 1);
+            let line = crate::rule::line_of(&text, key);
             return Err(DetectError::Config { file, line, message: format!("{key}: field `baseline.{field}`: {why}") });
         }
     }

@@ -204,7 +204,7 @@ impl CompiledRule {
 }
 
 /// The 1-based line on which `key:` first appears in a YAML text (0 if absent).
-fn line_of(text: &str, key: &str) -> usize {
+pub(crate) fn line_of(text: &str, key: &str) -> usize {
     let needle = format!("{key}:");
     text.lines()
         .position(|l| l.trim_start().trim_start_matches("- ").starts_with(&needle))
