@@ -6,15 +6,18 @@
 //! assigned with the `range` strategy, which gives partition `p` of every topic
 //! to the same member when the topics have the same partition count: one
 //! license's login, API, sync and audit events (all keyed by license) meet in
-//! one detector.
+//! one detector. Where reading starts is the caller's too: assigned partitions
+//! start at the beginning, and the caller seeks them to the committed offsets it
+//! looked up (see `GroupContext::rebalance` for why librdkafka's lookup is not used).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::message::Message as _;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use seedwatch_schemas::Family;
@@ -27,7 +30,8 @@ pub enum Rebalanced {
     /// Every partition was taken away (eager protocol); what was not committed
     /// will be read again by whoever gets the partitions.
     Revoked,
-    /// These partitions are now ours, starting at their committed offsets.
+    /// These partitions are now ours, fetched from the beginning until the caller seeks them
+    /// to where it resumes ([`GroupConsumer::resume_from`]).
     Assigned(Vec<(Topic, i32)>),
 }
 
@@ -63,16 +67,33 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let event = match rebalance {
-            Rebalance::Assign(list) => Rebalance0::Assigned(list.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()),
-            Rebalance::Revoke(_) => Rebalance0::Revoked,
-            Rebalance::Error(e) => {
-                tracing::warn!(error = %e, "consumer group rebalance failed");
-                return;
+    /// rust-rdkafka's default, except that assigned partitions start at the beginning instead
+    /// of at a committed offset librdkafka looks up itself. That lookup can leave a partition's
+    /// fetcher unstarted for good (a partition-level OffsetFetch error, or an answer that came
+    /// after the assignment changed), and a partition whose fetcher never started cannot be
+    /// sought, so its scope never advanced (seen once in CI: one topic partition of four held
+    /// a detector's partition back for minutes). The detector looks the committed offsets up
+    /// itself and seeks every partition to them before it resumes ([`GroupConsumer::resume_from`]).
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, list: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let (event, result) = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Err(e) = list.set_all_offsets(Offset::Beginning) {
+                    tracing::warn!(error = %e, "assigned partitions start at their committed offsets (could not set their start)");
+                }
+                let event = Rebalance0::Assigned(list.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect());
+                (Some(event), if cooperative { consumer.incremental_assign(list) } else { consumer.assign(list) })
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => (Some(Rebalance0::Revoked), if cooperative { consumer.incremental_unassign(list) } else { consumer.unassign() }),
+            other => {
+                tracing::warn!(error = %RDKafkaErrorCode::from(other), "consumer group rebalance failed");
+                (None, if cooperative { consumer.incremental_unassign(list) } else { consumer.unassign() })
             }
         };
-        if let Ok(mut events) = self.rebalances.lock() {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "applying a consumer group rebalance failed");
+        }
+        if let (Some(event), Ok(mut events)) = (event, self.rebalances.lock()) {
             events.push(event);
         }
     }
@@ -298,17 +319,16 @@ impl GroupConsumer {
     pub fn seek(&self, starts: &[(Topic, i32, Option<i64>)]) -> Result<(), KafkaTransportError> {
         let consume = |e: KafkaError| KafkaTransportError::Consume(e.to_string());
         let mut pending: Vec<(Topic, i32, Option<i64>)> = starts.to_vec();
-        // A partition whose fetcher has not started yet (the assignment still looking up its
-        // committed offset) answers "state": ask again shortly. One that has not started after
-        // 10 s starts where librdkafka starts it, at the committed offset (the caller checks
-        // the first message anyway).
+        // A partition whose fetcher has not started yet answers "state": ask again shortly.
+        // One that has not started after 10 s starts where it was assigned, at the beginning
+        // (the caller checks the first message, and skips what comes before its start).
         for attempt in 0.. {
             if pending.is_empty() {
                 break;
             }
             if attempt == 100 {
                 let names: Vec<String> = pending.iter().map(|(t, p, _)| format!("{} [{p}]", self.config.topic(*t))).collect();
-                tracing::warn!(partitions = ?names, "their fetchers have not started: not sought, they start at their committed offsets");
+                tracing::warn!(partitions = ?names, "their fetchers have not started: not sought, they start at the beginning");
                 break;
             }
             let mut list = TopicPartitionList::new();
