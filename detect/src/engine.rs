@@ -46,7 +46,7 @@ impl OpenFinding {
 
 /// What was last published of a finding: a new version is due when this changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Published {
+pub(crate) struct Published {
     event_count: i64,
     severity: Severity,
     status: Status,
@@ -54,18 +54,18 @@ struct Published {
 
 /// An open finding of an hourly or absence rule, and what was last published of it.
 #[derive(Debug, Clone)]
-struct Tracked {
-    finding: Finding,
-    published: Option<Published>,
+pub(crate) struct Tracked {
+    pub(crate) finding: Finding,
+    pub(crate) published: Option<Published>,
 }
 
 impl Tracked {
-    fn new(finding: Finding) -> Box<Self> {
+    pub(crate) fn new(finding: Finding) -> Box<Self> {
         Box::new(Self { finding, published: None })
     }
 
     /// Hand out the finding as its next version when it changed since the last one.
-    fn publish(&mut self, now: i64, out: &mut Vec<Finding>) {
+    pub(crate) fn publish(&mut self, now: i64, out: &mut Vec<Finding>) {
         if next_version(&mut self.finding, &mut self.published, now) {
             out.push(self.finding.clone());
         }
@@ -122,19 +122,6 @@ impl Default for Window {
     fn default() -> Self {
         Window::Recent(VecDeque::new())
     }
-}
-
-/// Absence rules: the last matching event per key.
-#[derive(Debug)]
-struct AbsentKey {
-    last_ok: i64,
-    last_event_id: Box<str>,
-    system: Box<str>,
-    state: Box<str>,
-    license: Box<str>,
-    location: Box<str>,
-    subject: Box<str>,
-    open: Option<Box<Tracked>>,
 }
 
 /// Make room for one more element, exactly while `v` is small: a push on an empty vector
@@ -195,7 +182,7 @@ fn in_surge(surges: &HashMap<(u64, i64), Surge>, f: &Finding) -> bool {
     surges.get(&surge_key(&f.location, f.window_start.div_euclid(HOUR_MS))).is_some_and(|s| s.is_location_wide())
 }
 
-fn raise_time(times: &mut HashMap<Box<str>, i64>, license: &str, t: i64) {
+pub(crate) fn raise_time(times: &mut HashMap<Box<str>, i64>, license: &str, t: i64) {
     match times.get_mut(license) {
         Some(newest) => *newest = (*newest).max(t),
         None => {
@@ -218,7 +205,7 @@ fn close_hourly(surges: &HashMap<(u64, i64), Surge>, mut t: Tracked, now: i64, o
 }
 
 /// `details` (a JSON object) with one more field.
-fn with_detail(details: &str, name: &str, value: serde_json::Value) -> String {
+pub(crate) fn with_detail(details: &str, name: &str, value: serde_json::Value) -> String {
     let mut v: serde_json::Value = serde_json::from_str(details).unwrap_or_else(|_| json!({}));
     if let Some(map) = v.as_object_mut() {
         map.insert(name.to_string(), value);
@@ -310,19 +297,12 @@ struct RuleState {
     /// their findings are dropped. Keyed by a hash of the location, so no allocation per event.
     surges: HashMap<(u64, i64), Surge>,
     seen: crate::kinds::new_value::SeenSets,
-    absent: HashMap<Box<[u8]>, AbsentKey>,
-    /// Absence rules: the newest event of the rule's family per license, whatever its outcome.
-    /// A silence is published once this has moved past the limit (the license's syncs keep
-    /// coming and none succeeds). Other families' time is not enough: read from another
-    /// topic, a delayed collector's logins may run hours ahead of its syncs.
-    family_time: HashMap<Box<str>, i64>,
+    silences: crate::kinds::absence::Silences,
     converter: RowConverter,
     /// Open findings by expiry time, to close them without scanning every key.
     expiries: BTreeMap<(i64, u64), Box<[u8]>>,
     sequence: u64,
     batches: u64,
-    /// Absence findings opened against other licenses' time and disproved by the key's own events.
-    retracted: u64,
     /// Rows each of the rule's exceptions dropped in the current batch.
     suppressed: Vec<u64>,
     id: Arc<str>,
@@ -384,7 +364,7 @@ impl RuleEngine {
             let fields = rule.group_by.iter().map(|c| SortField::new(schema.field(*c).data_type().clone())).collect();
             let converter = RowConverter::new(fields).map_err(|e| eval_error(&rule, e))?;
             by_family[rule.family.index()].push(i);
-            states.push(RuleState { suppressed: vec![0; rule.exceptions.len()], id: rule.id.as_str().into(), rule, keys: HashMap::new(), hourly: HashMap::new(), surges: HashMap::new(), seen: Default::default(), absent: HashMap::new(), family_time: HashMap::new(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0, retracted: 0 });
+            states.push(RuleState { suppressed: vec![0; rule.exceptions.len()], id: rule.id.as_str().into(), rule, keys: HashMap::new(), hourly: HashMap::new(), surges: HashMap::new(), seen: Default::default(), silences: Default::default(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0 });
         }
         Ok(Self { rules: states, by_family, reference, skipped, watermark: i64::MIN, licenses: LicenseClock::default(), allowed_lateness_ms: DEFAULT_ALLOWED_LATENESS_MS, clock: wall_clock_ms })
     }
@@ -415,7 +395,7 @@ impl RuleEngine {
         for state in &mut self.rules {
             state.keys.values_mut().filter_map(|k| k.open.as_deref_mut()).for_each(|o| restore(&mut o.finding, &mut o.published));
             state.hourly.values_mut().filter_map(|k| k.open.as_deref_mut()).for_each(|t| restore(&mut t.finding, &mut t.published));
-            state.absent.values_mut().filter_map(|k| k.open.as_deref_mut()).for_each(|t| restore(&mut t.finding, &mut t.published));
+            state.silences.open_mut().for_each(|t| restore(&mut t.finding, &mut t.published));
         }
         continued
     }
@@ -468,7 +448,7 @@ impl RuleEngine {
             let mut count = |s: Severity| counts[Severity::ALL.iter().position(|x| *x == s).unwrap_or(0)] += 1;
             state.keys.values().filter_map(|k| k.open.as_ref()).for_each(|o| count(o.finding.severity));
             state.hourly.values().filter_map(|k| k.open.as_ref()).for_each(|t| count(t.finding.severity));
-            state.absent.values().filter_map(|k| k.open.as_ref()).for_each(|t| count(t.finding.severity));
+            state.silences.open().for_each(|t| count(t.finding.severity));
             out.extend(Severity::ALL.iter().zip(counts).map(|(s, n)| (state.rule.id.as_str(), *s, n)));
         }
         out
@@ -483,7 +463,7 @@ impl RuleEngine {
                 continue;
             }
             for state in states {
-                if let Some(limit) = absence_limit_ms(rule, state, &self.reference) {
+                if let Some(limit) = crate::kinds::absence::limit_ms(rule, state, &self.reference) {
                     out.push((rule.id.as_str(), *state, limit));
                 }
             }
@@ -502,7 +482,7 @@ impl RuleEngine {
             let mut open = Vec::new();
             let surges = &state.surges;
             state.hourly.values_mut().filter_map(|k| k.open.as_deref_mut()).filter(|t| !in_surge(surges, &t.finding)).for_each(|t| t.publish(now, &mut open));
-            state.absent.values_mut().filter_map(|k| k.open.as_deref_mut()).for_each(|t| t.publish(now, &mut open));
+            state.silences.open_mut().for_each(|t| t.publish(now, &mut open));
             state.keys.values_mut().filter_map(|k| k.open.as_deref_mut()).for_each(|o| o.publish(&state.rule, now, &mut open));
             sort_findings(&mut open);
             out.extend(open);
@@ -520,12 +500,12 @@ impl RuleEngine {
     /// Absence findings withdrawn so far: a key judged silent against other licenses' newer
     /// time whose own next event showed no gap (its events were delayed, not missing).
     pub fn retracted_silences(&self) -> u64 {
-        self.rules.iter().map(|r| r.retracted).sum()
+        self.rules.iter().map(|r| r.silences.retracted()).sum()
     }
 
     /// Keys currently tracked across all rules (for memory reporting).
     pub fn tracked_keys(&self) -> usize {
-        self.rules.iter().map(|r| r.keys.len() + r.hourly.len() + r.seen.len() + r.absent.len()).sum()
+        self.rules.iter().map(|r| r.keys.len() + r.hourly.len() + r.seen.len() + r.silences.len()).sum()
     }
 }
 
@@ -573,7 +553,7 @@ impl Detector for RuleEngine {
         let now = (self.clock)();
         let mut opened = 0;
         for state in self.rules.iter_mut().filter(|r| r.rule.absence.is_some()) {
-            opened += state.check_absence(self.watermark, &self.reference, now, out);
+            opened += state.silences.check(&state.rule, self.watermark, &self.reference, now, out);
         }
         opened
     }
@@ -585,7 +565,7 @@ impl Detector for RuleEngine {
             let mut open = Vec::new();
             let surges = &state.surges;
             state.hourly.values_mut().filter_map(|k| k.open.take()).for_each(|t| close_hourly(surges, *t, now, &mut open));
-            state.absent.values_mut().filter_map(|k| k.open.take()).for_each(|mut t| t.publish(now, &mut open));
+            state.silences.take_open().for_each(|mut t| t.publish(now, &mut open));
             state.keys.values_mut().filter_map(|k| k.open.take()).for_each(|mut o| o.publish(&state.rule, now, &mut open));
             sort_findings(&mut open);
             out.extend(open);
@@ -595,18 +575,18 @@ impl Detector for RuleEngine {
 }
 
 /// Columns of the filtered batch the engine reads per matching row.
-struct Columns<'a> {
-    time: &'a datafusion::arrow::array::PrimitiveArray<TimestampMillisecondType>,
-    event_id: &'a StringArray,
-    system: &'a StringArray,
-    state: &'a StringArray,
-    license: &'a StringArray,
-    location: &'a StringArray,
-    subject: &'a StringArray,
-    actor: Option<&'a StringArray>,
-    distinct: Option<&'a StringArray>,
+pub(crate) struct Columns<'a> {
+    pub(crate) time: &'a datafusion::arrow::array::PrimitiveArray<TimestampMillisecondType>,
+    pub(crate) event_id: &'a StringArray,
+    pub(crate) system: &'a StringArray,
+    pub(crate) state: &'a StringArray,
+    pub(crate) license: &'a StringArray,
+    pub(crate) location: &'a StringArray,
+    pub(crate) subject: &'a StringArray,
+    pub(crate) actor: Option<&'a StringArray>,
+    pub(crate) distinct: Option<&'a StringArray>,
     /// Trend rules: the gauge.
-    gauge: Option<&'a datafusion::arrow::array::Int64Array>,
+    pub(crate) gauge: Option<&'a datafusion::arrow::array::Int64Array>,
 }
 
 pub(crate) fn as_utf8(batch: &RecordBatch, index: usize) -> Result<ArrayRef, String> {
@@ -618,7 +598,7 @@ pub(crate) fn as_utf8(batch: &RecordBatch, index: usize) -> Result<ArrayRef, Str
     }
 }
 
-fn string_col<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray, String> {
+pub(crate) fn string_col<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray, String> {
     batch
         .column_by_name(name)
         .and_then(|c| c.as_string_opt::<i32>())
@@ -641,12 +621,12 @@ impl RuleState {
             mask = &excepted;
         }
         if self.rule.absence.is_some() {
-            self.observe_family_time(batch);
+            self.silences.observe_family_time(batch);
         }
         let clear = self.rule.absence.as_ref().and_then(|a| a.clear.clone());
         let result = if mask.true_count() == 0 { Ok((0, 0)) } else { self.process_matched(batch, mask, reference, licenses, now, out) };
         if let Some(clear) = clear {
-            self.clear_keys(&clear, batch, now, out).map_err(|e| eval_error(&self.rule, e))?;
+            self.silences.clear(&clear, &self.rule, &self.converter, batch, now, out).map_err(|e| eval_error(&self.rule, e))?;
         }
         result
     }
@@ -664,52 +644,6 @@ impl RuleState {
             }
         }
         Ok(kept)
-    }
-
-    /// Absence rules: raise each license's newest time in the rule's family.
-    fn observe_family_time(&mut self, batch: &RecordBatch) {
-        let (Ok(license), Some(time)) = (string_col(batch, "license"), batch.column_by_name("time").and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())) else { return };
-        // Batches hold runs of one license: one lookup per run.
-        let mut run: Option<(&str, i64)> = None;
-        for row in 0..batch.num_rows() {
-            let name = if license.is_null(row) { "" } else { license.value(row) };
-            let t = time.value(row);
-            match &mut run {
-                Some((n, newest)) if *n == name => *newest = (*newest).max(t),
-                _ => {
-                    if let Some((n, newest)) = run.replace((name, t)) {
-                        raise_time(&mut self.family_time, n, newest);
-                    }
-                }
-            }
-        }
-        if let Some((n, newest)) = run {
-            raise_time(&mut self.family_time, n, newest);
-        }
-    }
-
-    /// Absence rules: events passing `clear` stop tracking their key; an open finding closes.
-    fn clear_keys(&mut self, clear: &Arc<dyn datafusion::physical_expr::PhysicalExpr>, batch: &RecordBatch, now: i64, out: &mut Vec<Finding>) -> Result<(), String> {
-        let mask = clear.evaluate(batch).and_then(|v| v.into_array(batch.num_rows())).map_err(|e| e.to_string())?;
-        let mask = mask.as_boolean_opt().ok_or("clear did not return booleans")?;
-        if mask.true_count() == 0 {
-            return Ok(());
-        }
-        let cleared = filter_record_batch(batch, mask).map_err(|e| e.to_string())?;
-        let keys = self
-            .converter
-            .convert_columns(&self.rule.group_by.iter().map(|c| cleared.column(*c).clone()).collect::<Vec<_>>())
-            .map_err(|e| e.to_string())?;
-        for i in 0..cleared.num_rows() {
-            if let Some(mut k) = self.absent.remove(keys.row(i).as_ref()) {
-                if let Some(mut t) = k.open.take() {
-                    t.finding.details = absence_details(&t.finding, t.finding.window_end, true);
-                    t.finding.status = Status::Resolved;
-                    t.publish(now, out);
-                }
-            }
-        }
-        Ok(())
     }
 
     fn process_matched(&mut self, batch: &RecordBatch, mask: &BooleanArray, reference: &Reference, licenses: &LicenseClock, now: i64, out: &mut Vec<Finding>) -> Result<(u64, u64), DetectError> {
@@ -769,7 +703,7 @@ impl RuleState {
         if self.rule.absence.is_some() {
             for &row in order.values() {
                 let row = row as usize;
-                self.saw_ok(keys.row(row).as_ref(), row, &cols, reference, now, out);
+                self.silences.saw_ok(&self.rule, keys.row(row).as_ref(), row, &cols, reference, now, out);
             }
             return Ok((n as u64, 0));
         }
@@ -878,96 +812,6 @@ impl RuleState {
                 self.surges.entry(surge_key(location, hour)).or_default().over += 1;
             }
         }
-    }
-
-    /// Absence rules: a matching event resets its key and resolves an open
-    /// finding. A gap between two matching events longer than the limit is a
-    /// finding even when no watermark check fell inside it (both ends in one batch).
-    fn saw_ok(&mut self, key: &[u8], row: usize, cols: &Columns<'_>, reference: &Reference, now: i64, out: &mut Vec<Finding>) {
-        let t = cols.time.value(row);
-        let event_id = cols.event_id.value(row);
-        if let Some(k) = self.absent.get_mut(key) {
-            if t <= k.last_ok {
-                return;
-            }
-            let gap = absence_severity(&self.rule, &k.state, t - k.last_ok, reference);
-            if let (None, Some(severity)) = (&k.open, gap) {
-                k.open = Some(Tracked::new(absence_finding(&self.rule, key, k, severity, t, now)));
-            }
-            if let Some(mut open) = k.open.take() {
-                let f = &mut open.finding;
-                // The silence as the key's own events show it. None: the key was judged silent
-                // against other licenses' newer time while its own events were still on their
-                // way (a delayed collector's backlog); they show no gap, so there was no outage.
-                if let Some(severity) = gap {
-                    f.severity = severity;
-                    f.window_end = t;
-                    if f.evidence.len() < MAX_EVIDENCE {
-                        f.evidence.push(event_id.to_string());
-                    }
-                    f.details = absence_details(f, t, true);
-                    f.status = Status::Resolved;
-                    open.publish(now, out);
-                } else {
-                    self.retracted += 1;
-                    if open.published.is_some() {
-                        // Already shown: withdrawn in a version of its own.
-                        f.details = with_detail(&f.details, "withdrawn", json!("the key's own delayed events show no gap"));
-                        f.status = Status::Resolved;
-                        open.publish(now, out);
-                    }
-                }
-            }
-            k.last_ok = t;
-            k.last_event_id = Box::from(event_id);
-            return;
-        }
-        let s = |c: &StringArray| Box::<str>::from(if c.is_null(row) { "" } else { c.value(row) });
-        self.absent.insert(
-            Box::from(key),
-            AbsentKey {
-                last_ok: t,
-                last_event_id: Box::from(event_id),
-                system: s(cols.system),
-                state: s(cols.state),
-                license: s(cols.license),
-                location: s(cols.location),
-                subject: Box::from(Place::of_row(cols, row).0[4]),
-                open: None,
-            },
-        );
-    }
-
-    /// Absence rules: open or escalate findings for keys silent past their limit. A
-    /// finding is published (opened, escalated up the ladder) once its license's own events
-    /// of the rule's family show the silence too (`family_time`): judged against other
-    /// licenses or other families alone, a delayed collector's location would look silent,
-    /// and its events would withdraw the alert. A location silent in every way is published
-    /// when it is over, at the end of input, or by an idle detector (`publish_open`).
-    fn check_absence(&mut self, watermark: i64, reference: &Reference, now: i64, out: &mut Vec<Finding>) -> u64 {
-        let mut opened = 0;
-        for (key, k) in &mut self.absent {
-            let Some(severity) = absence_severity(&self.rule, &k.state, watermark.saturating_sub(k.last_ok), reference) else { continue };
-            match &mut k.open {
-                Some(t) => {
-                    let f = &mut t.finding;
-                    f.severity = f.severity.max(severity);
-                    f.window_end = watermark;
-                    f.details = absence_details(f, watermark, false);
-                }
-                None => {
-                    k.open = Some(Tracked::new(absence_finding(&self.rule, key, k, severity, watermark, now)));
-                    opened += 1;
-                }
-            }
-            let own_time = self.family_time.get(&*k.license).copied().unwrap_or(i64::MIN);
-            if let Some(t) = k.open.as_deref_mut() {
-                if absence_severity(&self.rule, &k.state, own_time.saturating_sub(k.last_ok), reference).is_some() {
-                    t.publish(now, out);
-                }
-            }
-        }
-        opened
     }
 
     /// Feed one matching row; returns whether a new finding was opened.
@@ -1135,32 +979,12 @@ impl RuleState {
     }
 }
 
-/// The severity of `elapsed` ms of silence for a key in `state`, or `None` within the limit.
-fn absence_severity(rule: &CompiledRule, state: &str, elapsed: i64, reference: &Reference) -> Option<Severity> {
-    let absence = rule.absence.as_ref()?;
-    if elapsed <= absence_limit_ms(rule, state, reference)? {
-        return None;
-    }
-    Some(absence.ladder.iter().rev().find(|(after, _)| elapsed >= *after).map_or(rule.severity, |(_, s)| *s))
-}
-
-/// The silence an absence rule tolerates in `state`: its fixed limit or policy
-/// value, never below its `minimum`. `None` for other rules or an unknown policy value.
-fn absence_limit_ms(rule: &CompiledRule, state: &str, reference: &Reference) -> Option<i64> {
-    let absence = rule.absence.as_ref()?;
-    let limit = match &absence.limit {
-        crate::rule::Limit::Fixed(ms) => *ms,
-        crate::rule::Limit::Policy(name) => reference.policy.numeric_ms(name, state)?,
-    };
-    Some(limit.max(absence.minimum_ms))
-}
-
 /// Where a finding belongs: system, state, license, location, subject and actor
 /// (empty: none), taken from the event that opened it.
-struct Place<'a>([&'a str; 6]);
+pub(crate) struct Place<'a>(pub(crate) [&'a str; 6]);
 
 impl<'a> Place<'a> {
-    fn of_row(cols: &Columns<'a>, row: usize) -> Self {
+    pub(crate) fn of_row(cols: &Columns<'a>, row: usize) -> Self {
         let v = |c: &'a StringArray| if c.is_null(row) { "" } else { c.value(row) };
         let actor = cols.actor.map_or("", v);
         // An action on one's own account names no target: its subject is the actor.
@@ -1172,7 +996,7 @@ impl<'a> Place<'a> {
 /// A new finding. Its id hashes rule, group key and window start, so the same
 /// input always gives the same ids (and the archive deduplicates re-runs).
 #[allow(clippy::too_many_arguments)]
-fn new_finding(rule: &CompiledRule, key: &[u8], severity: Severity, place: &Place<'_>, window: (i64, i64), event_count: i64, evidence: Vec<String>, now: i64) -> Finding {
+pub(crate) fn new_finding(rule: &CompiledRule, key: &[u8], severity: Severity, place: &Place<'_>, window: (i64, i64), event_count: i64, evidence: Vec<String>, now: i64) -> Finding {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     hasher.update(rule.id.as_bytes());
     hasher.update(key);
@@ -1204,20 +1028,6 @@ fn new_finding(rule: &CompiledRule, key: &[u8], severity: Severity, place: &Plac
         details: String::new(),
         raised: false,
     }
-}
-
-/// A new absence finding for a key silent since `k.last_ok`.
-fn absence_finding(rule: &CompiledRule, key: &[u8], k: &AbsentKey, severity: Severity, until: i64, now: i64) -> Finding {
-    let place = Place([&k.system, &k.state, &k.license, &k.location, &k.subject, ""]);
-    let mut f = new_finding(rule, key, severity, &place, (k.last_ok, until), 1, vec![k.last_event_id.to_string()], now);
-    f.details = absence_details(&f, until, false);
-    f
-}
-
-
-/// `details` of an absence finding: how long the key has been silent.
-fn absence_details(f: &Finding, until: i64, resolved: bool) -> String {
-    json!({ "last_ok": f.window_start, "silent_seconds": (until - f.window_start) / 1000, "resolved": resolved }).to_string()
 }
 
 /// Evaluate a reference-data condition over the rows that passed the filter.

@@ -69,7 +69,7 @@ fn lookback_ms(rule: &CompiledRule) -> i64 {
     }
 }
 
-fn quoted_columns(family: Family) -> String {
+pub(crate) fn quoted_columns(family: Family) -> String {
     event_schema(family).fields().iter().map(|f| format!("\"{}\"", f.name())).collect::<Vec<_>>().join(", ")
 }
 
@@ -117,7 +117,7 @@ impl RuleEngine {
             }
         }
         for rule in self.rules().filter(|r| r.absence.is_some()) {
-            steps.push(WarmupStep { family: rule.family, kind: WarmupKind::Events, rules: vec![(rule.id.clone(), i64::MIN)], sql: newest_per_key_query(rule, until) });
+            steps.push(WarmupStep { family: rule.family, kind: WarmupKind::Events, rules: vec![(rule.id.clone(), i64::MIN)], sql: crate::kinds::absence::warm_up_query(rule, until) });
         }
         for family in Family::ALL {
             let rules: Vec<(String, i64)> = self
@@ -159,22 +159,4 @@ impl RuleEngine {
         }
         Ok(batch.num_rows() as u64)
     }
-}
-
-/// SQL for the newest event per key that an absence rule reacts to (its filter or its `clear`).
-fn newest_per_key_query(rule: &CompiledRule, until: i64) -> String {
-    let schema = event_schema(rule.family);
-    let groups: Vec<String> = rule.group_by.iter().map(|i| format!("\"{}\"", schema.field(*i).name())).collect();
-    let mut matches = format!("({})", rule.filter_sql);
-    if let Some(clear) = rule.absence.as_ref().and_then(|a| a.clear_sql.as_ref()) {
-        matches = format!("{matches} OR ({clear})");
-    }
-    let columns = quoted_columns(rule.family);
-    format!(
-        "SELECT {columns} FROM (SELECT {columns}, row_number() OVER (PARTITION BY {g} ORDER BY time DESC, event_id DESC) AS seedwatch_rank \
-         FROM {table} WHERE {range} AND ({matches})) WHERE seedwatch_rank = 1 ORDER BY time",
-        g = groups.join(", "),
-        table = rule.family.as_str(),
-        range = time_range(i64::MIN, until),
-    )
 }
