@@ -132,56 +132,6 @@ pub(crate) fn reserve_one_while_small<T>(v: &mut Vec<T>) {
     }
 }
 
-const HOUR_MS: i64 = 3_600_000;
-
-/// Baseline rules: the current hour's volume and past volumes of each hour of the day.
-#[derive(Debug)]
-struct HourlyKey {
-    hour: i64,
-    /// Day number of the current hour on the location's clock: a business day is one day.
-    day: i64,
-    total: f64,
-    events: i64,
-    /// Normal level of the current hour (median of the same local hour on
-    /// past days) and its robust spread (1.4826 x MAD), once known.
-    baseline: Option<(f64, f64)>,
-    /// Least normal level the current hour is judged against (see `Baseline::floor_of_peak`).
-    floor: f64,
-    /// Local hour of day of the current hour (the location's timezone from
-    /// locations.csv, else UTC), so that DST does not shift the comparison.
-    slot: usize,
-    /// Past hours; none until the key's first hour is over (most keys of a large fleet
-    /// are new or rare, and the detector keeps state for a million of them).
-    history: Option<Box<HourHistory>>,
-    open: Option<Box<Tracked>>,
-    /// The rule's parameters as policy.yaml overrides them for the key's state or system;
-    /// `None` (no allocation) for the usual key that takes the rule's own.
-    params: Option<Box<crate::rule::Baseline>>,
-}
-
-/// Keys of one location in one hour: how many moved anything, how many were over their level.
-#[derive(Debug, Default, Clone, Copy)]
-struct Surge {
-    active: u32,
-    over: u32,
-}
-
-impl Surge {
-    /// At least two keys, and at least half of those active, over together.
-    fn is_location_wide(self) -> bool {
-        self.over >= 2 && 2 * self.over >= self.active
-    }
-}
-
-fn surge_key(location: &str, hour: i64) -> (u64, i64) {
-    (xxhash_rust::xxh3::xxh3_64(location.as_bytes()), hour)
-}
-
-/// Whether a baseline finding is one of a location-wide surge (see `RuleState::surges`).
-fn in_surge(surges: &HashMap<(u64, i64), Surge>, f: &Finding) -> bool {
-    surges.get(&surge_key(&f.location, f.window_start.div_euclid(HOUR_MS))).is_some_and(|s| s.is_location_wide())
-}
-
 pub(crate) fn raise_time(times: &mut HashMap<Box<str>, i64>, license: &str, t: i64) {
     match times.get_mut(license) {
         Some(newest) => *newest = (*newest).max(t),
@@ -189,19 +139,6 @@ pub(crate) fn raise_time(times: &mut HashMap<Box<str>, i64>, license: &str, t: i
             times.insert(Box::from(license), t);
         }
     }
-}
-
-/// An hourly finding at the end of its hour: published, unless its location was busy all
-/// over (a surge); one already published (by an idle detector) then resolves.
-fn close_hourly(surges: &HashMap<(u64, i64), Surge>, mut t: Tracked, now: i64, out: &mut Vec<Finding>) {
-    if in_surge(surges, &t.finding) {
-        if t.published.is_none() {
-            return;
-        }
-        t.finding.status = Status::Resolved;
-        t.finding.details = with_detail(&t.finding.details, "location_wide_surge", json!(true));
-    }
-    t.publish(now, out);
 }
 
 /// `details` (a JSON object) with one more field.
@@ -213,89 +150,12 @@ pub(crate) fn with_detail(details: &str, name: &str, value: serde_json::Value) -
     v.to_string()
 }
 
-/// What a baseline key remembers of its past hours.
-#[derive(Debug)]
-struct HourHistory {
-    /// Per local hour of day: (day, volume) of past active hours, oldest first.
-    samples: Vec<VecDeque<(i64, f64)>>,
-    /// The key's busiest hour of each past day it was active, (day, volume), oldest first,
-    /// and the busiest so far of the day in progress: its typical busy hour scales the floor.
-    peaks: VecDeque<(i64, f64)>,
-    day_peak: (i64, f64),
-}
-
-impl HourlyKey {
-    /// The hour in progress is over: keep its volume as a sample of its hour of day and
-    /// towards its day's peak, dropping what is older than the history.
-    fn close_hour(&mut self, b: &crate::rule::Baseline) {
-        let day = self.day;
-        let history = self.history.get_or_insert_with(|| Box::new(HourHistory { samples: vec![VecDeque::new(); 24], peaks: VecDeque::new(), day_peak: (day, 0.0) }));
-        if let Some(slot) = history.samples.get_mut(self.slot) {
-            if self.events > 0 {
-                slot.push_back((day, self.total));
-            }
-            while slot.front().is_some_and(|(d, _)| day - d >= b.history_days as i64) || slot.len() > b.history_days {
-                slot.pop_front();
-            }
-        }
-        if self.events > 0 {
-            history.day_peak.1 = history.day_peak.1.max(self.total);
-        }
-    }
-
-    /// Judge the new hour: its normal level and spread from the same hour of past days.
-    /// An hour the key is usually silent in (an established key, active in it on fewer
-    /// than half its active days) has a normal level of zero, so the floor alone decides;
-    /// a young key, or an hour with a few samples short of `min_samples`, is still learning.
-    fn start_hour(&mut self, b: &crate::rule::Baseline, hour: i64, slot: usize, day: i64) {
-        use statrs::statistics::{Data, Median};
-        self.hour = hour;
-        self.day = day;
-        self.slot = slot;
-        self.total = 0.0;
-        self.events = 0;
-        let Some(history) = self.history.as_mut() else {
-            return;
-        };
-        // A new day: the last one's peak joins the history (its first hour is the
-        // first judged with every past day counted).
-        if day != history.day_peak.0 {
-            if history.day_peak.1 > 0.0 {
-                history.peaks.push_back(history.day_peak);
-            }
-            history.day_peak = (day, 0.0);
-        }
-        while history.peaks.front().is_some_and(|(d, _)| day - d > b.history_days as i64) {
-            history.peaks.pop_front();
-        }
-        let horizon = day - b.history_days as i64;
-        let past: Vec<f64> = history.samples.get(slot).into_iter().flatten().filter(|(d, _)| *d >= horizon).map(|(_, v)| *v).collect();
-        let peaks: Vec<f64> = history.peaks.iter().filter(|(d, _)| *d >= horizon).map(|(_, v)| *v).collect();
-        let active_days = peaks.len();
-        let typical_peak = (active_days >= b.min_samples).then(|| Data::new(peaks).median());
-        self.floor = b.floor_of_peak * typical_peak.unwrap_or(0.0);
-        self.baseline = if past.len() >= b.min_samples {
-            let median = Data::new(past.clone()).median();
-            let deviations: Vec<f64> = past.iter().map(|v| (v - median).abs()).collect();
-            Some((median, 1.4826 * Data::new(deviations).median()))
-        } else if typical_peak.is_some() && 2 * past.len() < active_days {
-            Some((0.0, 0.0))
-        } else {
-            None
-        };
-    }
-}
-
 #[derive(Debug)]
 struct RuleState {
     rule: CompiledRule,
     // Boxed values keep the table's slots small: a table is up to half empty after it grows.
     keys: HashMap<Box<[u8]>, Box<KeyState>>,
-    hourly: HashMap<Box<[u8]>, Box<HourlyKey>>,
-    /// Baseline rules: per (location, hour), the keys active in it and the keys over their
-    /// level. Most of a location's keys over together (4/20, a holiday sale) is business:
-    /// their findings are dropped. Keyed by a hash of the location, so no allocation per event.
-    surges: HashMap<(u64, i64), Surge>,
+    hours: crate::kinds::baseline::Hours,
     seen: crate::kinds::new_value::SeenSets,
     silences: crate::kinds::absence::Silences,
     converter: RowConverter,
@@ -364,7 +224,7 @@ impl RuleEngine {
             let fields = rule.group_by.iter().map(|c| SortField::new(schema.field(*c).data_type().clone())).collect();
             let converter = RowConverter::new(fields).map_err(|e| eval_error(&rule, e))?;
             by_family[rule.family.index()].push(i);
-            states.push(RuleState { suppressed: vec![0; rule.exceptions.len()], id: rule.id.as_str().into(), rule, keys: HashMap::new(), hourly: HashMap::new(), surges: HashMap::new(), seen: Default::default(), silences: Default::default(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0 });
+            states.push(RuleState { suppressed: vec![0; rule.exceptions.len()], id: rule.id.as_str().into(), rule, keys: HashMap::new(), hours: Default::default(), seen: Default::default(), silences: Default::default(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0 });
         }
         Ok(Self { rules: states, by_family, reference, skipped, watermark: i64::MIN, licenses: LicenseClock::default(), allowed_lateness_ms: DEFAULT_ALLOWED_LATENESS_MS, clock: wall_clock_ms })
     }
@@ -394,7 +254,7 @@ impl RuleEngine {
         };
         for state in &mut self.rules {
             state.keys.values_mut().filter_map(|k| k.open.as_deref_mut()).for_each(|o| restore(&mut o.finding, &mut o.published));
-            state.hourly.values_mut().filter_map(|k| k.open.as_deref_mut()).for_each(|t| restore(&mut t.finding, &mut t.published));
+            state.hours.open_mut().for_each(|t| restore(&mut t.finding, &mut t.published));
             state.silences.open_mut().for_each(|t| restore(&mut t.finding, &mut t.published));
         }
         continued
@@ -447,7 +307,7 @@ impl RuleEngine {
             let mut counts = [0u64; 4];
             let mut count = |s: Severity| counts[Severity::ALL.iter().position(|x| *x == s).unwrap_or(0)] += 1;
             state.keys.values().filter_map(|k| k.open.as_ref()).for_each(|o| count(o.finding.severity));
-            state.hourly.values().filter_map(|k| k.open.as_ref()).for_each(|t| count(t.finding.severity));
+            state.hours.open().for_each(|t| count(t.finding.severity));
             state.silences.open().for_each(|t| count(t.finding.severity));
             out.extend(Severity::ALL.iter().zip(counts).map(|(s, n)| (state.rule.id.as_str(), *s, n)));
         }
@@ -480,8 +340,7 @@ impl RuleEngine {
         let now = (self.clock)();
         for state in &mut self.rules {
             let mut open = Vec::new();
-            let surges = &state.surges;
-            state.hourly.values_mut().filter_map(|k| k.open.as_deref_mut()).filter(|t| !in_surge(surges, &t.finding)).for_each(|t| t.publish(now, &mut open));
+            state.hours.publish_open(now, &mut open);
             state.silences.open_mut().for_each(|t| t.publish(now, &mut open));
             state.keys.values_mut().filter_map(|k| k.open.as_deref_mut()).for_each(|o| o.publish(&state.rule, now, &mut open));
             sort_findings(&mut open);
@@ -505,7 +364,7 @@ impl RuleEngine {
 
     /// Keys currently tracked across all rules (for memory reporting).
     pub fn tracked_keys(&self) -> usize {
-        self.rules.iter().map(|r| r.keys.len() + r.hourly.len() + r.seen.len() + r.silences.len()).sum()
+        self.rules.iter().map(|r| r.keys.len() + r.hours.len() + r.seen.len() + r.silences.len()).sum()
     }
 }
 
@@ -563,8 +422,7 @@ impl Detector for RuleEngine {
         for state in &mut self.rules {
             // Each rule type keeps its open findings in its own map; at most one is non-empty.
             let mut open = Vec::new();
-            let surges = &state.surges;
-            state.hourly.values_mut().filter_map(|k| k.open.take()).for_each(|t| close_hourly(surges, *t, now, &mut open));
+            state.hours.flush(now, &mut open);
             state.silences.take_open().for_each(|mut t| t.publish(now, &mut open));
             state.keys.values_mut().filter_map(|k| k.open.take()).for_each(|mut o| o.publish(&state.rule, now, &mut open));
             sort_findings(&mut open);
@@ -696,7 +554,7 @@ impl RuleState {
             for &row in order.values() {
                 let row = row as usize;
                 let value = measure.as_ref().map_or(1.0, |m| if m.is_null(row) { 0.0 } else { m.value(row) as f64 });
-                self.hourly_observe(&baseline, keys.row(row).as_ref(), row, value, &cols, reference, now, out);
+                self.hours.observe(&self.rule, &baseline, keys.row(row).as_ref(), row, value, &cols, reference, now, out);
             }
             return Ok((n as u64, 0));
         }
@@ -723,95 +581,6 @@ impl RuleState {
             self.keys.retain(|_, k| k.open.is_some() || k.last_seen >= licenses.watermark(k.license).saturating_sub(window));
         }
         Ok((n as u64, opened))
-    }
-
-    /// Baseline rules: add one event's volume to its key's hour; fire (or
-    /// update the hour's finding) when the hour reaches `ratio` x its normal level.
-    #[allow(clippy::too_many_arguments)]
-    fn hourly_observe(&mut self, b: &crate::rule::Baseline, key: &[u8], row: usize, value: f64, cols: &Columns<'_>, reference: &Reference, now: i64, out: &mut Vec<Finding>) {
-        let t = cols.time.value(row);
-        let hour = t.div_euclid(HOUR_MS);
-        // (hour of day, day number) on the location's clock, else UTC's.
-        let local_hour = |h: i64| -> (usize, i64) {
-            let location = if cols.location.is_null(row) { None } else { reference.locations.get(cols.location.value(row)) };
-            let utc = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(h * HOUR_MS);
-            match (location, utc) {
-                (Some(l), Some(u)) => {
-                    let wall = u.with_timezone(&l.tz).naive_local().and_utc().timestamp_millis().div_euclid(HOUR_MS);
-                    (wall.rem_euclid(24) as usize, wall.div_euclid(24))
-                }
-                _ => (h.rem_euclid(24) as usize, h.div_euclid(24)),
-            }
-        };
-        if !self.hourly.contains_key(key) {
-            let (slot, day) = local_hour(hour);
-            let state = if cols.state.is_null(row) { "" } else { cols.state.value(row) };
-            let system = if cols.system.is_null(row) { "" } else { cols.system.value(row) };
-            let own = reference.policy.baseline(b, state, system);
-            let params = (own != *b).then(|| Box::new(own));
-            let fresh = HourlyKey { hour, day, total: 0.0, events: 0, baseline: None, floor: 0.0, slot, history: None, open: None, params };
-            self.hourly.insert(Box::from(key), Box::new(fresh));
-        }
-        let Some(k) = self.hourly.get_mut(key) else { return };
-        let b = &k.params.as_deref().copied().unwrap_or(*b);
-        if hour < k.hour {
-            // A late event for an hour already judged: archived, not re-judged.
-            return;
-        }
-        if hour > k.hour {
-            k.close_hour(b);
-            if let Some(t) = k.open.take() {
-                close_hourly(&self.surges, *t, now, out);
-            }
-            let (slot, day) = local_hour(hour);
-            k.start_hour(b, hour, slot, day);
-            if self.surges.len() > 4096 {
-                // Hours older than two days are closed for every key of a sorted stream.
-                self.surges.retain(|(_, h), _| *h + 48 >= hour);
-            }
-        }
-        let location = if cols.location.is_null(row) { "" } else { cols.location.value(row) };
-        if k.events == 0 {
-            self.surges.entry(surge_key(location, hour)).or_default().active += 1;
-        }
-        k.total += value;
-        k.events += 1;
-        let Some((normal, spread)) = k.baseline else { return };
-        // The level the hour is held against: its own normal, but no less than the floor
-        // (a share of the key's typical busy hour), so a quiet hour's swings stay quiet
-        // on a large site while a small key's 10x still counts.
-        let expected = normal.max(k.floor);
-        if expected <= 0.0 || k.total < b.ratio * expected || k.total < b.min_volume || k.total - normal < b.min_deviation * spread {
-            return;
-        }
-        let details = json!({
-            "observed": k.total, "baseline": normal, "floor": (k.floor * 10.0).round() / 10.0,
-            "ratio": (k.total / expected * 100.0).round() / 100.0,
-            "robust_sd": (spread * 10.0).round() / 10.0,
-            "fires_at_ratio": b.ratio, "local_hour": k.slot, "measure": b.measure.map_or("events", |_| "sum"),
-        })
-        .to_string();
-        let event_id = cols.event_id.value(row);
-        match &mut k.open {
-            Some(open) => {
-                let f = &mut open.finding;
-                f.window_end = t;
-                f.event_count = k.events;
-                if f.evidence.len() < MAX_EVIDENCE {
-                    f.evidence.push(event_id.to_string());
-                }
-                f.details = details;
-            }
-            None => {
-                // Published when the hour is over (`close_hourly`): by then the location's
-                // other keys have shown whether the hour was busy for all of them.
-                let place = Place::of_row(cols, row);
-                let mut f = new_finding(&self.rule, key, self.rule.severity, &place, (hour * HOUR_MS, t), k.events, vec![event_id.to_string()], now);
-                f.details = details;
-                k.open = Some(Tracked::new(f));
-                self.surges.entry(surge_key(location, hour)).or_default().over += 1;
-            }
-        }
     }
 
     /// Feed one matching row; returns whether a new finding was opened.
