@@ -1,6 +1,6 @@
 //! The rule engine: filters on whole batches, per-key windows on the rows that pass.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
@@ -96,32 +96,13 @@ fn grown(f: &Finding, published: Option<Published>) -> bool {
 
 #[derive(Debug, Default)]
 struct KeyState {
-    window: Window,
+    window: crate::kinds::Window,
     /// Newest event time seen for the key.
     last_seen: i64,
     /// The key's license, whose watermark says when the key is idle.
     license: LicenseId,
     // Boxed: most keys have no open finding, and a finding is several hundred bytes.
     open: Option<Box<OpenFinding>>,
-}
-
-/// What a threshold or trend key remembers of its window. A rule uses one kind, so the
-/// kinds share one field (`benches/state.rs`: three separate fields were 48 bytes of every key).
-#[derive(Debug)]
-enum Window {
-    /// Count mode: the last N matches (time, event id), oldest first.
-    Recent(VecDeque<(i64, Box<str>)>),
-    /// Distinct mode: (value, last seen, event id of that sighting), unordered. A vector,
-    /// not a map: a key holds a handful of values, and a map's first node alone is ~450 bytes.
-    Distinct(Vec<(Box<str>, i64, Box<str>)>),
-    /// Trend mode: the last readings (time, value, event id), oldest first.
-    Readings(VecDeque<(i64, i64, Box<str>)>),
-}
-
-impl Default for Window {
-    fn default() -> Self {
-        Window::Recent(VecDeque::new())
-    }
 }
 
 /// Make room for one more element, exactly while `v` is small: a push on an empty vector
@@ -604,56 +585,14 @@ impl RuleState {
                 if gauge.is_null(row) {
                     return false;
                 }
-                if !matches!(state.window, Window::Readings(_)) {
-                    state.window = Window::Readings(VecDeque::new());
-                }
-                let Window::Readings(readings) = &mut state.window else { return false };
-                let at = readings.partition_point(|(rt, _, _)| *rt <= t);
-                readings.insert(at, (t, gauge.value(row), Box::from(event_id)));
-                while readings.len() > trend.points {
-                    readings.pop_front();
-                }
-                let r = &*readings;
-                let (first, last) = (r.front().map_or((t, 0), |x| (x.0, x.1)), r.back().map_or((t, 0), |x| (x.0, x.1)));
-                let never_falls = r.iter().zip(r.iter().skip(1)).all(|(a, b)| b.1 >= a.1);
-                let held = r.iter().rev().take(trend.sustained).all(|x| x.1 >= trend.above);
-                (r.len() == trend.points && last.0 - first.0 <= rule.window_ms && never_falls && last.1 > first.1 && held, first.0)
+                state.window.read(t, gauge.value(row), event_id, trend, rule.window_ms)
             }
-            (None, None) => {
-                // Recent is the default kind: no switch needed.
-                let Window::Recent(recent) = &mut state.window else { return false };
-                let at = recent.partition_point(|(rt, _)| *rt <= t);
-                recent.insert(at, (t, Box::from(event_id)));
-                while recent.len() > threshold {
-                    recent.pop_front();
-                }
-                let first = recent.front().map_or(t, |(ft, _)| *ft);
-                let last = recent.back().map_or(t, |(lt, _)| *lt);
-                (recent.len() >= threshold && last - first <= rule.window_ms, first)
-            }
+            (None, None) => state.window.count(t, event_id, threshold, rule.window_ms),
             (None, Some(values)) => {
                 if values.is_null(row) {
                     return false;
                 }
-                if !matches!(state.window, Window::Distinct(_)) {
-                    state.window = Window::Distinct(Vec::new());
-                }
-                let Window::Distinct(distinct) = &mut state.window else { return false };
-                let horizon = t - rule.window_ms;
-                distinct.retain(|(_, seen, _)| *seen >= horizon);
-                let value = values.value(row);
-                match distinct.iter_mut().find(|(v, _, _)| v.as_ref() == value) {
-                    Some((_, seen, id)) => {
-                        *seen = (*seen).max(t);
-                        *id = Box::from(event_id);
-                    }
-                    None => {
-                        reserve_one_while_small(distinct);
-                        distinct.push((Box::from(value), t, Box::from(event_id)));
-                    }
-                }
-                let first = distinct.iter().map(|(_, s, _)| *s).min().unwrap_or(t);
-                (distinct.len() >= threshold, first)
+                state.window.count_distinct(t, values.value(row), event_id, threshold, rule.window_ms)
             }
         };
         if !fires {
@@ -689,23 +628,7 @@ impl RuleState {
             previous.publish(rule, now, out);
         }
 
-        let (evidence, count, distinct_values): (Vec<String>, usize, Vec<String>) = match &state.window {
-            Window::Readings(readings) => (
-                readings.iter().map(|(_, _, id)| id.to_string()).collect(),
-                readings.len(),
-                readings.iter().map(|(_, v, _)| v.to_string()).collect(),
-            ),
-            Window::Recent(recent) => (recent.iter().take(MAX_EVIDENCE).map(|(_, id)| id.to_string()).collect(), recent.len(), Vec::new()),
-            Window::Distinct(distinct) => {
-                let mut seen: Vec<(&i64, &Box<str>, &Box<str>)> = distinct.iter().map(|(v, s, id)| (s, id, v)).collect();
-                seen.sort();
-                (
-                    seen.iter().take(MAX_EVIDENCE).map(|(_, id, _)| id.to_string()).collect(),
-                    seen.len(),
-                    seen.iter().take(MAX_EVIDENCE).map(|(_, _, v)| v.to_string()).collect(),
-                )
-            }
-        };
+        let (evidence, count, distinct_values) = state.window.evidence();
         let state_code = cols.state.value(row);
         let severity = match &rule.escalate {
             Some((flag, raised)) if reference.policy.flag(flag, state_code) == Some(true) => rule.severity.max(*raised),

@@ -1,7 +1,15 @@
-//! Rule kinds, one module each: the YAML fields of its `type`, their checks, and the
-//! parameters they compile to. Adding a kind is a module here, a [`RuleType`] variant and
-//! its line in [`compile`]. `new_value` also holds its per-key state and warm-up query;
-//! the other kinds' state is still in `engine.rs` and `resume.rs`, to follow it here.
+//! Rule kinds, one module each: the YAML fields of its `type`, their checks, the
+//! parameters they compile to, and the kind's per-key state with its warm-up. Adding a kind
+//! is a module here, a [`RuleType`] variant and its line in [`compile`].
+//!
+//! The engine (`crate::engine`) runs what every kind shares: the filter, exceptions,
+//! row conditions, the group key, and the life of a finding (open, grow, suppress, publish,
+//! close). A kind's module holds what is its own: `absence` its silences
+//! ([`absence::Silences`]), `baseline` its hours ([`baseline::Hours`]), `new_value` its
+//! seen-sets ([`new_value::SeenSets`]), and the windowed kinds their [`Window`]: a count
+//! or distinct count (`threshold`; `match`, `schedule` and `reference` are a count of
+//! one), or a gauge's readings (`trend`). Warm-up queries are in `absence` and `new_value`;
+//! the others replay the archive's recent events (`crate::resume`).
 //!
 //! A rule file is read in two passes over its text: the fields every rule has
 //! ([`crate::rule::RuleConfig`]), then the fields of its `type` into that kind's `Config`.
@@ -18,8 +26,11 @@ pub mod schedule;
 pub mod threshold;
 pub mod trend;
 
+use std::collections::VecDeque;
+
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::prelude::SessionContext;
+use seedwatch_schemas::finding::MAX_EVIDENCE;
 use seedwatch_schemas::Family;
 use serde::de::DeserializeOwned;
 
@@ -131,4 +142,78 @@ pub fn struct_fields<T: DeserializeOwned>() -> &'static [&'static str] {
     let mut probe = Probe(&[]);
     let _ = T::deserialize(Fields(&mut probe));
     probe.0
+}
+
+/// What a key of a windowed kind remembers of its window. A rule has one kind, so the
+/// kinds share one field (`benches/state.rs`: three separate fields were 48 bytes of every key).
+#[derive(Debug)]
+pub(crate) enum Window {
+    /// Count mode: the last N matches (time, event id), oldest first.
+    Recent(threshold::Recent),
+    /// Distinct mode (see [`threshold::Distinct`]).
+    Distinct(threshold::Distinct),
+    /// Trend mode: the last readings (time, value, event id), oldest first.
+    Readings(trend::Readings),
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window::Recent(VecDeque::new())
+    }
+}
+
+impl Window {
+    /// Add a match to a count window ([`threshold::count`]).
+    pub(crate) fn count(&mut self, t: i64, event_id: &str, threshold: usize, window_ms: i64) -> (bool, i64) {
+        match self {
+            Window::Recent(recent) => threshold::count(recent, t, event_id, threshold, window_ms),
+            // A key keeps its rule's one kind: this is the first match of a fresh key.
+            other => {
+                let mut recent = VecDeque::new();
+                let fired = threshold::count(&mut recent, t, event_id, threshold, window_ms);
+                *other = Window::Recent(recent);
+                fired
+            }
+        }
+    }
+
+    /// Add a value to a distinct-value window ([`threshold::count_distinct`]).
+    pub(crate) fn count_distinct(&mut self, t: i64, value: &str, event_id: &str, threshold: usize, window_ms: i64) -> (bool, i64) {
+        match self {
+            Window::Distinct(distinct) => threshold::count_distinct(distinct, t, value, event_id, threshold, window_ms),
+            other => {
+                let mut distinct = Vec::new();
+                let fired = threshold::count_distinct(&mut distinct, t, value, event_id, threshold, window_ms);
+                *other = Window::Distinct(distinct);
+                fired
+            }
+        }
+    }
+
+    /// Add a reading to a trend's window ([`trend::read`]).
+    pub(crate) fn read(&mut self, t: i64, value: i64, event_id: &str, trend: &trend::Trend, window_ms: i64) -> (bool, i64) {
+        match self {
+            Window::Readings(readings) => trend::read(readings, t, value, event_id, trend, window_ms),
+            other => {
+                let mut readings = VecDeque::new();
+                let fired = trend::read(&mut readings, t, value, event_id, trend, window_ms);
+                *other = Window::Readings(readings);
+                fired
+            }
+        }
+    }
+
+    /// A new finding's evidence from the window: (event ids, how many events or values,
+    /// the values or readings to show), at most [`MAX_EVIDENCE`] of each.
+    pub(crate) fn evidence(&self) -> (Vec<String>, usize, Vec<String>) {
+        match self {
+            Window::Readings(readings) => (readings.iter().map(|(_, _, id)| id.to_string()).collect(), readings.len(), readings.iter().map(|(_, v, _)| v.to_string()).collect()),
+            Window::Recent(recent) => (recent.iter().take(MAX_EVIDENCE).map(|(_, id)| id.to_string()).collect(), recent.len(), Vec::new()),
+            Window::Distinct(distinct) => {
+                let mut seen: Vec<(&i64, &Box<str>, &Box<str>)> = distinct.iter().map(|(v, s, id)| (s, id, v)).collect();
+                seen.sort();
+                (seen.iter().take(MAX_EVIDENCE).map(|(_, id, _)| id.to_string()).collect(), seen.len(), seen.iter().take(MAX_EVIDENCE).map(|(_, _, v)| v.to_string()).collect())
+            }
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! `threshold`: N events (or distinct values) per group key within a sliding event-time
-//! window.
+//! window. The module holds its fields, their compile step and its window's updates
+//! ([`count`], [`count_distinct`]); `match`, `schedule` and `reference` rules are a count of one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::Deserialize;
 
@@ -51,5 +52,74 @@ impl KindConfig for Config {
         }
         let distinct = self.distinct.as_deref().map(|c| cx.column("distinct", c)).transpose()?;
         Ok(KindParts { threshold, window_ms: window, distinct, ..KindParts::default() })
+    }
+}
+
+/// A count window: the last N matches (time, event id), oldest first.
+pub(crate) type Recent = VecDeque<(i64, Box<str>)>;
+
+/// A distinct-value window: (value, last seen, event id of that sighting), unordered. A
+/// vector, not a map: a key holds a handful of values, and a map's first node alone is ~450 bytes.
+pub(crate) type Distinct = Vec<(Box<str>, i64, Box<str>)>;
+
+/// Add a match at `t`; returns whether the last `threshold` matches fall within
+/// `window_ms`, and the first one's time.
+pub(crate) fn count(recent: &mut Recent, t: i64, event_id: &str, threshold: usize, window_ms: i64) -> (bool, i64) {
+    let at = recent.partition_point(|(rt, _)| *rt <= t);
+    recent.insert(at, (t, Box::from(event_id)));
+    while recent.len() > threshold {
+        recent.pop_front();
+    }
+    let first = recent.front().map_or(t, |(ft, _)| *ft);
+    let last = recent.back().map_or(t, |(lt, _)| *lt);
+    (recent.len() >= threshold && last - first <= window_ms, first)
+}
+
+/// Add a sighting of `value` at `t`, forgetting values last seen more than `window_ms`
+/// before it; returns whether `threshold` distinct values remain, and the oldest sighting's time.
+pub(crate) fn count_distinct(distinct: &mut Distinct, t: i64, value: &str, event_id: &str, threshold: usize, window_ms: i64) -> (bool, i64) {
+    let horizon = t - window_ms;
+    distinct.retain(|(_, seen, _)| *seen >= horizon);
+    match distinct.iter_mut().find(|(v, _, _)| v.as_ref() == value) {
+        Some((_, seen, id)) => {
+            *seen = (*seen).max(t);
+            *id = Box::from(event_id);
+        }
+        None => {
+            crate::engine::reserve_one_while_small(distinct);
+            distinct.push((Box::from(value), t, Box::from(event_id)));
+        }
+    }
+    let first = distinct.iter().map(|(_, s, _)| *s).min().unwrap_or(t);
+    (distinct.len() >= threshold, first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_count_fires_when_the_last_n_matches_fit_in_the_window_in_any_arrival_order() {
+        let mut recent = Recent::new();
+        assert_eq!(count(&mut recent, 10_000, "b", 3, 60_000), (false, 10_000));
+        // Late arrival: sorted into place, the window starts at the oldest kept.
+        assert_eq!(count(&mut recent, 5_000, "a", 3, 60_000), (false, 5_000));
+        assert_eq!(count(&mut recent, 65_000, "c", 3, 60_000), (true, 5_000));
+        // Too spread out: the oldest of the last three is more than a window before the newest.
+        let mut sparse = Recent::new();
+        for (i, t) in [0, 40_000, 80_000].into_iter().enumerate() {
+            assert!(!count(&mut sparse, t, &i.to_string(), 3, 60_000).0);
+        }
+    }
+
+    #[test]
+    fn a_distinct_count_counts_values_once_and_forgets_those_older_than_the_window() {
+        let mut distinct = Distinct::new();
+        assert!(!count_distinct(&mut distinct, 0, "10.0.0.1", "e1", 2, 60_000).0);
+        assert!(!count_distinct(&mut distinct, 1_000, "10.0.0.1", "e2", 2, 60_000).0, "the same value again");
+        assert_eq!(count_distinct(&mut distinct, 2_000, "10.0.0.2", "e3", 2, 60_000), (true, 1_000));
+        // Both earlier values are past the window by now.
+        assert!(!count_distinct(&mut distinct, 200_000, "10.0.0.3", "e4", 2, 60_000).0);
+        assert_eq!(distinct.len(), 1);
     }
 }
