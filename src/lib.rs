@@ -14,5 +14,6 @@ pub use seedwatch_runtime::internal_events;
 pub mod metrics_server;
 pub mod ocsf;
 pub mod pipeline;
+pub mod report;
 pub mod rule_fixtures;
 pub mod truth;

@@ -70,6 +70,8 @@ enum Command {
         #[arg(long)]
         rules: Option<PathBuf>,
     },
+    /// Run a review from the manuals' checklists over the archive (reports/*.sql); `report list` shows them.
+    Report(ReportArgs),
     /// Work a finding: acknowledge, resolve or dismiss it (appends a row to its history).
     Findings {
         #[command(subcommand)]
@@ -328,6 +330,42 @@ fn parse_setting(s: &str) -> Result<(String, String), String> {
     }
 }
 
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// The report (a file name in the reports directory without `.sql`), or `list`.
+    name: String,
+    /// Archive directory (not needed for `list`).
+    #[arg(long)]
+    archive: Option<PathBuf>,
+    /// Start of the review period (YYYY-MM-DD UTC, or RFC 3339), inclusive [default: `--to` minus the report's period: a day, 7, 30 or 90 days].
+    #[arg(long, value_parser = parse_instant)]
+    from: Option<i64>,
+    /// End of the review period, exclusive [default: just after the newest archived event].
+    #[arg(long, value_parser = parse_instant)]
+    to: Option<i64>,
+    /// One location id (default: all).
+    #[arg(long)]
+    location: Option<String>,
+    /// Output format on standard output.
+    #[arg(long, default_value = "table", value_parser = parse_format)]
+    format: OutputFormat,
+    /// Write the rows to this file instead (`.parquet` or `.csv`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Reports directory [default: ./reports, else the shipped reports].
+    #[arg(long)]
+    reports: Option<PathBuf>,
+    /// Rules directory whose policy.yaml gives the `policy` table [default: ./rules, else the shipped rules].
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// locations.csv, as the `locations` table.
+    #[arg(long)]
+    locations: Option<PathBuf>,
+    /// roster.csv, as the `roster` table.
+    #[arg(long)]
+    roster: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum ExportCommand {
     /// OCSF 1.2.0 NDJSON: findings as Detection Finding (2004), login as Authentication (3002),
@@ -474,6 +512,80 @@ fn default_rules(given: Option<PathBuf>) -> PathBuf {
         let local = PathBuf::from("rules");
         if local.is_dir() { local } else { PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/rules")) }
     })
+}
+
+fn default_reports(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| {
+        let local = PathBuf::from("reports");
+        if local.is_dir() { local } else { PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/reports")) }
+    })
+}
+
+/// `seedwatch report`: list the reports, or run one.
+async fn report(args: ReportArgs) -> Result<()> {
+    use seedwatch::report;
+    let dir = default_reports(args.reports);
+    let reports = report::load_reports(&dir)?;
+    if args.name == "list" {
+        let width = reports.iter().map(|r| r.name.len()).max().unwrap_or(0);
+        for r in &reports {
+            let needs = if r.needs.is_empty() { String::new() } else { format!(" [needs --{}]", r.needs.join(", --")) };
+            println!("{:width$}  {} ({}){needs}", r.name, r.title, r.review);
+        }
+        return Ok(());
+    }
+    let chosen = report::find(&reports, &args.name, &dir)?;
+    let archive = args.archive.ok_or_else(|| anyhow::anyhow!("report `{}` needs --archive DIR", chosen.name))?;
+    let rules = default_rules(args.rules);
+    let reference = seedwatch_detect::reference::Reference::load(&rules, args.locations.as_deref(), args.roster.as_deref())?;
+    let ctx = open_session(&archive).await?;
+    report::register_reference(&ctx, &reference, args.locations.is_some(), args.roster.is_some()).await?;
+    let to = match args.to {
+        Some(to) => to,
+        None => seedwatch_archive::newest_event_time(&ctx).await?.map_or_else(|| chrono::Utc::now().timestamp_millis(), |t| t + 1),
+    };
+    let from = args.from.unwrap_or(to - report::default_period_ms(chosen));
+    if from >= to {
+        anyhow::bail!("--from must be before --to");
+    }
+    let params = report::ReportParams { from, to, location: args.location };
+    let mut available = Vec::new();
+    if args.locations.is_some() {
+        available.push("locations");
+    }
+    if args.roster.is_some() {
+        available.push("roster");
+    }
+    let frame = report::plan(&ctx, chosen, &params, &available).await?;
+    let period = |ms: i64| chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string());
+    let scope = params.location.as_deref().map_or_else(|| "all locations".to_string(), |l| format!("location {l}"));
+    eprintln!("{}: {}, {} to {}, {scope}", chosen.name, chosen.title, period(from), period(to));
+    match &args.out {
+        Some(path) => {
+            let rows = write_report(frame, path).await.with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("{rows} rows written to {}", path.display());
+        }
+        None => {
+            let batches = frame.collect().await.with_context(|| format!("running report {}", chosen.name))?;
+            println!("{}", format_batches(&batches, args.format)?);
+        }
+    }
+    Ok(())
+}
+
+/// Write a report's rows to one `.parquet` or `.csv` file; returns the rows written.
+async fn write_report(frame: datafusion::prelude::DataFrame, path: &Path) -> Result<u64> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::dataframe::DataFrameWriteOptions;
+    let target = path.to_str().ok_or_else(|| anyhow::anyhow!("the path is not UTF-8"))?;
+    let options = DataFrameWriteOptions::new().with_single_file_output(true);
+    let written = match path.extension().and_then(|e| e.to_str()) {
+        Some("parquet") => frame.write_parquet(target, options, None).await?,
+        Some("csv") => frame.write_csv(target, options, None).await?,
+        _ => anyhow::bail!("--out must end in .parquet or .csv"),
+    };
+    // DataFusion answers a write with one `count` row.
+    Ok(written.iter().filter_map(|b| b.column(0).as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>()).flat_map(|c| c.iter().flatten()).sum())
 }
 
 fn default_key(given: Option<PathBuf>) -> PathBuf {
@@ -721,6 +833,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             eprintln!("exported {} records as OCSF {} {class} ({class_uid}){skipped}", thousands(exported.records), seedwatch::ocsf::OCSF_VERSION);
         }
         Command::Query { archive, format, sql, rules } => runtime()?.block_on(query(&archive, format, &sql, rules))?,
+        Command::Report(args) => runtime()?.block_on(report(args))?,
         Command::Findings { command } => {
             let (status, args) = match command {
                 FindingsCommand::Ack(a) => (seedwatch_schemas::Status::Acknowledged, a),

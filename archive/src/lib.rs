@@ -14,7 +14,7 @@ pub mod writer;
 
 use std::path::PathBuf;
 
-pub use query::{open_session, OutputFormat};
+pub use query::{newest_event_time, open_session, run_query, OutputFormat};
 pub use writer::{ArchiveWriter, CommitStats, WriterOptions};
 
 use seedwatch_schemas::arrow::array::BooleanArray;

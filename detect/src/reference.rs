@@ -185,6 +185,11 @@ impl Roster {
         self.len
     }
 
+    /// Every account, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = &RosterEntry> {
+        self.by_user.values().flatten().map(|(_, e)| e)
+    }
+
     /// Add an account; the entry already listed when (place, user) is taken.
     fn insert(&mut self, place: Place, entry: RosterEntry) -> Result<(), &RosterEntry> {
         let places = self.by_user.entry(entry.row.user.clone()).or_default();
