@@ -180,3 +180,54 @@ fn open_findings_follow_triage_and_outputs_and_errors_are_what_a_user_expects() 
     assert_eq!(listed.lines().count(), files, "{listed}");
     assert!(listed.contains("sync-status") && listed.contains("(daily (000 §5.2"), "{listed}");
 }
+
+/// Off-hours audit actions, computed apart from the report: Python's zoneinfo over the
+/// generator's own events file and locations.csv.
+const OFF_HOURS_PY: &str = r#"
+import csv, json, sys
+from datetime import datetime
+from zoneinfo import ZoneInfo
+locations = {r["location"]: r for r in csv.DictReader(open(sys.argv[2]))}
+out = []
+for line in open(sys.argv[1]):
+    try:
+        e = json.loads(line)
+    except ValueError:
+        continue
+    if e.get("family") != "audit" or e.get("location") not in locations:
+        continue
+    l = locations[e["location"]]
+    try:
+        local = datetime.fromisoformat(e["time"].replace("Z", "+00:00")).astimezone(ZoneInfo(l["timezone"])).strftime("%H:%M")
+    except (KeyError, ValueError):
+        continue
+    if l["open"] == "00:00" and l["close"] == "24:00":
+        continue
+    inside = l["open"] <= local < l["close"] if l["open"] <= l["close"] else (local >= l["open"] or local < l["close"])
+    if not inside:
+        out.append([e["location"], e.get("actor", ""), e.get("action", ""), local])
+print(json.dumps(sorted(out)))
+"#;
+
+#[test]
+fn off_hours_changes_are_the_audit_actions_outside_each_locations_own_hours() {
+    let f = fixture();
+    let rows = report(f, "off-hours-changes", &ALL);
+    let mut got: Vec<[String; 4]> = rows.iter().map(|r| ["location", "actor", "action", "local_time"].map(|c| str_of(r, c).to_string())).collect();
+    got.sort();
+    let python = std::env::var("SEEDWATCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(&python)
+        .args(["-c", OFF_HOURS_PY, &f.data().join("events.ndjson").display().to_string(), &f.data().join("locations.csv").display().to_string()])
+        .output()
+        .expect("python");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let want: Vec<[String; 4]> = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(got, want);
+    // The 2 am account takeover's changes are among them.
+    let takeover = labelled(f, "audit.mfa_disabled").into_iter().next().expect("an MFA change");
+    assert!(got.iter().any(|r| r[0] == takeover.location && r[1] == takeover.subject), "{got:?}");
+    // Without locations.csv the report says what it needs.
+    let a = f.archive().display().to_string();
+    let out = seedwatch(&["report", "off-hours-changes", "--archive", &a]);
+    assert_eq!(text(&out.stderr).trim(), "error: report `off-hours-changes` needs locations.csv: pass --locations FILE");
+}
