@@ -15,5 +15,6 @@ pub mod metrics_server;
 pub mod ocsf;
 pub mod pipeline;
 pub mod report;
+pub mod shell;
 pub mod rule_fixtures;
 pub mod truth;

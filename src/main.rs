@@ -56,7 +56,7 @@ enum Command {
         #[arg(long)]
         truth: Option<PathBuf>,
     },
-    /// Query the archive with SQL (tables: login, api, sync, audit, findings, dead_letter; views: findings_latest, suppressed).
+    /// Query the archive with SQL (tables: login, api, sync, audit, findings, dead_letter; views: findings_latest, suppressed); without a statement, an interactive shell.
     Query {
         /// Archive directory.
         #[arg(long)]
@@ -64,8 +64,8 @@ enum Command {
         /// Output format.
         #[arg(long, default_value = "table", value_parser = parse_format)]
         format: OutputFormat,
-        /// The SQL statement.
-        sql: String,
+        /// The SQL statement; leave it out for an interactive shell (`\d` lists tables, `\q` quits).
+        sql: Option<String>,
         /// Rules directory whose exceptions the `suppressed` view shows [default: ./rules, else the shipped rules].
         #[arg(long)]
         rules: Option<PathBuf>,
@@ -355,15 +355,10 @@ struct ReportArgs {
     /// Reports directory [default: ./reports, else the shipped reports].
     #[arg(long)]
     reports: Option<PathBuf>,
-    /// Rules directory whose policy.yaml gives the `policy` table [default: ./rules, else the shipped rules].
-    #[arg(long)]
-    rules: Option<PathBuf>,
-    /// locations.csv, as the `locations` table.
-    #[arg(long)]
-    locations: Option<PathBuf>,
-    /// roster.csv, as the `roster` table.
-    #[arg(long)]
-    roster: Option<PathBuf>,
+    /// The rules directory (its policy.yaml is the `policy` table) and the reference files
+    /// (the `locations` and `roster` tables).
+    #[command(flatten)]
+    rule_set: RuleSetArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -536,10 +531,10 @@ async fn report(args: ReportArgs) -> Result<()> {
     }
     let chosen = report::find(&reports, &args.name, &dir)?;
     let archive = args.archive.ok_or_else(|| anyhow::anyhow!("report `{}` needs --archive DIR", chosen.name))?;
-    let rules = default_rules(args.rules);
-    let reference = seedwatch_detect::reference::Reference::load(&rules, args.locations.as_deref(), args.roster.as_deref())?;
+    let RuleSetArgs { rules, locations, roster } = args.rule_set;
+    let reference = seedwatch_detect::reference::Reference::load(&default_rules(rules), locations.as_deref(), roster.as_deref())?;
     let ctx = open_session(&archive).await?;
-    report::register_reference(&ctx, &reference, args.locations.is_some(), args.roster.is_some()).await?;
+    report::register_reference(&ctx, &reference, locations.is_some(), roster.is_some()).await?;
     let to = match args.to {
         Some(to) => to,
         None => seedwatch_archive::newest_event_time(&ctx).await?.map_or_else(|| chrono::Utc::now().timestamp_millis(), |t| t + 1),
@@ -550,10 +545,10 @@ async fn report(args: ReportArgs) -> Result<()> {
     }
     let params = report::ReportParams { from, to, location: args.location };
     let mut available = Vec::new();
-    if args.locations.is_some() {
+    if locations.is_some() {
         available.push("locations");
     }
-    if args.roster.is_some() {
+    if roster.is_some() {
         available.push("roster");
     }
     let frame = report::plan(&ctx, chosen, &params, &available).await?;
@@ -750,7 +745,7 @@ fn print_exceptions(rules: &[seedwatch_detect::CompiledRule], now: i64) {
     }
 }
 
-async fn query(archive: &Path, format: OutputFormat, sql: &str, rules: Option<PathBuf>) -> Result<()> {
+async fn query(archive: &Path, format: OutputFormat, sql: Option<&str>, rules: Option<PathBuf>) -> Result<()> {
     let ctx = open_session(archive).await?;
     // The `suppressed` view needs the rules' exceptions. Rules that do not load only
     // cost the view when nobody asked for them by name.
@@ -763,6 +758,10 @@ async fn query(archive: &Path, format: OutputFormat, sql: &str, rules: Option<Pa
         Err(e) if given => return Err(e.into()),
         Err(e) => tracing::warn!(error = %e, "rules did not load: no `suppressed` view"),
     }
+    let Some(sql) = sql else {
+        seedwatch::shell::run(&ctx, format).await?;
+        return Ok(());
+    };
     let batches = run_query(&ctx, sql).await?;
     println!("{}", format_batches(&batches, format)?);
     Ok(())
@@ -832,7 +831,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             let skipped = if skipped.is_empty() { String::new() } else { format!(" ({})", skipped.join("; ")) };
             eprintln!("exported {} records as OCSF {} {class} ({class_uid}){skipped}", thousands(exported.records), seedwatch::ocsf::OCSF_VERSION);
         }
-        Command::Query { archive, format, sql, rules } => runtime()?.block_on(query(&archive, format, &sql, rules))?,
+        Command::Query { archive, format, sql, rules } => runtime()?.block_on(query(&archive, format, sql.as_deref(), rules))?,
         Command::Report(args) => runtime()?.block_on(report(args))?,
         Command::Findings { command } => {
             let (status, args) = match command {
