@@ -503,16 +503,18 @@ fn parse_format(s: &str) -> Result<OutputFormat, String> {
 }
 
 fn default_rules(given: Option<PathBuf>) -> PathBuf {
-    given.unwrap_or_else(|| {
-        let local = PathBuf::from("rules");
-        if local.is_dir() { local } else { PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/rules")) }
-    })
+    shipped_dir(given, "rules")
 }
 
 fn default_reports(given: Option<PathBuf>) -> PathBuf {
+    shipped_dir(given, "reports")
+}
+
+/// The directory given, else `./NAME` when it exists, else the one shipped with this build.
+fn shipped_dir(given: Option<PathBuf>, name: &str) -> PathBuf {
     given.unwrap_or_else(|| {
-        let local = PathBuf::from("reports");
-        if local.is_dir() { local } else { PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/reports")) }
+        let local = PathBuf::from(name);
+        if local.is_dir() { local } else { Path::new(env!("CARGO_MANIFEST_DIR")).join(name) }
     })
 }
 
@@ -534,7 +536,7 @@ async fn report(args: ReportArgs) -> Result<()> {
     let RuleSetArgs { rules, locations, roster } = args.rule_set;
     let reference = seedwatch_detect::reference::Reference::load(&default_rules(rules), locations.as_deref(), roster.as_deref())?;
     let ctx = open_session(&archive).await?;
-    report::register_reference(&ctx, &reference, locations.is_some(), roster.is_some()).await?;
+    let available = report::register_reference(&ctx, &reference, locations.is_some(), roster.is_some()).await?;
     let to = match args.to {
         Some(to) => to,
         None => seedwatch_archive::newest_event_time(&ctx).await?.map_or_else(|| chrono::Utc::now().timestamp_millis(), |t| t + 1),
@@ -544,13 +546,6 @@ async fn report(args: ReportArgs) -> Result<()> {
         anyhow::bail!("--from must be before --to");
     }
     let params = report::ReportParams { from, to, location: args.location };
-    let mut available = Vec::new();
-    if locations.is_some() {
-        available.push("locations");
-    }
-    if roster.is_some() {
-        available.push("roster");
-    }
     let frame = report::plan(&ctx, chosen, &params, &available).await?;
     let period = |ms: i64| chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string());
     let scope = params.location.as_deref().map_or_else(|| "all locations".to_string(), |l| format!("location {l}"));

@@ -69,6 +69,15 @@ pub enum ReportError {
         /// The reference table.
         table: String,
     },
+    /// A reference table could not be built.
+    #[error("building the `{table}` table: {source}")]
+    Reference {
+        /// The table.
+        table: &'static str,
+        /// The error.
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
     /// Querying the archive failed.
     #[error(transparent)]
     Archive(#[from] seedwatch_archive::ArchiveError),
@@ -185,22 +194,21 @@ pub fn find<'a>(reports: &'a [Report], name: &str, dir: &Path) -> Result<&'a Rep
     })
 }
 
-/// Add the reference tables (see the module docs) to an archive session.
-pub async fn register_reference(ctx: &SessionContext, reference: &Reference, has_locations: bool, has_roster: bool) -> Result<(), ReportError> {
-    let mem = |name: &str, batch: RecordBatch| -> Result<(), ReportError> {
-        let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(|source| ReportError::Query { report: name.into(), source })?;
-        ctx.register_table(name, Arc::new(table)).map_err(|source| ReportError::Query { report: name.into(), source })?;
+/// Add the reference tables (see the module docs) to an archive session; returns the
+/// `needs:` tables now present.
+pub async fn register_reference(ctx: &SessionContext, reference: &Reference, has_locations: bool, has_roster: bool) -> Result<Vec<&'static str>, ReportError> {
+    let mem = |table: &'static str, batch: Result<RecordBatch, datafusion::arrow::error::ArrowError>| -> Result<(), ReportError> {
+        let err = |source| ReportError::Reference { table, source };
+        let batch = batch.map_err(|e| err(e.into()))?;
+        let provider = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(err)?;
+        ctx.register_table(table, Arc::new(provider)).map_err(err)?;
         Ok(())
-    };
-    let batch_err = |name: &str| {
-        let name = name.to_string();
-        move |e: datafusion::arrow::error::ArrowError| ReportError::Query { report: name, source: e.into() }
     };
     // Every state the archive knows, so a state missing from policy.yaml reads the defaults.
     let states_sql = "SELECT DISTINCT state FROM (SELECT state FROM login UNION ALL SELECT state FROM api UNION ALL SELECT state FROM sync UNION ALL SELECT state FROM audit) WHERE state IS NOT NULL ORDER BY state";
     let mut states: Vec<String> = Vec::new();
     for batch in run_query(ctx, states_sql).await? {
-        let column = datafusion::arrow::compute::cast(batch.column(0), &DataType::Utf8).map_err(batch_err("policy"))?;
+        let column = datafusion::arrow::compute::cast(batch.column(0), &DataType::Utf8).map_err(|e| ReportError::Reference { table: "policy", source: e.into() })?;
         let column = column.as_any().downcast_ref::<StringArray>().map(|a| a.iter().flatten().map(String::from).collect::<Vec<_>>()).unwrap_or_default();
         states.extend(column);
     }
@@ -220,9 +228,9 @@ pub async fn register_reference(ctx: &SessionContext, reference: &Reference, has
             Arc::new(BooleanArray::from(resolved.iter().map(|p| p.mfa_required).collect::<Vec<_>>())),
             Arc::new(Int64Array::from_iter_values(resolved.iter().map(|p| p.session_timeout_ms / 1000))),
         ],
-    )
-    .map_err(batch_err("policy"))?;
+    );
     mem("policy", policy)?;
+    let mut available = Vec::new();
     if has_locations {
         let mut rows: Vec<_> = reference.locations.values().map(|l| &l.row).collect();
         rows.sort_by(|a, b| a.location.cmp(&b.location));
@@ -230,7 +238,8 @@ pub async fn register_reference(ctx: &SessionContext, reference: &Reference, has
         let names = ["location", "license", "state", "system", "timezone", "open", "close"];
         let schema = Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, false)).collect::<Vec<_>>());
         let columns = vec![column(|r| &r.location), column(|r| &r.license), column(|r| &r.state), column(|r| &r.system), column(|r| &r.timezone), column(|r| &r.open), column(|r| &r.close)];
-        mem("locations", RecordBatch::try_new(Arc::new(schema), columns).map_err(batch_err("locations"))?)?;
+        mem("locations", RecordBatch::try_new(Arc::new(schema), columns))?;
+        available.push("locations");
     }
     if has_roster {
         let mut entries: Vec<_> = reference.roster.entries().collect();
@@ -246,9 +255,10 @@ pub async fn register_reference(ctx: &SessionContext, reference: &Reference, has
         ]);
         let terminated = TimestampMillisecondArray::from(entries.iter().map(|e| e.terminated_at_ms).collect::<Vec<_>>()).with_timezone("UTC");
         let columns = vec![text(|r| &r.user), text(|r| &r.location), text(|r| &r.license), text(|r| &r.role), text(|r| &r.status), Arc::new(terminated) as ArrayRef];
-        mem("roster", RecordBatch::try_new(Arc::new(schema), columns).map_err(batch_err("roster"))?)?;
+        mem("roster", RecordBatch::try_new(Arc::new(schema), columns))?;
+        available.push("roster");
     }
-    Ok(())
+    Ok(available)
 }
 
 /// Plan `report` over `ctx` with `params` bound; the caller collects or writes the frame.

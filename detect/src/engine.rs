@@ -113,15 +113,6 @@ pub(crate) fn reserve_one_while_small<T>(v: &mut Vec<T>) {
     }
 }
 
-pub(crate) fn raise_time(times: &mut HashMap<Box<str>, i64>, license: &str, t: i64) {
-    match times.get_mut(license) {
-        Some(newest) => *newest = (*newest).max(t),
-        None => {
-            times.insert(Box::from(license), t);
-        }
-    }
-}
-
 /// `details` (a JSON object) with one more field.
 pub(crate) fn with_detail(details: &str, name: &str, value: serde_json::Value) -> String {
     let mut v: serde_json::Value = serde_json::from_str(details).unwrap_or_else(|_| json!({}));

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use super::{Context, KindConfig, KindParts};
 use crate::duration::parse_duration_ms;
-use crate::engine::{new_finding, raise_time, string_col, with_detail, Columns, Place, Tracked};
+use crate::engine::{new_finding, string_col, with_detail, Columns, Place, Tracked};
 use crate::reference::Reference;
 use crate::rule::CompiledRule;
 use crate::DetectError;
@@ -299,6 +299,16 @@ impl Silences {
             }
         }
         opened
+    }
+}
+
+/// Raise `license`'s newest time to `t`.
+fn raise_time(times: &mut HashMap<Box<str>, i64>, license: &str, t: i64) {
+    match times.get_mut(license) {
+        Some(newest) => *newest = (*newest).max(t),
+        None => {
+            times.insert(Box::from(license), t);
+        }
     }
 }
 
