@@ -52,6 +52,17 @@ if ! command -v prometheus-alertmanager >/dev/null 2>&1; then
 fi
 prometheus-alertmanager --version 2>&1 | head -1 | sed 's/^/test.sh: /'
 
+# openssl: tests/archive.rs checks a manifest entry's signature the way an auditor would,
+# with openssl alone (Ed25519 needs OpenSSL 3).
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "test.sh: installing Debian's openssl package"
+  sudo_cmd=""
+  if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends openssl >/dev/null
+fi
+openssl version | sed 's/^/test.sh: /'
+
 echo "test.sh: building and running the tests (release profile, target dir $CARGO_TARGET_DIR)"
 cargo test --release --locked --workspace --no-fail-fast "$@"
 

@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use seedwatch_archive::query::run_query;
-use seedwatch_archive::{open_session, ArchiveError, ArchiveWriter, CommitStats, Sink, WriterOptions, Written};
+use seedwatch_archive::{open_session, ArchiveError, ArchiveWriter, CommitStats, Sink, Written};
 use seedwatch_detect::reference::Reference;
 use seedwatch_detect::resume::conform;
 use seedwatch_detect::load_rules;
@@ -47,6 +47,8 @@ pub struct BackfillOptions {
     pub dry_run: bool,
     /// Print progress lines to stderr.
     pub progress: bool,
+    /// File holding the key that signs the archive's manifest (created if missing).
+    pub signing_key: PathBuf,
 }
 
 /// Per-rule counts of a backfill.
@@ -134,7 +136,7 @@ pub fn backfill(opts: &BackfillOptions) -> Result<BackfillReport> {
     let writer = if opts.dry_run {
         None
     } else {
-        Some(ArchiveWriter::open(&opts.archive, WriterOptions::default()).with_context(|| format!("opening the archive at {}", opts.archive.display()))?)
+        Some(crate::archive_admin::open_writer(&opts.archive, &opts.signing_key)?)
     };
     let sink = BackfillSink { writer, archived };
     let driver = Driver::new(sink, engines, DriverOptions { progress: opts.progress, ..DriverOptions::default() })?;

@@ -28,7 +28,6 @@ use anyhow::{Context, Result};
 use datafusion::arrow::array::{ArrayRef, AsArray, Int32Array};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::{create_udf, ColumnarValue, ScalarUDF, Volatility};
-use seedwatch_archive::{ArchiveWriter, WriterOptions};
 use seedwatch_detect::reference::Reference;
 use seedwatch_detect::RuleEngine;
 use seedwatch_ingest::{Decoder, Fingerprinter, Redactor};
@@ -59,6 +58,8 @@ pub struct DetectOptions {
     pub roster: Option<PathBuf>,
     /// File holding the local fingerprint secret (created if missing).
     pub fingerprint_key: PathBuf,
+    /// File holding the key that signs the archive's manifest (created if missing).
+    pub signing_key: PathBuf,
     /// How far behind a task's newest event an event may arrive and still be evaluated (ms).
     pub allowed_lateness_ms: i64,
     /// Archive commit (then offset commit) interval.
@@ -111,7 +112,7 @@ pub fn detect(opts: &DetectOptions, stop: Arc<AtomicBool>) -> Result<DetectRepor
     }
     let producer = Producer::new(&opts.kafka)?;
     let consumer = GroupConsumer::new(&opts.kafka, &opts.group, opts.instance_id.as_deref())?;
-    let sink = ArchiveWriter::open(&opts.archive, WriterOptions::default()).with_context(|| format!("opening the archive at {}", opts.archive.display()))?;
+    let sink = crate::archive_admin::open_writer(&opts.archive, &opts.signing_key)?;
     let offset_commits = Arc::new(AtomicU64::new(0));
     let source = KafkaSource::new(consumer, opts.kafka.clone(), Decoder::new(redactor), stop, Arc::clone(&offset_commits));
 

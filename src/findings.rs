@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use seedwatch_archive::query::run_query;
-use seedwatch_archive::{open_session, ArchiveWriter, Sink, WriterOptions};
+use seedwatch_archive::{open_session, Sink};
 use seedwatch_schemas::finding::{findings_from_batch, findings_to_batch};
 use seedwatch_schemas::{Finding, Status, Table};
 
@@ -35,7 +35,7 @@ pub struct Changed {
 }
 
 /// Append `change` to the archive at `root` as a row of the finding's newest version.
-pub async fn change_status(root: &Path, change: &StatusChange, now_ms: i64) -> Result<Changed> {
+pub async fn change_status(root: &Path, change: &StatusChange, now_ms: i64, signing_key: &Path) -> Result<Changed> {
     let id = change.finding_id.as_str();
     if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         bail!("`{id}` is not a finding id (16 hex digits, as in the finding_id column)");
@@ -54,7 +54,7 @@ pub async fn change_status(root: &Path, change: &StatusChange, now_ms: i64) -> R
     };
     let was = row.status;
     (row.status, row.note, row.changed_by, row.updated_at) = (change.status, Some(change.note.clone()), Some(change.by.clone()), now_ms);
-    let mut writer = ArchiveWriter::open(root, WriterOptions::default())?;
+    let mut writer = crate::archive_admin::open_writer(root, signing_key)?;
     let written = writer.write(Table::Findings, &findings_to_batch(std::slice::from_ref(&row)).context("building the status row")?)?;
     writer.commit()?;
     Ok(Changed { row, was, written: written.kept > 0 })

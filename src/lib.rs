@@ -3,6 +3,7 @@
 //! in the `seedwatch-schemas`, `-ingest`, `-detect` and `-archive` crates.
 
 pub mod alertmanager;
+pub mod archive_admin;
 pub mod backfill;
 pub mod collect;
 pub mod detect_daemon;

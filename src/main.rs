@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use seedwatch::archive_admin;
 use seedwatch::generate::{generate, GenerateOptions, Truth};
 use seedwatch::pipeline::{run, RunOptions, RunReport};
 use seedwatch::truth::score;
@@ -106,10 +107,74 @@ enum Command {
     /// Run the detector as a member of a Kafka consumer group: consume the family
     /// topics, archive events and findings, publish findings; until SIGINT/SIGTERM.
     Detect(DetectArgs),
+    /// The archive as a record: verify it against its signed manifest; export what an auditor keeps.
+    Archive {
+        #[command(subcommand)]
+        command: ArchiveCommand,
+    },
     /// Kafka topic tooling.
     Topics {
         #[command(subcommand)]
         command: TopicsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ArchiveCommand {
+    /// Re-hash the data files and check the manifest's chain and signatures: names every
+    /// altered, missing or unrecorded file and every rewritten, reordered or removed entry;
+    /// exit 1 on any.
+    Verify {
+        /// Archive directory.
+        #[arg(long)]
+        archive: PathBuf,
+        /// Public key to check signatures with (SPKI PEM, from `archive public-key`) [default: the signing key's public half].
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        /// Signing key whose public half checks the signatures when no --public-key is given [default: as for run].
+        #[arg(long, value_name = "FILE")]
+        signing_key: Option<PathBuf>,
+        /// Re-hash only the files of days from this date (YYYY-MM-DD, inclusive); the chain is always checked whole.
+        #[arg(long)]
+        from: Option<String>,
+        /// Re-hash only the files of days before this date (YYYY-MM-DD, exclusive).
+        #[arg(long)]
+        to: Option<String>,
+        /// A head kept earlier (SEQ:SHA256, as `archive head` prints it): the chain must still hold it, so removed newest entries are found.
+        #[arg(long, value_name = "SEQ:SHA256")]
+        head: Option<String>,
+    },
+    /// Remove whole days past their table's retention (policy.yaml `retention`; defaults and
+    /// minimums from 000 §5.4), never a day holding evidence of a finding that is kept or not
+    /// resolved; recorded in the manifest.
+    Prune {
+        /// Archive directory.
+        #[arg(long)]
+        archive: PathBuf,
+        /// Print what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Prune as on this date (YYYY-MM-DD, UTC) [default: today].
+        #[arg(long, value_name = "DATE")]
+        as_of: Option<String>,
+        /// Rules directory whose policy.yaml holds the periods [default: ./rules, else the shipped rules].
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Key that signs the manifest entry [default: as for run].
+        #[arg(long, value_name = "FILE")]
+        signing_key: Option<PathBuf>,
+    },
+    /// Print the manifest's newest entry as SEQ:SHA256, for an auditor to keep.
+    Head {
+        /// Archive directory.
+        #[arg(long)]
+        archive: PathBuf,
+    },
+    /// Print the public half of the signing key (SPKI PEM), for an auditor to keep.
+    PublicKey {
+        /// Signing key [default: as for run].
+        #[arg(long, value_name = "FILE")]
+        signing_key: Option<PathBuf>,
     },
 }
 
@@ -136,6 +201,9 @@ struct StatusArgs {
     /// Who [default: $USER].
     #[arg(long)]
     by: Option<String>,
+    /// Key that signs the archive's manifest (Ed25519, PKCS#8 PEM; created if missing) [default: $SEEDWATCH_SIGNING_KEY, else ~/.config/seedwatch/archive-signing.pem].
+    #[arg(long, value_name = "FILE")]
+    signing_key: Option<PathBuf>,
     #[command(flatten)]
     alerts: AlertmanagerArgs,
 }
@@ -232,6 +300,9 @@ struct DetectArgs {
     /// File with the local secret for credential fingerprints [default: ~/.config/seedwatch/fingerprint.key].
     #[arg(long)]
     fingerprint_key: Option<PathBuf>,
+    /// Key that signs the archive's manifest (Ed25519, PKCS#8 PEM; created if missing) [default: $SEEDWATCH_SIGNING_KEY, else ~/.config/seedwatch/archive-signing.pem].
+    #[arg(long, value_name = "FILE")]
+    signing_key: Option<PathBuf>,
     /// How far behind its location's (license's) newest event an event may arrive and still be
     /// evaluated; each license has its own event time.
     #[arg(long, default_value = "1h", value_parser = parse_lateness)]
@@ -421,6 +492,9 @@ enum RulesCommand {
         /// No progress lines.
         #[arg(long)]
         quiet: bool,
+        /// Key that signs the archive's manifest (Ed25519, PKCS#8 PEM; created if missing) [default: $SEEDWATCH_SIGNING_KEY, else ~/.config/seedwatch/archive-signing.pem].
+        #[arg(long, value_name = "FILE")]
+        signing_key: Option<PathBuf>,
     },
 }
 
@@ -468,6 +542,9 @@ struct RunArgs {
     /// File with the local secret for credential fingerprints [default: ~/.config/seedwatch/fingerprint.key].
     #[arg(long)]
     fingerprint_key: Option<PathBuf>,
+    /// Key that signs the archive's manifest (Ed25519, PKCS#8 PEM; created if missing) [default: $SEEDWATCH_SIGNING_KEY, else ~/.config/seedwatch/archive-signing.pem].
+    #[arg(long, value_name = "FILE")]
+    signing_key: Option<PathBuf>,
     /// How far behind its location's (license's) newest event an event may arrive and still
     /// be evaluated (later ones are archived and counted as late). Each license has its own
     /// event time, so one location's delayed backlog never makes another's events late.
@@ -593,6 +670,7 @@ fn run_options(inputs: Vec<PathBuf>, args: RunArgs) -> RunOptions {
         locations: args.rule_set.locations,
         roster: args.rule_set.roster,
         fingerprint_key: default_key(args.fingerprint_key),
+        signing_key: archive_admin::signing_key_path(args.signing_key),
         progress: !args.quiet,
         allowed_lateness_ms: args.allowed_lateness,
         max_clock_skew_ms: args.max_clock_skew,
@@ -836,7 +914,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             };
             let by = args.by.or_else(|| std::env::var("USER").ok()).unwrap_or_default();
             let change = seedwatch::findings::StatusChange { finding_id: args.id, status, note: args.note, by };
-            let changed = runtime()?.block_on(seedwatch::findings::change_status(&args.archive, &change, chrono::Utc::now().timestamp_millis()))?;
+            let changed = runtime()?.block_on(seedwatch::findings::change_status(&args.archive, &change, chrono::Utc::now().timestamp_millis(), &archive_admin::signing_key_path(args.signing_key)))?;
             if let Some(mut alertmanager) = args.alerts.client() {
                 alertmanager.post(std::slice::from_ref(&changed.row))?;
             }
@@ -853,7 +931,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             println!("generating {} days of logs for {} locations into {} ...", shape.days, shape.locations, data.display());
             generate(&data, &GenerateOptions { days: shape.days, locations: shape.locations, seed: shape.seed, start: shape.start })?;
             let rule_set = RuleSetArgs { rules, locations: Some(data.join("locations.csv")), roster: Some(data.join("roster.csv")) };
-            let args = RunArgs { archive: archive.clone(), rule_set, fingerprint_key: Some(dir.join("fingerprint.key")), allowed_lateness: seedwatch_detect::engine::DEFAULT_ALLOWED_LATENESS_MS, max_clock_skew: seedwatch::pipeline::DEFAULT_MAX_CLOCK_SKEW_MS, partitions: 0, quiet: false, metrics_addr: None, hold: false, alerts: AlertmanagerArgs::none() };
+            let args = RunArgs { archive: archive.clone(), rule_set, fingerprint_key: Some(dir.join("fingerprint.key")), signing_key: Some(dir.join("archive-signing.pem")), allowed_lateness: seedwatch_detect::engine::DEFAULT_ALLOWED_LATENESS_MS, max_clock_skew: seedwatch::pipeline::DEFAULT_MAX_CLOCK_SKEW_MS, partitions: 0, quiet: false, metrics_addr: None, hold: false, alerts: AlertmanagerArgs::none() };
             let opts = run_options(vec![data.join("events.ndjson")], args);
             let report = run(&opts)?;
             print_summary(&report, &archive);
@@ -888,6 +966,46 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 thousands(report.produced)
             );
         }
+        Command::Archive { command: ArchiveCommand::Verify { archive, public_key, signing_key, from, to, head } } => {
+            let signing_key = archive_admin::signing_key_path(signing_key);
+            let report = archive_admin::verify(&archive_admin::VerifyRequest { archive, public_key, signing_key, from, to, head })?;
+            for problem in &report.problems {
+                println!("{problem}");
+            }
+            let checked = format!("{} manifest entries, {} files ({:.1} MB) re-hashed", report.entries, thousands(report.files), report.bytes as f64 / 1e6);
+            if !report.problems.is_empty() {
+                println!("verify: {} problem(s); {checked}", report.problems.len());
+                return Ok(ExitCode::from(1));
+            }
+            println!("verify: no problems; {checked}");
+        }
+        Command::Archive { command: ArchiveCommand::Prune { archive, dry_run, as_of, rules, signing_key } } => {
+            let policy = default_rules(rules).join("policy.yaml");
+            let request = archive_admin::PruneRequest { archive, policy: policy.clone(), as_of, dry_run, signing_key: archive_admin::signing_key_path(signing_key) };
+            let plan = runtime()?.block_on(archive_admin::prune(&request))?;
+            let periods: Vec<String> = plan.cutoffs.iter().map(|(table, period, cutoff)| match cutoff {
+                Some(first) => format!("{} {period} (from {first})", table.name()),
+                None => format!("{} {period}", table.name()),
+            }).collect();
+            println!("retention ({}): {}", policy.display(), periods.join(", "));
+            let verb = if dry_run { "would remove" } else { "removed" };
+            for day in &plan.remove {
+                println!("{verb} {} {}: {} file(s), {} rows, {:.1} kB", day.table.name(), day.date, day.files.len(), thousands(day.rows), day.bytes as f64 / 1e3);
+            }
+            for day in &plan.kept_for_findings {
+                println!("kept {} {}: past retention, holds a kept finding or its evidence", day.table.name(), day.date);
+            }
+            let (files, rows, bytes) = plan.remove.iter().fold((0, 0, 0), |(f, r, b), d| (f + d.files.len(), r + d.rows, b + d.bytes));
+            println!(
+                "prune: {verb} {} day(s) ({files} files, {} rows, {:.1} MB); kept {} day(s) past retention for findings",
+                plan.remove.len(),
+                thousands(rows),
+                bytes as f64 / 1e6,
+                plan.kept_for_findings.len()
+            );
+        }
+        Command::Archive { command: ArchiveCommand::Head { archive } } => println!("{}", archive_admin::head(&archive)?),
+        Command::Archive { command: ArchiveCommand::PublicKey { signing_key } } => print!("{}", archive_admin::public_key(&archive_admin::signing_key_path(signing_key))?),
         Command::Detect(args) => {
             let _metrics = match &args.metrics_addr {
                 Some(addr) => Some(seedwatch::metrics_server::serve(addr)?),
@@ -904,6 +1022,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 locations,
                 roster,
                 fingerprint_key: default_key(args.fingerprint_key),
+                signing_key: archive_admin::signing_key_path(args.signing_key),
                 allowed_lateness_ms: args.allowed_lateness,
                 commit_interval: ms(args.commit_interval),
                 idle_after: ms(args.idle_after),
@@ -938,9 +1057,9 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             println!("{} rules in {} are valid", rules.len(), dir.display());
             print_exceptions(&rules, chrono::Utc::now().timestamp_millis());
         }
-        Command::Rules { command: RulesCommand::Backfill { archive, from, to, only, rule_set, dry_run, quiet } } => {
+        Command::Rules { command: RulesCommand::Backfill { archive, from, to, only, rule_set, dry_run, quiet, signing_key } } => {
             let RuleSetArgs { rules, locations, roster } = rule_set;
-            let opts = seedwatch::backfill::BackfillOptions { archive, rules: default_rules(rules), only, locations, roster, from, to, dry_run, progress: !quiet };
+            let opts = seedwatch::backfill::BackfillOptions { archive, rules: default_rules(rules), only, locations, roster, from, to, dry_run, progress: !quiet, signing_key: archive_admin::signing_key_path(signing_key) };
             let report = seedwatch::backfill::backfill(&opts)?;
             let day = |ms: i64| chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).map(|d| d.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default();
             println!(

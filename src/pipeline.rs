@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
-use seedwatch_archive::{ArchiveWriter, CommitStats, WriterOptions};
+use seedwatch_archive::CommitStats;
 use seedwatch_detect::reference::Reference;
 use seedwatch_detect::{load_rules, CompiledRule, Detector, RuleEngine};
 use seedwatch_ingest::{file_source, stdin_source, ChunkLimits, DecodeStats, Decoder, Fingerprinter, Redactor, Source};
@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub roster: Option<PathBuf>,
     /// File holding the local fingerprint secret (created if missing).
     pub fingerprint_key: PathBuf,
+    /// File holding the key that signs the archive's manifest (created if missing).
+    pub signing_key: PathBuf,
     /// Print progress lines to stderr.
     pub progress: bool,
     /// How far behind its license's newest event an event may arrive and still be evaluated (ms).
@@ -126,8 +128,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     RulesLoaded { absence_limits: &engine.absence_limits(seedwatch_schemas::STATE_CODES), rules: engine.rules().count() }.emit();
     let skipped_rules = engine.skipped().iter().map(|(r, why)| (r.clone(), *why)).collect();
     let resumed = resume_from_archive(&mut engines, &opts.archive)?;
-    let sink = ArchiveWriter::open(&opts.archive, WriterOptions::default())
-        .with_context(|| format!("opening the archive at {}", opts.archive.display()))?;
+    let sink = crate::archive_admin::open_writer(&opts.archive, &opts.signing_key)?;
 
     let report_inputs = inputs.len();
     let mut driver = Driver::new(sink, engines, DriverOptions { progress: opts.progress, ..DriverOptions::default() })?;

@@ -9,6 +9,8 @@
 //! the partition already holds, so re-running the same input adds nothing.
 #![deny(missing_docs)]
 
+pub mod manifest;
+pub mod prune;
 pub mod query;
 pub mod writer;
 
@@ -97,6 +99,14 @@ pub enum ArchiveError {
     Schema {
         /// The table.
         table: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// The manifest's signing or public key could not be used.
+    #[error("key {}: {message}", path.display())]
+    Key {
+        /// The key file.
+        path: PathBuf,
         /// Why.
         message: String,
     },

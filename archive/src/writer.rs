@@ -17,6 +17,7 @@ use seedwatch_schemas::arrow::compute::{concat_batches, filter_record_batch};
 use seedwatch_schemas::arrow::datatypes::TimestampMillisecondType;
 use seedwatch_schemas::Table;
 
+use crate::manifest::{file_sha256, relative_path, Action, FileRecord, ManifestLog, ManifestSigner};
 use crate::{io_err, ArchiveError, Sink, Written};
 
 const DAY_MS: i64 = 86_400_000;
@@ -41,11 +42,14 @@ pub struct WriterOptions {
     pub row_group_rows: usize,
     /// zstd level (1-22).
     pub zstd_level: i32,
+    /// The key that signs the manifest (see [`crate::manifest`]); without one, no manifest
+    /// is kept (library tests; every command that writes an archive gives one).
+    pub signer: Option<std::sync::Arc<ManifestSigner>>,
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        Self { flush_rows: 512 * 1024, row_group_rows: 128 * 1024, zstd_level: 3 }
+        Self { flush_rows: 512 * 1024, row_group_rows: 128 * 1024, zstd_level: 3, signer: None }
     }
 }
 
@@ -107,14 +111,16 @@ struct FileJob {
     tmp: PathBuf,
     dir: PathBuf,
     target: PathBuf,
+    /// `target` under the archive root, as the manifest names it.
+    path: String,
 }
 
 /// A file encoded and synced in the temp directory, to be renamed into place.
 #[derive(Debug)]
 struct Encoded {
     table: Table,
-    rows: u64,
-    bytes: u64,
+    /// What the manifest records of it (its hash taken as it was written).
+    record: FileRecord,
     tmp: PathBuf,
     dir: PathBuf,
     target: PathBuf,
@@ -123,15 +129,19 @@ struct Encoded {
 /// Files with fewer rows are compressed with LZ4 rather than zstd (see `write_file`).
 const SMALL_FILE_ROWS: usize = 1024;
 
-/// Files given to the pool and not yet in place, at most (however few rows they hold).
+/// Files given to the pool and not yet encoded, at most (however few rows they hold).
 const MAX_FILES_IN_FLIGHT: u64 = 64;
 
+/// A file thread's report: the file's sequence number, its rows, and the file or why not.
+type Report = (u64, u64, Result<Encoded, ArchiveError>);
+
 /// Threads that encode files. Parquet encoding and zstd are a third of `run`'s
-/// work; here they run beside detection and decode, several files at once. Files
-/// are renamed into place in the order they were given (findings before the
-/// events they came from, see `flush_in_order`), by the writer as it collects them.
+/// work; here they run beside detection and decode, several files at once. At each
+/// commit the files encoded since the last one are recorded in the manifest (one
+/// entry) and renamed into place in the order they were given (findings before the
+/// events they came from, see `flush_in_order`): a commit is what makes rows visible.
 ///
-/// The writer waits for the pool only when the files in flight hold more than a
+/// The writer waits for the pool only when the files being encoded hold more than a
 /// budget of rows (the memory they keep). Waiting at a fixed count of files instead
 /// (one per thread and one more) left a core idle whenever a day of the big table was
 /// still encoding behind a few small files: the writer's thread waited for it, the
@@ -142,22 +152,24 @@ struct FilePool {
     pool: rayon::ThreadPool,
     threads: usize,
     root: PathBuf,
-    report: mpsc::Sender<(u64, Result<Encoded, ArchiveError>)>,
-    reports: mpsc::Receiver<(u64, Result<Encoded, ArchiveError>)>,
-    /// Sequence number of the next file given, and of the next to rename into place.
+    report: mpsc::Sender<Report>,
+    reports: mpsc::Receiver<Report>,
+    /// Sequence number of the next file given (files go into place in this order).
     next_given: u64,
-    next_placed: u64,
-    /// Rows of the files given and not yet in place, and how many may be.
+    /// Files given and not yet encoded, and their rows (the batches the threads hold).
+    encoding: u64,
     rows_in_flight: u64,
     max_rows_in_flight: u64,
-    /// Files encoded ahead of one still encoding.
-    encoded: BTreeMap<u64, Result<Encoded, ArchiveError>>,
-    /// A file failed: no later file may go into place before it.
+    /// Files encoded and waiting for the commit that puts them in place.
+    encoded: BTreeMap<u64, Encoded>,
+    /// A file failed: no later file may go into place.
     failed: bool,
+    /// Records the files of each commit before they go into place.
+    manifest: Option<ManifestLog>,
 }
 
 impl FilePool {
-    fn start(root: &Path, max_rows_in_flight: u64) -> Result<Self, ArchiveError> {
+    fn start(root: &Path, max_rows_in_flight: u64, manifest: Option<ManifestLog>) -> Result<Self, ArchiveError> {
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -165,24 +177,28 @@ impl FilePool {
             .build()
             .map_err(|e| ArchiveError::Io { action: "starting the file threads for", path: root.to_path_buf(), error: std::io::Error::other(e) })?;
         let (report, reports) = mpsc::channel();
-        let (next_given, next_placed, rows_in_flight) = (0, 0, 0);
-        Ok(Self { pool, threads, root: root.to_path_buf(), report, reports, next_given, next_placed, rows_in_flight, max_rows_in_flight, encoded: BTreeMap::new(), failed: false })
+        let (next_given, encoding, rows_in_flight) = (0, 0, 0);
+        Ok(Self { pool, threads, root: root.to_path_buf(), report, reports, next_given, encoding, rows_in_flight, max_rows_in_flight, encoded: BTreeMap::new(), failed: false, manifest })
     }
 
-    /// Encode `job` on the pool. Waits first while its rows would take the rows in flight
-    /// past the budget (but never while a thread could be idle), which bounds the batches held
-    /// here, and while [`MAX_FILES_IN_FLIGHT`] are.
-    fn send(&mut self, job: FileJob, stats: &mut CommitStats) -> Result<(), ArchiveError> {
+    fn check_failed(&self) -> Result<(), ArchiveError> {
+        if self.failed {
+            return Err(ArchiveError::Io { action: "writing files under", path: self.root.clone(), error: std::io::Error::other("an earlier archive file failed") });
+        }
+        Ok(())
+    }
+
+    /// Encode `job` on the pool. Waits first while its rows would take the rows being
+    /// encoded past the budget (but never while a thread could be idle), which bounds the
+    /// batches held here, and while [`MAX_FILES_IN_FLIGHT`] are.
+    fn send(&mut self, job: FileJob) -> Result<(), ArchiveError> {
+        self.check_failed()?;
         let rows = job.batch.num_rows() as u64;
-        loop {
-            let files = self.next_given - self.next_placed;
-            let over_budget = self.rows_in_flight + rows > self.max_rows_in_flight || files >= MAX_FILES_IN_FLIGHT;
-            if files <= self.threads as u64 || !over_budget {
-                break;
-            }
-            self.place(Some(self.next_placed + 1), stats)?;
+        while self.encoding > self.threads as u64 && (self.rows_in_flight + rows > self.max_rows_in_flight || self.encoding >= MAX_FILES_IN_FLIGHT) {
+            self.receive(true)?;
         }
         self.rows_in_flight += rows;
+        self.encoding += 1;
         let sequence = self.next_given;
         self.next_given += 1;
         let report = self.report.clone();
@@ -191,63 +207,114 @@ impl FilePool {
             let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| encode_file(job)))
                 .unwrap_or_else(|_| Err(ArchiveError::Parquet { path, message: "the file thread panicked while encoding".into() }));
             // The writer may be gone (the run failed); then the file stays in the temp directory.
-            let _ = report.send((sequence, encoded));
+            let _ = report.send((sequence, rows, encoded));
         });
         Ok(())
     }
 
-    /// Rename encoded files into place in order: those ready (`until: None`), or every file
-    /// before sequence `until`, waiting for them.
-    fn place(&mut self, until: Option<u64>, stats: &mut CommitStats) -> Result<(), ArchiveError> {
-        if self.failed {
-            return Err(ArchiveError::Io { action: "writing files under", path: self.root.clone(), error: std::io::Error::other("an earlier archive file failed") });
-        }
-        loop {
-            while let Some(encoded) = self.encoded.remove(&self.next_placed) {
-                // Set until this file is in place: after any failure below, a later call must
-                // report it rather than wait for a file whose report was taken.
-                self.failed = true;
-                let Encoded { table, rows, bytes, tmp, dir, target } = encoded?;
-                fs::rename(&tmp, &target).map_err(io_err("renaming into", &target))?;
-                File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", &dir))?;
-                self.failed = false;
-                tracing::debug!(table = table.name(), rows, bytes, path = %target.display(), "archive file written");
-                self.next_placed += 1;
-                self.rows_in_flight = self.rows_in_flight.saturating_sub(rows);
-                stats.files += 1;
-                stats.bytes += bytes;
-                *stats.rows.entry(table.name()).or_default() += rows;
+    /// Take one file thread's report, waiting for it (`wait`) or only if one is in;
+    /// returns whether one was taken. A failed file is the error.
+    fn receive(&mut self, wait: bool) -> Result<bool, ArchiveError> {
+        // Every job sends its report (a panic becomes an error), and `self.report` keeps the channel open.
+        let report = if wait { self.reports.recv().ok() } else { self.reports.try_recv().ok() };
+        let Some((sequence, rows, encoded)) = report else { return Ok(false) };
+        self.encoding = self.encoding.saturating_sub(1);
+        self.rows_in_flight = self.rows_in_flight.saturating_sub(rows);
+        match encoded {
+            Ok(encoded) => {
+                self.encoded.insert(sequence, encoded);
+                Ok(true)
             }
-            let report = match until {
-                Some(until) if self.next_placed < until => self.reports.recv().ok(),
-                _ => match self.reports.try_recv() {
-                    Ok(report) => Some(report),
-                    Err(_) => return Ok(()),
-                },
-            };
-            // Every job sends its report (a panic becomes an error), and `self.report` keeps the channel open.
-            let Some((sequence, encoded)) = report else { return Ok(()) };
-            self.encoded.insert(sequence, encoded);
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
         }
     }
 
-    /// Wait for every file given and rename it into place.
+    /// Take the reports already in, so that a failed file surfaces at the next write
+    /// rather than at the commit.
+    fn collect_ready(&mut self) -> Result<(), ArchiveError> {
+        self.check_failed()?;
+        while self.receive(false)? {}
+        Ok(())
+    }
+
+    /// Wait for every file given, record them in the manifest (one entry) and rename them
+    /// into place in order. A crash after the entry and before the renames leaves recorded
+    /// files in the temp directory: see `recover_recorded`.
     fn finish(&mut self, stats: &mut CommitStats) -> Result<(), ArchiveError> {
-        self.place(Some(self.next_given), stats)
+        self.check_failed()?;
+        while self.encoding > 0 {
+            self.receive(true)?;
+        }
+        if self.encoded.is_empty() {
+            return Ok(());
+        }
+        // Set until every file is in place: after a failure below nothing more goes in.
+        self.failed = true;
+        let ready: Vec<Encoded> = std::mem::take(&mut self.encoded).into_values().collect();
+        if let Some(manifest) = &mut self.manifest {
+            manifest.append(Action::Write, ready.iter().map(|e| e.record.clone()).collect(), Vec::new())?;
+        }
+        let mut dirs: Vec<&Path> = Vec::new();
+        for Encoded { tmp, dir, target, .. } in &ready {
+            fs::rename(tmp, target).map_err(io_err("renaming into", target))?;
+            if !dirs.contains(&dir.as_path()) {
+                dirs.push(dir);
+            }
+        }
+        for dir in dirs {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", dir))?;
+        }
+        self.failed = false;
+        for Encoded { table, record, target, .. } in &ready {
+            tracing::debug!(table = table.name(), rows = record.rows, bytes = record.bytes, path = %target.display(), "archive file written");
+            stats.files += 1;
+            stats.bytes += record.bytes;
+            *stats.rows.entry(table.name()).or_default() += record.rows;
+        }
+        Ok(())
+    }
+}
+
+/// A file that hashes what is written to it: the manifest's SHA-256 without reading the file again.
+struct HashingFile {
+    file: File,
+    hasher: sha2::Sha256,
+    bytes: u64,
+}
+
+impl std::io::Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }
 
 /// Encode `job.batch` to its temp file and sync it.
 fn encode_file(job: FileJob) -> Result<Encoded, ArchiveError> {
-    let FileJob { table, batch, props, tmp, dir, target } = job;
+    let FileJob { table, batch, props, tmp, dir, target, path } = job;
     let perr = |e: parquet::errors::ParquetError| ArchiveError::Parquet { path: tmp.clone(), message: e.to_string() };
     let file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(perr)?;
+    let sink = HashingFile { file, hasher: sha2::Digest::new(), bytes: 0 };
+    let mut writer = ArrowWriter::try_new(sink, batch.schema(), Some(props)).map_err(perr)?;
     writer.write(&batch).map_err(perr)?;
-    let file = writer.into_inner().map_err(perr)?;
+    let HashingFile { file, hasher, bytes } = writer.into_inner().map_err(perr)?;
     file.sync_all().map_err(io_err("syncing", &tmp))?;
-    let bytes = file.metadata().map_err(io_err("reading metadata of", &tmp))?.len();
-    Ok(Encoded { table, rows: batch.num_rows() as u64, bytes, tmp, dir, target })
+    let times = batch.column_by_name(table.date_column()).and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>());
+    let (min_time, max_time) = match times {
+        Some(t) => (seedwatch_schemas::arrow::compute::min(t), seedwatch_schemas::arrow::compute::max(t)),
+        None => (None, None),
+    };
+    let record = FileRecord { path, sha256: hex::encode(sha2::Digest::finalize(hasher)), bytes, rows: batch.num_rows() as u64, min_time, max_time };
+    Ok(Encoded { table, record, tmp, dir, target })
 }
 
 /// `date=YYYY-MM-DD` for a day number since the epoch.
@@ -350,11 +417,22 @@ impl ArchiveWriter {
         // archive, and one must not remove the file another is about to rename.
         let tmp_root = root.join("_tmp");
         fs::create_dir_all(&tmp_root).map_err(io_err("creating", &tmp_root))?;
-        remove_stale_temp_dirs(&tmp_root)?;
+        // Taken once: putting recorded files into place touches the directories they leave.
+        let stale = stale_temp_dirs(&tmp_root)?;
+        let manifest = match &options.signer {
+            Some(signer) => {
+                let mut manifest = ManifestLog::open(root, signer.clone(), &run_id)?;
+                recover_recorded(root, &stale)?;
+                adopt_unrecorded(root, &mut manifest)?;
+                Some(manifest)
+            }
+            None => None,
+        };
+        remove_temp_dirs(&stale)?;
         let tmp = tmp_root.join(&run_id);
         fs::create_dir_all(&tmp).map_err(io_err("creating", &tmp))?;
         // Files in flight may hold as many rows as one full partition buffer.
-        let files = FilePool::start(root, options.flush_rows as u64)?;
+        let files = FilePool::start(root, options.flush_rows as u64, manifest)?;
         Ok(Self {
             root: root.to_path_buf(),
             tmp,
@@ -390,6 +468,9 @@ impl ArchiveWriter {
     fn write_file(&mut self, table: Table, day: i64, batch: RecordBatch) -> Result<(), ArchiveError> {
         let dir = self.root.join(table.name()).join(partition_dir(day));
         fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        // Another writer's start-up removes temp directories idle for an hour: a detector
+        // quiet for that long has lost its (empty) one.
+        fs::create_dir_all(&self.tmp).map_err(io_err("creating", &self.tmp))?;
         self.sequence += 1;
         let name = format!("part-{}-{:06}.parquet", self.run_id, self.sequence);
         let tmp = self.tmp.join(&name);
@@ -409,9 +490,10 @@ impl ArchiveWriter {
                 props = props.set_column_dictionary_enabled(ColumnPath::from(*column), false).set_column_encoding(ColumnPath::from(*column), *encoding);
             }
         }
-        self.files.send(FileJob { table, batch, props: props.build(), tmp, dir, target }, &mut self.stats)?;
-        // Files encoded meanwhile go into place, and their errors surface, here rather than at the commit.
-        self.files.place(None, &mut self.stats)
+        let path = relative_path(&self.root, &target);
+        self.files.send(FileJob { table, batch, props: props.build(), tmp, dir, target, path })?;
+        // Errors of files encoded meanwhile surface here rather than at the commit.
+        self.files.collect_ready()
     }
 
     fn flush_partition(&mut self, table: Table, day: i64) -> Result<(), ArchiveError> {
@@ -545,19 +627,83 @@ impl ArchiveWriter {
     }
 }
 
-/// Temp directories of writers that stopped more than an hour ago (a crash
-/// between creating and renaming a file) hold nothing anyone will rename.
-fn remove_stale_temp_dirs(tmp_root: &Path) -> Result<(), ArchiveError> {
-    let stale = std::time::Duration::from_secs(3600);
+/// A writer's temp directory idle this long belongs to a writer that stopped (a crash
+/// between creating and renaming a file): nobody will rename what it holds.
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Entries of `tmp_root` idle for longer than [`STALE_TEMP`].
+fn stale_temp_dirs(tmp_root: &Path) -> Result<Vec<PathBuf>, ArchiveError> {
+    let mut stale = Vec::new();
     for entry in fs::read_dir(tmp_root).map_err(io_err("listing", tmp_root))? {
         let entry = entry.map_err(io_err("listing", tmp_root))?;
-        let path = entry.path();
         let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok());
-        if age.is_some_and(|a| a > stale) {
-            let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
-            removed.map_err(io_err("removing stale temp files in", &path))?;
+        if age.is_some_and(|a| a > STALE_TEMP) {
+            stale.push(entry.path());
         }
     }
+    Ok(stale)
+}
+
+/// Remove the temp directories of writers that stopped.
+fn remove_temp_dirs(stale: &[PathBuf]) -> Result<(), ArchiveError> {
+    for path in stale {
+        let removed = if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) };
+        removed.map_err(io_err("removing stale temp files in", path))?;
+    }
+    Ok(())
+}
+
+/// Finish what a writer that stopped between recording files in the manifest and renaming
+/// them into place left in its temp directory: each recorded file whose bytes still match
+/// goes where the manifest says it is. Anything else there was never recorded and is removed
+/// with the directory.
+fn recover_recorded(root: &Path, stale: &[PathBuf]) -> Result<(), ArchiveError> {
+    let leftovers: Vec<PathBuf> = stale.iter().filter(|d| d.is_dir()).map(|d| parquet_files(d)).collect::<Result<Vec<_>, _>>()?.concat();
+    if leftovers.is_empty() {
+        return Ok(());
+    }
+    let recorded = crate::manifest::recorded_files(root)?;
+    let by_name: HashMap<&str, &FileRecord> = recorded.values().filter_map(|(_, r)| r.path.rsplit('/').next().map(|name| (name, r))).collect();
+    for file in leftovers {
+        let Some(record) = file.file_name().and_then(|n| n.to_str()).and_then(|name| by_name.get(name)) else { continue };
+        let target = root.join(&record.path);
+        if target.exists() || file_sha256(&file)?.0 != record.sha256 {
+            continue;
+        }
+        if let Some(dir) = target.parent() {
+            fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+            fs::rename(&file, &target).map_err(io_err("renaming into", &target))?;
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", dir))?;
+            tracing::info!(path = %record.path, "put a file recorded in the manifest into place (its writer stopped before it could)");
+        }
+    }
+    Ok(())
+}
+
+/// Start the manifest of an archive written before it had one: its files are recorded, as
+/// found, in an `adopt` entry; from then on they are checked like any other.
+fn adopt_unrecorded(root: &Path, manifest: &mut ManifestLog) -> Result<(), ArchiveError> {
+    if !manifest.is_empty() {
+        return Ok(());
+    }
+    let files: Vec<PathBuf> = Table::ALL.iter().map(|t| parquet_files(&root.join(t.name()))).collect::<Result<Vec<_>, _>>()?.concat();
+    if files.is_empty() {
+        return Ok(());
+    }
+    tracing::warn!(files = files.len(), root = %root.display(), "the archive has no manifest yet: recording its files as found (an `adopt` entry)");
+    use rayon::prelude::*;
+    let records = files
+        .par_iter()
+        .map(|path| {
+            let (sha256, bytes) = file_sha256(path)?;
+            let file = File::open(path).map_err(io_err("opening", path))?;
+            let rows = parquet::file::serialized_reader::SerializedFileReader::new(file)
+                .map(|r| parquet::file::reader::FileReader::metadata(&r).file_metadata().num_rows().max(0) as u64)
+                .map_err(|e| ArchiveError::Parquet { path: path.clone(), message: e.to_string() })?;
+            Ok(FileRecord { path: relative_path(root, path), sha256, bytes, rows, min_time: None, max_time: None })
+        })
+        .collect::<Result<Vec<_>, ArchiveError>>()?;
+    manifest.append(Action::Adopt, records, Vec::new())?;
     Ok(())
 }
 
@@ -756,9 +902,43 @@ mod tests {
         assert!(columns > 0 && columns < files, "columns {columns} vs files {files}");
     }
 
+    #[test]
+    fn files_recorded_but_not_yet_in_place_when_a_writer_stopped_are_put_in_place_by_the_next() {
+        use crate::manifest::{verify, ManifestSigner, VerifyOptions};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("archive");
+        let signer = std::sync::Arc::new(ManifestSigner::load_or_create(&dir.path().join("key.pem")).expect("key"));
+        let options = WriterOptions { signer: Some(signer.clone()), ..WriterOptions::default() };
+        let mut w = ArchiveWriter::open(&root, options.clone()).expect("open");
+        w.write(Table::Findings, &findings_to_batch(&[finding("a", 0)]).expect("batch")).expect("write");
+        w.commit().expect("commit");
+        // A writer that stopped after recording a file and before renaming it: the entry
+        // names the file, which is still in its (now stale) temp directory.
+        let stale = root.join("_tmp").join("crashed-run");
+        fs::create_dir_all(&stale).expect("stale dir");
+        let name = "part-crashed-run-000001.parquet";
+        let mut writer = ArrowWriter::try_new(File::create(stale.join(name)).expect("file"), Table::Findings.schema(), None).expect("writer");
+        writer.write(&findings_to_batch(&[finding("b", 0)]).expect("batch")).expect("write");
+        writer.close().expect("close");
+        let (sha256, bytes) = file_sha256(&stale.join(name)).expect("hash");
+        let path = format!("findings/{}/{name}", partition_dir(0));
+        let mut log = ManifestLog::open(&root, signer.clone(), "crashed-run").expect("log");
+        log.append(Action::Write, vec![FileRecord { path: path.clone(), sha256, bytes, rows: 1, min_time: None, max_time: None }], Vec::new()).expect("append");
+        let key = signer.verifying_key();
+        let problems = verify(&root, &key, &VerifyOptions::default()).expect("verify").problems;
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        File::open(&stale).and_then(|d| d.set_modified(two_hours_ago)).expect("age the temp dir");
+        drop(ArchiveWriter::open(&root, options).expect("reopen"));
+        assert!(root.join(&path).exists(), "the recorded file is in place");
+        assert!(!stale.exists(), "the stale temp directory is gone");
+        assert_eq!(verify(&root, &key, &VerifyOptions::default()).expect("verify").problems, vec![]);
+        assert_eq!(query_rows(&root, "SELECT finding_id FROM findings ORDER BY finding_id"), vec![text_row(&["a"]), text_row(&["b"])]);
+    }
+
     /// The pool's threads all busy (held at a gate), files are given to it.
     fn pool_with_threads_held(root: &Path, max_rows_in_flight: u64) -> (FilePool, mpsc::Sender<()>) {
-        let pool = FilePool::start(root, max_rows_in_flight).expect("pool");
+        let pool = FilePool::start(root, max_rows_in_flight, None).expect("pool");
         let (open, gate) = mpsc::channel::<()>();
         let gate = std::sync::Arc::new(std::sync::Mutex::new(gate));
         for _ in 0..pool.threads {
@@ -774,7 +954,7 @@ mod tests {
         let findings: Vec<Finding> = (0..3).map(|i| finding(&format!("f{n}-{i}"), 0)).collect();
         let batch = findings_to_batch(&findings).expect("batch");
         let name = format!("part-{n}.parquet");
-        FileJob { table: Table::Findings, batch, props: WriterProperties::builder().build(), tmp: dir.join("tmp").join(&name), dir: dir.to_path_buf(), target: dir.join(&name) }
+        FileJob { table: Table::Findings, batch, props: WriterProperties::builder().build(), tmp: dir.join("tmp").join(&name), dir: dir.to_path_buf(), target: dir.join(&name), path: name }
     }
 
     /// Gives `files` jobs from another thread; returns how many were given after `wait`.
@@ -787,7 +967,7 @@ mod tests {
         let sender = std::thread::spawn(move || {
             let mut stats = CommitStats::default();
             for n in 0..files {
-                pool.send(job(&root, n), &mut stats).expect("send");
+                pool.send(job(&root, n)).expect("send");
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
             pool.finish(&mut stats).expect("finish");

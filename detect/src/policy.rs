@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::duration::parse_duration_ms;
 use crate::DetectError;
+use seedwatch_schemas::retention::Retention;
 
 /// One state's entries; absent ones fall back to `defaults`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -88,6 +89,9 @@ pub struct PolicyConfig {
     /// Per two-letter state code.
     #[serde(default)]
     pub states: BTreeMap<String, StatePolicyConfig>,
+    /// How long each archive table is kept (`seedwatch archive prune`).
+    #[serde(default)]
+    pub retention: seedwatch_schemas::retention::RetentionConfig,
 }
 
 /// A state's resolved policy.
@@ -114,6 +118,7 @@ pub struct Policy {
     /// `defaults.baseline`, then per state.
     baseline_defaults: Option<BaselineOverride>,
     baseline_states: BTreeMap<String, BaselineOverride>,
+    retention: Retention,
 }
 
 /// Numeric policy values a rule can refer to by name.
@@ -132,7 +137,7 @@ impl Default for Policy {
             key_rotation_days: 90,
             session_timeout_ms: 1_800_000,
         };
-        Self { defaults, states: BTreeMap::new(), systems: BTreeMap::new(), baseline_defaults: None, baseline_states: BTreeMap::new() }
+        Self { defaults, states: BTreeMap::new(), systems: BTreeMap::new(), baseline_defaults: None, baseline_states: BTreeMap::new(), retention: Retention::default() }
     }
 }
 
@@ -163,6 +168,11 @@ impl Policy {
     /// The failed-API threshold of a system, when set.
     pub fn failed_api_per_hour(&self, system: &str) -> Option<u32> {
         self.systems.get(system).and_then(|s| s.failed_api_per_hour)
+    }
+
+    /// How long each archive table is kept.
+    pub fn retention(&self) -> &Retention {
+        &self.retention
     }
 
     /// A baseline rule's parameters for keys of `state` on `system`: the rule's own, then
@@ -237,7 +247,13 @@ pub fn load_policy(path: &Path) -> Result<Policy, DetectError> {
         }
     }
     let baseline_states = config.states.iter().filter_map(|(k, c)| c.baseline.map(|b| (k.clone(), b))).collect();
-    Ok(Policy { defaults, states, systems: config.systems, baseline_defaults: config.defaults.baseline, baseline_states })
+    let retention = Retention::from_config(&config.retention).map_err(|(field, why)| {
+        // The field's line inside the `retention:` section (the same names appear elsewhere).
+        let section = crate::rule::line_of(&text, "retention");
+        let line = text.lines().enumerate().skip(section).find(|(_, l)| l.trim_start().starts_with(&format!("{field}:"))).map_or(section, |(i, _)| i + 1);
+        DetectError::Config { file: file.clone(), line, message: format!("retention: field `{field}`: {why}") }
+    })?;
+    Ok(Policy { defaults, states, systems: config.systems, baseline_defaults: config.defaults.baseline, baseline_states, retention })
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod fields;
 pub mod finding;
 pub mod json_schema;
 pub mod partition;
+pub mod retention;
 pub mod sql_functions;
 
 use std::fmt;

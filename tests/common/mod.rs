@@ -44,6 +44,7 @@ pub fn run_options(data: &Path, archive: &Path, dir: &Path) -> RunOptions {
         locations: Some(data.join("locations.csv")),
         roster: Some(data.join("roster.csv")),
         fingerprint_key: dir.join("fingerprint.key"),
+        signing_key: dir.join("archive-signing.pem"),
         progress: false,
         allowed_lateness_ms: seedwatch_detect::engine::DEFAULT_ALLOWED_LATENESS_MS,
         max_clock_skew_ms: seedwatch::pipeline::DEFAULT_MAX_CLOCK_SKEW_MS,
