@@ -52,3 +52,24 @@ fn identical_lines_are_separate_events_and_a_reread_file_adds_none() {
     run(dir.path(), &archive, &[&named]);
     assert_eq!(count(&archive, "SELECT count(*) AS n FROM login WHERE event_id = 'vendor-42'"), 1);
 }
+
+#[test]
+fn two_operators_numbering_their_events_alike_keep_all_their_events() {
+    // Two integrations, each numbering its own events from 1: the ids collide, the
+    // licenses do not. Dedup is per license, so neither hides the other's events.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let line = |license: &str, n: u32| {
+        format!(r#"{{"event_id":"evt-{n}","time":"2026-11-05T14:00:0{n}-08:00","family":"login","system":"metrc","state":"CA","license":"{license}","location":"oakland","user":"user{n}","outcome":"success","src_ip":"203.0.113.10"}}"#)
+    };
+    let (a, b) = (dir.path().join("a.ndjson"), dir.path().join("b.ndjson"));
+    std::fs::write(&a, (1..=3).map(|n| line("C10-0000123-LIC", n) + "\n").collect::<String>()).expect("write a");
+    std::fs::write(&b, (1..=3).map(|n| line("C10-0000456-LIC", n) + "\n").collect::<String>()).expect("write b");
+    let archive = dir.path().join("archive");
+    let report = run(dir.path(), &archive, &[&a, &b]);
+    assert_eq!(report.duplicates.values().sum::<u64>(), 0, "{:?}", report.duplicates);
+    assert_eq!(count(&archive, "SELECT count(*) AS n FROM login"), 6);
+    assert_eq!(count(&archive, "SELECT count(DISTINCT license) AS n FROM login WHERE event_id = 'evt-2'"), 2);
+    // Each operator's own replay is still a duplicate.
+    run(dir.path(), &archive, &[&b]);
+    assert_eq!(count(&archive, "SELECT count(*) AS n FROM login"), 6);
+}

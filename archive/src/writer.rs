@@ -360,6 +360,16 @@ fn row_keys(batch: &RecordBatch, key_columns: &[&str]) -> Result<Vec<u128>, Stri
         // A null id is never a duplicate (and never kept: see `write`).
         return Ok(ids.iter().map(|id| id.map_or(0, id_hash)).collect());
     }
+    // All strings (an event's license and id): each value seeds the hash of the next, so
+    // no bytes are copied; a null hashes as a byte no string value is.
+    let strings: Option<Vec<_>> = key_columns.iter().map(|name| batch.column_by_name(name).and_then(|c| c.as_string_opt::<i32>())).collect();
+    if let Some((last, first)) = strings.as_deref().and_then(|s| s.split_last()) {
+        use xxhash_rust::xxh3::{xxh3_128_with_seed, xxh3_64_with_seed};
+        fn bytes(column: &seedwatch_schemas::arrow::array::StringArray, row: usize) -> &[u8] {
+            if column.is_valid(row) { column.value(row).as_bytes() } else { &[0xff] }
+        }
+        return Ok((0..batch.num_rows()).map(|row| xxh3_128_with_seed(bytes(last, row), first.iter().fold(0, |seed, c| xxh3_64_with_seed(bytes(c, row), seed)))).collect());
+    }
     let columns: Vec<_> = key_columns.iter().map(|name| batch.column_by_name(name)).collect();
     let options = seedwatch_schemas::arrow::util::display::FormatOptions::default().with_null("\u{0}");
     let formatters = columns
@@ -900,6 +910,29 @@ mod tests {
         let files: u64 = table_sizes(dir.path()).expect("table sizes").iter().map(|(_, b, _)| b).sum();
         let columns: u64 = sizes.iter().map(|s| s.bytes).sum();
         assert!(columns > 0 && columns < files, "columns {columns} vs files {files}");
+    }
+
+    #[test]
+    fn an_event_id_is_a_duplicate_only_under_the_same_license() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let line = |license: &str, id: &str| {
+            format!(r#"{{"event_id":"{id}","time":1793973600000,"system":"metrc","state":"CA","license":"{license}","location":"x","user":"u","outcome":"success","src_ip":"203.0.113.10","source":"s","line":1}}"#)
+        };
+        let batch = |lines: &[String]| {
+            let schema = Table::Events(Family::Login).schema();
+            let mut reader = seedwatch_schemas::arrow::json::ReaderBuilder::new(schema).build(std::io::Cursor::new(lines.join("\n"))).expect("reader");
+            reader.next().expect("a batch").expect("rows")
+        };
+        let mut w = ArchiveWriter::open(dir.path(), WriterOptions::default()).expect("open");
+        let first = w.write(Table::Events(Family::Login), &batch(&[line("L1", "1"), line("L2", "1")])).expect("write");
+        assert_eq!((first.kept, first.duplicates), (2, 0), "the same id under two licenses is two events");
+        let again = w.write(Table::Events(Family::Login), &batch(&[line("L2", "1"), line("L2", "2")])).expect("write");
+        assert_eq!((again.kept, again.duplicates), (1, 1));
+        w.commit().expect("commit");
+        // Read back from the files by the next writer.
+        let mut w = ArchiveWriter::open(dir.path(), WriterOptions::default()).expect("reopen");
+        let third = w.write(Table::Events(Family::Login), &batch(&[line("L1", "1"), line("L3", "1")])).expect("write");
+        assert_eq!((third.kept, third.duplicates), (1, 1));
     }
 
     #[test]

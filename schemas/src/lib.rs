@@ -124,11 +124,12 @@ impl Table {
     }
 
     /// The columns that together identify a row, so that writing it again (a replay, a
-    /// re-run) is a duplicate: the id alone, except for findings, where each version and
-    /// each person's status change is a row of its own.
+    /// re-run) is a duplicate: an event's license and id (ids are the sender's: one
+    /// operator's ids must never hide another's events as "duplicates"), a dead letter's
+    /// id, and for findings each version and each person's status change.
     pub const fn key_columns(self) -> &'static [&'static str] {
         match self {
-            Table::Events(_) => &["event_id"],
+            Table::Events(_) => &["license", "event_id"],
             Table::Findings => &["finding_id", "version", "status", "changed_by", "note"],
             Table::DeadLetter => &["dead_letter_id"],
         }
