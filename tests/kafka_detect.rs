@@ -87,6 +87,20 @@ impl Deployment {
         self.dir.join("fingerprint.key").display().to_string()
     }
 
+    fn signing_key(&self) -> String {
+        self.dir.join("archive-signing.pem").display().to_string()
+    }
+
+    /// Every detector's commits are in the manifest, chained and signed, and every file is
+    /// as recorded: concurrent writers, a killed one, restarts.
+    fn assert_verifies(&self) {
+        let out = Command::new(env!("CARGO_BIN_EXE_seedwatch"))
+            .args(["archive", "verify", "--archive", &self.archive.display().to_string(), "--signing-key", &self.signing_key()])
+            .output()
+            .expect("seedwatch archive verify");
+        assert!(out.status.success(), "archive verify: {}{}", text(&out.stdout), text(&out.stderr));
+    }
+
     fn detector(&self, name: &str, extra: &[&str]) -> Running {
         self.detector_with_env(name, extra, &[])
     }
@@ -97,7 +111,7 @@ impl Deployment {
         let child = Command::new(env!("CARGO_BIN_EXE_seedwatch"))
             .args(["detect", "--brokers", &self.broker, "--archive", &self.archive.display().to_string(), "--fingerprint-key", &self.key(), "--quiet", "--log-level", "info,seedwatch::kafka_source=debug"])
             // Settings in `extra` come later and win.
-            .args(["--kafka-setting", "max.poll.interval.ms=20000"])
+            .args(["--kafka-setting", "max.poll.interval.ms=20000", "--signing-key", &self.signing_key()])
             .args(if extra.contains(&"--commit-interval") { &[][..] } else { &["--commit-interval", "1s"][..] })
             .args(extra)
             .args(["--rules", &common::repo().join("rules").display().to_string()])
@@ -269,6 +283,7 @@ fn two_detectors_in_one_group_archive_every_event_once_and_find_what_the_embedde
     stop(a);
     stop(b);
     assert_nothing_more_after_the_stop(&d.archive, &got);
+    d.assert_verifies();
 
     // kafka-python reads the findings topic: every finding, keyed by license.
     let out = Command::new(python()).args([common::repo().join("tests/kafka/findings.py").display().to_string(), d.broker.clone(), "seedwatch".into()]).output().expect("python");
@@ -440,6 +455,7 @@ fn a_killed_detector_a_restarted_broker_and_a_killed_collector_lose_and_double_n
     assert_eq!(got.finding_rows, got.finding_versions, "a finding version archived twice");
     stop(a);
     assert_nothing_more_after_the_stop(&d.archive, &got);
+    d.assert_verifies();
 }
 
 /// The final commits add no events, dead letters or findings, and archive nothing twice (an

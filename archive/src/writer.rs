@@ -89,6 +89,8 @@ pub struct ArchiveWriter {
     options: WriterOptions,
     /// This writer's temp directory; files move from here into place.
     tmp: PathBuf,
+    /// Locked while this writer lives (see `stale_temp_dirs`).
+    _alive: File,
     run_id: String,
     sequence: u64,
     partitions: HashMap<(Table, i64), Partition>,
@@ -427,7 +429,9 @@ impl ArchiveWriter {
         // archive, and one must not remove the file another is about to rename.
         let tmp_root = root.join("_tmp");
         fs::create_dir_all(&tmp_root).map_err(io_err("creating", &tmp_root))?;
-        // Taken once: putting recorded files into place touches the directories they leave.
+        // Taken once, their locks held until they are gone: putting recorded files into place
+        // touches the directories they leave, and another writer starting now must not
+        // clean them up too.
         let stale = stale_temp_dirs(&tmp_root)?;
         let manifest = match &options.signer {
             Some(signer) => {
@@ -441,11 +445,15 @@ impl ArchiveWriter {
         remove_temp_dirs(&stale)?;
         let tmp = tmp_root.join(&run_id);
         fs::create_dir_all(&tmp).map_err(io_err("creating", &tmp))?;
+        let lock_path = tmp.join(WRITER_LOCK);
+        let alive = File::create(&lock_path).map_err(io_err("creating", &lock_path))?;
+        alive.try_lock().map_err(|e| ArchiveError::Io { action: "locking", path: lock_path, error: e.into() })?;
         // Files in flight may hold as many rows as one full partition buffer.
         let files = FilePool::start(root, options.flush_rows as u64, manifest)?;
         Ok(Self {
             root: root.to_path_buf(),
             tmp,
+            _alive: alive,
             options,
             run_id,
             sequence: 0,
@@ -637,26 +645,46 @@ impl ArchiveWriter {
     }
 }
 
-/// A writer's temp directory idle this long belongs to a writer that stopped (a crash
-/// between creating and renaming a file): nobody will rename what it holds.
+/// The file in a writer's temp directory that it holds locked while it lives. The lock goes
+/// with the process, so a writer that crashed or was killed is known at once; a live one's
+/// directory is never touched, however long it is quiet.
+const WRITER_LOCK: &str = ".writer.lock";
+
+/// A temp directory without a lock file (a seedwatch before the locks) idle this long
+/// belongs to a writer that stopped.
 const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Entries of `tmp_root` idle for longer than [`STALE_TEMP`].
-fn stale_temp_dirs(tmp_root: &Path) -> Result<Vec<PathBuf>, ArchiveError> {
+/// A temp directory whose writer stopped, and its lock, held by us until it is removed.
+type StaleDir = (PathBuf, Option<File>);
+
+/// Entries of `tmp_root` whose writer stopped: their lock file is not locked (or, without
+/// one, they have been idle longer than [`STALE_TEMP`]).
+fn stale_temp_dirs(tmp_root: &Path) -> Result<Vec<StaleDir>, ArchiveError> {
     let mut stale = Vec::new();
     for entry in fs::read_dir(tmp_root).map_err(io_err("listing", tmp_root))? {
         let entry = entry.map_err(io_err("listing", tmp_root))?;
-        let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok());
-        if age.is_some_and(|a| a > STALE_TEMP) {
-            stale.push(entry.path());
+        let path = entry.path();
+        match File::open(path.join(WRITER_LOCK)) {
+            Ok(lock) => match lock.try_lock() {
+                Ok(()) => stale.push((path, Some(lock))),
+                Err(std::fs::TryLockError::WouldBlock) => {} // its writer lives
+                Err(std::fs::TryLockError::Error(e)) => return Err(io_err("locking", path.join(WRITER_LOCK))(e)),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok());
+                if age.is_some_and(|a| a > STALE_TEMP) {
+                    stale.push((path, None));
+                }
+            }
+            Err(e) => return Err(io_err("opening", path.join(WRITER_LOCK))(e)),
         }
     }
     Ok(stale)
 }
 
 /// Remove the temp directories of writers that stopped.
-fn remove_temp_dirs(stale: &[PathBuf]) -> Result<(), ArchiveError> {
-    for path in stale {
+fn remove_temp_dirs(stale: &[StaleDir]) -> Result<(), ArchiveError> {
+    for (path, _lock) in stale {
         let removed = if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) };
         removed.map_err(io_err("removing stale temp files in", path))?;
     }
@@ -667,8 +695,8 @@ fn remove_temp_dirs(stale: &[PathBuf]) -> Result<(), ArchiveError> {
 /// them into place left in its temp directory: each recorded file whose bytes still match
 /// goes where the manifest says it is. Anything else there was never recorded and is removed
 /// with the directory.
-fn recover_recorded(root: &Path, stale: &[PathBuf]) -> Result<(), ArchiveError> {
-    let leftovers: Vec<PathBuf> = stale.iter().filter(|d| d.is_dir()).map(|d| parquet_files(d)).collect::<Result<Vec<_>, _>>()?.concat();
+fn recover_recorded(root: &Path, stale: &[StaleDir]) -> Result<(), ArchiveError> {
+    let leftovers: Vec<PathBuf> = stale.iter().map(|(d, _)| d).filter(|d| d.is_dir()).map(|d| parquet_files(d)).collect::<Result<Vec<_>, _>>()?.concat();
     if leftovers.is_empty() {
         return Ok(());
     }
@@ -960,11 +988,20 @@ mod tests {
         let key = signer.verifying_key();
         let problems = verify(&root, &key, &VerifyOptions::default()).expect("verify").problems;
         assert_eq!(problems.len(), 1, "{problems:?}");
-        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
-        File::open(&stale).and_then(|d| d.set_modified(two_hours_ago)).expect("age the temp dir");
-        drop(ArchiveWriter::open(&root, options).expect("reopen"));
+        // Its lock file is there, no longer locked: the writer is gone, the next one knows at once.
+        File::create(stale.join(WRITER_LOCK)).expect("lock file");
+        // A live writer's directory, however long quiet, is left alone.
+        let live = ArchiveWriter::open(&root, options.clone()).expect("a live writer");
         assert!(root.join(&path).exists(), "the recorded file is in place");
         assert!(!stale.exists(), "the stale temp directory is gone");
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        File::open(&live.tmp).and_then(|d| d.set_modified(two_hours_ago)).expect("age the live writer's temp dir");
+        drop(ArchiveWriter::open(&root, options).expect("reopen"));
+        assert!(live.tmp.exists(), "a live writer's temp directory is not removed");
+        let live_tmp = live.tmp.clone();
+        drop(live);
+        drop(ArchiveWriter::open(&root, WriterOptions::default()).expect("reopen after the live writer ended"));
+        assert!(!live_tmp.exists(), "once its writer is gone, so is its directory");
         assert_eq!(verify(&root, &key, &VerifyOptions::default()).expect("verify").problems, vec![]);
         assert_eq!(query_rows(&root, "SELECT finding_id FROM findings ORDER BY finding_id"), vec![text_row(&["a"]), text_row(&["b"])]);
     }
