@@ -34,8 +34,8 @@ pub fn open_writer(root: &Path, signing_key: &Path) -> Result<ArchiveWriter> {
 pub struct VerifyRequest {
     /// Archive root.
     pub archive: PathBuf,
-    /// A public key file (SPKI PEM), if given; else the signing key's public half.
-    pub public_key: Option<PathBuf>,
+    /// Public key files (SPKI PEM), one per writing host; none: the signing key's public half.
+    pub public_keys: Vec<PathBuf>,
     /// The signing key file (see [`signing_key_path`]).
     pub signing_key: PathBuf,
     /// Days from (YYYY-MM-DD, inclusive).
@@ -67,14 +67,13 @@ pub fn verify(request: &VerifyRequest) -> Result<VerifyReport> {
         None => None,
     };
     anyhow::ensure!(request.archive.is_dir(), "{} is not an archive directory", request.archive.display());
-    let key = match &request.public_key {
-        Some(path) => manifest::load_verifying_key(path)?,
-        None => ManifestSigner::load(&request.signing_key)
-            .with_context(|| "no --public-key given, and the signing key cannot be read".to_string())?
-            .verifying_key(),
+    let keys = if request.public_keys.is_empty() {
+        vec![ManifestSigner::load(&request.signing_key).context("no --public-key given, and the signing key cannot be read")?.verifying_key()]
+    } else {
+        request.public_keys.iter().map(|path| manifest::load_verifying_key(path)).collect::<Result<Vec<_>, _>>()?
     };
     let options = VerifyOptions { from: request.from.clone(), to: request.to.clone(), head };
-    Ok(manifest::verify(&request.archive, &key, &options)?)
+    Ok(manifest::verify(&request.archive, &keys, &options)?)
 }
 
 /// The newest manifest entry as `SEQ:SHA256`.

@@ -128,9 +128,9 @@ enum ArchiveCommand {
         /// Archive directory.
         #[arg(long)]
         archive: PathBuf,
-        /// Public key to check signatures with (SPKI PEM, from `archive public-key`) [default: the signing key's public half].
-        #[arg(long, value_name = "FILE")]
-        public_key: Option<PathBuf>,
+        /// Public key to check signatures with (SPKI PEM, from `archive public-key`); repeat for writers with keys of their own [default: the signing key's public half].
+        #[arg(long = "public-key", value_name = "FILE")]
+        public_keys: Vec<PathBuf>,
         /// Signing key whose public half checks the signatures when no --public-key is given [default: as for run].
         #[arg(long, value_name = "FILE")]
         signing_key: Option<PathBuf>,
@@ -966,9 +966,9 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 thousands(report.produced)
             );
         }
-        Command::Archive { command: ArchiveCommand::Verify { archive, public_key, signing_key, from, to, head } } => {
+        Command::Archive { command: ArchiveCommand::Verify { archive, public_keys, signing_key, from, to, head } } => {
             let signing_key = archive_admin::signing_key_path(signing_key);
-            let report = archive_admin::verify(&archive_admin::VerifyRequest { archive, public_key, signing_key, from, to, head })?;
+            let report = archive_admin::verify(&archive_admin::VerifyRequest { archive, public_keys, signing_key, from, to, head })?;
             for problem in &report.problems {
                 println!("{problem}");
             }

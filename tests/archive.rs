@@ -218,7 +218,26 @@ fn another_key_fails_every_signature_and_the_auditor_checks_an_entry_with_openss
     assert_eq!(code, 1);
     let got = problems(&lines);
     assert_eq!(got.len(), entries(&copy.archive).len(), "{got:?}");
-    assert!(got.iter().all(|l| l.contains("the signature does not verify")), "{got:?}");
+    assert!(got.iter().all(|l| l.contains("which is not among the given public keys")), "{got:?}");
+    // A signature forged under the right key id: the entry names the archive's key, the
+    // signature is another key's.
+    let forged_copy = copy_of_archive();
+    let files = entries(&forged_copy.archive);
+    let content = fs::read_to_string(&files[0]).expect("entry 1");
+    let body = content.lines().next().expect("body").to_string();
+    let other_key = seedwatch_archive::manifest::ManifestSigner::load(&other).expect("other key");
+    let forged = seedwatch_archive::manifest::sign_line(&other_key, &body);
+    fs::write(&files[0], format!("{body}\n{forged}\n")).expect("forge");
+    let (code, lines) = verify(&forged_copy, &[]);
+    assert_eq!(code, 1);
+    let key_id = serde_json::from_str::<serde_json::Value>(&body).expect("json")["key_id"].as_str().expect("key id").to_string();
+    assert_eq!(
+        problems(&lines),
+        vec![
+            format!("manifest entry 1: the signature does not verify with key {key_id}: the entry was rewritten, or signed by another key under that id"),
+            "manifest entry 2 does not chain to entry 1: that entry was rewritten, replaced or reordered".to_string(),
+        ]
+    );
 
     // The right public key, exported for the auditor, checks entry 2 with openssl alone, and
     // entry 2 names the SHA-256 of entry 1's file.
@@ -250,6 +269,32 @@ fn another_key_fails_every_signature_and_the_auditor_checks_an_entry_with_openss
     let first = fs::read(&files[0]).expect("entry 1");
     use sha2::Digest;
     assert_eq!(entry["prev"].as_str(), Some(hex::encode(sha2::Sha256::digest(&first)).as_str()));
+}
+
+#[test]
+fn writers_with_keys_of_their_own_are_checked_each_with_its_own() {
+    let copy = copy_of_archive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A second host, with its own key, works a finding in the same archive.
+    let host_b = dir.path().join("host-b.pem");
+    let id = common::query_json(&copy.archive, "SELECT finding_id FROM findings_latest ORDER BY finding_id LIMIT 1")[0]["finding_id"].as_str().expect("a finding").to_string();
+    let archive = copy.archive.display().to_string();
+    let out = seedwatch(&["findings", "ack", &id, "--archive", &archive, "--note", "host b", "--by", "dana", "--signing-key", &host_b.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let public = |key: &Path, name: &str| {
+        let out = seedwatch(&["archive", "public-key", "--signing-key", &key.display().to_string()]);
+        let path = dir.path().join(name);
+        fs::write(&path, &out.stdout).expect("write");
+        path.display().to_string()
+    };
+    let (a, b) = (public(&copy.key, "a.pub.pem"), public(&host_b, "b.pub.pem"));
+    let (code, lines) = verify(&copy, &["--public-key", &a]);
+    assert_eq!(code, 1);
+    let got = problems(&lines);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].ends_with("which is not among the given public keys"), "{got:?}");
+    let (code, lines) = verify(&copy, &["--public-key", &a, "--public-key", &b]);
+    assert_eq!((code, problems(&lines)), (0, vec![]));
 }
 
 #[test]

@@ -306,8 +306,7 @@ impl ManifestLog {
             };
             (entry.seq, entry.prev) = (seq, prev);
             let body = serde_json::to_string(&entry).map_err(|e| ArchiveError::Query(format!("encoding a manifest entry: {e}")))?;
-            let signature = self.signer.key.sign(body.as_bytes());
-            let content = format!("{body}\n{}\n", hex::encode(signature.to_bytes()));
+            let content = format!("{body}\n{}\n", sign_line(&self.signer, &body));
             {
                 let mut file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
                 file.write_all(content.as_bytes()).and_then(|()| file.sync_all()).map_err(io_err("writing", &tmp))?;
@@ -330,6 +329,11 @@ impl ManifestLog {
             }
         }
     }
+}
+
+/// The hex Ed25519 signature of `line` (an entry's first line), as the entry's second line.
+pub fn sign_line(signer: &ManifestSigner, line: &str) -> String {
+    hex::encode(signer.key.sign(line.as_bytes()).to_bytes())
 }
 
 /// A file's path under `root`, `/`-separated.
@@ -402,6 +406,13 @@ pub enum Problem {
         /// The number in the entry.
         holds: u64,
     },
+    /// The entry names a key that is not among those given.
+    UnknownKey {
+        /// The entry.
+        seq: u64,
+        /// The key id it names.
+        key_id: String,
+    },
     /// The signature does not match the entry (or the key).
     BadSignature {
         /// The entry.
@@ -449,7 +460,8 @@ impl std::fmt::Display for Problem {
             Problem::EntriesMissing { first, last } => write!(f, "manifest entries {first} to {last} are missing"),
             Problem::Unreadable { name, why } => write!(f, "manifest file {name} is not an entry: {why}"),
             Problem::OutOfPlace { seq, holds } => write!(f, "manifest entry {seq} holds entry {holds}: entries were renamed or reordered"),
-            Problem::BadSignature { seq, key_id } => write!(f, "manifest entry {seq}: the signature does not verify with the given public key (entry names key {key_id}): the entry was rewritten or signed by another key"),
+            Problem::UnknownKey { seq, key_id } => write!(f, "manifest entry {seq}: signed by key {key_id}, which is not among the given public keys"),
+            Problem::BadSignature { seq, key_id } => write!(f, "manifest entry {seq}: the signature does not verify with key {key_id}: the entry was rewritten, or signed by another key under that id"),
             Problem::BrokenChain { seq } => write!(f, "manifest entry {seq} does not chain to entry {}: that entry was rewritten, replaced or reordered", seq - 1),
             Problem::HeadMismatch { seq, found: None } => write!(f, "the kept head, entry {seq}, is gone: entries were removed from the end of the manifest"),
             Problem::HeadMismatch { seq, found: Some(hash) } => write!(f, "the kept head, entry {seq}, now hashes to {hash}: the manifest was rewritten"),
@@ -478,9 +490,11 @@ fn path_date(path: &str) -> Option<&str> {
     path.split('/').find_map(|part| part.strip_prefix("date="))
 }
 
-/// Check the archive at `root` against its manifest: the chain, every signature (with
-/// `key`), and every data file's bytes (those of days in the options' range).
-pub fn verify(root: &Path, key: &VerifyingKey, options: &VerifyOptions) -> Result<VerifyReport, ArchiveError> {
+/// Check the archive at `root` against its manifest: the chain, every signature (each entry
+/// with the one of `keys` whose id it names: writers on several hosts may each have their
+/// own), and every data file's bytes (those of days in the options' range).
+pub fn verify(root: &Path, keys: &[VerifyingKey], options: &VerifyOptions) -> Result<VerifyReport, ArchiveError> {
+    let keys: BTreeMap<String, &VerifyingKey> = keys.iter().map(|k| (key_id(k), k)).collect();
     let dir = root.join(MANIFEST_DIR);
     let (entries, others) = entry_files(&dir)?;
     let mut report = VerifyReport::default();
@@ -510,8 +524,10 @@ pub fn verify(root: &Path, key: &VerifyingKey, options: &VerifyOptions) -> Resul
                 continue;
             }
         };
-        if key.verify(body, &signature).is_err() {
-            report.problems.push(Problem::BadSignature { seq, key_id: entry.key_id.clone() });
+        match keys.get(&entry.key_id) {
+            None => report.problems.push(Problem::UnknownKey { seq, key_id: entry.key_id.clone() }),
+            Some(key) if key.verify(body, &signature).is_err() => report.problems.push(Problem::BadSignature { seq, key_id: entry.key_id.clone() }),
+            Some(_) => {}
         }
         if entry.seq != seq {
             report.problems.push(Problem::OutOfPlace { seq, holds: entry.seq });
@@ -599,12 +615,12 @@ mod tests {
         // b still thinks the manifest is empty: it loses number 1 and chains after a's entry.
         assert_eq!(b.append(Action::Write, vec![], vec![]).expect("b"), 2);
         assert_eq!(a.append(Action::Write, vec![], vec![]).expect("a2"), 3);
-        let report = verify(&root, &key.verifying_key(), &VerifyOptions::default()).expect("verify");
+        let report = verify(&root, &[key.verifying_key()], &VerifyOptions::default()).expect("verify");
         assert_eq!((report.entries, report.problems), (3, vec![]));
         let (seq, hash) = head(&root).expect("head").expect("an entry");
         assert_eq!(seq, 3);
         let with_head = VerifyOptions { head: Some((3, hash)), ..VerifyOptions::default() };
-        assert!(verify(&root, &key.verifying_key(), &with_head).expect("verify").problems.is_empty());
+        assert!(verify(&root, &[key.verifying_key()], &with_head).expect("verify").problems.is_empty());
     }
 
     #[test]

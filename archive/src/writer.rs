@@ -986,7 +986,7 @@ mod tests {
         let mut log = ManifestLog::open(&root, signer.clone(), "crashed-run").expect("log");
         log.append(Action::Write, vec![FileRecord { path: path.clone(), sha256, bytes, rows: 1, min_time: None, max_time: None }], Vec::new()).expect("append");
         let key = signer.verifying_key();
-        let problems = verify(&root, &key, &VerifyOptions::default()).expect("verify").problems;
+        let problems = verify(&root, std::slice::from_ref(&key), &VerifyOptions::default()).expect("verify").problems;
         assert_eq!(problems.len(), 1, "{problems:?}");
         // Its lock file is there, no longer locked: the writer is gone, the next one knows at once.
         File::create(stale.join(WRITER_LOCK)).expect("lock file");
@@ -1002,7 +1002,7 @@ mod tests {
         drop(live);
         drop(ArchiveWriter::open(&root, WriterOptions::default()).expect("reopen after the live writer ended"));
         assert!(!live_tmp.exists(), "once its writer is gone, so is its directory");
-        assert_eq!(verify(&root, &key, &VerifyOptions::default()).expect("verify").problems, vec![]);
+        assert_eq!(verify(&root, std::slice::from_ref(&key), &VerifyOptions::default()).expect("verify").problems, vec![]);
         assert_eq!(query_rows(&root, "SELECT finding_id FROM findings ORDER BY finding_id"), vec![text_row(&["a"]), text_row(&["b"])]);
     }
 
