@@ -44,6 +44,8 @@ pub struct VerifyRequest {
     pub to: Option<String>,
     /// A kept head, `SEQ:SHA256`.
     pub head: Option<String>,
+    /// Print a progress line to stderr every 2 s.
+    pub progress: bool,
 }
 
 fn check_date(flag: &str, date: &Option<String>) -> Result<()> {
@@ -72,8 +74,31 @@ pub fn verify(request: &VerifyRequest) -> Result<VerifyReport> {
     } else {
         request.public_keys.iter().map(|path| manifest::load_verifying_key(path)).collect::<Result<Vec<_>, _>>()?
     };
-    let options = VerifyOptions { from: request.from.clone(), to: request.to.clone(), head };
-    Ok(manifest::verify(&request.archive, &keys, &options)?)
+    let options = VerifyOptions { from: request.from.clone(), to: request.to.clone(), head, ..VerifyOptions::default() };
+    // A progress line every 2 s on stderr: re-hashing years of files takes a while.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let progress = request.progress.then(|| {
+        let (hashed, done) = (options.hashed_bytes.clone(), done.clone());
+        let total: u64 = manifest::recorded_files(&request.archive).map(|f| f.values().map(|(_, r)| r.bytes).sum()).unwrap_or(0);
+        std::thread::spawn(move || {
+            let (started, every) = (std::time::Instant::now(), std::time::Duration::from_secs(2));
+            let mut next = every;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if started.elapsed() >= next {
+                    next += every;
+                    let mb = hashed.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6;
+                    eprintln!("verify: {mb:.0} of {:.0} MB re-hashed ({:.0} s)", total as f64 / 1e6, started.elapsed().as_secs_f64());
+                }
+            }
+        })
+    });
+    let report = manifest::verify(&request.archive, &keys, &options);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(progress) = progress {
+        let _ = progress.join();
+    }
+    Ok(report?)
 }
 
 /// The newest manifest entry as `SEQ:SHA256`.

@@ -143,6 +143,9 @@ enum ArchiveCommand {
         /// A head kept earlier (SEQ:SHA256, as `archive head` prints it): the chain must still hold it, so removed newest entries are found.
         #[arg(long, value_name = "SEQ:SHA256")]
         head: Option<String>,
+        /// No progress lines.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Remove whole days past their table's retention (policy.yaml `retention`; defaults and
     /// minimums from 000 §5.4), never a day holding evidence of a finding that is kept or not
@@ -966,9 +969,9 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 thousands(report.produced)
             );
         }
-        Command::Archive { command: ArchiveCommand::Verify { archive, public_keys, signing_key, from, to, head } } => {
+        Command::Archive { command: ArchiveCommand::Verify { archive, public_keys, signing_key, from, to, head, quiet } } => {
             let signing_key = archive_admin::signing_key_path(signing_key);
-            let report = archive_admin::verify(&archive_admin::VerifyRequest { archive, public_keys, signing_key, from, to, head })?;
+            let report = archive_admin::verify(&archive_admin::VerifyRequest { archive, public_keys, signing_key, from, to, head, progress: !quiet })?;
             for problem in &report.problems {
                 println!("{problem}");
             }

@@ -44,7 +44,7 @@ fn grow(copy: &Copy, wanted: usize) {
 /// `archive verify` with `extra` flags: (exit code, stdout lines).
 fn verify(copy: &Copy, extra: &[&str]) -> (i32, Vec<String>) {
     let (archive, key) = (copy.archive.display().to_string(), copy.key.display().to_string());
-    let mut args = vec!["archive", "verify", "--archive", &archive, "--signing-key", &key];
+    let mut args = vec!["archive", "verify", "--archive", &archive, "--signing-key", &key, "--quiet"];
     args.extend(extra);
     let out = seedwatch(&args);
     let code = out.status.code().unwrap_or(-1);

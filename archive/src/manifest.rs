@@ -380,6 +380,8 @@ pub struct VerifyOptions {
     pub to: Option<String>,
     /// A head an auditor kept (sequence number, hex SHA-256): the chain must still hold it.
     pub head: Option<(u64, String)>,
+    /// Bytes re-hashed so far, for a progress line on long runs.
+    pub hashed_bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// One thing wrong with the archive.
@@ -573,7 +575,8 @@ pub fn verify(root: &Path, keys: &[VerifyingKey], options: &VerifyOptions) -> Re
             if !on_disk.contains(path.as_str()) {
                 return Ok(Some(Problem::Missing { path: path.to_string(), seq: *seq }));
             }
-            let (sha256, _) = file_sha256(&full)?;
+            let (sha256, bytes) = file_sha256(&full)?;
+            options.hashed_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
             Ok((sha256 != record.sha256).then(|| Problem::Altered { path: path.to_string(), seq: *seq }))
         })
         .collect();
