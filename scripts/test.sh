@@ -15,10 +15,10 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/seedwatch-target}"
 venv="${SEEDWATCH_VENV:-$HOME/.cache/seedwatch-venv}"
 
-if ! "$venv/bin/python" -c 'import pyarrow, duckdb, kafka, lz4, jsonschema, ocsf_json_schema' >/dev/null 2>&1; then
-  echo "test.sh: installing pyarrow, duckdb, kafka-python and the OCSF schemas into $venv"
+if ! "$venv/bin/python" -c 'import pyarrow, duckdb, kafka, lz4, jsonschema, ocsf_json_schema, deltalake' >/dev/null 2>&1; then
+  echo "test.sh: installing pyarrow, duckdb, kafka-python, the OCSF schemas and deltalake (Delta Lake reader) into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow duckdb kafka-python lz4 jsonschema ocsf-json-schema==1.2.0
+  "$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow duckdb kafka-python lz4 jsonschema ocsf-json-schema==1.2.0 deltalake==1.6.6
 fi
 export SEEDWATCH_PYTHON="$venv/bin/python"
 "$SEEDWATCH_PYTHON" -c 'import pyarrow, duckdb, kafka; print("test.sh: pyarrow", pyarrow.__version__, "duckdb", duckdb.__version__, "kafka-python", kafka.__version__)'

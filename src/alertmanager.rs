@@ -88,7 +88,9 @@ fn rfc3339(ms: i64) -> String {
 /// The alert of one finding version.
 pub fn alert(f: &Finding, hold: Duration) -> Value {
     let ends = match f.status {
-        Status::Resolved | Status::FalsePositive => f.updated_at,
+        // Never later than now: a finding stamped ahead of this host's clock (skew, or a
+        // version a few ms after the one it replaces) would otherwise stay firing until then.
+        Status::Resolved | Status::FalsePositive => f.updated_at.min(Utc::now().timestamp_millis()),
         Status::Open | Status::Acknowledged => f.updated_at.saturating_add(hold.as_millis() as i64),
     };
     let table = f.family.as_str();

@@ -167,6 +167,31 @@ enum ArchiveCommand {
         #[arg(long, value_name = "FILE")]
         signing_key: Option<PathBuf>,
     },
+    /// Rewrite each day's files of a table as few large ones, sorted by license, subject and
+    /// time, zstd throughout: one manifest entry and one Delta commit per day, so queries
+    /// see the day before or after, never between.
+    Compact {
+        /// Archive directory.
+        #[arg(long)]
+        archive: PathBuf,
+        /// Only this table (repeatable) [default: all].
+        #[arg(long = "table", value_name = "TABLE")]
+        tables: Vec<String>,
+        /// Only days before this date (YYYY-MM-DD) [default: today, UTC].
+        #[arg(long, value_name = "DATE")]
+        before: Option<String>,
+        /// Key that signs the manifest entries [default: as for run].
+        #[arg(long, value_name = "FILE")]
+        signing_key: Option<PathBuf>,
+    },
+    /// Convert an archive written before the table format (Parquet folders without a
+    /// `_delta_log`): each table gets a Delta log adding its files as they are; the rows a
+    /// query reads through it are checked against the files' footers. Safe to run again.
+    Migrate {
+        /// Archive directory.
+        #[arg(long)]
+        archive: PathBuf,
+    },
     /// Print the manifest's newest entry as SEQ:SHA256, for an auditor to keep.
     Head {
         /// Archive directory.
@@ -1006,6 +1031,58 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 bytes as f64 / 1e6,
                 plan.kept_for_findings.len()
             );
+        }
+        Command::Archive { command: ArchiveCommand::Compact { archive, tables, before, signing_key } } => {
+            if !archive.is_dir() {
+                anyhow::bail!("--archive {}: no such directory", archive.display());
+            }
+            let tables = tables
+                .iter()
+                .map(|name| seedwatch_schemas::Table::ALL.into_iter().find(|t| t.name() == name).ok_or_else(|| anyhow::anyhow!("--table {name}: no such table (login, api, sync, audit, findings, dead_letter)")))
+                .collect::<Result<Vec<_>>>()?;
+            let before = before
+                .map(|d| chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d").with_context(|| format!("--before {d}: not a date (YYYY-MM-DD)")))
+                .transpose()?;
+            let signer = std::sync::Arc::new(seedwatch_archive::manifest::ManifestSigner::load_or_create(&archive_admin::signing_key_path(signing_key))?);
+            let options = seedwatch_archive::compact::CompactOptions { tables, before, ..Default::default() };
+            let days = seedwatch_archive::compact::compact(&archive, &options, signer)?;
+            let per_event = |bytes: u64, rows: u64| if rows == 0 { 0.0 } else { bytes as f64 / rows as f64 };
+            for d in &days {
+                println!(
+                    "compacted {} {}: {} rows, {} file(s) {:.1} kB -> {} file(s) {:.1} kB ({:.1} -> {:.1} bytes/event)",
+                    d.table.name(), d.date, thousands(d.rows), d.files_before, d.bytes_before as f64 / 1e3, d.files_after, d.bytes_after as f64 / 1e3,
+                    per_event(d.bytes_before, d.rows), per_event(d.bytes_after, d.rows)
+                );
+            }
+            for table in seedwatch_schemas::Table::ALL {
+                let of: Vec<_> = days.iter().filter(|d| d.table == table).collect();
+                if of.is_empty() {
+                    continue;
+                }
+                let (rows, before, after) = of.iter().fold((0, 0, 0), |(r, b, a), d| (r + d.rows, b + d.bytes_before, a + d.bytes_after));
+                let (files_before, files_after) = of.iter().fold((0, 0), |(b, a), d| (b + d.files_before, a + d.files_after));
+                println!(
+                    "compact {}: {} day(s), {} rows, {files_before} -> {files_after} files, {:.1} -> {:.1} MB, {:.1} -> {:.1} bytes/event",
+                    table.name(), of.len(), thousands(rows), before as f64 / 1e6, after as f64 / 1e6, per_event(before, rows), per_event(after, rows)
+                );
+            }
+            if days.is_empty() {
+                println!("compact: nothing to do (no day before the cutoff has more than one file)");
+            }
+        }
+        Command::Archive { command: ArchiveCommand::Migrate { archive } } => {
+            if !archive.is_dir() {
+                anyhow::bail!("--archive {}: no such directory", archive.display());
+            }
+            let migrated = runtime()?.block_on(seedwatch_archive::delta::migrate(&archive))?;
+            for m in &migrated {
+                println!("migrated {}: {} file(s), {} rows in the files, {} rows read through the table", m.table.name(), m.files, thousands(m.rows_in_files), thousands(m.rows_in_table));
+            }
+            if migrated.is_empty() {
+                println!("migrate: nothing to do (every table of {} already has a Delta log, or no files)", archive.display());
+            } else {
+                println!("migrate: {} table(s) converted, row counts equal", migrated.len());
+            }
         }
         Command::Archive { command: ArchiveCommand::Head { archive } } => println!("{}", archive_admin::head(&archive)?),
         Command::Archive { command: ArchiveCommand::PublicKey { signing_key } } => print!("{}", archive_admin::public_key(&archive_admin::signing_key_path(signing_key))?),

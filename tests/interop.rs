@@ -1,5 +1,5 @@
-//! Another engine (pyarrow and DuckDB, from PyPI) reads the same Parquet files
-//! and agrees with DataFusion. scripts/test.sh installs them and sets
+//! Another engine (pyarrow, DuckDB and the Python `deltalake` package, from PyPI) reads
+//! the same tables and agrees with DataFusion. scripts/test.sh installs them and sets
 //! SEEDWATCH_PYTHON; without them this test fails rather than skips.
 
 mod common;
@@ -29,6 +29,8 @@ fn pyarrow_and_duckdb_read_the_archive_and_agree_with_datafusion() {
         assert!(n > 0, "{table}: {}", text(&q.stderr));
         assert_eq!(other[table]["pyarrow"].as_i64(), Some(n), "pyarrow count of {table}");
         assert_eq!(other[table]["duckdb"].as_i64(), Some(n), "duckdb count of {table}");
+        assert_eq!(other[table]["delta"].as_i64(), Some(n), "count of {table} by Python's deltalake through the Delta log");
+        assert_eq!(other[table]["duckdb_delta_files"].as_i64(), Some(n), "duckdb count of {table} over the files the Delta log lists");
     }
     let q = seedwatch(&[
         "query", "--archive", &a, "--format", "json",

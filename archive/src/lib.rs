@@ -1,5 +1,5 @@
-//! Archive: events, findings and dead letters as Hive-partitioned Parquet,
-//! and a DataFusion session to query them.
+//! Archive: events, findings and dead letters as Delta Lake tables of date-partitioned
+//! Parquet, and a DataFusion session to query them.
 //!
 //! Layout: `<root>/<table>/date=YYYY-MM-DD/part-<run>-<seq>.parquet`, zstd
 //! compressed (LZ4 below 1,024 rows, where creating zstd contexts costs more than
@@ -9,6 +9,8 @@
 //! the partition already holds, so re-running the same input adds nothing.
 #![deny(missing_docs)]
 
+pub mod compact;
+pub mod delta;
 pub mod manifest;
 pub mod prune;
 pub mod query;
@@ -108,6 +110,23 @@ pub enum ArchiveError {
         /// The key file.
         path: PathBuf,
         /// Why.
+        message: String,
+    },
+    /// A Delta Lake operation on a table failed.
+    #[error("table {table}: {source}")]
+    Delta {
+        /// The table.
+        table: &'static str,
+        /// Why.
+        #[source]
+        source: Box<deltalake::DeltaTableError>,
+    },
+    /// The archive is laid out as an older seedwatch wrote it.
+    #[error("{}: {message}", root.display())]
+    Layout {
+        /// The archive root.
+        root: PathBuf,
+        /// What to do about it.
         message: String,
     },
     /// A query failed (bad SQL, missing column, ...).

@@ -87,7 +87,7 @@ fn describe(root: &Path, table: Table, date: NaiveDate) -> Result<Day, ArchiveEr
     Ok(Day { table, date, files, bytes, rows })
 }
 
-fn parquet_rows(path: &Path) -> Result<u64, ArchiveError> {
+pub(crate) fn parquet_rows(path: &Path) -> Result<u64, ArchiveError> {
     let file = fs::File::open(path).map_err(io_err("opening", path))?;
     let reader = parquet::file::serialized_reader::SerializedFileReader::new(file).map_err(|e| ArchiveError::Parquet { path: path.to_path_buf(), message: e.to_string() })?;
     Ok(parquet::file::reader::FileReader::metadata(&reader).file_metadata().num_rows().max(0) as u64)
@@ -201,6 +201,20 @@ pub fn apply(root: &Path, plan: &PrunePlan, signer: Option<Arc<ManifestSigner>>)
         }
         let writer = format!("prune-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"));
         ManifestLog::open(root, signer, &writer)?.append(Action::Prune, Vec::new(), removed)?;
+    }
+    // The days leave the tables' logs (queries stop reading them) before their bytes go; a
+    // stop in between is finished by the next writer (`delta::reconcile`).
+    for table in Table::ALL {
+        let removed: Vec<FileRecord> = plan
+            .remove
+            .iter()
+            .filter(|d| d.table == table)
+            .flat_map(|d| &d.files)
+            .map(|path| FileRecord { path: relative_path(root, path), sha256: String::new(), bytes: 0, rows: 0, min_time: None, max_time: None })
+            .collect();
+        if !removed.is_empty() && crate::delta::is_delta(root, table) {
+            crate::delta::commit_blocking(root, None, table, crate::delta::Change::Prune, Vec::new(), removed)?;
+        }
     }
     for day in &plan.remove {
         for path in &day.files {

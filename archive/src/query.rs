@@ -64,6 +64,13 @@ fn file_schema(table: Table) -> Arc<Schema> {
     Arc::new(Schema::new(fields))
 }
 
+/// The schema a Delta table is scanned with: [`file_schema`] plus `date`.
+fn scan_schema(table: Table) -> Arc<Schema> {
+    let mut fields: Vec<Field> = file_schema(table).fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(crate::delta::PARTITION_COLUMN, DataType::Utf8, false));
+    Arc::new(Schema::new(fields))
+}
+
 /// A session with every archive table registered (`login`, `api`, `sync`,
 /// `audit`, `findings`, `dead_letter`) and the `findings_latest` view. Tables with no files yet are empty, not
 /// missing, so the same SQL works on any archive.
@@ -76,6 +83,12 @@ pub async fn open_session(root: &Path) -> Result<SessionContext, ArchiveError> {
     seedwatch_schemas::sql_functions::register(&ctx);
     for table in Table::ALL {
         let dir = root.join(table.name());
+        if let Some(delta) = crate::delta::open(root, table).await? {
+            delta.update_datafusion_session(&ctx.state()).map_err(crate::delta::delta_err(table))?;
+            ctx.register_table(table.name(), crate::delta::provider(&delta, table, scan_schema(table))?).map_err(query_err)?;
+            continue;
+        }
+        // An archive written before the table format (read as it is; `archive migrate` converts it).
         if parquet_files(&dir)?.is_empty() {
             let empty = MemTable::try_new(sql_schema(table), vec![vec![]]).map_err(query_err)?;
             ctx.register_table(table.name(), Arc::new(empty)).map_err(query_err)?;

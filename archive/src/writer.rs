@@ -168,10 +168,13 @@ struct FilePool {
     failed: bool,
     /// Records the files of each commit before they go into place.
     manifest: Option<ManifestLog>,
+    /// Each table's Delta log, at the version this writer last saw: a commit's files become
+    /// visible to queries when they are added to it.
+    deltas: std::collections::HashMap<Table, deltalake::DeltaTable>,
 }
 
 impl FilePool {
-    fn start(root: &Path, max_rows_in_flight: u64, manifest: Option<ManifestLog>) -> Result<Self, ArchiveError> {
+    fn start(root: &Path, max_rows_in_flight: u64, manifest: Option<ManifestLog>, deltas: std::collections::HashMap<Table, deltalake::DeltaTable>) -> Result<Self, ArchiveError> {
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -180,7 +183,7 @@ impl FilePool {
             .map_err(|e| ArchiveError::Io { action: "starting the file threads for", path: root.to_path_buf(), error: std::io::Error::other(e) })?;
         let (report, reports) = mpsc::channel();
         let (next_given, encoding, rows_in_flight) = (0, 0, 0);
-        Ok(Self { pool, threads, root: root.to_path_buf(), report, reports, next_given, encoding, rows_in_flight, max_rows_in_flight, encoded: BTreeMap::new(), failed: false, manifest })
+        Ok(Self { pool, threads, root: root.to_path_buf(), report, reports, next_given, encoding, rows_in_flight, max_rows_in_flight, encoded: BTreeMap::new(), failed: false, manifest, deltas })
     }
 
     fn check_failed(&self) -> Result<(), ArchiveError> {
@@ -242,9 +245,11 @@ impl FilePool {
         Ok(())
     }
 
-    /// Wait for every file given, record them in the manifest (one entry) and rename them
-    /// into place in order. A crash after the entry and before the renames leaves recorded
-    /// files in the temp directory: see `recover_recorded`.
+    /// Wait for every file given, record them in the manifest (one entry), rename them
+    /// into place in order and add them to their tables' Delta logs (which makes them
+    /// visible). A crash after the entry and before the renames leaves recorded files in
+    /// the temp directory (see `recover_recorded`); one before the Delta commits leaves
+    /// them in place but unread (see `delta::reconcile`).
     fn finish(&mut self, stats: &mut CommitStats) -> Result<(), ArchiveError> {
         self.check_failed()?;
         while self.encoding > 0 {
@@ -268,6 +273,15 @@ impl FilePool {
         }
         for dir in dirs {
             File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", dir))?;
+        }
+        for table in Table::ALL {
+            let added: Vec<FileRecord> = ready.iter().filter(|e| e.table == table).map(|e| e.record.clone()).collect();
+            if added.is_empty() {
+                continue;
+            }
+            let cached = self.deltas.remove(&table);
+            let delta = crate::delta::commit_blocking(&self.root, cached, table, crate::delta::Change::Append, added, Vec::new())?;
+            self.deltas.insert(table, delta);
         }
         self.failed = false;
         for Encoded { table, record, target, .. } in &ready {
@@ -303,20 +317,47 @@ impl std::io::Write for HashingFile {
 /// Encode `job.batch` to its temp file and sync it.
 fn encode_file(job: FileJob) -> Result<Encoded, ArchiveError> {
     let FileJob { table, batch, props, tmp, dir, target, path } = job;
-    let perr = |e: parquet::errors::ParquetError| ArchiveError::Parquet { path: tmp.clone(), message: e.to_string() };
-    let file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
-    let sink = HashingFile { file, hasher: sha2::Digest::new(), bytes: 0 };
+    let record = encode_to(table, &batch, props, &tmp, path)?;
+    Ok(Encoded { table, record, tmp, dir, target })
+}
+
+/// Encode `batch` of `table` to `file` and sync it; what the manifest records of it, as
+/// `path` (under the archive root).
+pub(crate) fn encode_to(table: Table, batch: &RecordBatch, props: WriterProperties, file: &Path, path: String) -> Result<FileRecord, ArchiveError> {
+    let perr = |e: parquet::errors::ParquetError| ArchiveError::Parquet { path: file.to_path_buf(), message: e.to_string() };
+    let out = File::create(file).map_err(io_err("creating", file))?;
+    let sink = HashingFile { file: out, hasher: sha2::Digest::new(), bytes: 0 };
     let mut writer = ArrowWriter::try_new(sink, batch.schema(), Some(props)).map_err(perr)?;
-    writer.write(&batch).map_err(perr)?;
-    let HashingFile { file, hasher, bytes } = writer.into_inner().map_err(perr)?;
-    file.sync_all().map_err(io_err("syncing", &tmp))?;
+    writer.write(batch).map_err(perr)?;
+    let HashingFile { file: out, hasher, bytes } = writer.into_inner().map_err(perr)?;
+    out.sync_all().map_err(io_err("syncing", file))?;
     let times = batch.column_by_name(table.date_column()).and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>());
     let (min_time, max_time) = match times {
         Some(t) => (seedwatch_schemas::arrow::compute::min(t), seedwatch_schemas::arrow::compute::max(t)),
         None => (None, None),
     };
-    let record = FileRecord { path, sha256: hex::encode(sha2::Digest::finalize(hasher)), bytes, rows: batch.num_rows() as u64, min_time, max_time };
-    Ok(Encoded { table, record, tmp, dir, target })
+    Ok(FileRecord { path, sha256: hex::encode(sha2::Digest::finalize(hasher)), bytes, rows: batch.num_rows() as u64, min_time, max_time })
+}
+
+/// How a file of `batch` is written: zstd (LZ4 below [`SMALL_FILE_ROWS`] unless
+/// `always_zstd`), the writer's row groups, and [`COLUMN_ENCODINGS`].
+pub(crate) fn file_properties(batch: &RecordBatch, options: &WriterOptions, always_zstd: bool, file: &Path) -> Result<WriterProperties, ArchiveError> {
+    let level = ZstdLevel::try_new(options.zstd_level).map_err(|e| ArchiveError::Parquet { path: file.to_path_buf(), message: e.to_string() })?;
+    // A zstd column chunk costs a compression and a decompression context (parquet 59
+    // makes both), and creating each runs `cpuid`, which traps to the hypervisor on VMs:
+    // ~30 us per column, more than compressing a small file's columns takes. Small files
+    // (a day of a quiet table) are written LZ4; compaction rewrites them as zstd.
+    let compression = if batch.num_rows() < SMALL_FILE_ROWS && !always_zstd { Compression::LZ4_RAW } else { Compression::ZSTD(level) };
+    let mut props = WriterProperties::builder()
+        .set_compression(compression)
+        .set_max_row_group_row_count(Some(options.row_group_rows))
+        .set_created_by(format!("seedwatch {}", env!("CARGO_PKG_VERSION")));
+    for (column, encoding) in COLUMN_ENCODINGS {
+        if batch.schema().column_with_name(column).is_some() {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(*column), false).set_column_encoding(ColumnPath::from(*column), *encoding);
+        }
+    }
+    Ok(props.build())
 }
 
 /// `date=YYYY-MM-DD` for a day number since the epoch.
@@ -332,7 +373,8 @@ fn id_hash(id: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(id.as_bytes())
 }
 
-/// Every `*.parquet` file under `dir`, recursively.
+/// Every `*.parquet` data file under `dir`, recursively (not under `_`-folders such as
+/// `_delta_log`).
 pub fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>, ArchiveError> {
     let mut out = Vec::new();
     if !dir.exists() {
@@ -343,7 +385,10 @@ pub fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>, ArchiveError> {
         for entry in fs::read_dir(&d).map_err(io_err("listing", &d))? {
             let path = entry.map_err(io_err("listing", &d))?.path();
             if path.is_dir() {
-                stack.push(path);
+                // `_delta_log` holds the table's checkpoints (Parquet too), not its data.
+                if !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('_')) {
+                    stack.push(path);
+                }
             } else if path.extension().is_some_and(|e| e == "parquet") {
                 out.push(path);
             }
@@ -433,11 +478,13 @@ impl ArchiveWriter {
         // touches the directories they leave, and another writer starting now must not
         // clean them up too.
         let stale = stale_temp_dirs(&tmp_root)?;
+        let mut deltas = crate::delta::open_all(root)?;
         let manifest = match &options.signer {
             Some(signer) => {
                 let mut manifest = ManifestLog::open(root, signer.clone(), &run_id)?;
                 recover_recorded(root, &stale)?;
                 adopt_unrecorded(root, &mut manifest)?;
+                crate::delta::reconcile(root, &mut deltas, &crate::manifest::recorded_files(root)?)?;
                 Some(manifest)
             }
             None => None,
@@ -449,7 +496,7 @@ impl ArchiveWriter {
         let alive = File::create(&lock_path).map_err(io_err("creating", &lock_path))?;
         alive.try_lock().map_err(|e| ArchiveError::Io { action: "locking", path: lock_path, error: e.into() })?;
         // Files in flight may hold as many rows as one full partition buffer.
-        let files = FilePool::start(root, options.flush_rows as u64, manifest)?;
+        let files = FilePool::start(root, options.flush_rows as u64, manifest, deltas)?;
         Ok(Self {
             root: root.to_path_buf(),
             tmp,
@@ -493,23 +540,9 @@ impl ArchiveWriter {
         let name = format!("part-{}-{:06}.parquet", self.run_id, self.sequence);
         let tmp = self.tmp.join(&name);
         let target = dir.join(&name);
-        let level = ZstdLevel::try_new(self.options.zstd_level).map_err(|e| ArchiveError::Parquet { path: tmp.clone(), message: e.to_string() })?;
-        // A zstd column chunk costs a compression and a decompression context (parquet 59
-        // makes both), and creating each runs `cpuid`, which traps to the hypervisor on VMs:
-        // ~30 us per column, more than compressing a small file's columns takes. Small files
-        // (a day of a quiet table) are written LZ4; compaction rewrites them as zstd.
-        let compression = if batch.num_rows() < SMALL_FILE_ROWS { Compression::LZ4_RAW } else { Compression::ZSTD(level) };
-        let mut props = WriterProperties::builder()
-            .set_compression(compression)
-            .set_max_row_group_row_count(Some(self.options.row_group_rows))
-            .set_created_by(format!("seedwatch {}", env!("CARGO_PKG_VERSION")));
-        for (column, encoding) in COLUMN_ENCODINGS {
-            if batch.schema().column_with_name(column).is_some() {
-                props = props.set_column_dictionary_enabled(ColumnPath::from(*column), false).set_column_encoding(ColumnPath::from(*column), *encoding);
-            }
-        }
+        let props = file_properties(&batch, &self.options, false, &tmp)?;
         let path = relative_path(&self.root, &target);
-        self.files.send(FileJob { table, batch, props: props.build(), tmp, dir, target, path })?;
+        self.files.send(FileJob { table, batch, props, tmp, dir, target, path })?;
         // Errors of files encoded meanwhile surface here rather than at the commit.
         self.files.collect_ready()
     }
@@ -648,7 +681,7 @@ impl ArchiveWriter {
 /// The file in a writer's temp directory that it holds locked while it lives. The lock goes
 /// with the process, so a writer that crashed or was killed is known at once; a live one's
 /// directory is never touched, however long it is quiet.
-const WRITER_LOCK: &str = ".writer.lock";
+pub(crate) const WRITER_LOCK: &str = ".writer.lock";
 
 /// A temp directory without a lock file (a seedwatch before the locks) idle this long
 /// belongs to a writer that stopped.
@@ -1008,7 +1041,7 @@ mod tests {
 
     /// The pool's threads all busy (held at a gate), files are given to it.
     fn pool_with_threads_held(root: &Path, max_rows_in_flight: u64) -> (FilePool, mpsc::Sender<()>) {
-        let pool = FilePool::start(root, max_rows_in_flight, None).expect("pool");
+        let pool = FilePool::start(root, max_rows_in_flight, None, std::collections::HashMap::new()).expect("pool");
         let (open, gate) = mpsc::channel::<()>();
         let gate = std::sync::Arc::new(std::sync::Mutex::new(gate));
         for _ in 0..pool.threads {
@@ -1024,7 +1057,10 @@ mod tests {
         let findings: Vec<Finding> = (0..3).map(|i| finding(&format!("f{n}-{i}"), 0)).collect();
         let batch = findings_to_batch(&findings).expect("batch");
         let name = format!("part-{n}.parquet");
-        FileJob { table: Table::Findings, batch, props: WriterProperties::builder().build(), tmp: dir.join("tmp").join(&name), dir: dir.to_path_buf(), target: dir.join(&name), path: name }
+        let day = dir.join("findings").join(partition_dir(0));
+        fs::create_dir_all(&day).expect("day dir");
+        let path = format!("findings/{}/{name}", partition_dir(0));
+        FileJob { table: Table::Findings, batch, props: WriterProperties::builder().build(), tmp: dir.join("tmp").join(&name), target: day.join(&name), dir: day, path }
     }
 
     /// Gives `files` jobs from another thread; returns how many were given after `wait`.
@@ -1099,6 +1135,10 @@ mod tests {
         writer.close().expect("close");
         let mut new = finding("new", 0);
         new.actor = Some("admin.oak".into());
+        // An archive from before the table format: migrated first (the old file keeps its schema).
+        let root = dir.path().to_path_buf();
+        let migrated = crate::delta::block_on(async move { crate::delta::migrate(&root).await }).expect("runtime").expect("migrate");
+        assert_eq!((migrated.len(), migrated[0].rows_in_table), (1, 1));
         // The writer reads the old file's keys (without the newer key columns) as it opens the day.
         let mut w = ArchiveWriter::open(dir.path(), WriterOptions::default()).expect("open");
         w.write(Table::Findings, &findings_to_batch(&[new]).expect("batch")).expect("write");

@@ -1,8 +1,10 @@
 """Read a seedwatch archive with engines other than seedwatch's own.
 
 Prints one JSON object: for each table, the row count seen by pyarrow's
-dataset reader and by DuckDB (both with Hive partitioning), plus a few values
-the Rust test compares with DataFusion's answers.
+dataset reader and by DuckDB (both with Hive partitioning), by the Python
+`deltalake` package through the table's Delta log, and by DuckDB over the
+files that log lists, plus a few values the Rust test compares with
+DataFusion's answers.
 """
 import json
 import os
@@ -10,6 +12,7 @@ import sys
 
 import duckdb
 import pyarrow.dataset as ds
+from deltalake import DeltaTable
 
 root = sys.argv[1]
 tables = ["login", "api", "sync", "audit", "findings", "dead_letter"]
@@ -18,15 +21,19 @@ con = duckdb.connect()
 for table in tables:
     path = os.path.join(root, table)
     if not os.path.isdir(path):
-        out[table] = {"pyarrow": 0, "duckdb": 0}
+        out[table] = {"pyarrow": 0, "duckdb": 0, "delta": 0, "duckdb_delta_files": 0}
         continue
     dataset = ds.dataset(path, format="parquet", partitioning="hive")
     pa_rows = dataset.count_rows()
-    glob = os.path.join(path, "*", "*.parquet")
+    glob = os.path.join(path, "date=*", "*.parquet")
     duck_rows = con.execute(f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning = true)").fetchone()[0]
-    out[table] = {"pyarrow": pa_rows, "duckdb": duck_rows}
+    delta = DeltaTable(path)
+    delta_rows = delta.to_pyarrow_dataset().count_rows()
+    files = delta.file_uris()
+    listed = con.execute("SELECT count(*) FROM read_parquet(?)", [files]).fetchone()[0] if files else 0
+    out[table] = {"pyarrow": pa_rows, "duckdb": duck_rows, "delta": delta_rows, "duckdb_delta_files": listed}
 
-glob = lambda t: os.path.join(root, t, "*", "*.parquet")
+glob = lambda t: os.path.join(root, t, "date=*", "*.parquet")
 out["failed_logins_by_user"] = con.execute(
     f"SELECT license, \"user\", count(*) AS n FROM read_parquet('{glob('login')}', hive_partitioning = true) "
     "WHERE outcome = 'failure' GROUP BY ALL ORDER BY n DESC, license, \"user\" LIMIT 5"

@@ -1,0 +1,247 @@
+//! Compaction: each day's files of a table rewritten as few large ones, sorted so that one
+//! subject's rows sit together (`Table::compaction_order`: license, then the user, key,
+//! integration or actor, then time), zstd throughout, as one atomic change.
+//!
+//! A streaming writer adds a file per day per commit (LZ4 when small); a month of a busy
+//! archive is hundreds of small files, each with its own footer and dictionaries, read one
+//! by one by every query. Sorted, a column of one user's rows is runs of the same values,
+//! which the Parquet encodings and zstd shrink to little.
+//!
+//! The order of a compaction is the writer's: new files are encoded and synced in a temp
+//! directory of its own (locked while it lives), recorded in the manifest (one `compact`
+//! entry: the files added and the files removed), renamed into place, and then swapped in by
+//! one Delta commit that removes the old files and adds the new; only then are the old
+//! bytes deleted. Queries read through the log, so they see the day before or after, never
+//! between. A stop before the manifest entry leaves the table as it was (the temp directory
+//! goes with the next writer); a stop after it is finished by the next writer
+//! (`writer::recover_recorded`, then `delta::reconcile`).
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use seedwatch_schemas::arrow::array::{new_null_array, ArrayRef, RecordBatch};
+use seedwatch_schemas::arrow::compute::{cast, concat_batches, lexsort_to_indices, take_record_batch, SortColumn, SortOptions};
+use seedwatch_schemas::Table;
+
+use crate::delta::{self, Change};
+use crate::manifest::{recorded_files, relative_path, Action, FileRecord, ManifestLog, ManifestSigner};
+use crate::writer::{encode_to, file_properties, WriterOptions};
+use crate::{io_err, ArchiveError};
+
+/// What to compact.
+#[derive(Debug, Clone)]
+pub struct CompactOptions {
+    /// Tables to compact (all when empty).
+    pub tables: Vec<Table>,
+    /// Only days before this date [default: today, UTC: the day writers are still adding to].
+    pub before: Option<NaiveDate>,
+    /// Rows per output file, at most.
+    pub max_file_rows: usize,
+    /// Row groups, zstd level: as the writer's.
+    pub writer: WriterOptions,
+}
+
+impl Default for CompactOptions {
+    fn default() -> Self {
+        Self { tables: Vec::new(), before: None, max_file_rows: 8 * 1024 * 1024, writer: WriterOptions::default() }
+    }
+}
+
+/// One day of one table, before and after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayCompacted {
+    /// The table.
+    pub table: Table,
+    /// The day, `YYYY-MM-DD`.
+    pub date: String,
+    /// Rows (the same before and after).
+    pub rows: u64,
+    /// Files and bytes before.
+    pub files_before: usize,
+    /// See `files_before`.
+    pub bytes_before: u64,
+    /// Files and bytes after.
+    pub files_after: usize,
+    /// See `files_after`.
+    pub bytes_after: u64,
+}
+
+/// A stop point for the tests of an interrupted compaction: `SEEDWATCH_TEST_STOP_COMPACTION`
+/// set to `written` (new files encoded, nothing recorded) or `recorded` (manifest entry
+/// written, nothing renamed) ends the process there, as a crash would.
+fn stop_here(point: &str) {
+    if std::env::var("SEEDWATCH_TEST_STOP_COMPACTION").is_ok_and(|p| p == point) {
+        eprintln!("compact: stopping after `{point}` (SEEDWATCH_TEST_STOP_COMPACTION)");
+        std::process::exit(86);
+    }
+}
+
+/// The days of `table` to compact: those before `before` with two files or more in the log.
+fn days_to_compact(live: &[String], table: Table, before: NaiveDate) -> Vec<(String, Vec<String>)> {
+    let mut days: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+    let prefix = format!("{}/date=", table.name());
+    for path in live {
+        let Some(rest) = path.strip_prefix(&prefix) else { continue };
+        let Some((date, _)) = rest.split_once('/') else { continue };
+        days.entry(date.to_string()).or_default().push(path.clone());
+    }
+    days.into_iter()
+        .filter(|(date, files)| files.len() > 1 && NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok_and(|d| d < before))
+        .collect()
+}
+
+/// Read `path` in `table`'s schema: columns a file written before they existed read as null.
+fn read_file(path: &Path, table: Table) -> Result<Vec<RecordBatch>, ArchiveError> {
+    let perr = |e: parquet::errors::ParquetError| ArchiveError::Parquet { path: path.to_path_buf(), message: e.to_string() };
+    let file = File::open(path).map_err(io_err("opening", path))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?.build().map_err(perr)?;
+    let schema = table.schema();
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| ArchiveError::Parquet { path: path.to_path_buf(), message: e.to_string() })?;
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|field| match batch.column_by_name(field.name()) {
+                Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
+                Some(column) => cast(column, field.data_type()).map_err(|e| ArchiveError::Schema { table: table.name(), message: e.to_string() }),
+                None => Ok(new_null_array(field.data_type(), batch.num_rows())),
+            })
+            .collect::<Result<Vec<ArrayRef>, ArchiveError>>()?;
+        out.push(RecordBatch::try_new(schema.clone(), columns).map_err(|e| ArchiveError::Schema { table: table.name(), message: e.to_string() })?);
+    }
+    Ok(out)
+}
+
+/// `batch` sorted by the table's compaction order (nulls first).
+fn sorted(batch: &RecordBatch, table: Table) -> Result<RecordBatch, ArchiveError> {
+    let schema_err = |e: seedwatch_schemas::arrow::error::ArrowError| ArchiveError::Schema { table: table.name(), message: e.to_string() };
+    let columns: Vec<SortColumn> = table
+        .compaction_order()
+        .iter()
+        .filter_map(|name| batch.column_by_name(name))
+        .map(|values| SortColumn { values: values.clone(), options: Some(SortOptions { descending: false, nulls_first: true }) })
+        .collect();
+    if columns.is_empty() {
+        return Ok(batch.clone());
+    }
+    let indices = lexsort_to_indices(&columns, None).map_err(schema_err)?;
+    take_record_batch(batch, &indices).map_err(schema_err)
+}
+
+/// Compact the archive under `root`; returns what each compacted day became.
+pub fn compact(root: &Path, options: &CompactOptions, signer: Arc<ManifestSigner>) -> Result<Vec<DayCompacted>, ArchiveError> {
+    let before = options.before.unwrap_or_else(|| chrono::Utc::now().date_naive());
+    let tables: Vec<Table> = if options.tables.is_empty() { Table::ALL.to_vec() } else { options.tables.clone() };
+    // Finish what a stopped writer or compaction left (files recorded but not in place, or
+    // not in the log) first: compacting its day again would record the same rows twice.
+    drop(crate::ArchiveWriter::open(root, WriterOptions { signer: Some(signer.clone()), ..options.writer.clone() })?);
+    let run_id = format!("compact-{}-{:08x}", chrono::Utc::now().format("%Y%m%dT%H%M%S"), std::process::id());
+    // A temp directory of our own, locked while we live, as a writer's (see `writer`).
+    let tmp = root.join("_tmp").join(&run_id);
+    fs::create_dir_all(&tmp).map_err(io_err("creating", &tmp))?;
+    let lock_path = tmp.join(crate::writer::WRITER_LOCK);
+    let lock = File::create(&lock_path).map_err(io_err("creating", &lock_path))?;
+    lock.try_lock().map_err(|e| ArchiveError::Io { action: "locking", path: lock_path.clone(), error: e.into() })?;
+    let mut manifest = ManifestLog::open(root, signer, &run_id)?;
+    let recorded = recorded_files(root)?;
+    let mut done = Vec::new();
+    for table in tables {
+        let Some(delta) = delta::block_on({
+            let root = root.to_path_buf();
+            async move { delta::open(&root, table).await }
+        })??
+        else {
+            continue;
+        };
+        let live = delta::live_paths(&delta, table)?;
+        for (date, files) in days_to_compact(&live, table, before) {
+            done.push(compact_day(root, &tmp, table, &date, &files, &recorded, options, &mut manifest)?);
+        }
+    }
+    drop(lock);
+    fs::remove_dir_all(&tmp).map_err(io_err("removing", &tmp))?;
+    Ok(done)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compact_day(
+    root: &Path,
+    tmp: &Path,
+    table: Table,
+    date: &str,
+    files: &[String],
+    recorded: &std::collections::BTreeMap<String, (u64, FileRecord)>,
+    options: &CompactOptions,
+    manifest: &mut ManifestLog,
+) -> Result<DayCompacted, ArchiveError> {
+    let mut batches = Vec::new();
+    let mut removed = Vec::with_capacity(files.len());
+    let mut rows_before = 0u64;
+    for path in files {
+        let full = root.join(path);
+        let read = read_file(&full, table)?;
+        let rows: u64 = read.iter().map(|b| b.num_rows() as u64).sum();
+        rows_before += rows;
+        batches.extend(read);
+        removed.push(match recorded.get(path) {
+            Some((_, record)) => record.clone(),
+            None => {
+                let (sha256, bytes) = crate::manifest::file_sha256(&full)?;
+                FileRecord { path: path.clone(), sha256, bytes, rows, min_time: None, max_time: None }
+            }
+        });
+    }
+    let all = concat_batches(&table.schema(), &batches).map_err(|e| ArchiveError::Schema { table: table.name(), message: e.to_string() })?;
+    drop(batches);
+    let all = sorted(&all, table)?;
+
+    // New files, encoded and synced in our temp directory.
+    let dir = root.join(table.name()).join(format!("date={date}"));
+    let mut written: Vec<(PathBuf, PathBuf, FileRecord)> = Vec::new();
+    let mut offset = 0;
+    let stamp = tmp.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    while offset < all.num_rows() {
+        let len = options.max_file_rows.min(all.num_rows() - offset);
+        let part = all.slice(offset, len);
+        offset += len;
+        let name = format!("part-{stamp}-{:06}.parquet", written.len() + 1);
+        let (tmp_file, target) = (tmp.join(&name), dir.join(&name));
+        // Compacted files are large: zstd whatever their size.
+        let props = file_properties(&part, &options.writer, true, &tmp_file)?;
+        let record = encode_to(table, &part, props, &tmp_file, relative_path(root, &target))?;
+        written.push((tmp_file, target, record));
+    }
+    let rows_after: u64 = written.iter().map(|(_, _, r)| r.rows).sum();
+    if rows_after != rows_before {
+        return Err(ArchiveError::Schema { table: table.name(), message: format!("compacting {date}: {rows_before} rows read, {rows_after} written") });
+    }
+    stop_here("written");
+
+    let added: Vec<FileRecord> = written.iter().map(|(_, _, r)| r.clone()).collect();
+    manifest.append(Action::Compact, added.clone(), removed.clone())?;
+    stop_here("recorded");
+    for (tmp_file, target, _) in &written {
+        fs::rename(tmp_file, target).map_err(io_err("renaming into", target))?;
+    }
+    File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", &dir))?;
+    delta::commit_blocking(root, None, table, Change::Compact, added.clone(), removed.clone())?;
+    for record in &removed {
+        let path = root.join(&record.path);
+        fs::remove_file(&path).map_err(io_err("removing", &path))?;
+    }
+    let day = DayCompacted {
+        table,
+        date: date.to_string(),
+        rows: rows_after,
+        files_before: removed.len(),
+        bytes_before: removed.iter().map(|r| r.bytes).sum(),
+        files_after: added.len(),
+        bytes_after: added.iter().map(|r| r.bytes).sum(),
+    };
+    tracing::info!(table = table.name(), date, rows = day.rows, files_before = day.files_before, files_after = day.files_after, bytes_before = day.bytes_before, bytes_after = day.bytes_after, "compacted a day");
+    Ok(day)
+}

@@ -1,0 +1,278 @@
+//! The archive's tables are Delta Lake tables: queries read what the log holds, so a file
+//! in place but never committed is not read; a writer that stopped between placing its files
+//! and committing them is finished by the next; two writers at once lose nothing; an archive
+//! from before the table format is migrated with its row counts checked.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{options, query_json, seedwatch, text};
+use seedwatch::generate::generate;
+
+const TABLES: [&str; 6] = ["login", "api", "sync", "audit", "findings", "dead_letter"];
+
+fn count(archive: &Path, table: &str) -> u64 {
+    query_json(archive, &format!("SELECT count(*) AS n FROM {table}"))[0]["n"].as_u64().unwrap_or(u64::MAX)
+}
+
+fn counts(archive: &Path) -> Vec<(String, u64)> {
+    TABLES.iter().map(|t| (t.to_string(), count(archive, t))).collect()
+}
+
+/// `seedwatch run` over `inputs` into `archive` with the data set's reference files.
+fn run_args(data: &Path, dir: &Path, archive: &Path, inputs: &[PathBuf]) -> Vec<String> {
+    let mut args: Vec<String> = vec!["run".into(), "--quiet".into()];
+    for input in inputs {
+        args.extend(["--input".into(), input.display().to_string()]);
+    }
+    args.extend([
+        "--archive".into(),
+        archive.display().to_string(),
+        "--locations".into(),
+        data.join("locations.csv").display().to_string(),
+        "--roster".into(),
+        data.join("roster.csv").display().to_string(),
+        "--fingerprint-key".into(),
+        dir.join("fingerprint.key").display().to_string(),
+        "--signing-key".into(),
+        dir.join("signing.pem").display().to_string(),
+    ]);
+    args
+}
+
+fn run(data: &Path, dir: &Path, archive: &Path, inputs: &[PathBuf]) -> std::process::Output {
+    let args = run_args(data, dir, archive, inputs);
+    seedwatch(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn verify_clean(dir: &Path, archive: &Path) {
+    let out = seedwatch(&["archive", "verify", "--quiet", "--archive", &archive.display().to_string(), "--signing-key", &dir.join("signing.pem").display().to_string()]);
+    assert!(out.status.success(), "verify: {}{}", text(&out.stdout), text(&out.stderr));
+}
+
+/// The commit files of a table's Delta log, oldest first.
+fn commits(archive: &Path, table: &str) -> Vec<PathBuf> {
+    let log = archive.join(table).join("_delta_log");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display())).map(|e| e.expect("entry").path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
+    files.sort();
+    files
+}
+
+fn data_files(archive: &Path, table: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for day in std::fs::read_dir(archive.join(table)).expect("table dir") {
+        let day = day.expect("entry").path();
+        if day.file_name().is_some_and(|n| n.to_string_lossy().starts_with("date=")) {
+            files.extend(std::fs::read_dir(&day).expect("day dir").map(|e| e.expect("entry").path()));
+        }
+    }
+    files.sort();
+    files
+}
+
+struct Data {
+    dir: tempfile::TempDir,
+}
+
+impl Data {
+    fn new(days: u32, locations: usize, seed: u64) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        generate(&dir.path().join("data"), &options(days, locations, seed)).expect("generate");
+        Self { dir }
+    }
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+    fn events(&self) -> PathBuf {
+        self.data().join("events.ndjson")
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+#[test]
+fn every_table_has_a_delta_log_and_a_file_outside_it_is_never_read() {
+    let d = Data::new(7, 3, 11);
+    let archive = d.path().join("archive");
+    let out = run(&d.data(), d.path(), &archive, &[d.events()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for table in TABLES {
+        assert!(!commits(&archive, table).is_empty(), "{table} has no Delta log");
+    }
+    let before = count(&archive, "login");
+    assert!(before > 0);
+
+    // A copy of a data file under a new name, in place but in no commit (a writer that died
+    // before committing, or someone dropping a file in): the table does not read it.
+    let file = data_files(&archive, "login").into_iter().next().expect("a login file");
+    std::fs::copy(&file, file.with_file_name("part-dropped-in.parquet")).expect("copy");
+    assert_eq!(count(&archive, "login"), before, "a file outside the log was read");
+}
+
+#[test]
+fn a_writer_that_stopped_before_committing_to_the_log_is_finished_by_the_next() {
+    let d = Data::new(7, 3, 12);
+    let archive = d.path().join("archive");
+    let out = run(&d.data(), d.path(), &archive, &[d.events()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let before = counts(&archive);
+
+    // As if the run had stopped after recording and placing its last login files but before
+    // its Delta commit: the newest commit of the table is gone, and so are its rows.
+    let newest = commits(&archive, "login").pop().expect("a commit");
+    std::fs::remove_file(&newest).expect("remove commit");
+    let now = count(&archive, "login");
+    assert!(now < before[0].1, "removing the newest commit hid nothing ({now} rows)");
+
+    // The next writer (here a run of the same input: every event a duplicate) brings the
+    // log in line with the manifest: every row is back, none twice.
+    let out = run(&d.data(), d.path(), &archive, &[d.events()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(counts(&archive), before);
+    let distinct = query_json(&archive, "SELECT count(DISTINCT (license, event_id)) AS n FROM login")[0]["n"].as_u64();
+    assert_eq!(distinct, Some(before[0].1));
+    verify_clean(d.path(), &archive);
+}
+
+#[test]
+fn two_writers_at_once_commit_every_row() {
+    let d = Data::new(10, 4, 13);
+    // The input split by license, one file per writer: two detectors on two hosts, each
+    // with its own locations, writing one archive.
+    let text_in = std::fs::read_to_string(d.events()).expect("events");
+    let licenses: Vec<String> = {
+        let mut l: Vec<String> = text_in.lines().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?["license"].as_str().map(str::to_string)).collect();
+        l.sort();
+        l.dedup();
+        l
+    };
+    assert!(licenses.len() >= 2, "{licenses:?}");
+    let (mut first, mut second) = (String::new(), String::new());
+    for line in text_in.lines() {
+        let license = serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["license"].as_str().map(str::to_string)).unwrap_or_default();
+        let half = if licenses.iter().position(|l| *l == license).unwrap_or(0) % 2 == 0 { &mut first } else { &mut second };
+        half.push_str(line);
+        half.push('\n');
+    }
+    let (a, b) = (d.path().join("a.ndjson"), d.path().join("b.ndjson"));
+    std::fs::write(&a, &first).expect("write");
+    std::fs::write(&b, &second).expect("write");
+
+    // The whole input through one writer, for the expected counts.
+    let alone = d.path().join("alone");
+    let out = run(&d.data(), d.path(), &alone, &[d.events()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let archive = d.path().join("archive");
+    let spawn = |input: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_seedwatch")).args(run_args(&d.data(), d.path(), &archive, &[input.to_path_buf()])).output()
+    };
+    let (out_a, out_b) = std::thread::scope(|s| {
+        let ta = s.spawn(|| spawn(&a));
+        let tb = s.spawn(|| spawn(&b));
+        (ta.join().expect("thread").expect("run a"), tb.join().expect("thread").expect("run b"))
+    });
+    assert!(out_a.status.success(), "writer a: {}", text(&out_a.stderr));
+    assert!(out_b.status.success(), "writer b: {}", text(&out_b.stderr));
+    for table in ["login", "api", "sync", "audit"] {
+        assert_eq!(count(&archive, table), count(&alone, table), "{table}: rows of two writers at once");
+    }
+    verify_clean(d.path(), &archive);
+}
+
+#[test]
+fn an_archive_from_before_the_table_format_is_migrated_with_its_rows() {
+    let d = Data::new(7, 3, 14);
+    let archive = d.path().join("archive");
+    let out = run(&d.data(), d.path(), &archive, &[d.events()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let before = counts(&archive);
+
+    // The layout of seedwatch before the table format: the same folders, no logs.
+    for table in TABLES {
+        std::fs::remove_dir_all(archive.join(table).join("_delta_log")).expect("remove log");
+    }
+    // Still readable as it is...
+    assert_eq!(counts(&archive), before);
+    // ...but not written to: one line naming the command that converts it.
+    let out = run(&d.data(), d.path(), &archive, &[d.events()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("seedwatch archive migrate --archive"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    let a = archive.display().to_string();
+    let out = seedwatch(&["archive", "migrate", "--archive", &a]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for (table, n) in &before {
+        if *n > 0 {
+            let line = stdout.lines().find(|l| l.starts_with(&format!("migrated {table}:"))).unwrap_or_else(|| panic!("no line for {table}: {stdout}"));
+            let plain = line.replace(',', "");
+            assert!(plain.contains(&format!(" {n} rows in the files {n} rows read through the table")), "{line}");
+        }
+    }
+    assert_eq!(counts(&archive), before);
+    let again = seedwatch(&["archive", "migrate", "--archive", &a]);
+    assert!(text(&again.stdout).contains("nothing to do"), "{}", text(&again.stdout));
+
+    // Written to again: the same input adds nothing, and the archive verifies.
+    let out = run(&d.data(), d.path(), &archive, &[d.events()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(counts(&archive), before);
+    verify_clean(d.path(), &archive);
+}
+
+/// Everything a query reads of `table`, as one sorted text (rows compared whole).
+fn content(archive: &Path, table: &str) -> Vec<String> {
+    let mut rows: Vec<String> = query_json(archive, &format!("SELECT * FROM {table}")).iter().map(|r| r.to_string()).collect();
+    rows.sort();
+    rows
+}
+
+fn compact(dir: &Path, archive: &Path, stop: Option<&str>) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_seedwatch"));
+    cmd.args(["archive", "compact", "--archive", &archive.display().to_string(), "--signing-key", &dir.join("signing.pem").display().to_string()]);
+    if let Some(point) = stop {
+        cmd.env("SEEDWATCH_TEST_STOP_COMPACTION", point);
+    }
+    cmd.output().expect("compact")
+}
+
+#[test]
+fn compaction_keeps_every_row_once_and_an_interrupted_one_is_invisible() {
+    let d = Data::new(5, 3, 15);
+    // The input in two halves, two runs: most days get two files per table.
+    let lines: Vec<String> = std::fs::read_to_string(d.events()).expect("events").lines().map(str::to_string).collect();
+    let (a, b) = (d.path().join("a.ndjson"), d.path().join("b.ndjson"));
+    std::fs::write(&a, lines.iter().step_by(2).cloned().collect::<Vec<_>>().join("\n")).expect("write");
+    std::fs::write(&b, lines.iter().skip(1).step_by(2).cloned().collect::<Vec<_>>().join("\n")).expect("write");
+    let archive = d.path().join("archive");
+    for input in [&a, &b] {
+        let out = run(&d.data(), d.path(), &archive, &[input.clone()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let before: Vec<Vec<String>> = TABLES.iter().map(|t| content(&archive, t)).collect();
+    let files_before = data_files(&archive, "api").len();
+
+    // Stopped after recording the first day in the manifest, before anything went into place.
+    let out = compact(d.path(), &archive, Some("recorded"));
+    assert_eq!(out.status.code(), Some(86), "{}", text(&out.stderr));
+    assert_eq!(TABLES.iter().map(|t| content(&archive, t)).collect::<Vec<_>>(), before, "an interrupted compaction showed");
+
+    let out = compact(d.path(), &archive, None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.lines().any(|l| l.starts_with("compact api:")), "{stdout}");
+    assert_eq!(TABLES.iter().map(|t| content(&archive, t)).collect::<Vec<_>>(), before, "rows changed by compaction");
+    assert!(data_files(&archive, "api").len() < files_before, "{stdout}");
+    // The next writer finishes the interrupted day (its files recorded, never committed) and
+    // nothing is doubled.
+    let out = run(&d.data(), d.path(), &archive, &[a.clone(), b.clone()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(TABLES.iter().take(4).map(|t| content(&archive, t)).collect::<Vec<_>>(), before[..4].to_vec());
+    verify_clean(d.path(), &archive);
+}
