@@ -228,7 +228,7 @@ fn compact_day(
         fs::rename(tmp_file, target).map_err(io_err("renaming into", target))?;
     }
     File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", &dir))?;
-    delta::commit_blocking(root, None, table, Change::Compact, added.clone(), removed.clone())?;
+    delta::commit_blocking(root, None, table, Change::Compact, added.clone(), removed.iter().map(|r| r.path.clone()).collect())?;
     for record in &removed {
         let path = root.join(&record.path);
         fs::remove_file(&path).map_err(io_err("removing", &path))?;

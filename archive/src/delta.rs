@@ -69,10 +69,9 @@ pub(crate) fn delta_err(table: Table) -> impl FnOnce(deltalake::DeltaTableError)
     move |source| ArchiveError::Delta { table: table.name(), source: Box::new(source) }
 }
 
-/// The URL of `table`'s directory under `root`.
+/// The URL of `table`'s directory under `root` (which must exist: resolved to an absolute path).
 pub fn table_url(root: &Path, table: Table) -> Result<url::Url, ArchiveError> {
     let dir = root.join(table.name());
-    std::fs::create_dir_all(&dir).map_err(crate::io_err("creating", &dir))?;
     let dir = dir.canonicalize().map_err(crate::io_err("resolving", &dir))?;
     url::Url::from_directory_path(&dir).map_err(|()| ArchiveError::Io { action: "making a URL of", path: dir, error: std::io::Error::other("not an absolute path") })
 }
@@ -96,6 +95,8 @@ pub async fn open_or_create(root: &Path, table: Table) -> Result<DeltaTable, Arc
     if let Some(delta) = open(root, table).await? {
         return Ok(delta);
     }
+    let dir = root.join(table.name());
+    std::fs::create_dir_all(&dir).map_err(crate::io_err("creating", &dir))?;
     let url = table_url(root, table)?;
     let schema = delta_schema(table)?;
     // Version 0 or nothing: retried at a later version, a second creation would change the
@@ -133,12 +134,12 @@ fn partition_value(path_in_table: &str) -> Option<String> {
 }
 
 /// A file's path inside its table's directory, from its path under the archive root.
-fn path_in_table(table: Table, record: &FileRecord) -> String {
-    record.path.strip_prefix(table.name()).map(|p| p.trim_start_matches('/')).unwrap_or(&record.path).to_string()
+fn path_in_table(table: Table, path: &str) -> String {
+    path.strip_prefix(table.name()).map(|p| p.trim_start_matches('/')).unwrap_or(path).to_string()
 }
 
 fn add_action(table: Table, record: &FileRecord, modified_ms: i64) -> Result<Action, ArchiveError> {
-    let path = path_in_table(table, record);
+    let path = path_in_table(table, &record.path);
     if partition_value(&path).is_none() {
         return Err(ArchiveError::Schema { table: table.name(), message: format!("{}: not in a date=YYYY-MM-DD folder", record.path) });
     }
@@ -157,8 +158,9 @@ fn add_action(table: Table, record: &FileRecord, modified_ms: i64) -> Result<Act
     }))
 }
 
-fn remove_action(table: Table, record: &FileRecord, deleted_ms: i64) -> Action {
-    let path = path_in_table(table, record);
+/// A Remove needs only the path; its optional size is left out rather than guessed.
+fn remove_action(table: Table, path: &str, deleted_ms: i64) -> Action {
+    let path = path_in_table(table, path);
     let partition_values = HashMap::from([(PARTITION_COLUMN.to_string(), partition_value(&path))]);
     Action::Remove(Remove {
         path,
@@ -166,7 +168,6 @@ fn remove_action(table: Table, record: &FileRecord, deleted_ms: i64) -> Action {
         deletion_timestamp: Some(deleted_ms),
         extended_file_metadata: Some(true),
         partition_values: Some(partition_values),
-        size: Some(record.bytes as i64),
         ..Default::default()
     })
 }
@@ -185,7 +186,7 @@ pub enum Change {
 /// Commit `added` and `removed` (paths under the archive root) to `delta` as one version.
 /// Concurrent appends by other writers are retried over by Delta; a concurrent removal of
 /// a file this commit removes too fails it.
-pub async fn commit(delta: &mut DeltaTable, table: Table, change: Change, added: &[FileRecord], removed: &[FileRecord]) -> Result<u64, ArchiveError> {
+pub async fn commit(delta: &mut DeltaTable, table: Table, change: Change, added: &[FileRecord], removed: &[String]) -> Result<u64, ArchiveError> {
     if added.is_empty() && removed.is_empty() {
         return Ok(delta.version().unwrap_or(0));
     }
@@ -229,7 +230,7 @@ pub fn provider(delta: &DeltaTable, table: Table, schema: Arc<seedwatch_schemas:
 
 /// Commit to `table` on the archive's runtime, opening (or creating) it first if `cached`
 /// is none; returns the table at its new version for the next commit.
-pub fn commit_blocking(root: &Path, cached: Option<DeltaTable>, table: Table, change: Change, added: Vec<FileRecord>, removed: Vec<FileRecord>) -> Result<DeltaTable, ArchiveError> {
+pub fn commit_blocking(root: &Path, cached: Option<DeltaTable>, table: Table, change: Change, added: Vec<FileRecord>, removed: Vec<String>) -> Result<DeltaTable, ArchiveError> {
     let root = root.to_path_buf();
     block_on(async move {
         let mut delta = match cached {
@@ -280,19 +281,15 @@ pub fn reconcile(root: &Path, deltas: &mut HashMap<Table, DeltaTable>, recorded:
         let wanted: Vec<&FileRecord> = recorded.iter().filter(|(path, _)| path.starts_with(&prefix)).map(|(_, (_, r))| r).collect();
         let added: Vec<FileRecord> = wanted.iter().filter(|r| !live.contains(&r.path) && root.join(&r.path).is_file()).map(|r| (*r).clone()).collect();
         let wanted_paths: std::collections::BTreeSet<&str> = wanted.iter().map(|r| r.path.as_str()).collect();
-        let removed: Vec<FileRecord> = live
-            .iter()
-            .filter(|path| !wanted_paths.contains(path.as_str()))
-            .map(|path| FileRecord { path: path.clone(), sha256: String::new(), bytes: 0, rows: 0, min_time: None, max_time: None })
-            .collect();
+        let removed: Vec<String> = live.iter().filter(|path| !wanted_paths.contains(path.as_str())).cloned().collect();
         if added.is_empty() && removed.is_empty() {
             deltas.insert(table, delta);
             continue;
         }
         tracing::info!(table = table.name(), added = added.len(), removed = removed.len(), "bringing the table's log in line with the manifest (a writer stopped between them)");
         let delta = commit_blocking(root, Some(delta), table, Change::Append, added, removed.clone())?;
-        for record in &removed {
-            let path = root.join(&record.path);
+        for path in &removed {
+            let path = root.join(path);
             if path.is_file() {
                 std::fs::remove_file(&path).map_err(crate::io_err("removing", &path))?;
             }

@@ -205,13 +205,7 @@ pub fn apply(root: &Path, plan: &PrunePlan, signer: Option<Arc<ManifestSigner>>)
     // The days leave the tables' logs (queries stop reading them) before their bytes go; a
     // stop in between is finished by the next writer (`delta::reconcile`).
     for table in Table::ALL {
-        let removed: Vec<FileRecord> = plan
-            .remove
-            .iter()
-            .filter(|d| d.table == table)
-            .flat_map(|d| &d.files)
-            .map(|path| FileRecord { path: relative_path(root, path), sha256: String::new(), bytes: 0, rows: 0, min_time: None, max_time: None })
-            .collect();
+        let removed: Vec<String> = plan.remove.iter().filter(|d| d.table == table).flat_map(|d| &d.files).map(|path| relative_path(root, path)).collect();
         if !removed.is_empty() && crate::delta::is_delta(root, table) {
             crate::delta::commit_blocking(root, None, table, crate::delta::Change::Prune, Vec::new(), removed)?;
         }
