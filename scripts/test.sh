@@ -15,10 +15,10 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/seedwatch-target}"
 venv="${SEEDWATCH_VENV:-$HOME/.cache/seedwatch-venv}"
 
-if ! "$venv/bin/python" -c 'import pyarrow, duckdb, kafka, lz4, jsonschema, ocsf_json_schema, deltalake' >/dev/null 2>&1; then
-  echo "test.sh: installing pyarrow, duckdb, kafka-python, the OCSF schemas and deltalake (Delta Lake reader) into $venv"
+if ! "$venv/bin/python" -c 'import pyarrow, duckdb, kafka, lz4, jsonschema, ocsf_json_schema, deltalake, moto.server, boto3' >/dev/null 2>&1; then
+  echo "test.sh: installing pyarrow, duckdb, kafka-python, the OCSF schemas, deltalake (Delta Lake reader) and moto (an S3 server) into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow duckdb kafka-python lz4 jsonschema ocsf-json-schema==1.2.0 deltalake==1.6.6
+  "$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow duckdb kafka-python lz4 jsonschema ocsf-json-schema==1.2.0 deltalake==1.6.6 'moto[server]==5.2.5' boto3
 fi
 export SEEDWATCH_PYTHON="$venv/bin/python"
 "$SEEDWATCH_PYTHON" -c 'import pyarrow, duckdb, kafka; print("test.sh: pyarrow", pyarrow.__version__, "duckdb", duckdb.__version__, "kafka-python", kafka.__version__)'
@@ -62,6 +62,30 @@ if ! command -v openssl >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends openssl >/dev/null
 fi
 openssl version | sed 's/^/test.sh: /'
+
+# Each build leaves a new copy of every test binary (hundreds of MB with debug info) beside
+# the old ones; the shared target dir once filled the disk. Keep the newest of each.
+if [ -d "$CARGO_TARGET_DIR/release/deps" ]; then
+  python3 - "$CARGO_TARGET_DIR/release/deps" <<'PRUNE'
+import collections, os, re, sys
+deps = sys.argv[1]
+groups = collections.defaultdict(list)
+for name in os.listdir(deps):
+    path = os.path.join(deps, name)
+    match = re.fullmatch(r"(.+)-[0-9a-f]{16}", name)
+    if match and os.path.isfile(path) and os.access(path, os.X_OK):
+        groups[match.group(1)].append(path)
+freed = 0
+for paths in groups.values():
+    paths.sort(key=os.path.getmtime, reverse=True)
+    for old in paths[1:]:
+        freed += os.path.getsize(old)
+        for stale in (old, old + ".d"):
+            if os.path.exists(stale):
+                os.remove(stale)
+print(f"test.sh: removed older test binaries from the target dir ({freed / 1e9:.1f} GB)")
+PRUNE
+fi
 
 echo "test.sh: building and running the tests (release profile, target dir $CARGO_TARGET_DIR)"
 cargo test --release --locked --workspace --no-fail-fast "$@"

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use seedwatch_archive::manifest::{self, ManifestSigner, VerifyOptions, VerifyReport};
-use seedwatch_archive::{ArchiveWriter, WriterOptions};
+use seedwatch_archive::{ArchiveRoot, ArchiveWriter, WriterOptions};
 
 /// The signing key's file: the one given, else `$SEEDWATCH_SIGNING_KEY`, else
 /// `~/.config/seedwatch/archive-signing.pem`. Outside the archive, so that whoever can
@@ -25,15 +25,16 @@ pub fn writer_options(signing_key: &Path) -> Result<WriterOptions> {
 }
 
 /// The archive at `root`, open for writing, its manifest signed with the key in `signing_key`.
-pub fn open_writer(root: &Path, signing_key: &Path) -> Result<ArchiveWriter> {
-    ArchiveWriter::open(root, writer_options(signing_key)?).with_context(|| format!("opening the archive at {}", root.display()))
+pub fn open_writer(root: impl Into<ArchiveRoot>, signing_key: &Path) -> Result<ArchiveWriter> {
+    let root: ArchiveRoot = root.into();
+    ArchiveWriter::open(&root, writer_options(signing_key)?).with_context(|| format!("opening the archive at {root}"))
 }
 
 /// How `archive verify` was asked to check.
 #[derive(Debug, Clone)]
 pub struct VerifyRequest {
     /// Archive root.
-    pub archive: PathBuf,
+    pub archive: ArchiveRoot,
     /// Public key files (SPKI PEM), one per writing host; none: the signing key's public half.
     pub public_keys: Vec<PathBuf>,
     /// The signing key file (see [`signing_key_path`]).
@@ -68,7 +69,7 @@ pub fn verify(request: &VerifyRequest) -> Result<VerifyReport> {
         }
         None => None,
     };
-    anyhow::ensure!(request.archive.is_dir(), "{} is not an archive directory", request.archive.display());
+    anyhow::ensure!(request.archive.exists()?, "{} is not an archive", request.archive);
     let keys = if request.public_keys.is_empty() {
         vec![ManifestSigner::load(&request.signing_key).context("no --public-key given, and the signing key cannot be read")?.verifying_key()]
     } else {
@@ -102,8 +103,8 @@ pub fn verify(request: &VerifyRequest) -> Result<VerifyReport> {
 }
 
 /// The newest manifest entry as `SEQ:SHA256`.
-pub fn head(root: &Path) -> Result<String> {
-    let (seq, hash) = manifest::head(root)?.with_context(|| format!("{} has no manifest entries yet", root.display()))?;
+pub fn head(root: &ArchiveRoot) -> Result<String> {
+    let (seq, hash) = manifest::head(root)?.with_context(|| format!("{root} has no manifest entries yet"))?;
     Ok(format!("{seq}:{hash}"))
 }
 

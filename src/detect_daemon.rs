@@ -49,7 +49,7 @@ pub struct DetectOptions {
     /// Static group membership id (`group.instance.id`), stable across restarts.
     pub instance_id: Option<String>,
     /// Archive root (shared by the group's members).
-    pub archive: PathBuf,
+    pub archive: seedwatch_archive::ArchiveRoot,
     /// Rules directory.
     pub rules: PathBuf,
     /// Optional locations.csv.
@@ -189,8 +189,8 @@ fn warm_up_delay_for_tests() -> Duration {
 }
 
 /// Rebuild a task's engine from the archived events of its licenses.
-fn warm_up(engine: &mut RuleEngine, archive: &std::path::Path, partition: i32, partitions: i32) -> Result<Option<pipeline::Resumed>> {
-    if !archive.is_dir() {
+fn warm_up(engine: &mut RuleEngine, archive: &seedwatch_archive::ArchiveRoot, partition: i32, partitions: i32) -> Result<Option<pipeline::Resumed>> {
+    if !archive.exists()? {
         return Ok(None);
     }
     pipeline::block_on(async {

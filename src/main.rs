@@ -12,7 +12,7 @@ use seedwatch::generate::{generate, GenerateOptions, Truth};
 use seedwatch::pipeline::{run, RunOptions, RunReport};
 use seedwatch::truth::score;
 use seedwatch_archive::query::{format_batches, run_query};
-use seedwatch_archive::{open_session, OutputFormat};
+use seedwatch_archive::{open_session, ArchiveRoot, OutputFormat};
 use seedwatch_schemas::dead_letter::ReasonCode;
 use seedwatch_schemas::{Family, Severity};
 
@@ -59,9 +59,9 @@ enum Command {
     },
     /// Query the archive with SQL (tables: login, api, sync, audit, findings, dead_letter; views: findings_latest, suppressed); without a statement, an interactive shell.
     Query {
-        /// Archive directory.
+        /// Archive: a directory, or s3://bucket/prefix (S3 settings from AWS_* variables or $SEEDWATCH_S3_CONFIG).
         #[arg(long)]
-        archive: PathBuf,
+        archive: ArchiveRoot,
         /// Output format.
         #[arg(long, default_value = "table", value_parser = parse_format)]
         format: OutputFormat,
@@ -125,9 +125,9 @@ enum ArchiveCommand {
     /// altered, missing or unrecorded file and every rewritten, reordered or removed entry;
     /// exit 1 on any.
     Verify {
-        /// Archive directory.
+        /// Archive: a directory, or s3://bucket/prefix (S3 settings from AWS_* variables or $SEEDWATCH_S3_CONFIG).
         #[arg(long)]
-        archive: PathBuf,
+        archive: ArchiveRoot,
         /// Public key to check signatures with (SPKI PEM, from `archive public-key`); repeat for writers with keys of their own [default: the signing key's public half].
         #[arg(long = "public-key", value_name = "FILE")]
         public_keys: Vec<PathBuf>,
@@ -152,7 +152,7 @@ enum ArchiveCommand {
     /// resolved; recorded in the manifest.
     Prune {
         /// Archive directory.
-        #[arg(long)]
+        #[arg(long, value_parser = local_archive)]
         archive: PathBuf,
         /// Print what would be removed; remove nothing.
         #[arg(long)]
@@ -172,7 +172,7 @@ enum ArchiveCommand {
     /// see the day before or after, never between.
     Compact {
         /// Archive directory.
-        #[arg(long)]
+        #[arg(long, value_parser = local_archive)]
         archive: PathBuf,
         /// Only this table (repeatable) [default: all].
         #[arg(long = "table", value_name = "TABLE")]
@@ -189,14 +189,14 @@ enum ArchiveCommand {
     /// query reads through it are checked against the files' footers. Safe to run again.
     Migrate {
         /// Archive directory.
-        #[arg(long)]
+        #[arg(long, value_parser = local_archive)]
         archive: PathBuf,
     },
     /// Print the manifest's newest entry as SEQ:SHA256, for an auditor to keep.
     Head {
-        /// Archive directory.
+        /// Archive: a directory, or s3://bucket/prefix (S3 settings from AWS_* variables or $SEEDWATCH_S3_CONFIG).
         #[arg(long)]
-        archive: PathBuf,
+        archive: ArchiveRoot,
     },
     /// Print the public half of the signing key (SPKI PEM), for an auditor to keep.
     PublicKey {
@@ -221,7 +221,7 @@ struct StatusArgs {
     /// The finding's id (the finding_id column).
     id: String,
     /// Archive directory.
-    #[arg(long)]
+    #[arg(long, value_parser = local_archive)]
     archive: PathBuf,
     /// Why: kept in the finding's history.
     #[arg(long)]
@@ -320,9 +320,9 @@ struct DetectArgs {
     /// after the dead member's session expires. Unique per running detector.
     #[arg(long, value_name = "NAME")]
     instance_id: Option<String>,
-    /// Archive directory, shared by the group's detectors (created if missing).
+    /// Archive: a directory, or s3://bucket/prefix (S3 settings from AWS_* variables or $SEEDWATCH_S3_CONFIG), shared by the group's detectors (created if missing).
     #[arg(long)]
-    archive: PathBuf,
+    archive: ArchiveRoot,
     #[command(flatten)]
     rule_set: RuleSetArgs,
     /// File with the local secret for credential fingerprints [default: ~/.config/seedwatch/fingerprint.key].
@@ -433,9 +433,9 @@ fn parse_setting(s: &str) -> Result<(String, String), String> {
 struct ReportArgs {
     /// The report (a file name in the reports directory without `.sql`), or `list`.
     name: String,
-    /// Archive directory (not needed for `list`).
+    /// Archive: a directory, or s3://bucket/prefix (S3 settings from AWS_* variables or $SEEDWATCH_S3_CONFIG) (not needed for `list`).
     #[arg(long)]
-    archive: Option<PathBuf>,
+    archive: Option<ArchiveRoot>,
     /// Start of the review period (YYYY-MM-DD UTC, or RFC 3339), inclusive [default: `--to` minus the report's period: a day, 7, 30 or 90 days].
     #[arg(long, value_parser = parse_instant)]
     from: Option<i64>,
@@ -466,7 +466,7 @@ enum ExportCommand {
     /// api as API Activity (6003), audit's user-management actions as Account Change (3001).
     Ocsf {
         /// Archive directory.
-        #[arg(long)]
+        #[arg(long, value_parser = local_archive)]
         archive: PathBuf,
         /// The table to export.
         #[arg(long, value_enum)]
@@ -501,7 +501,7 @@ enum RulesCommand {
     /// (state before --from is rebuilt from the archive first).
     Backfill {
         /// Archive directory.
-        #[arg(long)]
+        #[arg(long, value_parser = local_archive)]
         archive: PathBuf,
         /// Start of the range, inclusive (YYYY-MM-DD, UTC, or RFC 3339).
         #[arg(long, value_parser = parse_instant)]
@@ -562,9 +562,9 @@ struct RuleSetArgs {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Archive directory (created if missing).
+    /// Archive: a directory, or s3://bucket/prefix (S3 settings from AWS_* variables or $SEEDWATCH_S3_CONFIG) (created if missing).
     #[arg(long)]
-    archive: PathBuf,
+    archive: ArchiveRoot,
     #[command(flatten)]
     rule_set: RuleSetArgs,
     /// File with the local secret for credential fingerprints [default: ~/.config/seedwatch/fingerprint.key].
@@ -597,6 +597,14 @@ struct RunArgs {
     hold: bool,
     #[command(flatten)]
     alerts: AlertmanagerArgs,
+}
+
+/// An archive directory for a command that works on local disk only.
+fn local_archive(s: &str) -> Result<PathBuf, String> {
+    if s.contains("://") {
+        return Err("this command works on an archive on local disk only; an s3:// archive is read and written by run, detect, query, report, archive verify and archive head".into());
+    }
+    Ok(PathBuf::from(s))
 }
 
 fn parse_lateness(s: &str) -> Result<i64, String> {
@@ -730,7 +738,7 @@ fn thousands(n: u64) -> String {
     out
 }
 
-fn print_summary(report: &RunReport, archive: &Path) {
+fn print_summary(report: &RunReport, archive: &ArchiveRoot) {
     let d = &report.decode;
     println!(
         "read {} lines ({:.1} MB) from {} input(s) in {:.2} s ({} lines/s, {} partition(s))",
@@ -763,13 +771,13 @@ fn print_summary(report: &RunReport, archive: &Path) {
     }
     if !report.suppressed.is_empty() {
         let per: Vec<String> = report.suppressed.iter().map(|((rule, exception), n)| format!("{rule} by {exception} {}", thousands(*n))).collect();
-        println!("excepted:     {} matches dropped by exceptions ({}); see: seedwatch query --archive {} \"SELECT * FROM suppressed\"", thousands(report.suppressed.values().sum()), per.join(", "), archive.display());
+        println!("excepted:     {} matches dropped by exceptions ({}); see: seedwatch query --archive {} \"SELECT * FROM suppressed\"", thousands(report.suppressed.values().sum()), per.join(", "), archive);
     }
     let dead: Vec<String> = ReasonCode::ALL.iter().zip(d.dead).filter(|(_, n)| *n > 0).map(|(c, n)| format!("{c} {n}")).collect();
     if dead.is_empty() {
         println!("dead letters: 0");
     } else {
-        println!("dead letters: {} ({}); see: seedwatch query --archive {} \"SELECT line, reason FROM dead_letter\"", d.dead_total(), dead.join(", "), archive.display());
+        println!("dead letters: {} ({}); see: seedwatch query --archive {} \"SELECT line, reason FROM dead_letter\"", d.dead_total(), dead.join(", "), archive);
     }
     let latest = seedwatch_schemas::finding::latest_versions(&report.findings);
     let mut by_severity: BTreeMap<Severity, u64> = BTreeMap::new();
@@ -778,7 +786,7 @@ fn print_summary(report: &RunReport, archive: &Path) {
     }
     let sev: Vec<String> = Severity::ALL.iter().rev().map(|s| format!("{s} {}", by_severity.get(s).copied().unwrap_or(0))).collect();
     println!("findings:     {} ({}; {} versions)", latest.len(), sev.join(" · "), report.findings.len());
-    println!("archive:      {} ({} files, {:.1} MB written)", archive.display(), report.commit.files, report.commit.bytes as f64 / 1e6);
+    println!("archive:      {} ({} files, {:.1} MB written)", archive, report.commit.files, report.commit.bytes as f64 / 1e6);
     for (rule, why) in &report.skipped_rules {
         println!("skipped rule: {rule} {why}");
     }
@@ -846,7 +854,7 @@ fn print_exceptions(rules: &[seedwatch_detect::CompiledRule], now: i64) {
     }
 }
 
-async fn query(archive: &Path, format: OutputFormat, sql: Option<&str>, rules: Option<PathBuf>) -> Result<()> {
+async fn query(archive: &ArchiveRoot, format: OutputFormat, sql: Option<&str>, rules: Option<PathBuf>) -> Result<()> {
     let ctx = open_session(archive).await?;
     // The `suppressed` view needs the rules' exceptions. Rules that do not load only
     // cost the view when nobody asked for them by name.
@@ -959,10 +967,10 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             println!("generating {} days of logs for {} locations into {} ...", shape.days, shape.locations, data.display());
             generate(&data, &GenerateOptions { days: shape.days, locations: shape.locations, seed: shape.seed, start: shape.start })?;
             let rule_set = RuleSetArgs { rules, locations: Some(data.join("locations.csv")), roster: Some(data.join("roster.csv")) };
-            let args = RunArgs { archive: archive.clone(), rule_set, fingerprint_key: Some(dir.join("fingerprint.key")), signing_key: Some(dir.join("archive-signing.pem")), allowed_lateness: seedwatch_detect::engine::DEFAULT_ALLOWED_LATENESS_MS, max_clock_skew: seedwatch::pipeline::DEFAULT_MAX_CLOCK_SKEW_MS, partitions: 0, quiet: false, metrics_addr: None, hold: false, alerts: AlertmanagerArgs::none() };
+            let args = RunArgs { archive: ArchiveRoot::from(&archive), rule_set, fingerprint_key: Some(dir.join("fingerprint.key")), signing_key: Some(dir.join("archive-signing.pem")), allowed_lateness: seedwatch_detect::engine::DEFAULT_ALLOWED_LATENESS_MS, max_clock_skew: seedwatch::pipeline::DEFAULT_MAX_CLOCK_SKEW_MS, partitions: 0, quiet: false, metrics_addr: None, hold: false, alerts: AlertmanagerArgs::none() };
             let opts = run_options(vec![data.join("events.ndjson")], args);
             let report = run(&opts)?;
-            print_summary(&report, &archive);
+            print_summary(&report, &ArchiveRoot::from(&archive));
             print_findings(&report.findings);
             print_score(&data.join("truth.json"), &report, &opts.rules)?;
             println!();

@@ -28,7 +28,7 @@ pub struct RunOptions {
     /// Input files; `-` is stdin. Each is its own stream, merged in event time.
     pub inputs: Vec<PathBuf>,
     /// Archive root.
-    pub archive: PathBuf,
+    pub archive: seedwatch_archive::ArchiveRoot,
     /// Rules directory.
     pub rules: PathBuf,
     /// Optional locations.csv (validated now; used by schedule rules).
@@ -127,8 +127,10 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     }
     RulesLoaded { absence_limits: &engine.absence_limits(seedwatch_schemas::STATE_CODES), rules: engine.rules().count() }.emit();
     let skipped_rules = engine.skipped().iter().map(|(r, why)| (r.clone(), *why)).collect();
-    let resumed = resume_from_archive(&mut engines, &opts.archive)?;
+    // The writer first: opening it finishes what a stopped writer recorded but left out of
+    // place, and the state must be rebuilt from those events too.
     let sink = crate::archive_admin::open_writer(&opts.archive, &opts.signing_key)?;
+    let resumed = resume_from_archive(&mut engines, &opts.archive)?;
 
     let report_inputs = inputs.len();
     let mut driver = Driver::new(sink, engines, DriverOptions { progress: opts.progress, ..DriverOptions::default() })?;
@@ -172,8 +174,8 @@ pub struct Resumed {
 /// DataFusion (see `seedwatch_detect::resume`), just after the newest archived
 /// event, in one pass whose rows each go to the engine of their license's
 /// partition (`engines[p]` owns partition `p`). `None` when the archive holds no events.
-pub fn resume_from_archive(engines: &mut [RuleEngine], archive: &std::path::Path) -> Result<Option<Resumed>> {
-    if !archive.is_dir() {
+pub fn resume_from_archive(engines: &mut [RuleEngine], archive: &seedwatch_archive::ArchiveRoot) -> Result<Option<Resumed>> {
+    if !archive.exists()? {
         return Ok(None);
     }
     block_on(async {

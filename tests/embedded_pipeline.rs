@@ -166,7 +166,7 @@ fn every_bad_input_class_lands_in_dead_letter_with_its_line() {
     opts.roster = None;
     let report = run(&opts).expect("a run with bad lines must not fail");
     assert_eq!(report.decode.events_total(), 1);
-    let rows = query_json(&opts.archive, "SELECT line, reason_code, reason, raw_bytes FROM dead_letter ORDER BY line");
+    let rows = query_json(opts.archive.local().expect("a local archive"), "SELECT line, reason_code, reason, raw_bytes FROM dead_letter ORDER BY line");
     let got: Vec<(i64, String)> = rows.iter().map(|r| (r["line"].as_i64().unwrap_or(0), r["reason_code"].as_str().unwrap_or("").to_string())).collect();
     let expected: Vec<(i64, String)> = lines.iter().enumerate().filter(|(_, (_, c))| *c != "decoded").map(|(i, (_, c))| (i as i64 + 1, c.to_string())).collect();
     assert_eq!(got, expected);

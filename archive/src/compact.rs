@@ -146,13 +146,14 @@ pub fn compact(root: &Path, options: &CompactOptions, signer: Arc<ManifestSigner
     let lock_path = tmp.join(crate::writer::WRITER_LOCK);
     let lock = File::create(&lock_path).map_err(io_err("creating", &lock_path))?;
     lock.try_lock().map_err(|e| ArchiveError::Io { action: "locking", path: lock_path.clone(), error: e.into() })?;
-    let mut manifest = ManifestLog::open(root, signer, &run_id)?;
-    let recorded = recorded_files(root)?;
+    let local = crate::store::ArchiveRoot::from(root);
+    let mut manifest = ManifestLog::open(&local, signer, &run_id)?;
+    let recorded = recorded_files(&local)?;
     let mut done = Vec::new();
     for table in tables {
         let Some(delta) = delta::block_on({
-            let root = root.to_path_buf();
-            async move { delta::open(&root, table).await }
+            let local = local.clone();
+            async move { delta::open(&local, table).await }
         })??
         else {
             continue;
@@ -228,7 +229,7 @@ fn compact_day(
         fs::rename(tmp_file, target).map_err(io_err("renaming into", target))?;
     }
     File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", &dir))?;
-    delta::commit_blocking(root, None, table, Change::Compact, added.clone(), removed.iter().map(|r| r.path.clone()).collect())?;
+    delta::commit_blocking(&crate::store::ArchiveRoot::from(root), None, table, Change::Compact, added.clone(), removed.iter().map(|r| r.path.clone()).collect())?;
     for record in &removed {
         let path = root.join(&record.path);
         fs::remove_file(&path).map_err(io_err("removing", &path))?;

@@ -30,6 +30,7 @@ use deltalake::{DeltaTable, DeltaTableBuilder};
 use seedwatch_schemas::Table;
 
 use crate::manifest::FileRecord;
+use crate::store::ArchiveRoot;
 use crate::ArchiveError;
 
 /// The partition column of every table: the day of its time column, `YYYY-MM-DD`.
@@ -69,16 +70,30 @@ pub(crate) fn delta_err(table: Table) -> impl FnOnce(deltalake::DeltaTableError)
     move |source| ArchiveError::Delta { table: table.name(), source: Box::new(source) }
 }
 
-/// The URL of `table`'s directory under `root` (which must exist: resolved to an absolute path).
-pub fn table_url(root: &Path, table: Table) -> Result<url::Url, ArchiveError> {
-    let dir = root.join(table.name());
-    let dir = dir.canonicalize().map_err(crate::io_err("resolving", &dir))?;
-    url::Url::from_directory_path(&dir).map_err(|()| ArchiveError::Io { action: "making a URL of", path: dir, error: std::io::Error::other("not an absolute path") })
+/// The URL of `table`'s directory under `root` (on local disk it must exist: resolved to
+/// an absolute path).
+pub fn table_url(root: &ArchiveRoot, table: Table) -> Result<url::Url, ArchiveError> {
+    root.url_of(table.name())
 }
 
 /// Whether `table` under `root` is a Delta table (has a log).
-pub fn is_delta(root: &Path, table: Table) -> bool {
-    root.join(table.name()).join(LOG_DIR).is_dir()
+pub async fn is_delta(root: &ArchiveRoot, table: Table) -> Result<bool, ArchiveError> {
+    match root {
+        ArchiveRoot::Local(path) => Ok(path.join(table.name()).join(LOG_DIR).is_dir()),
+        ArchiveRoot::S3(_) => Ok(!root.list_async(&format!("{}/{LOG_DIR}", table.name())).await?.is_empty()),
+    }
+}
+
+/// delta-rs finds its S3 store by URL scheme once told about it.
+fn register_object_stores() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| deltalake::aws::register_handlers(None));
+}
+
+fn table_builder(root: &ArchiveRoot, table: Table) -> Result<DeltaTableBuilder, ArchiveError> {
+    register_object_stores();
+    let url = table_url(root, table)?;
+    Ok(DeltaTableBuilder::from_url(url).map_err(delta_err(table))?.with_storage_options(root.storage_options()))
 }
 
 /// The table's schema as Delta stores it: its columns plus the `date` partition column.
@@ -91,18 +106,22 @@ fn delta_schema(table: Table) -> Result<StructType, ArchiveError> {
 
 /// Open `table` under `root`, creating it (empty) if it has no log yet. Several writers may
 /// create it at once: the loser of the race opens the winner's.
-pub async fn open_or_create(root: &Path, table: Table) -> Result<DeltaTable, ArchiveError> {
+pub async fn open_or_create(root: &ArchiveRoot, table: Table) -> Result<DeltaTable, ArchiveError> {
     if let Some(delta) = open(root, table).await? {
         return Ok(delta);
     }
-    let dir = root.join(table.name());
-    std::fs::create_dir_all(&dir).map_err(crate::io_err("creating", &dir))?;
+    if let ArchiveRoot::Local(path) = root {
+        let dir = path.join(table.name());
+        std::fs::create_dir_all(&dir).map_err(crate::io_err("creating", &dir))?;
+    }
+    register_object_stores();
     let url = table_url(root, table)?;
     let schema = delta_schema(table)?;
     // Version 0 or nothing: retried at a later version, a second creation would change the
     // metadata under the first writer's appends and fail them.
     let created = deltalake::operations::create::CreateBuilder::new()
         .with_location(url.to_string())
+        .with_storage_options(root.storage_options())
         .with_table_name(table.name())
         .with_columns(schema.fields().cloned())
         .with_partition_columns([PARTITION_COLUMN])
@@ -112,18 +131,17 @@ pub async fn open_or_create(root: &Path, table: Table) -> Result<DeltaTable, Arc
     match created {
         Ok(table) => Ok(table),
         // Another writer created it between our look and our commit.
-        Err(_) if is_delta(root, table) => open(root, table).await?.ok_or_else(|| delta_err(table)(deltalake::DeltaTableError::NotInitialized)),
+        Err(_) if is_delta(root, table).await? => open(root, table).await?.ok_or_else(|| delta_err(table)(deltalake::DeltaTableError::NotInitialized)),
         Err(e) => Err(delta_err(table)(e)),
     }
 }
 
 /// Open `table` under `root` if it is a Delta table.
-pub async fn open(root: &Path, table: Table) -> Result<Option<DeltaTable>, ArchiveError> {
-    if !is_delta(root, table) {
+pub async fn open(root: &ArchiveRoot, table: Table) -> Result<Option<DeltaTable>, ArchiveError> {
+    if !is_delta(root, table).await? {
         return Ok(None);
     }
-    let url = table_url(root, table)?;
-    let mut delta = DeltaTableBuilder::from_url(url).map_err(delta_err(table))?.build().map_err(delta_err(table))?;
+    let mut delta = table_builder(root, table)?.build().map_err(delta_err(table))?;
     delta.load().await.map_err(delta_err(table))?;
     Ok(Some(delta))
 }
@@ -230,8 +248,8 @@ pub fn provider(delta: &DeltaTable, table: Table, schema: Arc<seedwatch_schemas:
 
 /// Commit to `table` on the archive's runtime, opening (or creating) it first if `cached`
 /// is none; returns the table at its new version for the next commit.
-pub fn commit_blocking(root: &Path, cached: Option<DeltaTable>, table: Table, change: Change, added: Vec<FileRecord>, removed: Vec<String>) -> Result<DeltaTable, ArchiveError> {
-    let root = root.to_path_buf();
+pub fn commit_blocking(root: &ArchiveRoot, cached: Option<DeltaTable>, table: Table, change: Change, added: Vec<FileRecord>, removed: Vec<String>) -> Result<DeltaTable, ArchiveError> {
+    let root = root.clone();
     block_on(async move {
         let mut delta = match cached {
             Some(delta) => delta,
@@ -245,21 +263,21 @@ pub fn commit_blocking(root: &Path, cached: Option<DeltaTable>, table: Table, ch
 /// Open every table under `root`, creating those without a log. A table that holds files
 /// but no log was written by a seedwatch before the table format: that is an error
 /// naming `seedwatch archive migrate`.
-pub fn open_all(root: &Path) -> Result<HashMap<Table, DeltaTable>, ArchiveError> {
-    for table in Table::ALL {
-        if !is_delta(root, table) && !crate::writer::parquet_files(&root.join(table.name()))?.is_empty() {
-            return Err(ArchiveError::Layout {
-                root: root.to_path_buf(),
-                message: format!(
-                    "table `{}` is in the layout of seedwatch before Delta Lake (Parquet files, no _delta_log): run `seedwatch archive migrate --archive {}` once",
-                    table.name(),
-                    root.display()
-                ),
-            });
-        }
-    }
-    let root = root.to_path_buf();
+pub fn open_all(root: &ArchiveRoot) -> Result<HashMap<Table, DeltaTable>, ArchiveError> {
+    let root = root.clone();
     block_on(async move {
+        for table in Table::ALL {
+            if !is_delta(&root, table).await? && root.list_async(table.name()).await?.iter().any(|(path, _)| path.ends_with(".parquet")) {
+                return Err(ArchiveError::Layout {
+                    root: root.to_string().into(),
+                    message: format!(
+                        "table `{}` is in the layout of seedwatch before Delta Lake (Parquet files, no _delta_log): run `seedwatch archive migrate --archive {}` once",
+                        table.name(),
+                        root
+                    ),
+                });
+            }
+        }
         let mut deltas = HashMap::new();
         for table in Table::ALL {
             deltas.insert(table, open_or_create(&root, table).await?);
@@ -273,13 +291,18 @@ pub fn open_all(root: &Path) -> Result<HashMap<Table, DeltaTable>, ArchiveError>
 /// manifest removed (a prune or compaction that stopped before its Delta commit) are removed
 /// from the log and from disk. Another writer committing the same files meanwhile is harmless:
 /// the log keeps one entry per path.
-pub fn reconcile(root: &Path, deltas: &mut HashMap<Table, DeltaTable>, recorded: &std::collections::BTreeMap<String, (u64, FileRecord)>) -> Result<(), ArchiveError> {
+pub fn reconcile(root: &ArchiveRoot, deltas: &mut HashMap<Table, DeltaTable>, recorded: &std::collections::BTreeMap<String, (u64, FileRecord)>) -> Result<(), ArchiveError> {
     for table in Table::ALL {
         let Some(delta) = deltas.remove(&table) else { continue };
         let live: std::collections::BTreeSet<String> = live_paths(&delta, table)?.into_iter().collect();
         let prefix = format!("{}/", table.name());
         let wanted: Vec<&FileRecord> = recorded.iter().filter(|(path, _)| path.starts_with(&prefix)).map(|(_, (_, r))| r).collect();
-        let added: Vec<FileRecord> = wanted.iter().filter(|r| !live.contains(&r.path) && root.join(&r.path).is_file()).map(|r| (*r).clone()).collect();
+        let mut added = Vec::new();
+        for record in wanted.iter().filter(|r| !live.contains(&r.path)) {
+            if root.is_file(&record.path)? {
+                added.push((*record).clone());
+            }
+        }
         let wanted_paths: std::collections::BTreeSet<&str> = wanted.iter().map(|r| r.path.as_str()).collect();
         let removed: Vec<String> = live.iter().filter(|path| !wanted_paths.contains(path.as_str())).cloned().collect();
         if added.is_empty() && removed.is_empty() {
@@ -289,10 +312,7 @@ pub fn reconcile(root: &Path, deltas: &mut HashMap<Table, DeltaTable>, recorded:
         tracing::info!(table = table.name(), added = added.len(), removed = removed.len(), "bringing the table's log in line with the manifest (a writer stopped between them)");
         let delta = commit_blocking(root, Some(delta), table, Change::Append, added, removed.clone())?;
         for path in &removed {
-            let path = root.join(path);
-            if path.is_file() {
-                std::fs::remove_file(&path).map_err(crate::io_err("removing", &path))?;
-            }
+            root.delete(path)?;
         }
         deltas.insert(table, delta);
     }
@@ -317,11 +337,12 @@ pub struct Migrated {
 /// it must read as many rows as the files' footers hold, or this fails naming the table.
 /// Tables already converted are left alone, so it can run again after a stop.
 pub async fn migrate(root: &Path) -> Result<Vec<Migrated>, ArchiveError> {
-    let recorded = if root.join(crate::manifest::MANIFEST_DIR).is_dir() { crate::manifest::recorded_files(root)? } else { Default::default() };
+    let local = ArchiveRoot::from(root);
+    let recorded = if root.join(crate::manifest::MANIFEST_DIR).is_dir() { crate::manifest::recorded_files(&local)? } else { Default::default() };
     let mut migrated = Vec::new();
     for table in Table::ALL {
         let files = crate::writer::parquet_files(&root.join(table.name()))?;
-        if is_delta(root, table) || files.is_empty() {
+        if is_delta(&local, table).await? || files.is_empty() {
             continue;
         }
         let mut records = Vec::with_capacity(files.len());
@@ -339,7 +360,7 @@ pub async fn migrate(root: &Path) -> Result<Vec<Migrated>, ArchiveError> {
             };
             records.push(record);
         }
-        let mut delta = open_or_create(root, table).await?;
+        let mut delta = open_or_create(&local, table).await?;
         commit(&mut delta, table, Change::Append, &records, &[]).await?;
         migrated.push(Migrated { table, files: files.len(), rows_in_files, rows_in_table: 0 });
     }

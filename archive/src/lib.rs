@@ -14,11 +14,13 @@ pub mod delta;
 pub mod manifest;
 pub mod prune;
 pub mod query;
+pub mod store;
 pub mod writer;
 
 use std::path::PathBuf;
 
 pub use query::{newest_event_time, open_session, run_query, OutputFormat};
+pub use store::ArchiveRoot;
 pub use writer::{ArchiveWriter, CommitStats, WriterOptions};
 
 use seedwatch_schemas::arrow::array::BooleanArray;
@@ -127,6 +129,25 @@ pub enum ArchiveError {
         /// The archive root.
         root: PathBuf,
         /// What to do about it.
+        message: String,
+    },
+    /// An operation on object storage failed.
+    #[error("{action} {path}: {source}")]
+    Object {
+        /// What was being done.
+        action: &'static str,
+        /// The object's key.
+        path: String,
+        /// Why.
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    /// The archive's location or its settings are wrong.
+    #[error("{at}: {message}")]
+    Settings {
+        /// The URL, or the settings file and line.
+        at: String,
+        /// What is wrong.
         message: String,
     },
     /// A query failed (bad SQL, missing column, ...).

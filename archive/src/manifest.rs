@@ -16,14 +16,14 @@
 //! keeps its digest key), so whoever can write the archive cannot write a valid entry.
 //! Both lines are plain enough to check with `openssl pkeyutl -verify` and `sha256sum`.
 //!
-//! Entries are appended with a link that fails if the name exists, so several writers on
-//! one archive each get their own sequence number: the loser reads the winner's entry
-//! and chains after it.
+//! Entries are appended with a create that fails if the name exists (a hard link on local
+//! disk, a conditional put on object storage), so several writers on one archive each get
+//! their own sequence number: the loser reads the winner's entry and chains after it.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
@@ -32,7 +32,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::writer::parquet_files;
+use crate::store::ArchiveRoot;
 use crate::{io_err, ArchiveError};
 
 /// The manifest's directory under the archive root.
@@ -222,16 +222,12 @@ fn entry_name(seq: u64) -> String {
     format!("{seq:020}.entry")
 }
 
-/// The entry files under `dir`, by the sequence number in their names (files whose names
-/// are not a number are returned in `others`).
-fn entry_files(dir: &Path) -> Result<(BTreeMap<u64, PathBuf>, Vec<PathBuf>), ArchiveError> {
+/// The entry files of the manifest under `root` (paths under the root), by the sequence
+/// number in their names (files whose names are not a number are returned in `others`).
+fn entry_files(root: &ArchiveRoot) -> Result<(BTreeMap<u64, String>, Vec<String>), ArchiveError> {
     let (mut entries, mut others) = (BTreeMap::new(), Vec::new());
-    if !dir.exists() {
-        return Ok((entries, others));
-    }
-    for item in fs::read_dir(dir).map_err(io_err("listing", dir))? {
-        let path = item.map_err(io_err("listing", dir))?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    for (path, _) in root.list(MANIFEST_DIR)? {
+        let name = path.rsplit('/').next().unwrap_or_default();
         if name.starts_with(".tmp-") {
             continue; // an append in progress (or abandoned): not part of the chain
         }
@@ -260,7 +256,7 @@ fn split_entry(bytes: &[u8]) -> Result<(&[u8], Signature), String> {
 /// Appends entries. One per writer.
 #[derive(Debug)]
 pub struct ManifestLog {
-    dir: PathBuf,
+    root: ArchiveRoot,
     signer: std::sync::Arc<ManifestSigner>,
     writer: String,
     /// The newest entry known: its sequence number and the SHA-256 of its file.
@@ -269,15 +265,13 @@ pub struct ManifestLog {
 
 impl ManifestLog {
     /// The manifest of the archive at `root`, appended to as `writer`.
-    pub fn open(root: &Path, signer: std::sync::Arc<ManifestSigner>, writer: &str) -> Result<Self, ArchiveError> {
-        let dir = root.join(MANIFEST_DIR);
-        fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-        let (entries, _) = entry_files(&dir)?;
+    pub fn open(root: &ArchiveRoot, signer: std::sync::Arc<ManifestSigner>, writer: &str) -> Result<Self, ArchiveError> {
+        let (entries, _) = entry_files(root)?;
         let head = match entries.last_key_value() {
-            Some((seq, path)) => Some((*seq, Sha256::digest(fs::read(path).map_err(io_err("reading", path))?).into())),
+            Some((seq, path)) => Some((*seq, Sha256::digest(root.read(path)?).into())),
             None => None,
         };
-        Ok(Self { dir, signer, writer: writer.to_string(), head })
+        Ok(Self { root: root.clone(), signer, writer: writer.to_string(), head })
     }
 
     /// Whether the manifest has no entry yet.
@@ -298,7 +292,6 @@ impl ManifestLog {
             added,
             removed,
         };
-        let tmp = self.dir.join(format!(".tmp-{}", self.writer));
         loop {
             let (seq, prev) = match self.head {
                 Some((seq, hash)) => (seq + 1, hex::encode(hash)),
@@ -307,26 +300,14 @@ impl ManifestLog {
             (entry.seq, entry.prev) = (seq, prev);
             let body = serde_json::to_string(&entry).map_err(|e| ArchiveError::Query(format!("encoding a manifest entry: {e}")))?;
             let content = format!("{body}\n{}\n", sign_line(&self.signer, &body));
-            {
-                let mut file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
-                file.write_all(content.as_bytes()).and_then(|()| file.sync_all()).map_err(io_err("writing", &tmp))?;
+            let target = format!("{MANIFEST_DIR}/{}", entry_name(seq));
+            let hash: [u8; 32] = Sha256::digest(content.as_bytes()).into();
+            // Of two writers, one creates this number; the other chains after its entry.
+            if self.root.create(&target, content.into_bytes())? {
+                self.head = Some((seq, hash));
+                return Ok(seq);
             }
-            let target = self.dir.join(entry_name(seq));
-            // A hard link fails if the name exists: of two writers, one gets this number.
-            match fs::hard_link(&tmp, &target) {
-                Ok(()) => {
-                    fs::remove_file(&tmp).map_err(io_err("removing", &tmp))?;
-                    File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", &self.dir))?;
-                    self.head = Some((seq, Sha256::digest(content.as_bytes()).into()));
-                    return Ok(seq);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    // Another writer appended meanwhile: chain after its entry.
-                    let theirs = fs::read(&target).map_err(io_err("reading", &target))?;
-                    self.head = Some((seq, Sha256::digest(&theirs).into()));
-                }
-                Err(e) => return Err(io_err("linking", &target)(e)),
-            }
+            self.head = Some((seq, Sha256::digest(self.root.read(&target)?).into()));
         }
     }
 }
@@ -344,21 +325,21 @@ pub fn relative_path(root: &Path, path: &Path) -> String {
 
 /// The newest entry of the manifest at `root`: its sequence number and the hex SHA-256 of
 /// its file. An auditor keeps it; `verify --head` later proves the chain still reaches it.
-pub fn head(root: &Path) -> Result<Option<(u64, String)>, ArchiveError> {
-    let (entries, _) = entry_files(&root.join(MANIFEST_DIR))?;
+pub fn head(root: &ArchiveRoot) -> Result<Option<(u64, String)>, ArchiveError> {
+    let (entries, _) = entry_files(root)?;
     match entries.last_key_value() {
-        Some((seq, path)) => Ok(Some((*seq, hex::encode(Sha256::digest(fs::read(path).map_err(io_err("reading", path))?))))),
+        Some((seq, path)) => Ok(Some((*seq, hex::encode(Sha256::digest(root.read(path)?))))),
         None => Ok(None),
     }
 }
 
 /// Every data file the manifest says is in place (after all adds and removes), by path.
 /// Entries that cannot be read are skipped (`verify` reports them).
-pub fn recorded_files(root: &Path) -> Result<BTreeMap<String, (u64, FileRecord)>, ArchiveError> {
-    let (entries, _) = entry_files(&root.join(MANIFEST_DIR))?;
+pub fn recorded_files(root: &ArchiveRoot) -> Result<BTreeMap<String, (u64, FileRecord)>, ArchiveError> {
+    let (entries, _) = entry_files(root)?;
     let mut active = BTreeMap::new();
     for (seq, path) in entries {
-        let bytes = fs::read(&path).map_err(io_err("reading", &path))?;
+        let bytes = root.read(&path)?;
         let Ok((body, _)) = split_entry(&bytes) else { continue };
         let Ok(entry) = serde_json::from_slice::<Entry>(body) else { continue };
         for record in entry.removed {
@@ -495,13 +476,13 @@ fn path_date(path: &str) -> Option<&str> {
 /// Check the archive at `root` against its manifest: the chain, every signature (each entry
 /// with the one of `keys` whose id it names: writers on several hosts may each have their
 /// own), and every data file's bytes (those of days in the options' range).
-pub fn verify(root: &Path, keys: &[VerifyingKey], options: &VerifyOptions) -> Result<VerifyReport, ArchiveError> {
+pub fn verify(root: &ArchiveRoot, keys: &[VerifyingKey], options: &VerifyOptions) -> Result<VerifyReport, ArchiveError> {
     let keys: BTreeMap<String, &VerifyingKey> = keys.iter().map(|k| (key_id(k), k)).collect();
-    let dir = root.join(MANIFEST_DIR);
-    let (entries, others) = entry_files(&dir)?;
+    let (entries, others) = entry_files(root)?;
     let mut report = VerifyReport::default();
     for path in others {
-        report.problems.push(Problem::Unreadable { name: relative_path(&dir, &path), why: "not named <sequence number>.entry".into() });
+        let name = path.strip_prefix(MANIFEST_DIR).map(|p| p.trim_start_matches('/')).unwrap_or(&path).to_string();
+        report.problems.push(Problem::Unreadable { name, why: "not named <sequence number>.entry".into() });
     }
     let mut active: BTreeMap<String, (u64, FileRecord)> = BTreeMap::new();
     let mut previous: Option<(u64, [u8; 32])> = None;
@@ -511,7 +492,7 @@ pub fn verify(root: &Path, keys: &[VerifyingKey], options: &VerifyOptions) -> Re
         if seq > expected {
             report.problems.push(Problem::EntriesMissing { first: expected, last: seq - 1 });
         }
-        let bytes = fs::read(path).map_err(io_err("reading", path))?;
+        let bytes = root.read(path)?;
         let hash: [u8; 32] = Sha256::digest(&bytes).into();
         let follows = previous.filter(|(s, _)| *s + 1 == seq);
         previous = Some((seq, hash));
@@ -550,7 +531,7 @@ pub fn verify(root: &Path, keys: &[VerifyingKey], options: &VerifyOptions) -> Re
         }
     }
     if let Some((seq, kept)) = &options.head {
-        let found = entries.get(seq).map(|path| fs::read(path).map(|b| hex::encode(Sha256::digest(b)))).transpose().map_err(io_err("reading", &dir))?;
+        let found = entries.get(seq).map(|path| root.read(path).map(|b| hex::encode(Sha256::digest(b)))).transpose()?;
         if found.as_deref() != Some(kept.as_str()) {
             report.problems.push(Problem::HeadMismatch { seq: *seq, found });
         }
@@ -563,19 +544,16 @@ pub fn verify(root: &Path, keys: &[VerifyingKey], options: &VerifyOptions) -> Re
     // Every data file on disk, under the tables (not the temp or manifest directories).
     let mut on_disk = std::collections::BTreeSet::new();
     for table in seedwatch_schemas::Table::ALL {
-        for path in parquet_files(&root.join(table.name()))? {
-            on_disk.insert(relative_path(root, &path));
-        }
+        on_disk.extend(root.data_files(table.name())?);
     }
     let to_check: Vec<(&String, &(u64, FileRecord))> = active.iter().filter(|(path, _)| in_range(path)).collect();
     let checked: Vec<Result<Option<Problem>, ArchiveError>> = to_check
         .par_iter()
         .map(|(path, (seq, record))| {
-            let full = root.join(path.as_str());
             if !on_disk.contains(path.as_str()) {
                 return Ok(Some(Problem::Missing { path: path.to_string(), seq: *seq }));
             }
-            let (sha256, bytes) = file_sha256(&full)?;
+            let (sha256, bytes) = root.sha256(path)?;
             options.hashed_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
             Ok((sha256 != record.sha256).then(|| Problem::Altered { path: path.to_string(), seq: *seq }))
         })
@@ -610,7 +588,7 @@ mod tests {
     #[test]
     fn two_writers_on_one_manifest_each_get_a_number_and_the_chain_holds() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("archive");
+        let root = ArchiveRoot::from(dir.path().join("archive"));
         let key = signer(dir.path());
         let mut a = ManifestLog::open(&root, key.clone(), "a").expect("open a");
         let mut b = ManifestLog::open(&root, key.clone(), "b").expect("open b");
@@ -629,13 +607,14 @@ mod tests {
     #[test]
     fn an_entry_is_checkable_with_sha256_and_the_public_key_alone() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("archive");
+        let path = dir.path().join("archive");
+        let root = ArchiveRoot::from(&path);
         let key = signer(dir.path());
         let mut log = ManifestLog::open(&root, key.clone(), "w").expect("open");
         log.append(Action::Write, vec![record("login/date=2026-09-01/part-1.parquet")], vec![]).expect("first");
         log.append(Action::Write, vec![], vec![]).expect("second");
-        let first = fs::read(root.join(MANIFEST_DIR).join(entry_name(1))).expect("first file");
-        let second = fs::read_to_string(root.join(MANIFEST_DIR).join(entry_name(2))).expect("second file");
+        let first = fs::read(path.join(MANIFEST_DIR).join(entry_name(1))).expect("first file");
+        let second = fs::read_to_string(path.join(MANIFEST_DIR).join(entry_name(2))).expect("second file");
         let (body, signature) = split_entry(second.as_bytes()).expect("split");
         let entry: Entry = serde_json::from_slice(body).expect("entry");
         assert_eq!(entry.prev, hex::encode(Sha256::digest(&first)));

@@ -185,8 +185,9 @@ pub fn apply(root: &Path, plan: &PrunePlan, signer: Option<Arc<ManifestSigner>>)
     if files.is_empty() {
         return Ok(());
     }
+    let local = crate::store::ArchiveRoot::from(root);
     if let Some(signer) = signer {
-        let recorded = recorded_files(root)?;
+        let recorded = recorded_files(&local)?;
         let mut removed = Vec::with_capacity(files.len());
         for path in &files {
             let relative = relative_path(root, path);
@@ -200,14 +201,14 @@ pub fn apply(root: &Path, plan: &PrunePlan, signer: Option<Arc<ManifestSigner>>)
             }
         }
         let writer = format!("prune-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"));
-        ManifestLog::open(root, signer, &writer)?.append(Action::Prune, Vec::new(), removed)?;
+        ManifestLog::open(&local, signer, &writer)?.append(Action::Prune, Vec::new(), removed)?;
     }
     // The days leave the tables' logs (queries stop reading them) before their bytes go; a
     // stop in between is finished by the next writer (`delta::reconcile`).
     for table in Table::ALL {
         let removed: Vec<String> = plan.remove.iter().filter(|d| d.table == table).flat_map(|d| &d.files).map(|path| relative_path(root, path)).collect();
-        if !removed.is_empty() && crate::delta::is_delta(root, table) {
-            crate::delta::commit_blocking(root, None, table, crate::delta::Change::Prune, Vec::new(), removed)?;
+        if !removed.is_empty() && root.join(table.name()).join(crate::delta::LOG_DIR).is_dir() {
+            crate::delta::commit_blocking(&local, None, table, crate::delta::Change::Prune, Vec::new(), removed)?;
         }
     }
     for day in &plan.remove {

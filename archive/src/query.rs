@@ -1,6 +1,5 @@
 //! SQL over the archive with DataFusion.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -11,6 +10,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use seedwatch_schemas::Table;
 
+use crate::store::ArchiveRoot;
 use crate::writer::parquet_files;
 use crate::ArchiveError;
 
@@ -74,20 +74,31 @@ fn scan_schema(table: Table) -> Arc<Schema> {
 /// A session with every archive table registered (`login`, `api`, `sync`,
 /// `audit`, `findings`, `dead_letter`) and the `findings_latest` view. Tables with no files yet are empty, not
 /// missing, so the same SQL works on any archive.
-pub async fn open_session(root: &Path) -> Result<SessionContext, ArchiveError> {
-    if !root.is_dir() {
-        return Err(ArchiveError::Query(format!("{} is not an archive directory (run `seedwatch run --archive {}` first)", root.display(), root.display())));
+pub async fn open_session(root: impl Into<ArchiveRoot>) -> Result<SessionContext, ArchiveError> {
+    let root: ArchiveRoot = root.into();
+    let missing = match &root {
+        ArchiveRoot::Local(path) => !path.is_dir(),
+        ArchiveRoot::S3(_) => root.list_async(crate::manifest::MANIFEST_DIR).await?.is_empty() && root.list_async("").await?.is_empty(),
+    };
+    if missing {
+        return Err(ArchiveError::Query(format!("{root} is not an archive (run `seedwatch run --archive {root}` first)")));
     }
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
     seedwatch_schemas::sql_functions::register(&ctx);
     for table in Table::ALL {
-        let dir = root.join(table.name());
-        if let Some(delta) = crate::delta::open(root, table).await? {
+        if let Some(delta) = crate::delta::open(&root, table).await? {
+            // Registers the table's object store (a bucket) with the session too.
             delta.update_datafusion_session(&ctx.state()).map_err(crate::delta::delta_err(table))?;
             ctx.register_table(table.name(), crate::delta::provider(&delta, table, scan_schema(table))?).map_err(query_err)?;
             continue;
         }
+        let Some(root) = root.local() else {
+            let empty = MemTable::try_new(sql_schema(table), vec![vec![]]).map_err(query_err)?;
+            ctx.register_table(table.name(), Arc::new(empty)).map_err(query_err)?;
+            continue;
+        };
+        let dir = root.join(table.name());
         // An archive written before the table format (read as it is; `archive migrate` converts it).
         if parquet_files(&dir)?.is_empty() {
             let empty = MemTable::try_new(sql_schema(table), vec![vec![]]).map_err(query_err)?;

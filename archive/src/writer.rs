@@ -18,6 +18,7 @@ use seedwatch_schemas::arrow::datatypes::TimestampMillisecondType;
 use seedwatch_schemas::Table;
 
 use crate::manifest::{file_sha256, relative_path, Action, FileRecord, ManifestLog, ManifestSigner};
+use crate::store::ArchiveRoot;
 use crate::{io_err, ArchiveError, Sink, Written};
 
 const DAY_MS: i64 = 86_400_000;
@@ -85,9 +86,9 @@ struct Partition {
 /// Writes tables under an archive root. Implements [`Sink`].
 #[derive(Debug)]
 pub struct ArchiveWriter {
-    root: PathBuf,
+    root: ArchiveRoot,
     options: WriterOptions,
-    /// This writer's temp directory; files move from here into place.
+    /// This writer's temp directory; files move (or are uploaded) from here into place.
     tmp: PathBuf,
     /// Locked while this writer lives (see `stale_temp_dirs`).
     _alive: File,
@@ -111,21 +112,29 @@ struct FileJob {
     batch: RecordBatch,
     props: WriterProperties,
     tmp: PathBuf,
-    dir: PathBuf,
-    target: PathBuf,
-    /// `target` under the archive root, as the manifest names it.
+    place: Place,
+    /// Its path under the archive root, as the manifest names it.
     path: String,
 }
 
-/// A file encoded and synced in the temp directory, to be renamed into place.
+/// How an encoded file goes into place.
+#[derive(Debug)]
+enum Place {
+    /// Renamed from the temp directory to `target` (in `dir`) on local disk.
+    Rename { dir: PathBuf, target: PathBuf },
+    /// Uploaded as soon as it is encoded to `staged` (under the bucket's `_tmp/<writer>/`,
+    /// where recovery finds it), then copied into place at the commit.
+    Upload { root: ArchiveRoot, staged: String },
+}
+
+/// A file encoded and synced in the temp directory (or uploaded), to be put into place.
 #[derive(Debug)]
 struct Encoded {
     table: Table,
     /// What the manifest records of it (its hash taken as it was written).
     record: FileRecord,
     tmp: PathBuf,
-    dir: PathBuf,
-    target: PathBuf,
+    place: Place,
 }
 
 /// Files with fewer rows are compressed with LZ4 rather than zstd (see `write_file`).
@@ -153,7 +162,7 @@ type Report = (u64, u64, Result<Encoded, ArchiveError>);
 struct FilePool {
     pool: rayon::ThreadPool,
     threads: usize,
-    root: PathBuf,
+    root: ArchiveRoot,
     report: mpsc::Sender<Report>,
     reports: mpsc::Receiver<Report>,
     /// Sequence number of the next file given (files go into place in this order).
@@ -174,21 +183,21 @@ struct FilePool {
 }
 
 impl FilePool {
-    fn start(root: &Path, max_rows_in_flight: u64, manifest: Option<ManifestLog>, deltas: std::collections::HashMap<Table, deltalake::DeltaTable>) -> Result<Self, ArchiveError> {
+    fn start(root: &ArchiveRoot, max_rows_in_flight: u64, manifest: Option<ManifestLog>, deltas: std::collections::HashMap<Table, deltalake::DeltaTable>) -> Result<Self, ArchiveError> {
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("seedwatch-archive-{i}"))
             .build()
-            .map_err(|e| ArchiveError::Io { action: "starting the file threads for", path: root.to_path_buf(), error: std::io::Error::other(e) })?;
+            .map_err(|e| ArchiveError::Io { action: "starting the file threads for", path: root.to_string().into(), error: std::io::Error::other(e) })?;
         let (report, reports) = mpsc::channel();
         let (next_given, encoding, rows_in_flight) = (0, 0, 0);
-        Ok(Self { pool, threads, root: root.to_path_buf(), report, reports, next_given, encoding, rows_in_flight, max_rows_in_flight, encoded: BTreeMap::new(), failed: false, manifest, deltas })
+        Ok(Self { pool, threads, root: root.clone(), report, reports, next_given, encoding, rows_in_flight, max_rows_in_flight, encoded: BTreeMap::new(), failed: false, manifest, deltas })
     }
 
     fn check_failed(&self) -> Result<(), ArchiveError> {
         if self.failed {
-            return Err(ArchiveError::Io { action: "writing files under", path: self.root.clone(), error: std::io::Error::other("an earlier archive file failed") });
+            return Err(ArchiveError::Io { action: "writing files under", path: self.root.to_string().into(), error: std::io::Error::other("an earlier archive file failed") });
         }
         Ok(())
     }
@@ -264,11 +273,21 @@ impl FilePool {
         if let Some(manifest) = &mut self.manifest {
             manifest.append(Action::Write, ready.iter().map(|e| e.record.clone()).collect(), Vec::new())?;
         }
+        // A test hook: stop as a crash would, with the files recorded but not in place.
+        if std::env::var_os("SEEDWATCH_TEST_STOP_WRITER").is_some_and(|v| v == "recorded") {
+            tracing::error!("SEEDWATCH_TEST_STOP_WRITER=recorded: stopping after the manifest entry (a test hook)");
+            std::process::exit(86);
+        }
         let mut dirs: Vec<&Path> = Vec::new();
-        for Encoded { tmp, dir, target, .. } in &ready {
-            fs::rename(tmp, target).map_err(io_err("renaming into", target))?;
-            if !dirs.contains(&dir.as_path()) {
-                dirs.push(dir);
+        for Encoded { tmp, place, record, .. } in &ready {
+            match place {
+                Place::Rename { dir, target } => {
+                    fs::rename(tmp, target).map_err(io_err("renaming into", target))?;
+                    if !dirs.contains(&dir.as_path()) {
+                        dirs.push(dir);
+                    }
+                }
+                Place::Upload { root, staged } => root.copy(staged, &record.path)?,
             }
         }
         for dir in dirs {
@@ -284,8 +303,12 @@ impl FilePool {
             self.deltas.insert(table, delta);
         }
         self.failed = false;
-        for Encoded { table, record, target, .. } in &ready {
-            tracing::debug!(table = table.name(), rows = record.rows, bytes = record.bytes, path = %target.display(), "archive file written");
+        for Encoded { table, record, place, .. } in &ready {
+            if let Place::Upload { root, staged } = place {
+                // Committed: the staged copy is no longer needed for recovery.
+                root.delete(staged)?;
+            }
+            tracing::debug!(table = table.name(), rows = record.rows, bytes = record.bytes, path = %record.path, "archive file written");
             stats.files += 1;
             stats.bytes += record.bytes;
             *stats.rows.entry(table.name()).or_default() += record.rows;
@@ -314,11 +337,15 @@ impl std::io::Write for HashingFile {
     }
 }
 
-/// Encode `job.batch` to its temp file and sync it.
+/// Encode `job.batch` to its temp file and sync it (and upload it, to object storage).
 fn encode_file(job: FileJob) -> Result<Encoded, ArchiveError> {
-    let FileJob { table, batch, props, tmp, dir, target, path } = job;
+    let FileJob { table, batch, props, tmp, place, path } = job;
     let record = encode_to(table, &batch, props, &tmp, path)?;
-    Ok(Encoded { table, record, tmp, dir, target })
+    if let Place::Upload { root, staged } = &place {
+        root.upload(&tmp, staged)?;
+        fs::remove_file(&tmp).map_err(io_err("removing", &tmp))?;
+    }
+    Ok(Encoded { table, record, tmp, place })
 }
 
 /// Encode `batch` of `table` to `file` and sync it; what the manifest records of it, as
@@ -440,12 +467,30 @@ fn row_keys(batch: &RecordBatch, key_columns: &[&str]) -> Result<Vec<u128>, Stri
         .collect())
 }
 
-/// Read the key columns of every Parquet file under `dir` into `ids`.
-fn load_ids(dir: &Path, key_columns: &[&str], ids: &mut HashSet<u128>) -> Result<(), ArchiveError> {
-    for path in parquet_files(dir)? {
+/// Read the key columns of every data file under `dir` (a folder under the root) into `ids`.
+fn load_ids(root: &ArchiveRoot, dir: &str, key_columns: &[&str], ids: &mut HashSet<u128>) -> Result<(), ArchiveError> {
+    match root {
+        ArchiveRoot::Local(root) => {
+            for path in parquet_files(&root.join(dir))? {
+                let file = File::open(&path).map_err(io_err("opening", &path))?;
+                read_ids(file, &path, key_columns, ids)?;
+            }
+        }
+        ArchiveRoot::S3(_) => {
+            for path in root.data_files(dir)? {
+                read_ids(root.read(&path)?, Path::new(&path), key_columns, ids)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Read the key columns of one Parquet file into `ids`.
+fn read_ids<R: parquet::file::reader::ChunkReader + 'static>(reader: R, path: &Path, key_columns: &[&str], ids: &mut HashSet<u128>) -> Result<(), ArchiveError> {
+    {
+        let path = path.to_path_buf();
         let perr = |e: parquet::errors::ParquetError| ArchiveError::Parquet { path: path.clone(), message: e.to_string() };
-        let file = File::open(&path).map_err(io_err("opening", &path))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(reader).map_err(perr)?;
         let indices: Vec<usize> = key_columns.iter().filter_map(|c| builder.schema().index_of(c).ok()).collect();
         if indices.is_empty() {
             return Err(ArchiveError::Parquet { path: path.clone(), message: format!("none of the key columns {key_columns:?}") });
@@ -460,31 +505,43 @@ fn load_ids(dir: &Path, key_columns: &[&str], ids: &mut HashSet<u128>) -> Result
 }
 
 impl ArchiveWriter {
-    /// A writer under `root` (created if missing). Leftover temp files of a
-    /// crashed run are removed: they were never renamed into place.
-    pub fn open(root: &Path, options: WriterOptions) -> Result<Self, ArchiveError> {
+    /// A writer under `root` (created if missing): a directory, or a bucket prefix. Files
+    /// a writer that stopped had recorded in the manifest but not yet put in place are put
+    /// there; its other leftovers are removed (local disk) or left for vacuum (object storage:
+    /// no lock there tells a dead writer's staged files from a live one's).
+    pub fn open(root: impl Into<ArchiveRoot>, options: WriterOptions) -> Result<Self, ArchiveError> {
+        let root: ArchiveRoot = root.into();
         let mut run = [0u8; 8];
         getrandom::fill(&mut run).map_err(|e| ArchiveError::Io {
             action: "seeding a run id for",
-            path: root.to_path_buf(),
+            path: root.to_string().into(),
             error: std::io::Error::other(e.to_string()),
         })?;
         let run_id = format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%S"), run.iter().map(|b| format!("{b:02x}")).collect::<String>());
         // Each writer has its own temp directory: several detectors may share one
-        // archive, and one must not remove the file another is about to rename.
-        let tmp_root = root.join("_tmp");
+        // archive, and one must not remove the file another is about to rename. An archive
+        // in a bucket is staged on this host's temp disk.
+        let tmp_root = match &root {
+            ArchiveRoot::Local(path) => path.join("_tmp"),
+            ArchiveRoot::S3(_) => std::env::temp_dir().join("seedwatch-staging"),
+        };
         fs::create_dir_all(&tmp_root).map_err(io_err("creating", &tmp_root))?;
         // Taken once, their locks held until they are gone: putting recorded files into place
         // touches the directories they leave, and another writer starting now must not
         // clean them up too.
         let stale = stale_temp_dirs(&tmp_root)?;
-        let mut deltas = crate::delta::open_all(root)?;
+        let mut deltas = crate::delta::open_all(&root)?;
         let manifest = match &options.signer {
             Some(signer) => {
-                let mut manifest = ManifestLog::open(root, signer.clone(), &run_id)?;
-                recover_recorded(root, &stale)?;
-                adopt_unrecorded(root, &mut manifest)?;
-                crate::delta::reconcile(root, &mut deltas, &crate::manifest::recorded_files(root)?)?;
+                let mut manifest = ManifestLog::open(&root, signer.clone(), &run_id)?;
+                match &root {
+                    ArchiveRoot::Local(path) => {
+                        recover_recorded(path, &stale)?;
+                        adopt_unrecorded(path, &mut manifest)?;
+                    }
+                    ArchiveRoot::S3(_) => recover_staged(&root)?,
+                }
+                crate::delta::reconcile(&root, &mut deltas, &crate::manifest::recorded_files(&root)?)?;
                 Some(manifest)
             }
             None => None,
@@ -496,9 +553,9 @@ impl ArchiveWriter {
         let alive = File::create(&lock_path).map_err(io_err("creating", &lock_path))?;
         alive.try_lock().map_err(|e| ArchiveError::Io { action: "locking", path: lock_path, error: e.into() })?;
         // Files in flight may hold as many rows as one full partition buffer.
-        let files = FilePool::start(root, options.flush_rows as u64, manifest, deltas)?;
+        let files = FilePool::start(&root, options.flush_rows as u64, manifest, deltas)?;
         Ok(Self {
-            root: root.to_path_buf(),
+            root,
             tmp,
             _alive: alive,
             options,
@@ -513,7 +570,7 @@ impl ArchiveWriter {
     }
 
     /// The archive root.
-    pub fn root(&self) -> &Path {
+    pub fn root(&self) -> &ArchiveRoot {
         &self.root
     }
 
@@ -521,8 +578,8 @@ impl ArchiveWriter {
         if !self.partitions.contains_key(&(table, day)) {
             let mut partition = Partition::default();
             if table != Table::DeadLetter {
-                let dir = self.root.join(table.name()).join(partition_dir(day));
-                load_ids(&dir, table.key_columns(), &mut partition.ids)?;
+                let dir = format!("{}/{}", table.name(), partition_dir(day));
+                load_ids(&self.root, &dir, table.key_columns(), &mut partition.ids)?;
             }
             self.partitions.insert((table, day), partition);
         }
@@ -531,18 +588,20 @@ impl ArchiveWriter {
 
     /// Queue `batch` as a new file of `table` on `day` for the file thread.
     fn write_file(&mut self, table: Table, day: i64, batch: RecordBatch) -> Result<(), ArchiveError> {
-        let dir = self.root.join(table.name()).join(partition_dir(day));
-        fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-        // Another writer's start-up removes temp directories idle for an hour: a detector
-        // quiet for that long has lost its (empty) one.
-        fs::create_dir_all(&self.tmp).map_err(io_err("creating", &self.tmp))?;
         self.sequence += 1;
         let name = format!("part-{}-{:06}.parquet", self.run_id, self.sequence);
+        let path = format!("{}/{}/{name}", table.name(), partition_dir(day));
+        let place = match &self.root {
+            ArchiveRoot::Local(root) => {
+                let dir = root.join(table.name()).join(partition_dir(day));
+                fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+                Place::Rename { target: dir.join(&name), dir }
+            }
+            ArchiveRoot::S3(_) => Place::Upload { root: self.root.clone(), staged: format!("{STAGED_DIR}/{}/{name}", self.run_id) },
+        };
         let tmp = self.tmp.join(&name);
-        let target = dir.join(&name);
         let props = file_properties(&batch, &self.options, false, &tmp)?;
-        let path = relative_path(&self.root, &target);
-        self.files.send(FileJob { table, batch, props, tmp, dir, target, path })?;
+        self.files.send(FileJob { table, batch, props, tmp, place, path })?;
         // Errors of files encoded meanwhile surface here rather than at the commit.
         self.files.collect_ready()
     }
@@ -592,7 +651,7 @@ impl Sink for ArchiveWriter {
         }
         if table == Table::DeadLetter && self.dead_letter_ids.is_none() {
             let mut all = HashSet::new();
-            load_ids(&self.root.join(table.name()), table.key_columns(), &mut all)?;
+            load_ids(&self.root, table.name(), table.key_columns(), &mut all)?;
             self.dead_letter_ids = Some(all);
         }
         let (mut kept, mut duplicates) = (0u64, 0u64);
@@ -733,7 +792,7 @@ fn recover_recorded(root: &Path, stale: &[StaleDir]) -> Result<(), ArchiveError>
     if leftovers.is_empty() {
         return Ok(());
     }
-    let recorded = crate::manifest::recorded_files(root)?;
+    let recorded = crate::manifest::recorded_files(&ArchiveRoot::from(root))?;
     let by_name: HashMap<&str, &FileRecord> = recorded.values().filter_map(|(_, r)| r.path.rsplit('/').next().map(|name| (name, r))).collect();
     for file in leftovers {
         let Some(record) = file.file_name().and_then(|n| n.to_str()).and_then(|name| by_name.get(name)) else { continue };
@@ -747,6 +806,31 @@ fn recover_recorded(root: &Path, stale: &[StaleDir]) -> Result<(), ArchiveError>
             File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", dir))?;
             tracing::info!(path = %record.path, "put a file recorded in the manifest into place (its writer stopped before it could)");
         }
+    }
+    Ok(())
+}
+
+/// Where a writer to object storage stages its files under the bucket prefix until they are
+/// recorded and copied into place.
+const STAGED_DIR: &str = "_tmp";
+
+/// The object-storage twin of `recover_recorded`: each file recorded in the manifest but
+/// missing from its place whose staged copy (any writer's) still hashes as recorded is
+/// copied into place. Staged files are never deleted here: their writer may be alive.
+fn recover_staged(root: &ArchiveRoot) -> Result<(), ArchiveError> {
+    let staged = root.list(STAGED_DIR)?;
+    if staged.is_empty() {
+        return Ok(());
+    }
+    let recorded = crate::manifest::recorded_files(root)?;
+    let by_name: HashMap<&str, &FileRecord> = recorded.values().filter_map(|(_, r)| r.path.rsplit('/').next().map(|name| (name, r))).collect();
+    for (path, _) in staged {
+        let Some(record) = path.rsplit('/').next().and_then(|name| by_name.get(name)) else { continue };
+        if root.is_file(&record.path)? || root.sha256(&path)?.0 != record.sha256 {
+            continue;
+        }
+        root.copy(&path, &record.path)?;
+        tracing::info!(path = %record.path, "put a file recorded in the manifest into place (its writer stopped before it could)");
     }
     Ok(())
 }
@@ -1016,10 +1100,10 @@ mod tests {
         writer.close().expect("close");
         let (sha256, bytes) = file_sha256(&stale.join(name)).expect("hash");
         let path = format!("findings/{}/{name}", partition_dir(0));
-        let mut log = ManifestLog::open(&root, signer.clone(), "crashed-run").expect("log");
+        let mut log = ManifestLog::open(&ArchiveRoot::from(&root), signer.clone(), "crashed-run").expect("log");
         log.append(Action::Write, vec![FileRecord { path: path.clone(), sha256, bytes, rows: 1, min_time: None, max_time: None }], Vec::new()).expect("append");
         let key = signer.verifying_key();
-        let problems = verify(&root, std::slice::from_ref(&key), &VerifyOptions::default()).expect("verify").problems;
+        let problems = verify(&ArchiveRoot::from(&root), std::slice::from_ref(&key), &VerifyOptions::default()).expect("verify").problems;
         assert_eq!(problems.len(), 1, "{problems:?}");
         // Its lock file is there, no longer locked: the writer is gone, the next one knows at once.
         File::create(stale.join(WRITER_LOCK)).expect("lock file");
@@ -1035,13 +1119,13 @@ mod tests {
         drop(live);
         drop(ArchiveWriter::open(&root, WriterOptions::default()).expect("reopen after the live writer ended"));
         assert!(!live_tmp.exists(), "once its writer is gone, so is its directory");
-        assert_eq!(verify(&root, std::slice::from_ref(&key), &VerifyOptions::default()).expect("verify").problems, vec![]);
+        assert_eq!(verify(&ArchiveRoot::from(&root), std::slice::from_ref(&key), &VerifyOptions::default()).expect("verify").problems, vec![]);
         assert_eq!(query_rows(&root, "SELECT finding_id FROM findings ORDER BY finding_id"), vec![text_row(&["a"]), text_row(&["b"])]);
     }
 
     /// The pool's threads all busy (held at a gate), files are given to it.
     fn pool_with_threads_held(root: &Path, max_rows_in_flight: u64) -> (FilePool, mpsc::Sender<()>) {
-        let pool = FilePool::start(root, max_rows_in_flight, None, std::collections::HashMap::new()).expect("pool");
+        let pool = FilePool::start(&ArchiveRoot::from(root), max_rows_in_flight, None, std::collections::HashMap::new()).expect("pool");
         let (open, gate) = mpsc::channel::<()>();
         let gate = std::sync::Arc::new(std::sync::Mutex::new(gate));
         for _ in 0..pool.threads {
@@ -1060,7 +1144,7 @@ mod tests {
         let day = dir.join("findings").join(partition_dir(0));
         fs::create_dir_all(&day).expect("day dir");
         let path = format!("findings/{}/{name}", partition_dir(0));
-        FileJob { table: Table::Findings, batch, props: WriterProperties::builder().build(), tmp: dir.join("tmp").join(&name), target: day.join(&name), dir: day, path }
+        FileJob { table: Table::Findings, batch, props: WriterProperties::builder().build(), tmp: dir.join("tmp").join(&name), place: Place::Rename { target: day.join(&name), dir: day }, path }
     }
 
     /// Gives `files` jobs from another thread; returns how many were given after `wait`.

@@ -39,7 +39,7 @@ pub fn repo() -> PathBuf {
 pub fn run_options(data: &Path, archive: &Path, dir: &Path) -> RunOptions {
     RunOptions {
         inputs: vec![data.join("events.ndjson")],
-        archive: archive.to_path_buf(),
+        archive: archive.into(),
         rules: repo().join("rules"),
         locations: Some(data.join("locations.csv")),
         roster: Some(data.join("roster.csv")),
