@@ -7,10 +7,14 @@
     on both sides ("like for like"): DuckDB also loads every column and writes
     the events to a zstd Parquet archive, as `seedwatch run` does;
 (b) analyst queries over the same Parquet archive: `seedwatch query` against
-    DuckDB's read_parquet.
+    DuckDB's read_parquet;
+(c) bytes per event of the login and API tables: a streaming archive (the input
+    archived by 8 runs of interleaved lines, so each day has 8 files, as a
+    detector's commits leave it), then after `seedwatch archive compact`, against
+    DuckDB writing the same rows as one zstd Parquet file in the same order.
 
-Prints both times and the ratio (DuckDB / seedwatch: above 1 means seedwatch
-is faster). Usage: compare.py SEEDWATCH_BIN DATA_DIR WORK_DIR
+Prints both times (or sizes) and the ratio (DuckDB / seedwatch: above 1 means
+seedwatch is faster, or smaller). Usage: compare.py SEEDWATCH_BIN DATA_DIR WORK_DIR
 """
 
 import json
@@ -84,6 +88,61 @@ def row(label, ours, theirs):
     return {"what": label, "seedwatch_s": ours, "duckdb_s": theirs, "ratio": theirs / ours}
 
 
+# Each table's compaction order (schemas::Table::compaction_order), for DuckDB's copy.
+ORDER = {"login": 'license, "user", "time"', "api": 'license, key_id, "time"'}
+
+
+def table_bytes(archive, table):
+    """Bytes of the data files under a table's day folders (the live ones: compaction deletes
+    what it replaced)."""
+    return sum(f.stat().st_size for f in (archive / table).glob("date=*/*.parquet"))
+
+
+def bytes_per_event(seedwatch, data, work, pieces=8):
+    stream = work / "archive-stream"
+    shutil.rmtree(stream, ignore_errors=True)
+    paths = [work / f"piece-{i}.ndjson" for i in range(pieces)]
+    outs = [p.open("w") for p in paths]
+    with (data / "events.ndjson").open() as f:
+        for i, line in enumerate(f):
+            outs[i % pieces].write(line)
+    for out in outs:
+        out.close()
+    keys = ["--fingerprint-key", str(work / "fp.key"), "--signing-key", str(work / "signing.pem")]
+    for path in paths:
+        subprocess.run([seedwatch, "run", "--quiet", "--input", str(path), "--archive", str(stream),
+                        "--locations", str(data / "locations.csv"), "--roster", str(data / "roster.csv"), *keys],
+                       check=True, stdout=subprocess.DEVNULL)
+        path.unlink()
+    streaming = {t: table_bytes(stream, t) for t in ORDER}
+    files = {t: len(list((stream / t).glob("date=*/*.parquet"))) for t in ORDER}
+    subprocess.run([seedwatch, "archive", "compact", "--archive", str(stream), "--table", "login", "--table", "api",
+                    "--signing-key", str(work / "signing.pem")], check=True, stdout=subprocess.DEVNULL)
+    con = duckdb.connect()
+    out = []
+    print(f"(c) bytes per event: a streaming archive ({pieces} runs of interleaved lines), compacted, against DuckDB")
+    for table, order in ORDER.items():
+        glob = f"{stream}/{table}/date=*/*.parquet"
+        rows = con.execute(f"SELECT count(*) FROM read_parquet('{glob}')").fetchone()[0]
+        theirs = work / f"duckdb-{table}.parquet"
+        con.execute(f"COPY (SELECT * FROM read_parquet('{glob}') ORDER BY {order}) TO '{theirs}' (FORMAT parquet, COMPRESSION zstd)")
+        # The same rows in the archive's layout, a file per day (what retention by whole days needs).
+        per_day = work / f"duckdb-{table}-by-date"
+        shutil.rmtree(per_day, ignore_errors=True)
+        con.execute(f"COPY (SELECT * FROM read_parquet('{glob}', hive_partitioning = true) ORDER BY {order}) TO '{per_day}' "
+                    "(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (date))")
+        compacted = table_bytes(stream, table)
+        duck = theirs.stat().st_size
+        duck_by_day = sum(f.stat().st_size for f in per_day.glob("date=*/*.parquet"))
+        print(f"  {table:<6} {rows:>11,} events   streaming {streaming[table] / rows:6.1f} B/event ({files[table]} files)"
+              f"   compacted {compacted / rows:6.1f}   duckdb one file {duck / rows:6.1f} ({duck / compacted:4.2f}x)"
+              f"   duckdb a file per day {duck_by_day / rows:6.1f} ({duck_by_day / compacted:4.2f}x)")
+        out.append({"table": table, "events": rows, "streaming_files": files[table], "streaming_bytes_per_event": streaming[table] / rows,
+                    "compacted_bytes_per_event": compacted / rows, "duckdb_bytes_per_event": duck / rows, "ratio": duck / compacted,
+                    "duckdb_by_date_bytes_per_event": duck_by_day / rows, "ratio_by_date": duck_by_day / compacted})
+    return out
+
+
 def main():
     seedwatch, data, work = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     events = data / "events.ndjson"
@@ -145,12 +204,13 @@ def main():
     print(f"(b) analyst queries over the archive at {archive}")
     con = duckdb.connect()
     for table in ("login", "api"):
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{archive}/{table}/*/*.parquet', hive_partitioning = true)")
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{archive}/{table}/date=*/*.parquet', hive_partitioning = true)")
     for label, sql in QUERIES.items():
         def ours_query():
             subprocess.run([seedwatch, "query", "--archive", str(archive), "--format", "csv", sql], check=True, stdout=subprocess.DEVNULL)
         con.execute(sql).fetchall()  # warm
         results["queries"].append(row(label, best_of(ours_query), best_of(lambda: con.execute(sql).fetchall())))
+    results["bytes_per_event"] = bytes_per_event(seedwatch, data, work)
     (work / "compare.json").write_text(json.dumps(results, indent=2))
 
 

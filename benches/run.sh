@@ -43,7 +43,7 @@ rm -rf "$work/archive-e2e"
 echo "   archive bytes per event, by family:"
 for table in login api sync audit; do
   rows=$("$bin" query --archive "$work/archive-e2e" --format csv "SELECT count(*) AS n FROM $table" | sed -n 2p)
-  bytes=$(du -cb "$work/archive-e2e/$table" | tail -1 | cut -f1)
+  bytes=$(find "$work/archive-e2e/$table" -path "*/date=*" -name "*.parquet" -printf "%s\n" | awk '{ s += $1 } END { print s + 0 }')
   awk -v t="$table" -v r="$rows" -v b="$bytes" 'BEGIN { if (r > 0) printf "   %-6s %10d events %12d bytes %6.1f bytes/event\n", t, r, b, b / r }'
 done
 
@@ -53,7 +53,7 @@ benches/kafka.sh "$data" "$work"
 
 echo "== 6. analyst queries over an archive of ${SEEDWATCH_BENCH_QUERY_EVENTS:-100000000} events"
 SEEDWATCH_BENCH_DIR="$work" cargo bench --locked --workspace --quiet --bench query 2>&1 | grep -v '^query: building' | sed 's/^/   /'
-"$venv/bin/python" benches/query_duckdb.py "$work/query-archive-v2-${SEEDWATCH_BENCH_QUERY_EVENTS:-100000000}" | sed 's/^/   /'
+"$venv/bin/python" benches/query_duckdb.py "$work/query-archive-v3-${SEEDWATCH_BENCH_QUERY_EVENTS:-100000000}" | sed 's/^/   /'
 
 echo "== 7. detector state per tracked key, 1 M keys"
 cargo bench --locked --workspace --quiet --bench state 2>&1 | sed 's/^/   /'

@@ -1075,7 +1075,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 );
             }
             if days.is_empty() {
-                println!("compact: nothing to do (no day before the cutoff has more than one file)");
+                println!("compact: nothing to do (every day before the cutoff is one compacted file already)");
             }
         }
         Command::Archive { command: ArchiveCommand::Migrate { archive } } => {

@@ -269,6 +269,9 @@ fn compaction_keeps_every_row_once_and_an_interrupted_one_is_invisible() {
     assert!(stdout.lines().any(|l| l.starts_with("compact api:")), "{stdout}");
     assert_eq!(TABLES.iter().map(|t| content(&archive, t)).collect::<Vec<_>>(), before, "rows changed by compaction");
     assert!(data_files(&archive, "api").len() < files_before, "{stdout}");
+    let again = compact(d.path(), &archive, None);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(!text(&again.stdout).lines().any(|l| l.starts_with("compact api:")), "a compacted day was compacted again: {}", text(&again.stdout));
     // The next writer finishes the interrupted day (its files recorded, never committed) and
     // nothing is doubled.
     let out = run(&d.data(), d.path(), &archive, &[a.clone(), b.clone()]);

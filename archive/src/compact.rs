@@ -79,7 +79,9 @@ fn stop_here(point: &str) {
     }
 }
 
-/// The days of `table` to compact: those before `before` with two files or more in the log.
+/// The days of `table` to compact: those before `before` with two files or more in the log,
+/// or one that compaction did not write (a single run's day: unsorted, maybe LZ4). A day
+/// compacted already is left alone, so compacting again does nothing.
 fn days_to_compact(live: &[String], table: Table, before: NaiveDate) -> Vec<(String, Vec<String>)> {
     let mut days: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
     let prefix = format!("{}/date=", table.name());
@@ -89,8 +91,13 @@ fn days_to_compact(live: &[String], table: Table, before: NaiveDate) -> Vec<(Str
         days.entry(date.to_string()).or_default().push(path.clone());
     }
     days.into_iter()
-        .filter(|(date, files)| files.len() > 1 && NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok_and(|d| d < before))
+        .filter(|(date, files)| (files.len() > 1 || !files.iter().all(|f| is_compacted(f))) && NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok_and(|d| d < before))
         .collect()
+}
+
+/// Whether compaction wrote the file at `path` (its name: `part-compact-…`).
+fn is_compacted(path: &str) -> bool {
+    path.rsplit('/').next().is_some_and(|name| name.starts_with("part-compact-"))
 }
 
 /// Read `path` in `table`'s schema: columns a file written before they existed read as null.
