@@ -264,16 +264,9 @@ fn a_writer_stopped_after_recording_its_files_is_finished_by_the_next() {
     // the recorded files in place and commits them; its own rows are all duplicates.
     let out = s3.seedwatch(&run_args(&data, dir.path(), &archive, std::slice::from_ref(&events)));
     assert!(out.status.success(), "{}", text(&out.stderr));
-    // Every event, and every finding (later versions of a finding the stopped run would have
-    // written at the end of its input are not re-made by a run whose events are all
-    // duplicates: a gap of the runtime's, noted on issue 18, not of the bucket).
-    let got = s3.counts(&archive);
-    for table in ["login", "api", "sync", "audit", "dead_letter"] {
-        let find = |c: &[(String, u64)]| c.iter().find(|(t, _)| t == table).map(|(_, n)| *n);
-        assert_eq!(find(&got), find(&expected), "{table}: rows after the restart");
-    }
-    let findings = "SELECT count(DISTINCT finding_id) AS n FROM findings";
-    assert_eq!(s3.query(&archive, findings), query_json(&alone, findings), "findings after the restart");
+    // Every event and every finding version: a run over files commits once, at the end of its
+    // input, so the stop lost nothing the next run cannot finish.
+    assert_eq!(s3.counts(&archive), expected, "rows after the restart");
     let distinct = s3.query(&archive, "SELECT count(DISTINCT event_id || '/' || license) AS n FROM login")[0]["n"].as_u64();
     assert_eq!(distinct, expected.first().map(|(_, n)| *n), "login rows twice after the restart");
     let out = s3.verify(&archive, dir.path());

@@ -201,6 +201,7 @@ impl<S: Sink> Driver<S> {
     /// Read `source` until it ends, detect, write, commit. Returns the report and the sink.
     pub fn run<Src: Source>(mut self, mut source: Src) -> Result<(DriverReport, S), RuntimeError> {
         let total_bytes = source.total_bytes();
+        let input_ends = source.ends();
         let fence = source.fence();
         self.generation = fence.load(Ordering::Acquire);
         // The source reads ahead on its own thread, a few chunks at most.
@@ -210,7 +211,7 @@ impl<S: Sink> Driver<S> {
             .name("seedwatch-source".into())
             .spawn(move || read_source(&mut source, tx, feedback_rx))
             .map_err(|source| RuntimeError::Spawn { what: "source", source })?;
-        let result = self.drive(rx, &feedback_tx, &fence, total_bytes);
+        let result = self.drive(rx, &feedback_tx, &fence, total_bytes, input_ends);
         drop(feedback_tx);
         source_thread.join().map_err(|_| RuntimeError::ThreadLost("source"))?;
         result?;
@@ -218,7 +219,7 @@ impl<S: Sink> Driver<S> {
         Ok((self.report, self.sink))
     }
 
-    fn drive(&mut self, rx: Receiver<Result<Polled, RuntimeError>>, feedback: &Sender<Feedback>, fence: &AtomicU64, total_bytes: Option<u64>) -> Result<(), RuntimeError> {
+    fn drive(&mut self, rx: Receiver<Result<Polled, RuntimeError>>, feedback: &Sender<Feedback>, fence: &AtomicU64, total_bytes: Option<u64>, input_ends: bool) -> Result<(), RuntimeError> {
         let started = Instant::now();
         let (mut last_report, mut last_commit, mut progress_printed) = (Instant::now(), Instant::now(), false);
         loop {
@@ -259,7 +260,10 @@ impl<S: Sink> Driver<S> {
                 }
                 last_report = Instant::now();
             }
-            if last_commit.elapsed() >= self.options.commit_every || self.backlog_done() {
+            // A file read to its end is committed once, by `finish`, with the findings its end
+            // releases: committed apart, a stop between the two would lose those findings (a
+            // restart finds every event archived and re-evaluates none).
+            if last_commit.elapsed() >= self.options.commit_every || (!input_ends && self.backlog_done()) {
                 self.commit(feedback)?;
                 last_commit = Instant::now();
             }

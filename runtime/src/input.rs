@@ -209,6 +209,10 @@ impl Source for Reader {
     fn total_bytes(&self) -> Option<u64> {
         self.inputs.iter().map(|i| i.size_hint()).sum()
     }
+
+    fn ends(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -108,6 +108,11 @@ pub trait Source: Send + 'static {
     fn total_bytes(&self) -> Option<u64> {
         None
     }
+    /// Whether the source ends by itself (files, stdin, archived history), rather than
+    /// running until stopped (Kafka).
+    fn ends(&self) -> bool {
+        false
+    }
     /// The generation counter: bumped by the source the moment an assignment is lost, so
     /// the driver stops using what was read under it before the `Assigned` that follows.
     fn fence(&self) -> Arc<AtomicU64> {
