@@ -162,9 +162,18 @@ fn add_action(table: Table, record: &FileRecord, modified_ms: i64) -> Result<Act
         return Err(ArchiveError::Schema { table: table.name(), message: format!("{}: not in a date=YYYY-MM-DD folder", record.path) });
     }
     let partition_values = HashMap::from([(PARTITION_COLUMN.to_string(), partition_value(&path))]);
-    // Only the row count: it lets `count(*)` answer from the log. Min/max of the time
-    // column would let scans skip files, but a wrong statistic silently hides rows.
-    let stats = format!("{{\"numRecords\":{}}}", record.rows);
+    // The row count lets `count(*)` answer from the log; the time column's range lets a scan
+    // with a time filter skip files without opening them (a month out of years). Both are
+    // taken as the file was written (see `writer::encode_to`); a file without them (adopted
+    // or migrated as found) has the count only. A wrong range would hide rows:
+    // tests/table_format.rs checks filtered counts at every file's edges.
+    let mut stats = serde_json::json!({ "numRecords": record.rows });
+    if let (Some(min), Some(max)) = (record.min_time.and_then(stat_time), record.max_time.and_then(stat_time)) {
+        let column = table.date_column();
+        stats["minValues"] = serde_json::json!({ column: min });
+        stats["maxValues"] = serde_json::json!({ column: max });
+    }
+    let stats = stats.to_string();
     Ok(Action::Add(Add {
         path,
         partition_values,
@@ -174,6 +183,11 @@ fn add_action(table: Table, record: &FileRecord, modified_ms: i64) -> Result<Act
         stats: Some(stats),
         ..Default::default()
     }))
+}
+
+/// A time as Delta's statistics write it (ISO 8601 UTC, milliseconds).
+fn stat_time(ms: i64) -> Option<String> {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
 }
 
 /// A Remove needs only the path; its optional size is left out rather than guessed.
