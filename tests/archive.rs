@@ -207,6 +207,8 @@ fn dropping_the_newest_entries_is_caught_by_the_head_an_auditor_kept() {
 #[test]
 fn another_key_fails_every_signature_and_the_auditor_checks_an_entry_with_openssl() {
     let copy = copy_of_archive();
+    // A run commits once; two entries, so that entry 2 chains to entry 1.
+    grow(&copy, 2);
     let dir = tempfile::tempdir().expect("tempdir");
     // Someone else's key.
     let other = dir.path().join("other.pem");
@@ -222,6 +224,7 @@ fn another_key_fails_every_signature_and_the_auditor_checks_an_entry_with_openss
     // A signature forged under the right key id: the entry names the archive's key, the
     // signature is another key's.
     let forged_copy = copy_of_archive();
+    grow(&forged_copy, 2);
     let files = entries(&forged_copy.archive);
     let content = fs::read_to_string(&files[0]).expect("entry 1");
     let body = content.lines().next().expect("body").to_string();

@@ -242,10 +242,9 @@ fn compact(dir: &Path, archive: &Path, stop: Option<&str>) -> std::process::Outp
     cmd.output().expect("compact")
 }
 
-#[test]
-fn compaction_keeps_every_row_once_and_an_interrupted_one_is_invisible() {
-    let d = Data::new(5, 3, 15);
-    // The input in two halves, two runs: most days get two files per table.
+/// The input as two files of alternate lines, run one after the other into `archive`: most
+/// days get two files per table. Returns the archive and the two inputs.
+fn two_interleaved_runs(d: &Data) -> (PathBuf, PathBuf, PathBuf) {
     let lines: Vec<String> = std::fs::read_to_string(d.events()).expect("events").lines().map(str::to_string).collect();
     let (a, b) = (d.path().join("a.ndjson"), d.path().join("b.ndjson"));
     std::fs::write(&a, lines.iter().step_by(2).cloned().collect::<Vec<_>>().join("\n")).expect("write");
@@ -255,6 +254,13 @@ fn compaction_keeps_every_row_once_and_an_interrupted_one_is_invisible() {
         let out = run(&d.data(), d.path(), &archive, &[input.clone()]);
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
+    (archive, a, b)
+}
+
+#[test]
+fn compaction_keeps_every_row_once_and_an_interrupted_one_is_invisible() {
+    let d = Data::new(5, 3, 15);
+    let (archive, a, b) = two_interleaved_runs(&d);
     let before: Vec<Vec<String>> = TABLES.iter().map(|t| content(&archive, t)).collect();
     let files_before = data_files(&archive, "api").len();
 
@@ -283,16 +289,7 @@ fn compaction_keeps_every_row_once_and_an_interrupted_one_is_invisible() {
 #[test]
 fn the_logs_time_ranges_let_filters_skip_files_and_hide_no_row() {
     let d = Data::new(7, 3, 16);
-    // Two runs of interleaved lines: most days get two files, whose ranges overlap.
-    let lines: Vec<String> = std::fs::read_to_string(d.events()).expect("events").lines().map(str::to_string).collect();
-    let (a, b) = (d.path().join("a.ndjson"), d.path().join("b.ndjson"));
-    std::fs::write(&a, lines.iter().step_by(2).cloned().collect::<Vec<_>>().join("\n")).expect("write");
-    std::fs::write(&b, lines.iter().skip(1).step_by(2).cloned().collect::<Vec<_>>().join("\n")).expect("write");
-    let archive = d.path().join("archive");
-    for input in [&a, &b] {
-        let out = run(&d.data(), d.path(), &archive, &[input.clone()]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-    }
+    let (archive, _, _) = two_interleaved_runs(&d);
     for (table, column) in [("login", "time"), ("api", "time"), ("findings", "window_start")] {
         let total = count(&archive, table);
         // Every file's range, from the adds of the table's log.
