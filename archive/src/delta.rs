@@ -142,8 +142,13 @@ pub async fn open(root: &ArchiveRoot, table: Table) -> Result<Option<DeltaTable>
         return Ok(None);
     }
     let mut delta = table_builder(root, table)?.build().map_err(delta_err(table))?;
-    delta.load().await.map_err(delta_err(table))?;
-    Ok(Some(delta))
+    match delta.load().await {
+        Ok(()) => Ok(Some(delta)),
+        // Another writer is creating it: its log folder is there, its first commit not yet
+        // (two detectors starting at once hit this).
+        Err(deltalake::DeltaTableError::NotATable(_)) => Ok(None),
+        Err(e) => Err(delta_err(table)(e)),
+    }
 }
 
 /// The day folder of a file path under the table (`date=2026-09-01/part-….parquet`).
