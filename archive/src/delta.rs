@@ -80,7 +80,7 @@ pub fn table_url(root: &ArchiveRoot, table: Table) -> Result<url::Url, ArchiveEr
 pub async fn is_delta(root: &ArchiveRoot, table: Table) -> Result<bool, ArchiveError> {
     match root {
         ArchiveRoot::Local(path) => Ok(path.join(table.name()).join(LOG_DIR).is_dir()),
-        ArchiveRoot::S3(_) => Ok(!root.list_async(&format!("{}/{LOG_DIR}", table.name())).await?.is_empty()),
+        ArchiveRoot::S3(_) => root.any_under(&format!("{}/{LOG_DIR}", table.name())).await,
     }
 }
 

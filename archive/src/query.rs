@@ -78,7 +78,7 @@ pub async fn open_session(root: impl Into<ArchiveRoot>) -> Result<SessionContext
     let root: ArchiveRoot = root.into();
     let missing = match &root {
         ArchiveRoot::Local(path) => !path.is_dir(),
-        ArchiveRoot::S3(_) => root.list_async(crate::manifest::MANIFEST_DIR).await?.is_empty() && root.list_async("").await?.is_empty(),
+        ArchiveRoot::S3(_) => !root.any_under("").await?,
     };
     if missing {
         return Err(ArchiveError::Query(format!("{root} is not an archive (run `seedwatch run --archive {root}` first)")));

@@ -200,17 +200,34 @@ impl ArchiveRoot {
         }
     }
 
-    /// The directory, or an error saying that `command` works on local archives only.
-    pub fn require_local(&self, command: &str) -> Result<&Path, ArchiveError> {
-        self.local().ok_or_else(|| config_err(&self.to_string(), format!("`{command}` works on an archive on local disk only (not yet on object storage)")))
-    }
-
     /// Whether anything has been archived here (a local directory exists, or the bucket
     /// prefix holds a manifest or a table).
     pub fn exists(&self) -> Result<bool, ArchiveError> {
         match self {
             ArchiveRoot::Local(path) => Ok(path.is_dir()),
-            ArchiveRoot::S3(_) => Ok(!self.list("")?.is_empty()),
+            ArchiveRoot::S3(_) => {
+                let root = self.clone();
+                crate::delta::block_on(async move { root.any_under("").await })?
+            }
+        }
+    }
+
+    /// Whether any file lies under `prefix` (a directory under the root). Asks for the first
+    /// one only: listing a years-long archive in full is thousands of requests.
+    pub async fn any_under(&self, prefix: &str) -> Result<bool, ArchiveError> {
+        match self {
+            ArchiveRoot::Local(root) => {
+                let dir = root.join(prefix);
+                Ok(dir.is_dir() && std::fs::read_dir(&dir).map_err(io_err("listing", &dir))?.next().is_some())
+            }
+            ArchiveRoot::S3(s3) => {
+                let prefix = s3.key(prefix);
+                match s3.store.list(Some(&prefix)).next().await {
+                    None => Ok(false),
+                    Some(Ok(_)) => Ok(true),
+                    Some(Err(e)) => Err(object_err("listing", &prefix)(e)),
+                }
+            }
         }
     }
 

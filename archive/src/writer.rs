@@ -497,19 +497,16 @@ fn load_ids(root: &ArchiveRoot, dir: &str, key_columns: &[&str], ids: &mut HashS
 
 /// Read the key columns of one Parquet file into `ids`.
 fn read_ids<R: parquet::file::reader::ChunkReader + 'static>(reader: R, path: &Path, key_columns: &[&str], ids: &mut HashSet<u128>) -> Result<(), ArchiveError> {
-    {
-        let path = path.to_path_buf();
-        let perr = |e: parquet::errors::ParquetError| ArchiveError::Parquet { path: path.clone(), message: e.to_string() };
-        let builder = ParquetRecordBatchReaderBuilder::try_new(reader).map_err(perr)?;
-        let indices: Vec<usize> = key_columns.iter().filter_map(|c| builder.schema().index_of(c).ok()).collect();
-        if indices.is_empty() {
-            return Err(ArchiveError::Parquet { path: path.clone(), message: format!("none of the key columns {key_columns:?}") });
-        }
-        let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
-        for batch in builder.with_projection(mask).build().map_err(perr)? {
-            let batch = batch.map_err(|e| ArchiveError::Parquet { path: path.clone(), message: e.to_string() })?;
-            ids.extend(row_keys(&batch, key_columns).map_err(|message| ArchiveError::Parquet { path: path.clone(), message })?);
-        }
+    let perr = |e: parquet::errors::ParquetError| ArchiveError::Parquet { path: path.to_path_buf(), message: e.to_string() };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(reader).map_err(perr)?;
+    let indices: Vec<usize> = key_columns.iter().filter_map(|c| builder.schema().index_of(c).ok()).collect();
+    if indices.is_empty() {
+        return Err(ArchiveError::Parquet { path: path.to_path_buf(), message: format!("none of the key columns {key_columns:?}") });
+    }
+    let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+    for batch in builder.with_projection(mask).build().map_err(perr)? {
+        let batch = batch.map_err(|e| ArchiveError::Parquet { path: path.to_path_buf(), message: e.to_string() })?;
+        ids.extend(row_keys(&batch, key_columns).map_err(|message| ArchiveError::Parquet { path: path.to_path_buf(), message })?);
     }
     Ok(())
 }
