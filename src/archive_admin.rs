@@ -26,8 +26,12 @@ pub fn writer_options(signing_key: &Path) -> Result<WriterOptions> {
 
 /// The archive at `root`, open for writing, its manifest signed with the key in `signing_key`.
 pub fn open_writer(root: impl Into<ArchiveRoot>, signing_key: &Path) -> Result<ArchiveWriter> {
-    let root: ArchiveRoot = root.into();
-    ArchiveWriter::open(&root, writer_options(signing_key)?).with_context(|| format!("opening the archive at {root}"))
+    open_writer_with(root.into(), writer_options(signing_key)?)
+}
+
+/// The archive at `root`, open for writing with `options`.
+pub fn open_writer_with(root: ArchiveRoot, options: WriterOptions) -> Result<ArchiveWriter> {
+    ArchiveWriter::open(&root, options).with_context(|| format!("opening the archive at {root}"))
 }
 
 /// How `archive verify` was asked to check.

@@ -33,6 +33,7 @@ use seedwatch_detect::RuleEngine;
 use seedwatch_ingest::{Decoder, Fingerprinter, Redactor};
 use seedwatch_kafka::{partition_for, GroupConsumer, KafkaConfig, Message, Producer, Topic};
 use seedwatch_runtime::{BoxError, Driver, DriverOptions};
+use seedwatch_archive::WriterOptions;
 use seedwatch_schemas::Finding;
 
 use crate::internal_events::PartitionsAssigned;
@@ -112,7 +113,9 @@ pub fn detect(opts: &DetectOptions, stop: Arc<AtomicBool>) -> Result<DetectRepor
     }
     let producer = Producer::new(&opts.kafka)?;
     let consumer = GroupConsumer::new(&opts.kafka, &opts.group, opts.instance_id.as_deref())?;
-    let sink = crate::archive_admin::open_writer(&opts.archive, &opts.signing_key)?;
+    // Its claims of the group's partitions fence a member evicted from the group.
+    let options = WriterOptions { consumer_group: opts.group.clone(), ..crate::archive_admin::writer_options(&opts.signing_key)? };
+    let sink = crate::archive_admin::open_writer_with(opts.archive.clone(), options)?;
     let offset_commits = Arc::new(AtomicU64::new(0));
     let source = KafkaSource::new(consumer, opts.kafka.clone(), Decoder::new(redactor), stop, Arc::clone(&offset_commits));
 

@@ -335,6 +335,43 @@ fn a_consumer_that_resumes_past_its_committed_offsets_is_sent_back() {
     stop(b);
 }
 
+#[test]
+fn a_member_whose_partitions_moved_on_while_it_stalled_cannot_commit_what_it_held() {
+    let (dir, _broker, d, expected, second_half, metrics) = first_half_collected();
+    // `a` reads the first half, and its first commit with files stalls (a long storage or GC
+    // pause) while the file `hold` exists.
+    let hold = dir.path().join("hold-commit");
+    std::fs::write(&hold, "").expect("hold");
+    let held = dir.path().join("hold-commit.held");
+    let mut a = d.detector_with_env("a", &["--metrics-addr", &metrics], &[("SEEDWATCH_TEST_HOLD_COMMIT", hold.to_str().expect("utf-8"))]);
+    wait_until("a's first commit to stall", Duration::from_secs(120), || held.exists() || matches!(a.0.try_wait(), Ok(Some(_))));
+    assert!(held.exists(), "a exited: {}", d.log("a"));
+    // `b` joins; the group moves partitions to it, and it reads them again from the committed
+    // offsets (a committed nothing) and commits.
+    let mut b = d.detector("b", &[]);
+    wait_until("b's first commit with files", Duration::from_secs(120), || {
+        d.log("b").lines().any(|l| l.contains("archive committed") && !l.contains("files=0 "))
+    });
+    // `a` wakes up holding the first half of every partition it owned, b's among them: its
+    // commit must be refused, not archive those events a second time.
+    std::fs::remove_file(&hold).expect("release a");
+    wait_until("a's commit to be refused", Duration::from_secs(60), || d.log("a").contains("archive commit refused"));
+    assert!(d.log("a").contains("fenced: partition"), "{}", d.log("a"));
+    let fenced = try_get(&metrics, "/metrics").map_or(0.0, |(_, body)| sum_of(&body, "seedwatch_archive_commits_fenced_total", &[]));
+    assert!(fenced >= 1.0, "the refusal is counted: {fenced}");
+    // Both go on: the second half, and every event once, every finding found.
+    d.collect(&second_half, &[]);
+    let got = d.wait_for(&expected, Duration::from_secs(180), &["a", "b"], &mut [&mut a, &mut b]);
+    for (family, rows, distinct) in &got.events {
+        assert_eq!(rows, distinct, "{family}: an event archived twice");
+    }
+    assert_eq!(got.finding_rows, got.finding_versions, "a finding version archived twice");
+    stop(a);
+    stop(b);
+    // verify also checks that no write was made under a claim already taken over.
+    d.assert_verifies();
+}
+
 /// `setup` with the first half of the data collected: returns the second half's file
 /// and a free address for a detector's metrics.
 fn first_half_collected() -> (tempfile::TempDir, Broker, Deployment, Contents, PathBuf, String) {

@@ -51,6 +51,13 @@ pub trait Sink: Send + std::fmt::Debug {
     fn discard(&mut self) -> Result<(), ArchiveError> {
         Ok(())
     }
+    /// Take over these partitions of a consumer group (a new assignment): a writer that still
+    /// holds one of them under an older claim is fenced, its next commit refused with
+    /// [`ArchiveError::Fenced`] (see [`manifest::ManifestLog`]). Sinks without a shared log
+    /// need not do anything.
+    fn claim(&mut self, _partitions: &[u32]) -> Result<(), ArchiveError> {
+        Ok(())
+    }
 }
 
 /// What [`Sink::write`] did with a batch.
@@ -149,6 +156,22 @@ pub enum ArchiveError {
         at: String,
         /// What is wrong.
         message: String,
+    },
+    /// A newer claim took a partition this writer held (it was evicted from its consumer
+    /// group, or a rebalance overtook its commit): what it has not committed is the new
+    /// owner's to write, and it writes nothing more until it claims again.
+    #[error("fenced: partition {partition} of consumer group {group} was claimed by writer {by} (manifest entry {seq}) after this writer's claim (entry {claim}); its uncommitted rows are left to the new owner")]
+    Fenced {
+        /// The consumer group.
+        group: String,
+        /// The partition taken.
+        partition: u32,
+        /// This writer's claim.
+        claim: u64,
+        /// The writer that claimed it.
+        by: String,
+        /// The newer claim's entry.
+        seq: u64,
     },
     /// A query failed (bad SQL, missing column, ...).
     #[error("{0}")]

@@ -51,6 +51,33 @@ pub enum Action {
     Prune,
     /// Small files of a day replaced by large ones holding the same rows.
     Compact,
+    /// A detector took over Kafka partitions (its `lease`): a writer whose own claim to any
+    /// of them is older can no longer commit (see [`ManifestLog::claim`]).
+    Claim,
+}
+
+/// Kafka partitions a detector owns: what a `claim` entry takes over, and what a write made
+/// under that claim carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lease {
+    /// The consumer group: claims in other groups never fence each other.
+    pub group: String,
+    /// Partition numbers (partition `p` of every family topic).
+    pub partitions: Vec<u32>,
+    /// In a write: the sequence number of the claim entry it was made under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<u64>,
+}
+
+impl Lease {
+    /// The first partition both leases hold in the same group.
+    fn overlap(&self, other: &Lease) -> Option<u32> {
+        if self.group != other.group {
+            return None;
+        }
+        self.partitions.iter().copied().find(|p| other.partitions.contains(p))
+    }
 }
 
 /// One data file as an entry records it.
@@ -95,6 +122,9 @@ pub struct Entry {
     /// Files taken away.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<FileRecord>,
+    /// The partitions a `claim` takes over, or those a write was made under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
 }
 
 /// The Ed25519 key that signs entries. Kept outside the archive.
@@ -254,6 +284,15 @@ fn split_entry(bytes: &[u8]) -> Result<(&[u8], Signature), String> {
 }
 
 /// Appends entries. One per writer.
+///
+/// A detector that owns Kafka partitions first appends a `claim` entry for them and then
+/// writes under it. Entries are numbered by a create-if-absent, so every writer sees every
+/// entry between its own: on the way to its next number it reads each one it does not know,
+/// and a newer claim of one of its partitions (a rebalance it has not heard of yet, or an
+/// eviction while it was stalled) fences it: the write is refused and stays refused until it
+/// claims again. That is the generation fence of a Kafka transaction, kept in the manifest
+/// because the manifest entry, not any one table's Delta commit, is where a commit that
+/// spans tables is decided.
 #[derive(Debug)]
 pub struct ManifestLog {
     root: ArchiveRoot,
@@ -261,6 +300,10 @@ pub struct ManifestLog {
     writer: String,
     /// The newest entry known: its sequence number and the SHA-256 of its file.
     head: Option<(u64, [u8; 32])>,
+    /// The partitions this writer holds, with the number of its claim.
+    lease: Option<Lease>,
+    /// A newer claim took one of them: (partition, its writer, its number).
+    fenced: Option<(u32, String, u64)>,
 }
 
 impl ManifestLog {
@@ -271,7 +314,7 @@ impl ManifestLog {
             Some((seq, path)) => Some((*seq, Sha256::digest(root.read(path)?).into())),
             None => None,
         };
-        Ok(Self { root: root.clone(), signer, writer: writer.to_string(), head })
+        Ok(Self { root: root.clone(), signer, writer: writer.to_string(), head, lease: None, fenced: None })
     }
 
     /// Whether the manifest has no entry yet.
@@ -279,9 +322,43 @@ impl ManifestLog {
         self.head.is_none()
     }
 
+    /// Take over `partitions` of consumer `group` (what a new assignment gives this writer);
+    /// returns the claim's sequence number. Any other writer holding one of them under an
+    /// older claim is fenced from then on.
+    pub fn claim(&mut self, group: &str, partitions: &[u32]) -> Result<u64, ArchiveError> {
+        let mut partitions = partitions.to_vec();
+        partitions.sort_unstable();
+        partitions.dedup();
+        let lease = Lease { group: group.to_string(), partitions, claim: None };
+        (self.lease, self.fenced) = (None, None);
+        let seq = self.append_entry(Action::Claim, Vec::new(), Vec::new(), Some(lease.clone()))?;
+        self.lease = Some(Lease { claim: Some(seq), ..lease });
+        Ok(seq)
+    }
+
+    /// Whether a newer claim has fenced this writer.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.is_some()
+    }
+
     /// Append an entry recording `added` and `removed`; returns its sequence number. The
-    /// entry is durable when this returns.
+    /// entry is durable when this returns. A writer holding a lease writes under it, and is
+    /// refused ([`ArchiveError::Fenced`]) once a newer claim took one of its partitions.
     pub fn append(&mut self, action: Action, added: Vec<FileRecord>, removed: Vec<FileRecord>) -> Result<u64, ArchiveError> {
+        self.check_fence()?;
+        self.append_entry(action, added, removed, self.lease.clone())
+    }
+
+    fn check_fence(&self) -> Result<(), ArchiveError> {
+        match (&self.fenced, &self.lease) {
+            (Some((partition, by, seq)), Some(lease)) => {
+                Err(ArchiveError::Fenced { group: lease.group.clone(), partition: *partition, claim: lease.claim.unwrap_or_default(), by: by.clone(), seq: *seq })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn append_entry(&mut self, action: Action, added: Vec<FileRecord>, removed: Vec<FileRecord>, lease: Option<Lease>) -> Result<u64, ArchiveError> {
         let mut entry = Entry {
             seq: 0,
             prev: String::new(),
@@ -291,6 +368,7 @@ impl ManifestLog {
             key_id: self.signer.key_id.clone(),
             added,
             removed,
+            lease,
         };
         loop {
             let (seq, prev) = match self.head {
@@ -307,7 +385,26 @@ impl ManifestLog {
                 self.head = Some((seq, hash));
                 return Ok(seq);
             }
-            self.head = Some((seq, Sha256::digest(self.root.read(&target)?).into()));
+            let theirs = self.root.read(&target)?;
+            self.head = Some((seq, Sha256::digest(&theirs).into()));
+            self.note_claim(&theirs, seq);
+            if action != Action::Claim {
+                self.check_fence()?;
+            }
+        }
+    }
+
+    /// Another writer's entry, read on the way to our next number: a claim of one of our
+    /// partitions fences us. (An entry that cannot be read is `verify`'s to report.)
+    fn note_claim(&mut self, file: &[u8], seq: u64) {
+        let Some(ours) = &self.lease else { return };
+        let Ok((body, _)) = split_entry(file) else { return };
+        let Ok(entry) = serde_json::from_slice::<Entry>(body) else { return };
+        if entry.action != Action::Claim || entry.writer == self.writer {
+            return;
+        }
+        if let Some(partition) = entry.lease.as_ref().and_then(|theirs| ours.overlap(theirs)) {
+            self.fenced = Some((partition, entry.writer, seq));
         }
     }
 }
@@ -434,6 +531,16 @@ pub enum Problem {
         /// Its path.
         path: String,
     },
+    /// A write made under a claim that a newer claim had already taken over: a fenced
+    /// writer's commit got through.
+    WrittenWhileFenced {
+        /// The write's entry.
+        seq: u64,
+        /// The partition.
+        partition: u32,
+        /// The newer claim's entry.
+        claimed_by: u64,
+    },
 }
 
 impl std::fmt::Display for Problem {
@@ -451,6 +558,9 @@ impl std::fmt::Display for Problem {
             Problem::Altered { path, seq } => write!(f, "ALTERED {path}: its SHA-256 differs from entry {seq}'s"),
             Problem::Missing { path, seq } => write!(f, "MISSING {path}: recorded by entry {seq}, not in the archive"),
             Problem::Unrecorded { path } => write!(f, "UNRECORDED {path}: in the archive, in no manifest entry"),
+            Problem::WrittenWhileFenced { seq, partition, claimed_by } => {
+                write!(f, "manifest entry {seq} was written under a claim of partition {partition} that entry {claimed_by} had already taken over")
+            }
         }
     }
 }
@@ -486,6 +596,8 @@ pub fn verify(root: &ArchiveRoot, keys: &[VerifyingKey], options: &VerifyOptions
     }
     let mut active: BTreeMap<String, (u64, FileRecord)> = BTreeMap::new();
     let mut previous: Option<(u64, [u8; 32])> = None;
+    // (group, partition) → the newest claim's entry.
+    let mut claims: BTreeMap<(String, u32), u64> = BTreeMap::new();
     for (seq, path) in &entries {
         let seq = *seq;
         let expected = previous.map_or(1, |(s, _)| s + 1);
@@ -522,6 +634,16 @@ pub fn verify(root: &ArchiveRoot, keys: &[VerifyingKey], options: &VerifyOptions
         };
         if !chained {
             report.problems.push(Problem::BrokenChain { seq });
+        }
+        if let Some(lease) = &entry.lease {
+            for &partition in &lease.partitions {
+                let newest = claims.entry((lease.group.clone(), partition)).or_default();
+                match (entry.action, lease.claim) {
+                    (Action::Claim, _) => *newest = seq,
+                    (_, Some(claim)) if *newest > claim => report.problems.push(Problem::WrittenWhileFenced { seq, partition, claimed_by: *newest }),
+                    _ => {}
+                }
+            }
         }
         for record in entry.removed {
             active.remove(&record.path);
@@ -602,6 +724,60 @@ mod tests {
         assert_eq!(seq, 3);
         let with_head = VerifyOptions { head: Some((3, hash)), ..VerifyOptions::default() };
         assert!(verify(&root, &[key.verifying_key()], &with_head).expect("verify").problems.is_empty());
+    }
+
+    #[test]
+    fn a_newer_claim_of_a_partition_fences_the_older_holder_until_it_claims_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = ArchiveRoot::from(dir.path().join("archive"));
+        let key = signer(dir.path());
+        let mut a = ManifestLog::open(&root, key.clone(), "a").expect("open a");
+        let mut b = ManifestLog::open(&root, key.clone(), "b").expect("open b");
+        let mut other_group = ManifestLog::open(&root, key.clone(), "c").expect("open c");
+        a.claim("detectors", &[0, 1, 2, 3]).expect("a claims");
+        a.append(Action::Write, vec![record("login/date=2026-09-01/part-a1.parquet")], vec![]).expect("a writes under its claim");
+        // Another group's claim of the same numbers, and a writer without a lease, fence nobody.
+        other_group.claim("elsewhere", &[0, 1, 2, 3]).expect("c claims");
+        b.append(Action::Write, vec![], vec![]).expect("a write without a lease");
+        a.append(Action::Write, vec![], vec![]).expect("a still writes");
+        // b takes partitions 2 and 3 (a rebalance a has not heard of): a's next write is refused.
+        let b_claim = b.claim("detectors", &[3, 2]).expect("b claims");
+        b.append(Action::Write, vec![record("login/date=2026-09-01/part-b1.parquet")], vec![]).expect("b writes");
+        let refused = a.append(Action::Write, vec![record("login/date=2026-09-01/part-a2.parquet")], vec![]).expect_err("a is fenced");
+        match &refused {
+            ArchiveError::Fenced { group, partition, by, seq, claim } => {
+                assert_eq!((group.as_str(), *partition, by.as_str(), *seq, *claim), ("detectors", 2, "b", b_claim, 1), "{refused}");
+            }
+            other => panic!("not a fence: {other}"),
+        }
+        assert!(a.is_fenced());
+        assert!(a.append(Action::Write, vec![], vec![]).is_err(), "still fenced");
+        // Its new assignment: partitions 0 and 1 only. b keeps writing; a writes again.
+        a.claim("detectors", &[0, 1]).expect("a claims again");
+        a.append(Action::Write, vec![], vec![]).expect("a writes under its new claim");
+        b.append(Action::Write, vec![], vec![]).expect("b is not fenced by a claim of other partitions");
+        let report = verify(&root, &[key.verifying_key()], &VerifyOptions::default()).expect("verify");
+        // The chain holds, and only the two accepted writes' (made-up) files are looked for: the
+        // refused write left no entry.
+        let missing = |path: &str, seq| Problem::Missing { path: path.into(), seq };
+        assert_eq!(report.problems, vec![missing("login/date=2026-09-01/part-a1.parquet", 2), missing("login/date=2026-09-01/part-b1.parquet", 7)]);
+    }
+
+    #[test]
+    fn verify_names_a_write_made_under_a_claim_already_taken_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = ArchiveRoot::from(dir.path().join("archive"));
+        let key = signer(dir.path());
+        let mut a = ManifestLog::open(&root, key.clone(), "a").expect("open a");
+        a.claim("detectors", &[0, 1]).expect("a claims");
+        let mut b = ManifestLog::open(&root, key.clone(), "b").expect("open b");
+        let b_claim = b.claim("detectors", &[1]).expect("b claims");
+        // A writer that ignored the fence: it writes straight after b's claim, under its old lease.
+        let stale = a.lease.clone();
+        a.head = b.head;
+        let seq = a.append_entry(Action::Write, vec![], vec![], stale).expect("append under the old lease");
+        let report = verify(&root, &[key.verifying_key()], &VerifyOptions::default()).expect("verify");
+        assert_eq!(report.problems, vec![Problem::WrittenWhileFenced { seq, partition: 1, claimed_by: b_claim }]);
     }
 
     #[test]

@@ -46,11 +46,13 @@ pub struct WriterOptions {
     /// The key that signs the manifest (see [`crate::manifest`]); without one, no manifest
     /// is kept (library tests; every command that writes an archive gives one).
     pub signer: Option<std::sync::Arc<ManifestSigner>>,
+    /// The Kafka consumer group whose partitions this writer claims ([`Sink::claim`]).
+    pub consumer_group: String,
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        Self { flush_rows: 512 * 1024, row_group_rows: 128 * 1024, zstd_level: 3, signer: None }
+        Self { flush_rows: 512 * 1024, row_group_rows: 128 * 1024, zstd_level: 3, signer: None, consumer_group: String::new() }
     }
 }
 
@@ -274,7 +276,17 @@ impl FilePool {
         self.failed = true;
         let ready: Vec<Encoded> = std::mem::take(&mut self.encoded).into_values().collect();
         if let Some(manifest) = &mut self.manifest {
-            manifest.append(Action::Write, ready.iter().map(|e| e.record.clone()).collect(), Vec::new())?;
+            hold_commit_for_tests();
+            match manifest.append(Action::Write, ready.iter().map(|e| e.record.clone()).collect(), Vec::new()) {
+                Ok(_) => {}
+                Err(fenced @ ArchiveError::Fenced { .. }) => {
+                    // Nothing of this commit was recorded: its files go, and the writer goes on.
+                    drop_encoded(&ready)?;
+                    self.failed = false;
+                    return Err(fenced);
+                }
+                Err(e) => return Err(e),
+            }
         }
         // A test hook: stop as a crash would, with the files recorded but not in place.
         if std::env::var_os("SEEDWATCH_TEST_STOP_WRITER").is_some_and(|v| v == "recorded") {
@@ -317,6 +329,39 @@ impl FilePool {
             *stats.rows.entry(table.name()).or_default() += record.rows;
         }
         Ok(())
+    }
+}
+
+/// Remove the files of a commit that was refused: its temp files, and on object storage
+/// their staged copies.
+fn drop_encoded(ready: &[Encoded]) -> Result<(), ArchiveError> {
+    for Encoded { tmp, place, .. } in ready {
+        match fs::remove_file(tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("removing", tmp)(e)),
+        }
+        if let Place::Upload { root, staged } = place {
+            root.delete(staged)?;
+        }
+    }
+    Ok(())
+}
+
+/// A test hook: while the file `$SEEDWATCH_TEST_HOLD_COMMIT` exists, a commit with files
+/// waits before its manifest entry (a stalled writer whose partitions move on meanwhile);
+/// it says so by creating the same path with `.held` appended.
+fn hold_commit_for_tests() {
+    let Some(path) = std::env::var_os("SEEDWATCH_TEST_HOLD_COMMIT").map(PathBuf::from) else { return };
+    if !path.exists() {
+        return;
+    }
+    tracing::warn!(path = %path.display(), "SEEDWATCH_TEST_HOLD_COMMIT: holding a commit until the file is gone (a test hook)");
+    let mut held = path.clone().into_os_string();
+    held.push(".held");
+    let _ = File::create(PathBuf::from(held));
+    while path.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
@@ -714,12 +759,24 @@ impl Sink for ArchiveWriter {
 
     fn discard(&mut self) -> Result<(), ArchiveError> {
         // Findings go out (see the trait); files already given to the file threads go into
-        // place; pending events go, and the ids are re-read from disk on the next write.
-        let findings: Vec<(Table, i64)> = self.partitions.keys().filter(|(table, _)| *table == Table::Findings).copied().collect();
+        // place; pending events go, and the ids are re-read from disk on the next write. A
+        // fenced writer writes nothing: the new owner evaluates those events again.
+        let fenced = self.files.manifest.as_ref().is_some_and(ManifestLog::is_fenced);
+        let findings: Vec<(Table, i64)> = self.partitions.keys().filter(|(table, _)| *table == Table::Findings && !fenced).copied().collect();
         self.flush_in_order(findings)?;
-        self.files.finish(&mut self.stats)?;
+        match self.files.finish(&mut self.stats) {
+            Ok(()) | Err(ArchiveError::Fenced { .. }) => {}
+            Err(e) => return Err(e),
+        }
         self.partitions.clear();
         self.dead_letter_ids = None;
+        Ok(())
+    }
+
+    fn claim(&mut self, partitions: &[u32]) -> Result<(), ArchiveError> {
+        let Some(manifest) = self.files.manifest.as_mut() else { return Ok(()) };
+        let seq = manifest.claim(&self.options.consumer_group, partitions)?;
+        tracing::info!(group = %self.options.consumer_group, ?partitions, entry = seq, "partitions claimed in the archive manifest");
         Ok(())
     }
 }
@@ -1085,6 +1142,48 @@ mod tests {
         let mut w = ArchiveWriter::open(dir.path(), WriterOptions::default()).expect("reopen");
         let third = w.write(Table::Events(Family::Login), &batch(&[line("L1", "1"), line("L3", "1")])).expect("write");
         assert_eq!((third.kept, third.duplicates), (1, 1));
+    }
+
+    #[test]
+    fn a_writer_whose_partition_was_claimed_since_cannot_commit_what_it_holds() {
+        use crate::manifest::{verify, ManifestSigner, VerifyOptions};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("archive");
+        let signer = std::sync::Arc::new(ManifestSigner::load_or_create(&dir.path().join("signing.pem")).expect("key"));
+        let options = || WriterOptions { signer: Some(signer.clone()), consumer_group: "detectors".into(), ..WriterOptions::default() };
+        let line = |id: &str| format!(r#"{{"event_id":"{id}","time":1793973600000,"system":"metrc","state":"CA","license":"L1","location":"x","user":"u","outcome":"success","src_ip":"203.0.113.10","source":"s","line":1}}"#);
+        let batch = |ids: &[&str]| {
+            let lines: Vec<String> = ids.iter().map(|id| line(id)).collect();
+            let mut reader = seedwatch_schemas::arrow::json::ReaderBuilder::new(Table::Events(Family::Login).schema()).build(std::io::Cursor::new(lines.join("\n"))).expect("reader");
+            reader.next().expect("a batch").expect("rows")
+        };
+        let login = Table::Events(Family::Login);
+        // `a` owns partition 0 and reads events 1 and 2, but stalls before its commit.
+        let mut a = ArchiveWriter::open(&root, options()).expect("open a");
+        a.claim(&[0]).expect("a claims");
+        a.write(login, &batch(&["1", "2"])).expect("a writes");
+        a.flush_in_order(vec![(login, 1793973600000 / DAY_MS)]).expect("a encodes its file");
+        // Meanwhile `b` got partition 0, read the same events from the committed offset and one more.
+        let mut b = ArchiveWriter::open(&root, options()).expect("open b");
+        b.claim(&[0]).expect("b claims");
+        b.write(login, &batch(&["1", "2", "3"])).expect("b writes");
+        b.commit().expect("b commits");
+        let refused = a.commit().expect_err("a is fenced");
+        assert!(matches!(refused, ArchiveError::Fenced { partition: 0, .. }), "{refused}");
+        assert!(a.write(login, &batch(&["4"])).is_ok() && a.commit().is_err(), "a stays fenced until it claims again");
+        // Nothing of a's is left behind: no temp file, no entry, no row.
+        let temp_files: Vec<_> = fs::read_dir(&a.tmp).expect("a's temp dir").filter_map(Result::ok).filter(|e| e.file_name() != WRITER_LOCK).collect();
+        assert!(temp_files.is_empty(), "{temp_files:?}");
+        let ids = query_rows(&root, "SELECT event_id FROM login ORDER BY event_id");
+        assert_eq!(ids, vec![text_row(&["1"]), text_row(&["2"]), text_row(&["3"])]);
+        // Given the partition back, a commits again (the discard drops what it held).
+        a.discard().expect("discard");
+        a.claim(&[0]).expect("a claims again");
+        a.write(login, &batch(&["3", "5"])).expect("a writes");
+        a.commit().expect("a commits under its new claim");
+        assert_eq!(query_rows(&root, "SELECT count(*) FROM login"), vec![text_row(&["4"])]);
+        let report = verify(&ArchiveRoot::from(&root), &[signer.verifying_key()], &VerifyOptions::default()).expect("verify");
+        assert_eq!(report.problems, vec![]);
     }
 
     #[test]

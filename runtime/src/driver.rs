@@ -28,7 +28,7 @@ use seedwatch_schemas::finding::findings_to_batch;
 use seedwatch_schemas::{EventBatch, Family, Finding, Severity, Table};
 
 use crate::internal_events::{
-    ArchiveCommitted, ArchiveWritten, BatchDetected, ChunkDecoded, EventsObserved, FindingsEmitted, OpenFindings, OrderingReleaseForced, WatermarkAdvanced,
+    ArchiveCommitted, ArchiveWritten, BatchDetected, ChunkDecoded, CommitFenced, EventsObserved, FindingsEmitted, OpenFindings, OrderingReleaseForced, WatermarkAdvanced,
 };
 use crate::partition;
 use crate::source::{Feedback, InputId, Polled, Rows, Scope, Source};
@@ -93,6 +93,8 @@ pub struct DriverReport {
     pub forced_releases: u64,
     /// Assignments taken (Kafka rebalances).
     pub rebalances: u64,
+    /// Commits refused because another member had claimed a partition this one held.
+    pub fenced: u64,
     /// Findings the rules opened, by rule, including those the sink already held.
     pub emitted_per_rule: BTreeMap<String, u64>,
     /// Rows exceptions dropped, by (rule, exception).
@@ -116,6 +118,9 @@ impl Sink for MemorySink {
 /// Rows written since the last commit that make reading to the end a backlog
 /// worth committing at once (see `Driver::backlog_done`).
 const BACKLOG_ROWS: u64 = 1_000;
+/// How long a fenced member waits for the new assignment its group owes it before it gives up
+/// (twice the detector's default `max.poll.interval.ms`).
+const FENCED_LIMIT: Duration = Duration::from_secs(120);
 
 /// Rows of one scope not yet released.
 #[derive(Debug)]
@@ -155,6 +160,9 @@ pub struct Driver<S: Sink> {
     bytes_done: u64,
     /// Rows the sink kept since the last commit.
     uncommitted_rows: u64,
+    /// A commit was refused (another member claimed a partition): since when, and why.
+    /// Everything read is ignored until the new assignment arrives.
+    fenced: Option<(Instant, seedwatch_archive::ArchiveError)>,
     report: DriverReport,
     options: DriverOptions,
 }
@@ -181,6 +189,7 @@ impl<S: Sink> Driver<S> {
             retracted: BTreeMap::new(),
             bytes_done: 0,
             uncommitted_rows: 0,
+            fenced: None,
             report: DriverReport::default(),
             options,
         })
@@ -229,7 +238,7 @@ impl<S: Sink> Driver<S> {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             // Read under an assignment that was lost since: its `Assigned` is on the way.
-            let stale = fence.load(Ordering::Acquire) != self.generation;
+            let stale = fence.load(Ordering::Acquire) != self.generation || self.fenced.is_some();
             match polled {
                 Some(Polled::Rows(rows)) if !stale => self.accept(rows)?,
                 Some(Polled::Bound { scope, bound }) if !stale => {
@@ -243,6 +252,12 @@ impl<S: Sink> Driver<S> {
                     last_commit = Instant::now();
                 }
                 _ => {}
+            }
+            if let Some((since, _)) = &self.fenced {
+                if since.elapsed() >= FENCED_LIMIT {
+                    let (_, error) = self.fenced.take().ok_or(RuntimeError::ThreadLost("driver"))?;
+                    return Err(error.into());
+                }
             }
             if stale {
                 continue;
@@ -268,7 +283,7 @@ impl<S: Sink> Driver<S> {
                 last_commit = Instant::now();
             }
         }
-        if fence.load(Ordering::Acquire) == self.generation {
+        if fence.load(Ordering::Acquire) == self.generation && self.fenced.is_none() {
             self.finish(feedback)?;
         }
         if progress_printed {
@@ -443,6 +458,10 @@ impl<S: Sink> Driver<S> {
     fn reassign(&mut self, partitions: &[u32], count: u32, generation: u64) -> Result<(), RuntimeError> {
         self.report.rebalances += 1;
         self.sink.discard()?;
+        // Claimed before anything of the new assignment is read: from here on, a member that
+        // held these partitions before cannot commit what it still holds.
+        self.sink.claim(partitions)?;
+        self.fenced = None;
         self.held.clear();
         self.resume_at.clear();
         self.retracted.clear();
@@ -542,7 +561,11 @@ impl<S: Sink> Driver<S> {
     /// to its oldest row still held, else to where it was read.
     fn commit(&mut self, feedback: &Sender<Feedback>) -> Result<(), RuntimeError> {
         let started = Instant::now();
-        let stats = self.sink.commit()?;
+        let stats = match self.sink.commit() {
+            Ok(stats) => stats,
+            Err(error @ seedwatch_archive::ArchiveError::Fenced { .. }) => return self.fenced_out(error),
+            Err(error) => return Err(error.into()),
+        };
         self.uncommitted_rows = 0;
         ArchiveCommitted { stats: &stats, seconds: started.elapsed().as_secs_f64() }.emit();
         self.report.commit.merge(&stats);
@@ -563,6 +586,20 @@ impl<S: Sink> Driver<S> {
         }
         let positions = self.resume_at.iter().map(|(input, at)| (*input, oldest_held.get(input).copied().unwrap_or(*at))).collect();
         let _ = feedback.send(Feedback::Durable { generation: self.generation, positions });
+        Ok(())
+    }
+
+    /// Another member claimed a partition this one holds (this one was evicted from its group,
+    /// or a rebalance overtook its commit): drop everything not committed, which the new
+    /// owner reads again from the committed offsets, and wait for the new assignment.
+    fn fenced_out(&mut self, error: seedwatch_archive::ArchiveError) -> Result<(), RuntimeError> {
+        CommitFenced { error: &error }.emit();
+        self.report.fenced += 1;
+        self.sink.discard()?;
+        self.held.clear();
+        self.resume_at.clear();
+        self.uncommitted_rows = 0;
+        self.fenced = Some((Instant::now(), error));
         Ok(())
     }
 

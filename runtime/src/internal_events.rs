@@ -59,6 +59,7 @@ struct Metrics {
     kafka_watermark_failures: IntCounterVec,
     kafka_start_corrections: IntCounterVec,
     forced_releases: IntCounterVec,
+    commits_fenced: IntCounterVec,
     alerts_not_posted: IntCounterVec,
 }
 
@@ -111,6 +112,7 @@ static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| {
         kafka_watermark_failures: counter("kafka_watermark_check_failures_total", "High-watermark reads that failed; the task holds its rows for ordering until the broker answers.", &[])?,
         kafka_start_corrections: counter("kafka_start_offset_corrections_total", "Seeks back when the first message of a partition after an assignment came from past its committed offset (or none came); see tansu 0.6 in ARCHITECTURE.md.", &[])?,
         forced_releases: counter("ordering_forced_releases_total", "Times a task released rows before its other topics caught up, because the ordering buffer was full.", &[])?,
+        commits_fenced: counter("archive_commits_fenced_total", "Archive commits refused because another member of the consumer group had claimed a partition this one held (it was evicted, or a rebalance overtook the commit); its uncommitted rows are left to the new owner.", &[])?,
         alerts_not_posted: counter("alertmanager_post_failures_total", "Finding versions that could not be posted to Alertmanager (they are archived; findings_latest has them).", &[])?,
         kafka_lag: register_int_gauge_vec_with_registry!("kafka_consumer_lag", "Messages not yet committed by this detector, by topic and partition.", &["topic", "partition"], r).ok()?,
     })
@@ -535,6 +537,22 @@ impl OrderingReleaseForced {
         tracing::warn!(partition = self.partition, rows = self.rows, "ordering buffer full: releasing rows before every topic caught up");
         let Some(m) = METRICS.as_ref() else { return };
         m.forced_releases.with_label_values::<&str>(&[]).inc();
+    }
+}
+
+/// An archive commit was refused: another member claimed a partition this one held.
+#[derive(Debug)]
+pub struct CommitFenced<'a> {
+    /// The refusal, naming the partition and the claim.
+    pub error: &'a seedwatch_archive::ArchiveError,
+}
+
+impl CommitFenced<'_> {
+    /// Log and count.
+    pub fn emit(&self) {
+        tracing::warn!(error = %self.error, "archive commit refused; waiting for the new assignment");
+        let Some(m) = METRICS.as_ref() else { return };
+        m.commits_fenced.with_label_values::<&str>(&[]).inc();
     }
 }
 
