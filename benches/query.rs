@@ -140,7 +140,7 @@ fn main() {
         let t = Instant::now();
         let signer = std::sync::Arc::new(seedwatch_archive::manifest::ManifestSigner::load_or_create(&work.join("bench-signing.pem")).expect("signing key"));
         let options = seedwatch_archive::compact::CompactOptions { before: chrono::NaiveDate::from_ymd_opt(2100, 1, 1), ..Default::default() };
-        let days = seedwatch_archive::compact::compact(&root, &options, signer).expect("compact");
+        let days = seedwatch_archive::compact::compact(&seedwatch_archive::ArchiveRoot::from(&root), &options, signer).expect("compact");
         eprintln!("query: compacted {} day(s) in {:.0} s", days.len(), t.elapsed().as_secs_f64());
         std::fs::write(&done, format!("{n}\n")).expect("marking the archive built");
     }

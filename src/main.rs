@@ -171,9 +171,9 @@ enum ArchiveCommand {
     /// time, zstd throughout: one manifest entry and one Delta commit per day, so queries
     /// see the day before or after, never between.
     Compact {
-        /// Archive directory.
-        #[arg(long, value_parser = local_archive)]
-        archive: PathBuf,
+        /// Archive: a directory, or s3://bucket/prefix (S3 settings from AWS_* variables or $SEEDWATCH_S3_CONFIG).
+        #[arg(long)]
+        archive: ArchiveRoot,
         /// Only this table (repeatable) [default: all].
         #[arg(long = "table", value_name = "TABLE")]
         tables: Vec<String>,
@@ -602,7 +602,7 @@ struct RunArgs {
 /// An archive directory for a command that works on local disk only.
 fn local_archive(s: &str) -> Result<PathBuf, String> {
     if s.contains("://") {
-        return Err("this command works on an archive on local disk only; an s3:// archive is read and written by run, detect, query, report, archive verify and archive head".into());
+        return Err("this command works on an archive on local disk only; an s3:// archive is read and written by run, detect, query, report, archive compact, archive verify and archive head".into());
     }
     Ok(PathBuf::from(s))
 }
@@ -1041,8 +1041,8 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             );
         }
         Command::Archive { command: ArchiveCommand::Compact { archive, tables, before, signing_key } } => {
-            if !archive.is_dir() {
-                anyhow::bail!("--archive {}: no such directory", archive.display());
+            if !archive.exists()? {
+                anyhow::bail!("--archive {archive}: no archive there");
             }
             let tables = tables
                 .iter()

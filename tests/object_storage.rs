@@ -241,6 +241,74 @@ fn two_writers_on_one_bucket_commit_every_row() {
 }
 
 #[test]
+fn compaction_in_a_bucket_keeps_every_row_and_an_interrupted_one_is_finished_by_the_next() {
+    let s3 = S3Server::start();
+    let archive = format!("{}/c", s3.bucket("compact"));
+    let dir = generated(6, 3, 24);
+    let data = dir.path().join("data");
+    // Two runs over alternate lines: every day of every table gets two files, as a streaming
+    // writer leaves them.
+    let events = std::fs::read_to_string(data.join("events.ndjson")).expect("events");
+    let (mut odd, mut even) = (String::new(), String::new());
+    for (i, line) in events.lines().enumerate() {
+        let half = if i % 2 == 0 { &mut even } else { &mut odd };
+        half.push_str(line);
+        half.push('\n');
+    }
+    let halves = [dir.path().join("even.ndjson"), dir.path().join("odd.ndjson")];
+    std::fs::write(&halves[0], even).expect("write");
+    std::fs::write(&halves[1], odd).expect("write");
+    for half in &halves {
+        let out = s3.seedwatch(&run_args(&data, dir.path(), &archive, std::slice::from_ref(half)));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    // What compaction must keep: every row, every value (a digest of each table's content).
+    let digest = |table: &str| {
+        let sql = format!("SELECT count(*) AS n, count(DISTINCT event_id) AS ids, min(time) AS first, max(time) AS last, sum(length(coalesce(user, '')) + length(coalesce(src_ip, ''))) AS chars FROM {table}");
+        s3.query(&archive, &sql)
+    };
+    let before: Vec<_> = ["login", "api"].iter().map(|t| digest(t)).collect();
+    let counts = s3.counts(&archive);
+    let login_files = |s3: &S3Server| s3.keys("compact", "c/login/date=").into_iter().filter(|k| k.ends_with(".parquet")).collect::<Vec<_>>();
+    let days = login_files(&s3).iter().filter_map(|k| k.split('/').nth(2).map(str::to_string)).collect::<std::collections::BTreeSet<_>>().len();
+    assert!(login_files(&s3).len() > days + days / 2, "about two files per day before: {:?}", login_files(&s3));
+    let compact = |table: &str| {
+        let mut args = strings(&["archive", "compact", "--archive", &archive, "--table", table, "--before", "2100-01-01"]);
+        args.extend(["--signing-key".into(), dir.path().join("signing.pem").display().to_string()]);
+        s3.command(&args)
+    };
+
+    // Stopped after its manifest entry: nothing visible changes, and the next compaction
+    // finishes it (the staged files copied into place and committed) and does the rest.
+    let out = compact("login").env("SEEDWATCH_TEST_STOP_COMPACTION", "recorded").output().expect("compact");
+    assert_eq!(out.status.code(), Some(86), "the stop hook did not stop it: {}", text(&out.stderr));
+    assert_eq!(s3.counts(&archive), counts, "rows after an interrupted compaction");
+    assert_eq!(digest("login"), before[0]);
+    for table in ["login", "api"] {
+        let out = compact(table).output().expect("compact");
+        assert!(out.status.success(), "compact {table}: {}", text(&out.stderr));
+    }
+    assert_eq!(s3.counts(&archive), counts, "rows after compaction");
+    assert_eq!(["login", "api"].iter().map(|t| digest(t)).collect::<Vec<_>>(), before, "content after compaction");
+    // One compacted file per day; the old objects and the staged copies are gone.
+    let files = login_files(&s3);
+    assert_eq!(files.len(), days, "{files:?}");
+    assert!(files.iter().all(|k| k.rsplit('/').next().is_some_and(|n| n.starts_with("part-compact-"))), "{files:?}");
+    // Staged copies: the finished compactions removed theirs; the stopped one's stay for the
+    // bucket's lifecycle rule (no lock tells a dead writer's staged files from a live one's),
+    // and each is now in place under its name.
+    let staged = s3.keys("compact", "c/_tmp/");
+    let runs: std::collections::BTreeSet<&str> = staged.iter().filter_map(|k| k.split('/').nth(2)).collect();
+    assert!(runs.len() <= 1, "staged objects of a finished compaction left behind: {staged:?}");
+    for key in &staged {
+        let name = key.rsplit('/').next().unwrap_or_default();
+        assert!(files.iter().any(|f| f.ends_with(name)), "{key} is not in place: {files:?}");
+    }
+    let out = s3.verify(&archive, dir.path());
+    assert!(out.status.success(), "verify after compaction: {}{}", text(&out.stdout), text(&out.stderr));
+}
+
+#[test]
 fn a_writer_stopped_after_recording_its_files_is_finished_by_the_next() {
     let s3 = S3Server::start();
     let archive = format!("{}/a", s3.bucket("restart"));

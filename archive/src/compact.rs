@@ -15,9 +15,13 @@
 //! between. A stop before the manifest entry leaves the table as it was (the temp directory
 //! goes with the next writer); a stop after it is finished by the next writer
 //! (`writer::recover_recorded`, then `delta::reconcile`).
+//!
+//! In a bucket the new files are encoded on this host's temp disk and uploaded to
+//! `_tmp/<run>/` before they are recorded; after the entry they are copied into place
+//! (`writer::recover_staged` finishes that for a compaction that stopped in between).
 
 use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
@@ -27,8 +31,9 @@ use seedwatch_schemas::arrow::compute::{cast, concat_batches, lexsort_to_indices
 use seedwatch_schemas::Table;
 
 use crate::delta::{self, Change};
-use crate::manifest::{recorded_files, relative_path, Action, FileRecord, ManifestLog, ManifestSigner};
-use crate::writer::{encode_to, file_properties, WriterOptions};
+use crate::manifest::{recorded_files, Action, FileRecord, ManifestLog, ManifestSigner};
+use crate::store::ArchiveRoot;
+use crate::writer::{encode_to, file_properties, WriterOptions, STAGED_DIR};
 use crate::{io_err, ArchiveError};
 
 /// What to compact.
@@ -100,15 +105,17 @@ fn is_compacted(path: &str) -> bool {
     path.rsplit('/').next().is_some_and(|name| name.starts_with("part-compact-"))
 }
 
-/// Read `path` in `table`'s schema: columns a file written before they existed read as null.
-fn read_file(path: &Path, table: Table) -> Result<Vec<RecordBatch>, ArchiveError> {
-    let perr = |e: parquet::errors::ParquetError| ArchiveError::Parquet { path: path.to_path_buf(), message: e.to_string() };
-    let file = File::open(path).map_err(io_err("opening", path))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?.build().map_err(perr)?;
+/// Read `path` (under the root) in `table`'s schema: columns a file written before they
+/// existed read as null.
+fn read_file(root: &ArchiveRoot, path: &str, table: Table) -> Result<Vec<RecordBatch>, ArchiveError> {
+    let perr = |e: parquet::errors::ParquetError| ArchiveError::Parquet { path: PathBuf::from(path), message: e.to_string() };
+    // The whole file at once: the day is held in memory to be sorted anyway.
+    let bytes = root.read(path)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(perr)?.build().map_err(perr)?;
     let schema = table.schema();
     let mut out = Vec::new();
     for batch in reader {
-        let batch = batch.map_err(|e| ArchiveError::Parquet { path: path.to_path_buf(), message: e.to_string() })?;
+        let batch = batch.map_err(|e| ArchiveError::Parquet { path: PathBuf::from(path), message: e.to_string() })?;
         let columns = schema
             .fields()
             .iter()
@@ -139,35 +146,38 @@ fn sorted(batch: &RecordBatch, table: Table) -> Result<RecordBatch, ArchiveError
     take_record_batch(batch, &indices).map_err(schema_err)
 }
 
-/// Compact the archive under `root`; returns what each compacted day became.
-pub fn compact(root: &Path, options: &CompactOptions, signer: Arc<ManifestSigner>) -> Result<Vec<DayCompacted>, ArchiveError> {
+/// Compact the archive at `root` (a directory or a bucket prefix); returns what each
+/// compacted day became.
+pub fn compact(root: &ArchiveRoot, options: &CompactOptions, signer: Arc<ManifestSigner>) -> Result<Vec<DayCompacted>, ArchiveError> {
     let before = options.before.unwrap_or_else(|| chrono::Utc::now().date_naive());
     let tables: Vec<Table> = if options.tables.is_empty() { Table::ALL.to_vec() } else { options.tables.clone() };
     // Finish what a stopped writer or compaction left (files recorded but not in place, or
     // not in the log) first: compacting its day again would record the same rows twice.
-    drop(crate::ArchiveWriter::open(root, WriterOptions { signer: Some(signer.clone()), ..options.writer.clone() })?);
+    drop(crate::ArchiveWriter::open(root.clone(), WriterOptions { signer: Some(signer.clone()), ..options.writer.clone() })?);
     let run_id = format!("compact-{}-{:08x}", chrono::Utc::now().format("%Y%m%dT%H%M%S"), std::process::id());
     // A temp directory of our own, locked while we live, as a writer's (see `writer`).
-    let tmp = root.join("_tmp").join(&run_id);
+    let tmp = match root {
+        ArchiveRoot::Local(path) => path.join("_tmp").join(&run_id),
+        ArchiveRoot::S3(_) => std::env::temp_dir().join("seedwatch-staging").join(&run_id),
+    };
     fs::create_dir_all(&tmp).map_err(io_err("creating", &tmp))?;
     let lock_path = tmp.join(crate::writer::WRITER_LOCK);
     let lock = File::create(&lock_path).map_err(io_err("creating", &lock_path))?;
     lock.try_lock().map_err(|e| ArchiveError::Io { action: "locking", path: lock_path.clone(), error: e.into() })?;
-    let local = crate::store::ArchiveRoot::from(root);
-    let mut manifest = ManifestLog::open(&local, signer, &run_id)?;
-    let recorded = recorded_files(&local)?;
+    let mut manifest = ManifestLog::open(root, signer, &run_id)?;
+    let recorded = recorded_files(root)?;
     let mut done = Vec::new();
     for table in tables {
         let Some(delta) = delta::block_on({
-            let local = local.clone();
-            async move { delta::open(&local, table).await }
+            let root = root.clone();
+            async move { delta::open(&root, table).await }
         })??
         else {
             continue;
         };
         let live = delta::live_paths(&delta, table)?;
         for (date, files) in days_to_compact(&live, table, before) {
-            done.push(compact_day(root, &tmp, table, &date, &files, &recorded, options, &mut manifest)?);
+            done.push(compact_day(root, &tmp, &run_id, table, &date, &files, &recorded, options, &mut manifest)?);
         }
     }
     drop(lock);
@@ -177,8 +187,9 @@ pub fn compact(root: &Path, options: &CompactOptions, signer: Arc<ManifestSigner
 
 #[allow(clippy::too_many_arguments)]
 fn compact_day(
-    root: &Path,
-    tmp: &Path,
+    root: &ArchiveRoot,
+    tmp: &std::path::Path,
+    run_id: &str,
     table: Table,
     date: &str,
     files: &[String],
@@ -190,15 +201,14 @@ fn compact_day(
     let mut removed = Vec::with_capacity(files.len());
     let mut rows_before = 0u64;
     for path in files {
-        let full = root.join(path);
-        let read = read_file(&full, table)?;
+        let read = read_file(root, path, table)?;
         let rows: u64 = read.iter().map(|b| b.num_rows() as u64).sum();
         rows_before += rows;
         batches.extend(read);
         removed.push(match recorded.get(path) {
             Some((_, record)) => record.clone(),
             None => {
-                let (sha256, bytes) = crate::manifest::file_sha256(&full)?;
+                let (sha256, bytes) = root.sha256(path)?;
                 FileRecord { path: path.clone(), sha256, bytes, rows, min_time: None, max_time: None }
             }
         });
@@ -208,38 +218,61 @@ fn compact_day(
     let all = sorted(&all, table)?;
 
     // New files, encoded and synced in our temp directory.
-    let dir = root.join(table.name()).join(format!("date={date}"));
-    let mut written: Vec<(PathBuf, PathBuf, FileRecord)> = Vec::new();
+    let dir = format!("{}/date={date}", table.name());
+    let mut written: Vec<(PathBuf, String, FileRecord)> = Vec::new();
     let mut offset = 0;
-    let stamp = tmp.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     while offset < all.num_rows() {
         let len = options.max_file_rows.min(all.num_rows() - offset);
         let part = all.slice(offset, len);
         offset += len;
-        let name = format!("part-{stamp}-{:06}.parquet", written.len() + 1);
-        let (tmp_file, target) = (tmp.join(&name), dir.join(&name));
+        let name = format!("part-{run_id}-{:06}.parquet", written.len() + 1);
+        let (tmp_file, target) = (tmp.join(&name), format!("{dir}/{name}"));
         // Compacted files are large: zstd whatever their size.
         let props = file_properties(&part, &options.writer, true, &tmp_file)?;
-        let record = encode_to(table, &part, props, &tmp_file, relative_path(root, &target))?;
+        let record = encode_to(table, &part, props, &tmp_file, target.clone())?;
         written.push((tmp_file, target, record));
     }
     let rows_after: u64 = written.iter().map(|(_, _, r)| r.rows).sum();
     if rows_after != rows_before {
         return Err(ArchiveError::Schema { table: table.name(), message: format!("compacting {date}: {rows_before} rows read, {rows_after} written") });
     }
+    // In a bucket, staged there before they are recorded: whoever finishes a compaction that
+    // stopped after its entry finds them (`writer::recover_staged`).
+    let mut staged = Vec::new();
+    if let ArchiveRoot::S3(_) = root {
+        for (tmp_file, target, _) in &written {
+            let key = format!("{STAGED_DIR}/{run_id}/{}", target.rsplit('/').next().unwrap_or(target));
+            root.upload(tmp_file, &key)?;
+            staged.push(key);
+        }
+    }
     stop_here("written");
 
     let added: Vec<FileRecord> = written.iter().map(|(_, _, r)| r.clone()).collect();
     manifest.append(Action::Compact, added.clone(), removed.clone())?;
     stop_here("recorded");
-    for (tmp_file, target, _) in &written {
-        fs::rename(tmp_file, target).map_err(io_err("renaming into", target))?;
+    match root {
+        ArchiveRoot::Local(path) => {
+            for (tmp_file, target, _) in &written {
+                let target = path.join(target);
+                fs::rename(tmp_file, &target).map_err(io_err("renaming into", &target))?;
+            }
+            let dir = path.join(&dir);
+            File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", &dir))?;
+        }
+        ArchiveRoot::S3(_) => {
+            for ((tmp_file, target, _), key) in written.iter().zip(&staged) {
+                root.copy(key, target)?;
+                fs::remove_file(tmp_file).map_err(io_err("removing", tmp_file))?;
+            }
+        }
     }
-    File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", &dir))?;
-    delta::commit_blocking(&crate::store::ArchiveRoot::from(root), None, table, Change::Compact, added.clone(), removed.iter().map(|r| r.path.clone()).collect())?;
+    delta::commit_blocking(root, None, table, Change::Compact, added.clone(), removed.iter().map(|r| r.path.clone()).collect())?;
     for record in &removed {
-        let path = root.join(&record.path);
-        fs::remove_file(&path).map_err(io_err("removing", &path))?;
+        root.delete(&record.path)?;
+    }
+    for key in &staged {
+        root.delete(key)?;
     }
     let day = DayCompacted {
         table,

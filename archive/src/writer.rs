@@ -876,7 +876,7 @@ fn recover_recorded(root: &Path, stale: &[StaleDir]) -> Result<(), ArchiveError>
 
 /// Where a writer to object storage stages its files under the bucket prefix until they are
 /// recorded and copied into place.
-const STAGED_DIR: &str = "_tmp";
+pub(crate) const STAGED_DIR: &str = "_tmp";
 
 /// The object-storage twin of `recover_recorded`: each file recorded in the manifest but
 /// missing from its place whose staged copy (any writer's) still hashes as recorded is
