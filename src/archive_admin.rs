@@ -121,7 +121,7 @@ pub fn public_key(signing_key: &Path) -> Result<String> {
 #[derive(Debug, Clone)]
 pub struct PruneRequest {
     /// Archive root.
-    pub archive: PathBuf,
+    pub archive: ArchiveRoot,
     /// The policy file holding the retention periods.
     pub policy: PathBuf,
     /// Prune as on this date (YYYY-MM-DD) instead of today (UTC).

@@ -151,9 +151,9 @@ enum ArchiveCommand {
     /// minimums from 000 §5.4), never a day holding evidence of a finding that is kept or not
     /// resolved; recorded in the manifest.
     Prune {
-        /// Archive directory.
-        #[arg(long, value_parser = local_archive)]
-        archive: PathBuf,
+        /// Archive: a directory, or s3://bucket/prefix (S3 settings from AWS_* variables or $SEEDWATCH_S3_CONFIG).
+        #[arg(long)]
+        archive: ArchiveRoot,
         /// Print what would be removed; remove nothing.
         #[arg(long)]
         dry_run: bool,
@@ -602,7 +602,7 @@ struct RunArgs {
 /// An archive directory for a command that works on local disk only.
 fn local_archive(s: &str) -> Result<PathBuf, String> {
     if s.contains("://") {
-        return Err("this command works on an archive on local disk only; an s3:// archive is read and written by run, detect, query, report, archive compact, archive verify and archive head".into());
+        return Err("this command works on an archive on local disk only; an s3:// archive is read and written by run, detect, query, report, archive prune, archive compact, archive verify and archive head".into());
     }
     Ok(PathBuf::from(s))
 }

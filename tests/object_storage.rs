@@ -309,6 +309,47 @@ fn compaction_in_a_bucket_keeps_every_row_and_an_interrupted_one_is_finished_by_
 }
 
 #[test]
+fn prune_in_a_bucket_removes_what_it_removes_on_disk() {
+    let s3 = S3Server::start();
+    let archive = format!("{}/p", s3.bucket("prune"));
+    let dir = generated(8, 3, 25);
+    let data = dir.path().join("data");
+    let events = data.join("events.ndjson");
+    let local = dir.path().join("local");
+    let out = seedwatch(&run_args(&data, dir.path(), &local.display().to_string(), std::slice::from_ref(&events)).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = s3.seedwatch(&run_args(&data, dir.path(), &archive, std::slice::from_ref(&events)));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let before = s3.counts(&archive);
+    assert_eq!(before, local_counts(&local));
+    // Three years and a bit later: login, API and dead-letter days are past retention, except
+    // those a kept finding needs; audit (7 years), sync (5) and findings (indefinite) stay.
+    let prune = |archive: &str| {
+        let mut args = strings(&["archive", "prune", "--archive", archive, "--as-of", "2029-12-01"]);
+        args.extend(["--signing-key".into(), dir.path().join("signing.pem").display().to_string()]);
+        let out = s3.seedwatch(&args);
+        assert!(out.status.success(), "prune {archive}: {}", text(&out.stderr));
+        // The plan, without the location it was made for.
+        text(&out.stdout).lines().filter(|l| l.starts_with("removed") || l.starts_with("kept")).map(|l| l.split(" file(s)").next().unwrap_or(l).to_string()).collect::<Vec<_>>()
+    };
+    let removed_on_disk = prune(&local.display().to_string());
+    let removed_in_bucket = prune(&archive);
+    assert!(removed_on_disk.iter().any(|l| l.starts_with("removed login")), "{removed_on_disk:?}");
+    assert!(removed_on_disk.iter().any(|l| l.starts_with("kept")), "a finding's days are kept: {removed_on_disk:?}");
+    assert_eq!(removed_in_bucket, removed_on_disk, "the same days go in the bucket as on disk");
+    let after = s3.counts(&archive);
+    assert_eq!(after, local_counts(&local), "rows left in the bucket and on disk");
+    let login = |c: &[(String, u64)]| c.iter().find(|(t, _)| t == "login").map(|(_, n)| *n).unwrap_or_default();
+    assert!(login(&after) < login(&before), "login rows before {before:?}, after {after:?}");
+    // The objects went too, and the manifest says so.
+    let left = s3.keys("prune", "p/login/date=").len();
+    let on_disk = seedwatch_archive::ArchiveRoot::from(&local).data_files("login").expect("files").len();
+    assert_eq!(left, on_disk, "login objects left");
+    let out = s3.verify(&archive, dir.path());
+    assert!(out.status.success(), "verify after prune: {}{}", text(&out.stdout), text(&out.stderr));
+}
+
+#[test]
 fn a_writer_stopped_after_recording_its_files_is_finished_by_the_next() {
     let s3 = S3Server::start();
     let archive = format!("{}/a", s3.bucket("restart"));

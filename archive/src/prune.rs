@@ -8,7 +8,7 @@
 //! end and every day holding one of its evidence events. Removal is recorded in the
 //! manifest (one `prune` entry naming every file) before any file goes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,9 +21,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use seedwatch_schemas::retention::{Period, Retention};
 use seedwatch_schemas::{Family, Table};
 
-use crate::manifest::{file_sha256, recorded_files, relative_path, Action, FileRecord, ManifestLog, ManifestSigner};
+use crate::manifest::{recorded_files, Action, FileRecord, ManifestLog, ManifestSigner};
 use crate::query::{open_session, run_query};
-use crate::writer::parquet_files;
+use crate::store::ArchiveRoot;
 use crate::{io_err, ArchiveError};
 
 /// One day of one table.
@@ -33,8 +33,8 @@ pub struct Day {
     pub table: Table,
     /// The day (UTC).
     pub date: NaiveDate,
-    /// Its data files.
-    pub files: Vec<PathBuf>,
+    /// Its data files (paths under the archive root).
+    pub files: Vec<String>,
     /// Their bytes.
     pub bytes: u64,
     /// Their rows.
@@ -56,35 +56,29 @@ fn query_err(e: impl std::fmt::Display) -> ArchiveError {
     ArchiveError::Query(e.to_string())
 }
 
-/// The day partitions of `table` under `root`, oldest first.
-fn days_of(root: &Path, table: Table) -> Result<Vec<NaiveDate>, ArchiveError> {
-    let dir = root.join(table.name());
-    let mut days = Vec::new();
-    if !dir.is_dir() {
-        return Ok(days);
-    }
-    for entry in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
-        let name = entry.map_err(io_err("listing", &dir))?.file_name();
-        if let Some(date) = name.to_str().and_then(|n| n.strip_prefix("date=")).and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()) {
-            days.push(date);
+/// The data files of `table` under `root` by day, oldest first, with their sizes.
+fn files_by_day(root: &ArchiveRoot, table: Table) -> Result<BTreeMap<NaiveDate, Vec<(String, u64)>>, ArchiveError> {
+    let mut days: BTreeMap<NaiveDate, Vec<(String, u64)>> = BTreeMap::new();
+    for (path, bytes) in root.list(table.name())? {
+        // `table/date=YYYY-MM-DD/part-….parquet`; not the log, not a temp folder.
+        let parts: Vec<&str> = path.split('/').collect();
+        let [_, folder, name] = parts.as_slice() else { continue };
+        let Some(date) = folder.strip_prefix("date=").and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()) else { continue };
+        if name.ends_with(".parquet") {
+            days.entry(date).or_default().push((path, bytes));
         }
     }
-    days.sort();
     Ok(days)
 }
 
-fn day_dir(root: &Path, table: Table, date: NaiveDate) -> PathBuf {
-    root.join(table.name()).join(format!("date={}", date.format("%Y-%m-%d")))
-}
-
-fn describe(root: &Path, table: Table, date: NaiveDate) -> Result<Day, ArchiveError> {
-    let files = parquet_files(&day_dir(root, table, date))?;
-    let (mut bytes, mut rows) = (0, 0);
-    for path in &files {
-        bytes += fs::metadata(path).map_err(io_err("reading metadata of", path))?.len();
-        rows += parquet_rows(path)?;
+/// Rows of the file at `path`: as the manifest recorded them, else from its footer.
+fn rows_of(root: &ArchiveRoot, path: &str, recorded: &BTreeMap<String, (u64, FileRecord)>) -> Result<u64, ArchiveError> {
+    if let Some((_, record)) = recorded.get(path) {
+        return Ok(record.rows);
     }
-    Ok(Day { table, date, files, bytes, rows })
+    let bytes = root.read(path)?;
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new(bytes).map_err(|e| ArchiveError::Parquet { path: PathBuf::from(path), message: e.to_string() })?;
+    Ok(parquet::file::reader::FileReader::metadata(&reader).file_metadata().num_rows().max(0) as u64)
 }
 
 pub(crate) fn parquet_rows(path: &Path) -> Result<u64, ArchiveError> {
@@ -107,8 +101,8 @@ fn strings(batch: &RecordBatch, i: usize) -> Result<Vec<Option<String>>, Archive
 
 /// `(table name, date)` of every day a kept finding needs. Only days before `before` are
 /// looked at (the rest are kept anyway).
-async fn finding_days(root: &Path, findings_cutoff: Option<NaiveDate>, before: NaiveDate) -> Result<BTreeSet<(&'static str, NaiveDate)>, ArchiveError> {
-    let ctx = open_session(root).await?;
+async fn finding_days(root: &ArchiveRoot, findings_cutoff: Option<NaiveDate>, before: NaiveDate) -> Result<BTreeSet<(&'static str, NaiveDate)>, ArchiveError> {
+    let ctx = open_session(root.clone()).await?;
     let kept_by_age = match findings_cutoff {
         Some(cutoff) => format!("date >= '{}'", cutoff.format("%Y-%m-%d")),
         None => "TRUE".to_string(),
@@ -148,10 +142,11 @@ async fn finding_days(root: &Path, findings_cutoff: Option<NaiveDate>, before: N
     Ok(days)
 }
 
-/// What a prune on `as_of` would remove under `retention`.
-pub async fn plan(root: &Path, retention: &Retention, as_of: NaiveDate) -> Result<PrunePlan, ArchiveError> {
-    if !root.is_dir() {
-        return Err(ArchiveError::Query(format!("{} is not an archive directory", root.display())));
+/// What a prune on `as_of` would remove under `retention`, in the archive at `root` (a
+/// directory or a bucket prefix).
+pub async fn plan(root: &ArchiveRoot, retention: &Retention, as_of: NaiveDate) -> Result<PrunePlan, ArchiveError> {
+    if !root.exists()? {
+        return Err(ArchiveError::Query(format!("{root}: no archive there")));
     }
     let mut plan = PrunePlan::default();
     let mut expired = Vec::new();
@@ -160,14 +155,21 @@ pub async fn plan(root: &Path, retention: &Retention, as_of: NaiveDate) -> Resul
         let cutoff = period.cutoff(as_of);
         plan.cutoffs.push((table, period, cutoff));
         if let Some(cutoff) = cutoff {
-            expired.extend(days_of(root, table)?.into_iter().filter(|d| *d < cutoff).map(|d| (table, d)));
+            let days = files_by_day(root, table)?;
+            expired.extend(days.into_iter().filter(|(d, _)| *d < cutoff).map(|(d, files)| (table, d, files)));
         }
     }
-    let Some(newest_expired) = expired.iter().map(|(_, d)| *d).max() else { return Ok(plan) };
+    let Some(newest_expired) = expired.iter().map(|(_, d, _)| *d).max() else { return Ok(plan) };
     let findings_cutoff = retention.period(Table::Findings).cutoff(as_of);
     let needed = finding_days(root, findings_cutoff, newest_expired + chrono::Days::new(1)).await?;
-    for (table, date) in expired {
-        let day = describe(root, table, date)?;
+    let recorded = recorded_files(root)?;
+    for (table, date, files) in expired {
+        let mut day = Day { table, date, files: Vec::with_capacity(files.len()), bytes: 0, rows: 0 };
+        for (path, bytes) in files {
+            day.rows += rows_of(root, &path, &recorded)?;
+            day.bytes += bytes;
+            day.files.push(path);
+        }
         let needed_by_finding = table != Table::DeadLetter && needed.contains(&(table.name(), date));
         if needed_by_finding {
             plan.kept_for_findings.push(day);
@@ -179,49 +181,56 @@ pub async fn plan(root: &Path, retention: &Retention, as_of: NaiveDate) -> Resul
 }
 
 /// Remove the plan's days: one manifest entry naming every file (when `signer` is given),
-/// then the files, then their emptied day directories.
-pub fn apply(root: &Path, plan: &PrunePlan, signer: Option<Arc<ManifestSigner>>) -> Result<(), ArchiveError> {
-    let files: Vec<&PathBuf> = plan.remove.iter().flat_map(|d| &d.files).collect();
+/// then one Delta commit per table, then the files (and, on disk, their emptied folders).
+pub fn apply(root: &ArchiveRoot, plan: &PrunePlan, signer: Option<Arc<ManifestSigner>>) -> Result<(), ArchiveError> {
+    let files: Vec<&String> = plan.remove.iter().flat_map(|d| &d.files).collect();
     if files.is_empty() {
         return Ok(());
     }
-    let local = crate::store::ArchiveRoot::from(root);
     if let Some(signer) = signer {
-        let recorded = recorded_files(&local)?;
+        let recorded = recorded_files(root)?;
         let mut removed = Vec::with_capacity(files.len());
         for path in &files {
-            let relative = relative_path(root, path);
-            match recorded.get(&relative) {
+            match recorded.get(path.as_str()) {
                 Some((_, record)) => removed.push(record.clone()),
                 None => {
                     // A file from before the manifest: recorded as it is now.
-                    let (sha256, bytes) = file_sha256(path)?;
-                    removed.push(FileRecord { path: relative, sha256, bytes, rows: parquet_rows(path)?, min_time: None, max_time: None });
+                    let (sha256, bytes) = root.sha256(path)?;
+                    removed.push(FileRecord { path: path.to_string(), sha256, bytes, rows: rows_of(root, path, &recorded)?, min_time: None, max_time: None });
                 }
             }
         }
         let writer = format!("prune-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"));
-        ManifestLog::open(&local, signer, &writer)?.append(Action::Prune, Vec::new(), removed)?;
+        ManifestLog::open(root, signer, &writer)?.append(Action::Prune, Vec::new(), removed)?;
     }
     // The days leave the tables' logs (queries stop reading them) before their bytes go; a
     // stop in between is finished by the next writer (`delta::reconcile`).
     for table in Table::ALL {
-        let removed: Vec<String> = plan.remove.iter().filter(|d| d.table == table).flat_map(|d| &d.files).map(|path| relative_path(root, path)).collect();
-        if !removed.is_empty() && root.join(table.name()).join(crate::delta::LOG_DIR).is_dir() {
-            crate::delta::commit_blocking(&local, None, table, crate::delta::Change::Prune, Vec::new(), removed)?;
+        let removed: Vec<String> = plan.remove.iter().filter(|d| d.table == table).flat_map(|d| d.files.iter().cloned()).collect();
+        let is_delta = match root {
+            ArchiveRoot::Local(local) => local.join(table.name()).join(crate::delta::LOG_DIR).is_dir(),
+            ArchiveRoot::S3(_) => crate::delta::block_on({
+                let root = root.clone();
+                async move { crate::delta::is_delta(&root, table).await }
+            })??,
+        };
+        if !removed.is_empty() && is_delta {
+            crate::delta::commit_blocking(root, None, table, crate::delta::Change::Prune, Vec::new(), removed)?;
         }
     }
     for day in &plan.remove {
         for path in &day.files {
-            fs::remove_file(path).map_err(io_err("removing", path))?;
+            root.delete(path)?;
         }
-        let dir = day_dir(root, day.table, day.date);
-        // A writer may have put a file there since the plan: then the directory stays.
-        if fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(false) {
-            fs::remove_dir(&dir).map_err(io_err("removing", &dir))?;
+        if let ArchiveRoot::Local(local) = root {
+            let dir = local.join(day.table.name()).join(format!("date={}", day.date.format("%Y-%m-%d")));
+            // A writer may have put a file there since the plan: then the directory stays.
+            if fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(false) {
+                fs::remove_dir(&dir).map_err(io_err("removing", &dir))?;
+            }
+            let table_dir = local.join(day.table.name());
+            fs::File::open(&table_dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", &table_dir))?;
         }
-        let table_dir = root.join(day.table.name());
-        fs::File::open(&table_dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", &table_dir))?;
         tracing::info!(table = day.table.name(), date = %day.date, files = day.files.len(), rows = day.rows, bytes = day.bytes, "pruned a day past retention");
     }
     Ok(())
