@@ -9,26 +9,11 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{copy_dir, fixture, seedwatch, text};
-
-/// A copy of the shared fixture's archive, and the key that signed it.
-struct Copy {
-    _dir: tempfile::TempDir,
-    archive: PathBuf,
-    key: PathBuf,
-}
-
-fn copy_of_archive() -> Copy {
-    let f = fixture();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let archive = dir.path().join("archive");
-    copy_dir(&f.archive(), &archive);
-    Copy { archive, key: f.dir.path().join("archive-signing.pem"), _dir: dir }
-}
+use common::{copy_of_archive, seedwatch, text, ArchiveCopy};
 
 /// Append entries (a person's notes on a finding, each written by its own writer) until the
 /// manifest has `wanted`: a run commits its files in few entries.
-fn grow(copy: &Copy, wanted: usize) {
+fn grow(copy: &ArchiveCopy, wanted: usize) {
     let id = common::query_json(&copy.archive, "SELECT finding_id FROM findings_latest ORDER BY finding_id LIMIT 1")[0]["finding_id"].as_str().expect("a finding").to_string();
     let (archive, key) = (copy.archive.display().to_string(), copy.key.display().to_string());
     for n in 0.. {
@@ -42,7 +27,7 @@ fn grow(copy: &Copy, wanted: usize) {
 }
 
 /// `archive verify` with `extra` flags: (exit code, stdout lines).
-fn verify(copy: &Copy, extra: &[&str]) -> (i32, Vec<String>) {
+fn verify(copy: &ArchiveCopy, extra: &[&str]) -> (i32, Vec<String>) {
     let (archive, key) = (copy.archive.display().to_string(), copy.key.display().to_string());
     let mut args = vec!["archive", "verify", "--archive", &archive, "--signing-key", &key, "--quiet"];
     args.extend(extra);

@@ -8,11 +8,11 @@ mod common;
 
 use std::io::Write as _;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{options, query_json, seedwatch, text};
+use common::{options, query_json, run_args, seedwatch, split_by_license, text};
 use seedwatch::generate::generate;
 
 const TABLES: [&str; 6] = ["login", "api", "sync", "audit", "findings", "dead_letter"];
@@ -116,18 +116,6 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
-/// `seedwatch run` arguments over `inputs` into `archive` with the data set's reference files.
-fn run_args(data: &Path, dir: &Path, archive: &str, inputs: &[PathBuf]) -> Vec<String> {
-    let mut args = strings(&["run", "--quiet", "--archive", archive]);
-    for input in inputs {
-        args.extend(["--input".into(), input.display().to_string()]);
-    }
-    for (flag, path) in [("--locations", data.join("locations.csv")), ("--roster", data.join("roster.csv")), ("--fingerprint-key", dir.join("fingerprint.key")), ("--signing-key", dir.join("signing.pem"))] {
-        args.extend([flag.to_string(), path.display().to_string()]);
-    }
-    args
-}
-
 fn local_counts(archive: &Path) -> Vec<(String, u64)> {
     TABLES.iter().map(|t| (t.to_string(), query_json(archive, &format!("SELECT count(*) AS n FROM {t}"))[0]["n"].as_u64().unwrap_or(u64::MAX))).collect()
 }
@@ -203,21 +191,7 @@ fn two_writers_on_one_bucket_commit_every_row() {
     let dir = generated(10, 4, 22);
     let data = dir.path().join("data");
     // The input split by license: two detectors on two hosts, each with its own locations.
-    let events = std::fs::read_to_string(data.join("events.ndjson")).expect("events");
-    let license = |line: &str| serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["license"].as_str().map(str::to_string)).unwrap_or_default();
-    let mut licenses: Vec<String> = events.lines().map(license).collect();
-    licenses.sort();
-    licenses.dedup();
-    assert!(licenses.len() >= 2, "{licenses:?}");
-    let (mut first, mut second) = (String::new(), String::new());
-    for line in events.lines() {
-        let half = if licenses.iter().position(|l| *l == license(line)).unwrap_or(0) % 2 == 0 { &mut first } else { &mut second };
-        half.push_str(line);
-        half.push('\n');
-    }
-    let (a, b) = (dir.path().join("a.ndjson"), dir.path().join("b.ndjson"));
-    std::fs::write(&a, first).expect("write");
-    std::fs::write(&b, second).expect("write");
+    let (a, b) = split_by_license(&data.join("events.ndjson"), dir.path());
 
     let alone = dir.path().join("alone");
     let out = seedwatch(&run_args(&data, dir.path(), &alone.display().to_string(), &[data.join("events.ndjson")]).iter().map(String::as_str).collect::<Vec<_>>());

@@ -10,26 +10,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{copy_dir, fixture, query_json, repo, seedwatch, text};
-
-struct Copy {
-    dir: tempfile::TempDir,
-    archive: PathBuf,
-    key: PathBuf,
-}
-
-fn copy_of_archive() -> Copy {
-    let f = fixture();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let archive = dir.path().join("archive");
-    copy_dir(&f.archive(), &archive);
-    Copy { archive, key: f.dir.path().join("archive-signing.pem"), dir }
-}
+use common::{copy_dir, copy_of_archive, fixture, query_json, repo, seedwatch, text, ArchiveCopy};
 
 /// `archive prune` with `extra` flags: (exit code, stdout, stderr).
-fn prune(copy: &Copy, extra: &[&str]) -> (i32, String, String) {
+fn prune(copy: &ArchiveCopy, extra: &[&str]) -> (i32, String, String) {
     let (archive, key) = (copy.archive.display().to_string(), copy.key.display().to_string());
     let mut args = vec!["archive", "prune", "--archive", &archive, "--signing-key", &key];
     args.extend(extra);
@@ -55,7 +41,7 @@ fn missing_evidence(archive: &Path, filter: &str) -> (i64, i64) {
     (rows[0]["total"].as_i64().unwrap_or(-1), rows[0]["missing"].as_i64().unwrap_or(-1))
 }
 
-fn verify_clean(copy: &Copy) {
+fn verify_clean(copy: &ArchiveCopy) {
     let out = seedwatch(&["archive", "verify", "--archive", &copy.archive.display().to_string(), "--signing-key", &copy.key.display().to_string()]);
     assert!(out.status.success(), "verify after prune: {}{}", text(&out.stdout), text(&out.stderr));
 }
@@ -76,7 +62,7 @@ fn snapshot(archive: &Path) -> BTreeMap<&'static str, BTreeMap<String, i64>> {
 /// kept per table; tables not named keep everything): a day from the cutoff on is
 /// untouched and not listed; a day before it is either listed as kept (and untouched) or
 /// listed as removed (and gone). Returns the output.
-fn prune_and_check(copy: &Copy, as_of: &str, cutoffs: &[(&str, &str)]) -> String {
+fn prune_and_check(copy: &ArchiveCopy, as_of: &str, cutoffs: &[(&str, &str)]) -> String {
     let before = snapshot(&copy.archive);
     let (code, stdout, stderr) = prune(copy, &["--as-of", as_of]);
     assert_eq!(code, 0, "{stderr}");

@@ -21,29 +21,8 @@ fn counts(archive: &Path) -> Vec<(String, u64)> {
     TABLES.iter().map(|t| (t.to_string(), count(archive, t))).collect()
 }
 
-/// `seedwatch run` over `inputs` into `archive` with the data set's reference files.
-fn run_args(data: &Path, dir: &Path, archive: &Path, inputs: &[PathBuf]) -> Vec<String> {
-    let mut args: Vec<String> = vec!["run".into(), "--quiet".into()];
-    for input in inputs {
-        args.extend(["--input".into(), input.display().to_string()]);
-    }
-    args.extend([
-        "--archive".into(),
-        archive.display().to_string(),
-        "--locations".into(),
-        data.join("locations.csv").display().to_string(),
-        "--roster".into(),
-        data.join("roster.csv").display().to_string(),
-        "--fingerprint-key".into(),
-        dir.join("fingerprint.key").display().to_string(),
-        "--signing-key".into(),
-        dir.join("signing.pem").display().to_string(),
-    ]);
-    args
-}
-
 fn run(data: &Path, dir: &Path, archive: &Path, inputs: &[PathBuf]) -> std::process::Output {
-    let args = run_args(data, dir, archive, inputs);
+    let args = common::run_args(data, dir, &archive.display().to_string(), inputs);
     seedwatch(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
@@ -142,24 +121,7 @@ fn two_writers_at_once_commit_every_row() {
     let d = Data::new(10, 4, 13);
     // The input split by license, one file per writer: two detectors on two hosts, each
     // with its own locations, writing one archive.
-    let text_in = std::fs::read_to_string(d.events()).expect("events");
-    let licenses: Vec<String> = {
-        let mut l: Vec<String> = text_in.lines().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?["license"].as_str().map(str::to_string)).collect();
-        l.sort();
-        l.dedup();
-        l
-    };
-    assert!(licenses.len() >= 2, "{licenses:?}");
-    let (mut first, mut second) = (String::new(), String::new());
-    for line in text_in.lines() {
-        let license = serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["license"].as_str().map(str::to_string)).unwrap_or_default();
-        let half = if licenses.iter().position(|l| *l == license).unwrap_or(0) % 2 == 0 { &mut first } else { &mut second };
-        half.push_str(line);
-        half.push('\n');
-    }
-    let (a, b) = (d.path().join("a.ndjson"), d.path().join("b.ndjson"));
-    std::fs::write(&a, &first).expect("write");
-    std::fs::write(&b, &second).expect("write");
+    let (a, b) = common::split_by_license(&d.events(), d.path());
 
     // The whole input through one writer, for the expected counts.
     let alone = d.path().join("alone");
@@ -168,7 +130,7 @@ fn two_writers_at_once_commit_every_row() {
 
     let archive = d.path().join("archive");
     let spawn = |input: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_seedwatch")).args(run_args(&d.data(), d.path(), &archive, &[input.to_path_buf()])).output()
+        Command::new(env!("CARGO_BIN_EXE_seedwatch")).args(common::run_args(&d.data(), d.path(), &archive.display().to_string(), &[input.to_path_buf()])).output()
     };
     let (out_a, out_b) = std::thread::scope(|s| {
         let ta = s.spawn(|| spawn(&a));

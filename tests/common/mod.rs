@@ -97,3 +97,53 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A copy of the shared fixture's archive, and the key that signed it.
+pub struct ArchiveCopy {
+    pub dir: tempfile::TempDir,
+    pub archive: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A fresh copy of the shared fixture's archive, for a test that changes it.
+pub fn copy_of_archive() -> ArchiveCopy {
+    let f = fixture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = dir.path().join("archive");
+    copy_dir(&f.archive(), &archive);
+    ArchiveCopy { archive, key: f.dir.path().join("archive-signing.pem"), dir }
+}
+
+/// `seedwatch run` arguments over `inputs` into `archive` (a directory or `s3://…`), with the
+/// data set's reference files and the keys in `dir`.
+pub fn run_args(data: &Path, dir: &Path, archive: &str, inputs: &[PathBuf]) -> Vec<String> {
+    let mut args: Vec<String> = ["run", "--quiet", "--archive", archive].iter().map(|s| s.to_string()).collect();
+    for input in inputs {
+        args.extend(["--input".into(), input.display().to_string()]);
+    }
+    for (flag, path) in [("--locations", data.join("locations.csv")), ("--roster", data.join("roster.csv")), ("--fingerprint-key", dir.join("fingerprint.key")), ("--signing-key", dir.join("signing.pem"))] {
+        args.extend([flag.to_string(), path.display().to_string()]);
+    }
+    args
+}
+
+/// `events` split by license into two files in `dir` (`a.ndjson`, `b.ndjson`), alternate
+/// licenses to each: the inputs of two writers on two hosts, each with its own locations.
+pub fn split_by_license(events: &Path, dir: &Path) -> (PathBuf, PathBuf) {
+    let text = std::fs::read_to_string(events).expect("events");
+    let license = |line: &str| serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["license"].as_str().map(str::to_string)).unwrap_or_default();
+    let mut licenses: Vec<String> = text.lines().map(license).collect();
+    licenses.sort();
+    licenses.dedup();
+    assert!(licenses.len() >= 2, "{licenses:?}");
+    let (mut first, mut second) = (String::new(), String::new());
+    for line in text.lines() {
+        let half = if licenses.iter().position(|l| *l == license(line)).unwrap_or(0) % 2 == 0 { &mut first } else { &mut second };
+        half.push_str(line);
+        half.push('\n');
+    }
+    let (a, b) = (dir.join("a.ndjson"), dir.join("b.ndjson"));
+    std::fs::write(&a, first).expect("write");
+    std::fs::write(&b, second).expect("write");
+    (a, b)
+}
