@@ -156,10 +156,7 @@ pub fn compact(root: &ArchiveRoot, options: &CompactOptions, signer: Arc<Manifes
     drop(crate::ArchiveWriter::open(root.clone(), WriterOptions { signer: Some(signer.clone()), ..options.writer.clone() })?);
     let run_id = format!("compact-{}-{:08x}", chrono::Utc::now().format("%Y%m%dT%H%M%S"), std::process::id());
     // A temp directory of our own, locked while we live, as a writer's (see `writer`).
-    let tmp = match root {
-        ArchiveRoot::Local(path) => path.join("_tmp").join(&run_id),
-        ArchiveRoot::S3(_) => std::env::temp_dir().join("seedwatch-staging").join(&run_id),
-    };
+    let tmp = crate::writer::temp_root(root).join(&run_id);
     fs::create_dir_all(&tmp).map_err(io_err("creating", &tmp))?;
     let lock_path = tmp.join(crate::writer::WRITER_LOCK);
     let lock = File::create(&lock_path).map_err(io_err("creating", &lock_path))?;

@@ -387,10 +387,9 @@ impl ManifestLog {
             }
             let theirs = self.root.read(&target)?;
             self.head = Some((seq, Sha256::digest(&theirs).into()));
+            // (While claiming, this writer holds no lease: nothing fences it.)
             self.note_claim(&theirs, seq);
-            if action != Action::Claim {
-                self.check_fence()?;
-            }
+            self.check_fence()?;
         }
     }
 

@@ -76,6 +76,10 @@ fn rows_of(root: &ArchiveRoot, path: &str, recorded: &BTreeMap<String, (u64, Fil
     if let Some((_, record)) = recorded.get(path) {
         return Ok(record.rows);
     }
+    // On disk the footer alone is read; from a bucket, the object.
+    if let ArchiveRoot::Local(dir) = root {
+        return parquet_rows(&dir.join(path));
+    }
     let bytes = root.read(path)?;
     let reader = parquet::file::serialized_reader::SerializedFileReader::new(bytes).map_err(|e| ArchiveError::Parquet { path: PathBuf::from(path), message: e.to_string() })?;
     Ok(parquet::file::reader::FileReader::metadata(&reader).file_metadata().num_rows().max(0) as u64)
@@ -207,13 +211,10 @@ pub fn apply(root: &ArchiveRoot, plan: &PrunePlan, signer: Option<Arc<ManifestSi
     // stop in between is finished by the next writer (`delta::reconcile`).
     for table in Table::ALL {
         let removed: Vec<String> = plan.remove.iter().filter(|d| d.table == table).flat_map(|d| d.files.iter().cloned()).collect();
-        let is_delta = match root {
-            ArchiveRoot::Local(local) => local.join(table.name()).join(crate::delta::LOG_DIR).is_dir(),
-            ArchiveRoot::S3(_) => crate::delta::block_on({
-                let root = root.clone();
-                async move { crate::delta::is_delta(&root, table).await }
-            })??,
-        };
+        let is_delta = crate::delta::block_on({
+            let root = root.clone();
+            async move { crate::delta::is_delta(&root, table).await }
+        })??;
         if !removed.is_empty() && is_delta {
             crate::delta::commit_blocking(root, None, table, crate::delta::Change::Prune, Vec::new(), removed)?;
         }

@@ -571,12 +571,8 @@ impl ArchiveWriter {
         })?;
         let run_id = format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%S"), run.iter().map(|b| format!("{b:02x}")).collect::<String>());
         // Each writer has its own temp directory: several detectors may share one
-        // archive, and one must not remove the file another is about to rename. An archive
-        // in a bucket is staged on this host's temp disk.
-        let tmp_root = match &root {
-            ArchiveRoot::Local(path) => path.join("_tmp"),
-            ArchiveRoot::S3(_) => std::env::temp_dir().join("seedwatch-staging"),
-        };
+        // archive, and one must not remove the file another is about to rename.
+        let tmp_root = temp_root(&root);
         fs::create_dir_all(&tmp_root).map_err(io_err("creating", &tmp_root))?;
         // Taken once, their locks held until they are gone: putting recorded files into place
         // touches the directories they leave, and another writer starting now must not
@@ -872,6 +868,15 @@ fn recover_recorded(root: &Path, stale: &[StaleDir]) -> Result<(), ArchiveError>
         }
     }
     Ok(())
+}
+
+/// Where writers (and compactions) encode files before they go into place, each in a
+/// folder of its own: `_tmp/` under a local archive, this host's temp disk for a bucket.
+pub(crate) fn temp_root(root: &ArchiveRoot) -> PathBuf {
+    match root {
+        ArchiveRoot::Local(path) => path.join("_tmp"),
+        ArchiveRoot::S3(_) => std::env::temp_dir().join("seedwatch-staging"),
+    }
 }
 
 /// Where a writer to object storage stages its files under the bucket prefix until they are

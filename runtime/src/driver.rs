@@ -253,9 +253,8 @@ impl<S: Sink> Driver<S> {
                 }
                 _ => {}
             }
-            if let Some((since, _)) = &self.fenced {
-                if since.elapsed() >= FENCED_LIMIT {
-                    let (_, error) = self.fenced.take().ok_or(RuntimeError::ThreadLost("driver"))?;
+            if self.fenced.as_ref().is_some_and(|(since, _)| since.elapsed() >= FENCED_LIMIT) {
+                if let Some((_, error)) = self.fenced.take() {
                     return Err(error.into());
                 }
             }
