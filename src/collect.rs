@@ -152,7 +152,9 @@ pub fn produce_chunk(
             }
             let span = chunk.lines.binary_search_by_key(&number, |s| s.number).map(|i| &chunk.lines[i]).map_err(|_| anyhow!("line {number} is not in its chunk"))?;
             let text = std::str::from_utf8(&chunk.data[span.start..span.end]).context("a decoded line is not UTF-8")?;
-            let mut payload = if redactor.might_contain_secret(text.as_bytes()) { std::borrow::Cow::Owned(redactor.redact(text)) } else { std::borrow::Cow::Borrowed(text) };
+            // Re-serialised from the decoded object when it carries a credential: escapes
+            // (`\u0026api_key=`) and nested members hide nothing.
+            let mut payload = redactor.redact_line(text);
             if !payload.contains("\"event_id\"") {
                 payload = std::borrow::Cow::Owned(stamp_event_id(&payload, ids.value(row)));
             }

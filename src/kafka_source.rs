@@ -25,6 +25,7 @@ use seedwatch_ingest::{DecodeStats, DecodedChunk, Decoder, LineChunk};
 use seedwatch_kafka::{GroupConsumer, KafkaConfig, KafkaTransportError, Rebalanced, Topic};
 use seedwatch_runtime::{Feedback, InputId, Polled, Rows, RuntimeError, Scope, Source};
 use seedwatch_schemas::arrow::record_batch::RecordBatch;
+use seedwatch_schemas::dead_letter::ReasonCode;
 use seedwatch_schemas::Family;
 
 use crate::internal_events::{ConsumerLag, OffsetCommitFailed, OffsetsCommitted, StartOffsetCorrected, WatermarkCheckFailed};
@@ -292,7 +293,7 @@ impl KafkaSource {
             let decoded = match topic {
                 Topic::Events(_) => self.decoder.decode_chunk(chunk, received)?,
                 // The collectors' dead letters, archived so analysts see them beside the events.
-                Topic::DeadLetter => DecodedChunk { events: Vec::new(), dead_letters: Some(dead_letters_from_json(chunk)?), stats: DecodeStats::default() },
+                Topic::DeadLetter => dead_letter_messages(&mut self.decoder, chunk, received)?,
                 Topic::Findings => continue,
             };
             if let (Topic::Events(family), Some(owned)) = (topic, self.owned.get_mut(&(*partition as u32))) {
@@ -546,17 +547,53 @@ fn retry<T>(what: &str, mut f: impl FnMut() -> Result<T, KafkaTransportError>) -
     }
 }
 
-/// Dead-letter rows as the collectors produced them (JSON objects in the dead-letter schema).
-fn dead_letters_from_json(chunk: &LineChunk) -> Result<RecordBatch, RuntimeError> {
+/// The collectors' dead letters as they produced them (JSON objects in the dead-letter schema).
+/// A message that is not one (corrupt, or written by something else: a poison message) is
+/// itself dead-lettered at its topic partition and offset, and reading goes on; it used to stop
+/// the detector, and since its offset was never committed, every restart stopped on it again.
+fn dead_letter_messages(decoder: &mut Decoder, chunk: &LineChunk, received: i64) -> Result<DecodedChunk, RuntimeError> {
     let schema = seedwatch_schemas::dead_letter::dead_letter_schema();
-    let mut data = Vec::with_capacity(chunk.data.len() + chunk.lines.len());
-    for span in &chunk.lines {
-        data.extend_from_slice(chunk.line(span));
+    let all: Vec<&[u8]> = chunk.lines.iter().map(|span| chunk.line(span)).collect();
+    let mut batches = Vec::new();
+    let mut rejected = Vec::new();
+    match dead_letter_rows(&schema, &all) {
+        Ok(batch) => batches.push(batch),
+        // One by one, to find the messages at fault.
+        Err(_) => {
+            for (index, line) in all.iter().enumerate() {
+                match dead_letter_rows(&schema, std::slice::from_ref(line)) {
+                    Ok(batch) => batches.push(batch),
+                    Err(_) => rejected.push((index, not_a_dead_letter(line), "a message on the dead-letter topic that is not a dead letter (its fields do not fit the dead-letter schema)".to_string())),
+                }
+            }
+        }
+    }
+    let mut decoded = if rejected.is_empty() { DecodedChunk { events: Vec::new(), dead_letters: None, stats: DecodeStats::default() } } else { decoder.reject_lines(chunk, &rejected, received)? };
+    batches.extend(decoded.dead_letters.take());
+    decoded.dead_letters = if batches.is_empty() { None } else { Some(concat_batches(&schema, &batches)?) };
+    Ok(decoded)
+}
+
+/// `lines` (JSON objects) as dead-letter rows.
+fn dead_letter_rows(schema: &datafusion::arrow::datatypes::SchemaRef, lines: &[&[u8]]) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    let mut data = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for line in lines {
+        data.extend_from_slice(line);
         data.push(b'\n');
     }
-    let reader = datafusion::arrow::json::ReaderBuilder::new(Arc::clone(&schema)).build(std::io::Cursor::new(data))?;
-    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| RuntimeError::Input { what: format!("dead letters from {}", chunk.source), source: Box::new(e) })?;
-    Ok(concat_batches(&schema, &batches)?)
+    let reader = datafusion::arrow::json::ReaderBuilder::new(Arc::clone(schema)).build(std::io::Cursor::new(data))?;
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    concat_batches(schema, &batches)
+}
+
+/// Why a message is not a dead letter, as a reason code.
+fn not_a_dead_letter(line: &[u8]) -> ReasonCode {
+    match std::str::from_utf8(line).map(serde_json::from_str::<serde_json::Value>) {
+        Err(_) => ReasonCode::InvalidUtf8,
+        Ok(Err(_)) => ReasonCode::NotJson,
+        Ok(Ok(serde_json::Value::Object(_))) => ReasonCode::WrongType,
+        Ok(Ok(_)) => ReasonCode::NotObject,
+    }
 }
 
 #[cfg(test)]

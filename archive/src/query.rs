@@ -192,6 +192,37 @@ pub async fn newest_event_time(ctx: &SessionContext) -> Result<Option<i64>, Arch
     Ok(newest)
 }
 
+/// `batch` with its nested columns (a finding's `evidence` list) as text, as the table format
+/// shows them: CSV has no nested values, and `SELECT * FROM findings` used to fail in it.
+fn flat_for_csv(batch: &RecordBatch) -> Result<RecordBatch, ArchiveError> {
+    use datafusion::arrow::array::{Array, ArrayRef, StringBuilder};
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    if !batch.schema().fields().iter().any(|f| f.data_type().is_nested()) {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if !field.data_type().is_nested() {
+            fields.push(field.as_ref().clone());
+            columns.push(Arc::clone(column));
+            continue;
+        }
+        let formatter = ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default()).map_err(query_err)?;
+        let mut text = StringBuilder::with_capacity(column.len(), column.len() * 16);
+        for row in 0..column.len() {
+            if column.is_null(row) {
+                text.append_null();
+            } else {
+                text.append_value(formatter.value(row).to_string());
+            }
+        }
+        fields.push(Field::new(field.name(), DataType::Utf8, true));
+        columns.push(Arc::new(text.finish()));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(query_err)
+}
+
 /// Render batches in `format`.
 pub fn format_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<String, ArchiveError> {
     match format {
@@ -203,7 +234,7 @@ pub fn format_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<S
             {
                 let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf);
                 for b in batches {
-                    writer.write(b).map_err(query_err)?;
+                    writer.write(&flat_for_csv(b)?).map_err(query_err)?;
                 }
             }
             String::from_utf8(buf).map_err(query_err)
@@ -220,5 +251,25 @@ pub fn format_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<S
             // An empty result is an empty array, not an empty string.
             Ok(if text.trim().is_empty() { "[]".to_string() } else { text })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Array, ListBuilder, StringBuilder};
+
+    #[test]
+    fn csv_shows_a_list_column_as_text() {
+        let mut evidence = ListBuilder::new(StringBuilder::new());
+        evidence.values().append_value("e1");
+        evidence.values().append_value("e2");
+        evidence.append(true);
+        evidence.append(false);
+        let column = evidence.finish();
+        let schema = Arc::new(Schema::new(vec![Field::new("evidence", column.data_type().clone(), true)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(column)]).unwrap_or_else(|e| panic!("{e}"));
+        let csv = format_batches(&[batch], OutputFormat::Csv).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(csv, "evidence\n\"[e1, e2]\"\n\"\"\n");
     }
 }

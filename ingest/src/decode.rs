@@ -20,14 +20,13 @@ use seedwatch_schemas::arrow::record_batch::RecordBatch;
 use seedwatch_schemas::arrow_schema::event_schema;
 use seedwatch_schemas::dead_letter::{dead_letter_schema, ReasonCode};
 use seedwatch_schemas::fields::{
-    self, Field, Kind, Presence, KEY_FIELDS, MAX_DEAD_LETTER_RAW_BYTES, MAX_EXTRA_BYTES, MAX_LINE_BYTES,
-    SECRET_FIELDS,
+    self, Field, Kind, Presence, MAX_DEAD_LETTER_RAW_BYTES, MAX_EXTRA_BYTES, MAX_LINE_BYTES,
 };
 use seedwatch_schemas::{EventBatch, Family, STATE_CODES};
-use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
+use serde::de::DeserializeSeed;
 use smallvec::SmallVec;
 
+use crate::json::{ObjectSeed, Pairs};
 use crate::redact::{Fingerprinter, Redactor};
 use crate::source::LineChunk;
 use crate::IngestError;
@@ -359,6 +358,21 @@ impl Decoder {
         Ok(DecodedChunk { events, dead_letters: self.dead.finish()?, stats: std::mem::take(&mut self.stats) })
     }
 
+    /// Dead letters for lines of `chunk` that are not for this decoder at all (a message on the
+    /// dead-letter topic that is not a dead letter): each `(index into chunk.lines, code,
+    /// message)` becomes a dead letter like any bad line, its text redacted, at its source and
+    /// line (a topic partition and offset), so nothing read is lost and nothing stops a run.
+    pub fn reject_lines(&mut self, chunk: &LineChunk, rejected: &[(usize, ReasonCode, String)], received_at_ms: i64) -> Result<DecodedChunk, IngestError> {
+        for (index, code, message) in rejected {
+            let Some(span) = chunk.lines.get(*index) else { continue };
+            let bytes = chunk.line(span);
+            self.stats.lines += 1;
+            self.stats.bytes += span.original_len as u64 + 1;
+            self.dead_letter(&chunk.source, span.number, bytes, span.original_len, reject(*code, message.clone()), received_at_ms);
+        }
+        Ok(DecodedChunk { events: Vec::new(), dead_letters: self.dead.finish()?, stats: std::mem::take(&mut self.stats) })
+    }
+
     fn decode_line(&mut self, source: &str, number: u64, bytes: &[u8], original_len: usize) -> Result<(), Reject> {
         if original_len > MAX_LINE_BYTES {
             return Err(reject(
@@ -392,7 +406,7 @@ impl Decoder {
             .ok_or_else(|| reject(ReasonCode::MissingField, "missing required field `family`"))?;
         let family = match json_str(family_raw.get()) {
             Some(name) => name.to_ascii_lowercase().parse::<Family>().map_err(|_| {
-                reject(ReasonCode::UnknownFamily, format!("unknown family `{name}` (expected login, api, sync or audit)"))
+                reject(ReasonCode::UnknownFamily, format!("unknown family ({}; expected login, api, sync or audit)", described(&name)))
             })?,
             None => return Err(reject(ReasonCode::WrongType, "field `family` must be a string")),
         };
@@ -432,10 +446,11 @@ impl Decoder {
                     }
                 }
                 cells[i] = cell;
-            } else if let Some(secret) = SECRET_FIELDS.iter().position(|s| key.eq_ignore_ascii_case(s)) {
-                // A raw credential: fingerprint it, keep only the marker.
+            } else if let Some(secret) = crate::redact::secret_name(key) {
+                // A raw credential (`api_key`, `userApiKey`, `x-api-key`, `newPassword`, ...):
+                // fingerprint it, keep only the marker.
                 let value = json_str(raw.get()).unwrap_or(Cow::Borrowed(raw.get()));
-                let token = strip_auth_scheme(&value).as_bytes();
+                let token = crate::redact::strip_auth_scheme(&value).as_bytes();
                 let fingerprint = match crate::redact::existing_marker(token) {
                     Some(fp) => fp,
                     None => self.fingerprints.get(self.redactor.fingerprinter(), token),
@@ -445,17 +460,31 @@ impl Decoder {
                 crate::redact::push_marker(fingerprint, &mut self.extra);
                 self.extra.push('"');
                 redacted = true;
-                if let Some(rank) = KEY_FIELDS.iter().position(|k| *k == SECRET_FIELDS[secret]) {
+                if let crate::redact::SecretName::Key(rank) = secret {
                     if key_fingerprint.as_ref().is_none_or(|(r, _)| rank < *r) {
                         key_fingerprint = Some((rank, fingerprint.to_owned()));
                     }
                 }
             } else {
+                // Anything else unknown is kept in `extra`, with credentials inside it (a
+                // query string, a nested object's `apiKey`) replaced.
                 push_extra_key(&mut self.extra, key);
-                if !self.redactor.might_contain_secret(raw.get().as_bytes()) {
+                if !self.redactor.json_might_contain_secret(raw.get().as_bytes()) {
                     self.extra.push_str(raw.get());
-                } else if self.redactor.redact_into(raw.get(), &mut self.extra) {
-                    redacted = true;
+                } else {
+                    let mark = self.extra.len();
+                    match self.redactor.redact_json_into(raw.get(), &mut self.extra) {
+                        Ok(changed) => redacted |= changed,
+                        // Parsed once already, so this does not happen; if it did, the value
+                        // is kept only as a fingerprint.
+                        Err(_) => {
+                            self.extra.truncate(mark);
+                            self.extra.push('"');
+                            self.redactor.marker_into(raw.get().as_bytes(), &mut self.extra);
+                            self.extra.push('"');
+                            redacted = true;
+                        }
+                    }
                 }
             }
             if self.extra.len() > MAX_EXTRA_BYTES {
@@ -530,7 +559,7 @@ impl Decoder {
     fn dead_letter(&mut self, source: &str, number: u64, bytes: &[u8], original_len: usize, r: Reject, received_at_ms: i64) {
         let keep = &bytes[..bytes.len().min(MAX_DEAD_LETTER_RAW_BYTES)];
         let text = String::from_utf8_lossy(keep);
-        let raw = self.redactor.redact(&text);
+        let raw = self.redactor.redact_line(&text);
         let mut id = xxhash_rust::xxh3::Xxh3::new();
         id.update(source.as_bytes());
         id.update(&number.to_le_bytes());
@@ -609,13 +638,14 @@ fn string_writer(s: &mut String) -> impl std::io::Write + '_ {
     W(s)
 }
 
-fn strip_auth_scheme(value: &str) -> &str {
-    for scheme in ["Bearer ", "Basic ", "Token "] {
-        if value.len() > scheme.len() && value[..scheme.len()].eq_ignore_ascii_case(scheme) {
-            return value[scheme.len()..].trim_start();
-        }
+/// A rejected value as a reason names it: by its size, never its text. The reason is stored
+/// and shown apart from the line (whose copy is redacted), and a credential sent in the wrong
+/// field (a key in `ip`) must not reach it.
+fn described(value: &str) -> String {
+    match value.chars().count() {
+        1 => "1 character".to_string(),
+        n => format!("{n} characters"),
     }
-    value
 }
 
 /// The contents of a JSON string literal, borrowed when it has no escapes.
@@ -675,7 +705,7 @@ fn parse_cell<'a>(field: &Field, raw: &'a str) -> Result<Cell<'a>, Reject> {
                 Some(v) => Ok(Cell::Str(Cow::Borrowed(v))),
                 None => {
                     let code = if name == "action" { ReasonCode::UnknownAction } else { ReasonCode::InvalidValue };
-                    Err(reject(code, format!("field `{name}` has unknown value `{s}` (expected one of {})", values.join(", "))))
+                    Err(reject(code, format!("field `{name}` has an unknown value ({}; expected one of {})", described(&s), values.join(", "))))
                 }
             }
         }
@@ -683,7 +713,7 @@ fn parse_cell<'a>(field: &Field, raw: &'a str) -> Result<Cell<'a>, Reject> {
             let s = string()?;
             match STATE_CODES.iter().find(|v| v.eq_ignore_ascii_case(&s)) {
                 Some(v) => Ok(Cell::Str(Cow::Borrowed(v))),
-                None => Err(reject(ReasonCode::InvalidValue, format!("field `state` has unknown code `{s}`"))),
+                None => Err(reject(ReasonCode::InvalidValue, format!("field `state` has an unknown code ({})", described(&s)))),
             }
         }
         Kind::Int { min, max } => {
@@ -707,7 +737,7 @@ fn parse_cell<'a>(field: &Field, raw: &'a str) -> Result<Cell<'a>, Reject> {
             let ip: IpAddr = s
                 .trim()
                 .parse()
-                .map_err(|_| reject(ReasonCode::InvalidIp, format!("field `{name}` is not an IP address: `{s}`")))?;
+                .map_err(|_| reject(ReasonCode::InvalidIp, format!("field `{name}` is not an IP address ({})", described(&s))))?;
             // Rust's IPv4 parser rejects leading zeros, so a parsed IPv4 string is canonical.
             Ok(Cell::Str(match ip {
                 IpAddr::V4(_) if s.len() == s.trim().len() => s,
@@ -723,7 +753,7 @@ fn parse_cell<'a>(field: &Field, raw: &'a str) -> Result<Cell<'a>, Reject> {
                 let s = json_str(raw).unwrap_or_default();
                 chrono::DateTime::parse_from_rfc3339(s.trim())
                     .map_err(|e| {
-                        reject(ReasonCode::BadTime, format!("field `time` is not RFC 3339 with an offset (`{s}`: {e})"))
+                        reject(ReasonCode::BadTime, format!("field `time` is not RFC 3339 with an offset ({}: {e})", described(&s)))
                     })?
                     .timestamp_millis()
             } else {
@@ -754,58 +784,6 @@ pub fn derived_event_id(source: &str, number: u64, bytes: &[u8]) -> u128 {
     h.update(&number.to_le_bytes());
     h.update(bytes);
     h.digest128()
-}
-
-/// A JSON object's (key, raw value) pairs, borrowed from the line.
-type Pairs<'a> = SmallVec<[(Cow<'a, str>, &'a RawValue); 24]>;
-
-/// Parses a JSON object into the given pairs.
-struct ObjectSeed<'p, 'de>(&'p mut Pairs<'de>);
-
-/// An object key, borrowed when it has no escapes.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for ObjectSeed<'_, 'de> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ObjectSeed<'_, 'de> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            let value: &'de RawValue = map.next_value()?;
-            self.0.push((key.0, value));
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

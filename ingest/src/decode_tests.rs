@@ -217,7 +217,7 @@ fn decoder_agrees_with_the_committed_json_schemas() {
         let columns: Vec<String> = event_schema(family).fields().iter().map(|f| f.name().clone()).collect();
         let props = schema["properties"].as_object().cloned().unwrap_or_default();
         for (name, prop) in &props {
-            if name == "family" || SECRET_FIELDS.contains(&name.as_str()) {
+            if name == "family" || fields::SECRET_FIELDS.contains(&name.as_str()) {
                 continue;
             }
             assert!(columns.contains(name), "{family}: property `{name}` is not a column");

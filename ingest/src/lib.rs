@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod decode;
+mod json;
 pub mod redact;
 pub mod nginx;
 pub mod source;

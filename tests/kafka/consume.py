@@ -4,7 +4,8 @@ protocol independent of librdkafka.
 Usage: consume.py BROKERS PREFIX OUT_NDJSON [RAW_KEY...]
 Writes every event message to OUT_NDJSON (sorted by event time, as a log file
 would be) and prints a JSON summary: messages per topic, keys that are not the
-message's license, dead-letter reasons, and raw keys found in any payload.
+message's license, dead-letter reasons, and raw keys found in any payload or
+message key (how many, and which).
 """
 
 import json
@@ -22,6 +23,7 @@ counts = {t: 0 for t in topics}
 bad_keys = 0
 reasons = {}
 raw_hits = 0
+raw_found = set()
 events = []
 
 
@@ -35,7 +37,9 @@ def event_time(value):
 for tp, r in read_all(brokers, topics):
     counts[tp.topic] += 1
     text = r.value.decode("utf-8")
-    raw_hits += sum(1 for k in raw_keys if k in text)
+    found = [k for k in raw_keys if k in text or k in (r.key or b"").decode("utf-8", "replace")]
+    raw_hits += len(found)
+    raw_found.update(found)
     if tp.topic.endswith(".dead_letter"):
         row = json.loads(text)
         reasons[row.get("reason", "?")] = reasons.get(row.get("reason", "?"), 0) + 1
@@ -49,4 +53,4 @@ events.sort()
 with open(out, "w") as f:
     for _, _, text in events:
         f.write(text + "\n")
-print(json.dumps({"counts": counts, "bad_keys": bad_keys, "reasons": reasons, "raw_key_hits": raw_hits}))
+print(json.dumps({"counts": counts, "bad_keys": bad_keys, "reasons": reasons, "raw_key_hits": raw_hits, "raw_keys_found": sorted(raw_found)}))
