@@ -118,10 +118,28 @@ pub struct ChunkOutcome {
     pub forbidden: Vec<(u64, String)>,
     /// Lines dead-lettered: (line, reason code, reason).
     pub dead: Vec<(u64, String, String)>,
+    /// Bad lines, when more than allowed (then nothing was produced).
+    pub too_many_dead: Option<usize>,
+}
+
+/// What a pushed chunk must meet to be produced at all (the intake's; a collector reading its
+/// own files produces everything).
+pub struct Admission<'a> {
+    /// The licenses its sender may send for.
+    pub allowed: &'a dyn Fn(&str) -> bool,
+    /// Most bad lines.
+    pub max_dead_letters: usize,
+}
+
+impl std::fmt::Debug for Admission<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission").field("max_dead_letters", &self.max_dead_letters).finish_non_exhaustive()
+    }
 }
 
 /// Validate and redact one chunk, produce it, wait for the acknowledgements.
-/// With `allowed`, a chunk holding an event for a license it refuses is not produced at all.
+/// With `admission`, a chunk holding an event for a license it refuses, or more bad lines than
+/// it allows, is not produced at all.
 pub fn produce_chunk(
     chunk: &LineChunk,
     decoder: &mut Decoder,
@@ -129,10 +147,15 @@ pub fn produce_chunk(
     producer: &Producer,
     runtime: &tokio::runtime::Runtime,
     stats: &mut DecodeStats,
-    allowed: Option<&dyn Fn(&str) -> bool>,
+    admission: Option<&Admission<'_>>,
 ) -> Result<ChunkOutcome> {
     let mut outcome = ChunkOutcome::default();
     let decoded = decoder.decode_chunk(chunk, chrono::Utc::now().timestamp_millis())?;
+    let dead = decoded.dead_letters.as_ref().map_or(0, |d| d.num_rows());
+    if admission.is_some_and(|a| dead > a.max_dead_letters) {
+        outcome.too_many_dead = Some(dead);
+        return Ok(outcome);
+    }
     stats.merge(&decoded.stats);
     // Payloads borrow the chunk unless a credential had to be replaced.
     let mut payloads: Vec<(Topic, &str, std::borrow::Cow<'_, str>)> = Vec::with_capacity(chunk.lines.len());
@@ -144,8 +167,8 @@ pub fn produce_chunk(
         for row in 0..b.num_rows() {
             let number = lines.value(row) as u64;
             let license = if licenses.is_null(row) { "" } else { licenses.value(row) };
-            if let Some(allowed) = allowed {
-                if !allowed(license) {
+            if let Some(admission) = admission {
+                if !(admission.allowed)(license) {
                     outcome.forbidden.push((number, license.to_string()));
                     continue;
                 }

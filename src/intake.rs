@@ -10,8 +10,16 @@
 //!   limit, 411 without a length, 400 for a body that is not gzip when it says
 //!   so, 404/405 elsewhere, 503 when Kafka did not acknowledge.
 //!
-//! Requests are served by a small fixed pool of threads, one connection at a
-//! time each, every read with a timeout: a slow client holds one worker, not the server.
+//! Requests are served by a small fixed pool of threads, one connection at a time each. Every
+//! request has a deadline for the whole of it (not only per read), so a client trickling its
+//! head holds a worker for that long at most; when every worker is busy and the queue is full,
+//! a new connection is answered 503 at once rather than blocking the accept loop, which keeps
+//! answering SIGTERM. On SIGTERM, requests still being read are dropped unanswered (the client
+//! sends again; nothing of them was acknowledged) and the server stops within about a second.
+//!
+//! Limits per request, each answered 413 with nothing produced: the body's size (compressed and
+//! inflated), its inflation ratio, its lines and its dead letters; the 202 report lists at most
+//! [`MAX_REPORTED_ERRORS`] bad lines.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -28,10 +36,36 @@ use seedwatch_kafka::{KafkaConfig, Producer};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::collect::produce_chunk;
+use crate::collect::{produce_chunk, Admission};
 
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 const WORKERS: usize = 4;
+/// Bad lines listed in a 202 report (the count covers them all).
+pub const MAX_REPORTED_ERRORS: usize = 100;
+/// How often a worker reading a request looks at the stop flag.
+const STOP_CHECK: Duration = Duration::from_millis(250);
+
+/// What one request may hold. A 10 KB gzip body of newlines used to become 10 M dead letters
+/// and a 10 M-entry reply.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Largest body, compressed or inflated (bytes).
+    pub max_body_bytes: usize,
+    /// Largest inflated-to-compressed ratio of a gzip body.
+    pub max_inflate_ratio: usize,
+    /// Most lines in one body.
+    pub max_lines: usize,
+    /// Most bad lines (dead letters) in one body.
+    pub max_dead_letters: usize,
+    /// Time to receive a whole request, head and body.
+    pub deadline: Duration,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self { max_body_bytes: 10 * 1024 * 1024, max_inflate_ratio: 100, max_lines: 100_000, max_dead_letters: 1_000, deadline: Duration::from_secs(30) }
+    }
+}
 
 /// The intake's token file.
 #[derive(Debug, Deserialize)]
@@ -97,8 +131,8 @@ pub struct IntakeOptions {
     pub listen: String,
     /// Token file.
     pub tokens: PathBuf,
-    /// Largest body accepted, compressed or not (bytes).
-    pub max_body_bytes: usize,
+    /// What one request may hold.
+    pub limits: RequestLimits,
     /// The cluster.
     pub kafka: KafkaConfig,
     /// Fingerprint secret.
@@ -110,8 +144,9 @@ struct Shared {
     redactor: Redactor,
     producer: Producer,
     runtime: tokio::runtime::Runtime,
-    max_body: usize,
+    limits: RequestLimits,
     stats: Mutex<DecodeStats>,
+    stop: Arc<AtomicBool>,
 }
 
 /// Bind, then serve on worker threads until `stop` is set. Returns the bound
@@ -124,7 +159,7 @@ pub fn serve(opts: &IntakeOptions, stop: Arc<AtomicBool>, bound: impl FnOnce(Soc
     let listener = TcpListener::bind(&opts.listen).with_context(|| format!("listening on {}", opts.listen))?;
     listener.set_nonblocking(true)?;
     bound(listener.local_addr()?);
-    let shared = Arc::new(Shared { tokens, redactor, producer, runtime, max_body: opts.max_body_bytes, stats: Mutex::new(DecodeStats::default()) });
+    let shared = Arc::new(Shared { tokens, redactor, producer, runtime, limits: opts.limits, stats: Mutex::new(DecodeStats::default()), stop: Arc::clone(&stop) });
     let (tx, rx) = std::sync::mpsc::sync_channel::<TcpStream>(WORKERS * 4);
     let rx = Arc::new(Mutex::new(rx));
     let mut workers = Vec::new();
@@ -145,8 +180,15 @@ pub fn serve(opts: &IntakeOptions, stop: Arc<AtomicBool>, bound: impl FnOnce(Soc
         match listener.accept() {
             Ok((stream, _)) => {
                 stream.set_nonblocking(false)?;
-                if tx.send(stream).is_err() {
-                    break;
+                match tx.try_send(stream) {
+                    Ok(()) => {}
+                    // Every worker busy and the queue full: say so now rather than block here.
+                    Err(std::sync::mpsc::TrySendError::Full(stream)) => {
+                        tracing::warn!("intake busy: every worker is reading a request; answered 503");
+                        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+                        let _ = respond(stream, &Response { extra: "Retry-After: 5\r\n", ..error("503 Service Unavailable", "busy, send again") });
+                    }
+                    Err(std::sync::mpsc::TrySendError::Disconnected(_)) => break,
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
@@ -174,15 +216,51 @@ fn error(status: &'static str, message: &str) -> Response {
     json(status, serde_json::json!({ "error": message }))
 }
 
+/// Reads a request until its deadline or the server's stop, whichever comes first, however
+/// slowly the client sends: each read waits at most until then.
+struct DeadlineReader<'a> {
+    stream: TcpStream,
+    deadline: std::time::Instant,
+    stop: &'a AtomicBool,
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                // Not `Interrupted`: `read_line` retries that kind forever.
+                return Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "the intake is stopping"));
+            }
+            let left = self.deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the request was not received within its deadline"));
+            }
+            self.stream.set_read_timeout(Some(left.min(STOP_CHECK)))?;
+            match self.stream.read(buf) {
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
 fn answer(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    let deadline = std::time::Instant::now() + shared.limits.deadline;
+    let mut reader = BufReader::new(DeadlineReader { stream: stream.try_clone()?, deadline, stop: &shared.stop });
     let response = match handle(&mut reader, shared) {
         Ok(r) => r,
+        Err(e) if shared.stop.load(Ordering::Relaxed) => return Err(std::io::Error::other(e)),
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut) => {
+            tracing::warn!("intake request not received within its deadline; answered 408");
+            error("408 Request Timeout", &format!("the request was not received within {} s", shared.limits.deadline.as_secs()))
+        }
         Err(e) => error("400 Bad Request", &e.to_string()),
     };
-    let mut stream = stream;
+    respond(stream, &response)
+}
+
+fn respond(mut stream: TcpStream, response: &Response) -> std::io::Result<()> {
     write!(
         stream,
         "HTTP/1.1 {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n{}",
@@ -194,7 +272,7 @@ fn answer(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     stream.flush()
 }
 
-fn handle(reader: &mut BufReader<TcpStream>, shared: &Shared) -> Result<Response> {
+fn handle(reader: &mut BufReader<DeadlineReader<'_>>, shared: &Shared) -> Result<Response> {
     // The head: request line and headers, capped.
     let mut head = 0usize;
     let mut request_line = String::new();
@@ -240,20 +318,31 @@ fn handle(reader: &mut BufReader<TcpStream>, shared: &Shared) -> Result<Response
         return Ok(unauthorized("unknown token"));
     };
     let Some(length) = length else { return Ok(error("411 Length Required", "Content-Length is required")) };
-    if length > shared.max_body {
-        return Ok(error("413 Payload Too Large", &format!("the body is {length} bytes; the limit is {}", shared.max_body)));
+    let limits = &shared.limits;
+    if length > limits.max_body_bytes {
+        return Ok(error("413 Payload Too Large", &format!("the body is {length} bytes; the limit is {}", limits.max_body_bytes)));
     }
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body)?;
     if gzip {
-        // The limit holds after decompression too: a small gzip bomb is refused, not inflated.
+        // The limits hold after inflation too: a small gzip bomb is refused, not inflated.
+        // Every member is read (a body may be several gzip streams one after another); bytes
+        // after the last that are not another member make it invalid.
+        let most = limits.max_body_bytes.min(length.saturating_mul(limits.max_inflate_ratio).max(4096));
         let mut inflated = Vec::new();
-        let read = flate2::read::GzDecoder::new(body.as_slice()).take(shared.max_body as u64 + 1).read_to_end(&mut inflated);
+        let read = flate2::read::MultiGzDecoder::new(body.as_slice()).take(most as u64 + 1).read_to_end(&mut inflated);
         match read {
-            Ok(n) if n > shared.max_body => return Ok(error("413 Payload Too Large", &format!("the body inflates past the limit of {} bytes", shared.max_body))),
+            Ok(n) if n > most && most < limits.max_body_bytes => {
+                return Ok(error("413 Payload Too Large", &format!("the body inflates more than {}-fold", limits.max_inflate_ratio)));
+            }
+            Ok(n) if n > most => return Ok(error("413 Payload Too Large", &format!("the body inflates past the limit of {} bytes", limits.max_body_bytes))),
             Ok(_) => body = inflated,
             Err(e) => return Ok(error("400 Bad Request", &format!("the body is not valid gzip: {e}"))),
         }
+    }
+    let lines = memchr::memchr_iter(b'\n', &body).count() + usize::from(body.last().is_some_and(|b| *b != b'\n'));
+    if lines > limits.max_lines {
+        return Ok(error("413 Payload Too Large", &format!("the body holds {lines} lines; the limit is {} per request", limits.max_lines)));
     }
     let chunk = to_chunk(&body, &sender.name);
     let scope: BTreeSet<&str> = sender.licenses.iter().map(String::as_str).collect();
@@ -261,7 +350,7 @@ fn handle(reader: &mut BufReader<TcpStream>, shared: &Shared) -> Result<Response
     let allowed = |license: &str| any || scope.contains(license);
     let mut decoder = Decoder::new(shared.redactor.clone()).with_max_clock_skew(crate::pipeline::DEFAULT_MAX_CLOCK_SKEW_MS);
     let mut stats = DecodeStats::default();
-    let outcome = match produce_chunk(&chunk, &mut decoder, &shared.redactor, &shared.producer, &shared.runtime, &mut stats, Some(&allowed)) {
+    let outcome = match produce_chunk(&chunk, &mut decoder, &shared.redactor, &shared.producer, &shared.runtime, &mut stats, Some(&Admission { allowed: &allowed, max_dead_letters: limits.max_dead_letters })) {
         Ok(o) => o,
         Err(e) => {
             tracing::warn!(sender = %sender.name, error = %e, "intake batch not acknowledged by Kafka");
@@ -273,13 +362,21 @@ fn handle(reader: &mut BufReader<TcpStream>, shared: &Shared) -> Result<Response
         let lines: Vec<_> = outcome.forbidden.iter().map(|(line, license)| serde_json::json!({ "line": line, "license": license })).collect();
         return Ok(json("403 Forbidden", serde_json::json!({ "error": "this token may not send events for these licenses; nothing was accepted", "lines": lines })));
     }
+    if let Some(bad) = outcome.too_many_dead {
+        tracing::warn!(sender = %sender.name, bad, "intake refused a request with too many bad lines");
+        return Ok(error("413 Payload Too Large", &format!("{bad} of the lines are bad; the limit is {} per request; nothing was accepted", limits.max_dead_letters)));
+    }
     if let Ok(mut total) = shared.stats.lock() {
         total.merge(&stats);
     }
-    let errors: Vec<_> = outcome.dead.iter().map(|(line, code, reason)| serde_json::json!({ "line": line, "reason_code": code, "reason": reason })).collect();
+    let errors: Vec<_> = outcome.dead.iter().take(MAX_REPORTED_ERRORS).map(|(line, code, reason)| serde_json::json!({ "line": line, "reason_code": code, "reason": reason })).collect();
     let accepted = stats.events_total();
-    tracing::info!(sender = %sender.name, lines = stats.lines, accepted, dead_lettered = errors.len(), "intake batch acknowledged");
-    Ok(json("202 Accepted", serde_json::json!({ "lines": stats.lines, "accepted": accepted, "dead_lettered": errors.len(), "errors": errors })))
+    let dead_lettered = outcome.dead.len();
+    tracing::info!(sender = %sender.name, lines = stats.lines, accepted, dead_lettered, "intake batch acknowledged");
+    Ok(json(
+        "202 Accepted",
+        serde_json::json!({ "lines": stats.lines, "accepted": accepted, "dead_lettered": dead_lettered, "errors": errors, "errors_truncated": dead_lettered > errors.len() }),
+    ))
 }
 
 /// The body's lines as a chunk; the source name says which sender sent them.

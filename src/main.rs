@@ -269,6 +269,18 @@ enum CollectCommand {
         /// Largest request body, compressed or inflated (bytes).
         #[arg(long, default_value_t = 10 * 1024 * 1024)]
         max_body_bytes: usize,
+        /// Largest inflated-to-compressed ratio of a gzip body.
+        #[arg(long, default_value_t = 100)]
+        max_inflate_ratio: usize,
+        /// Most lines in one request.
+        #[arg(long, default_value_t = 100_000)]
+        max_lines_per_request: usize,
+        /// Most bad lines (dead letters) in one request; beyond, the request is refused (413).
+        #[arg(long, default_value_t = 1_000)]
+        max_dead_letters_per_request: usize,
+        /// Time a client has to send a whole request, head and body (e.g. 30s).
+        #[arg(long, default_value = "30s", value_parser = parse_lateness)]
+        request_timeout: i64,
         #[command(flatten)]
         kafka: KafkaArgs,
         /// File with the local secret for credential fingerprints [default: ~/.config/seedwatch/fingerprint.key].
@@ -976,8 +988,17 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             println!();
             println!("try: cargo run --release -- query --archive {} \"SELECT rule, severity, count(*) AS n FROM findings GROUP BY rule, severity ORDER BY n DESC\"", archive.display());
         }
-        Command::Collect { command: CollectCommand::Http { listen, tokens, max_body_bytes, kafka, fingerprint_key } } => {
-            let opts = seedwatch::intake::IntakeOptions { listen, tokens, max_body_bytes, kafka: kafka.config()?, fingerprint_key: default_key(fingerprint_key) };
+        Command::Collect {
+            command: CollectCommand::Http { listen, tokens, max_body_bytes, max_inflate_ratio, max_lines_per_request, max_dead_letters_per_request, request_timeout, kafka, fingerprint_key },
+        } => {
+            let limits = seedwatch::intake::RequestLimits {
+                max_body_bytes,
+                max_inflate_ratio: max_inflate_ratio.max(1),
+                max_lines: max_lines_per_request,
+                max_dead_letters: max_dead_letters_per_request,
+                deadline: std::time::Duration::from_millis(request_timeout.max(1) as u64),
+            };
+            let opts = seedwatch::intake::IntakeOptions { listen, tokens, limits, kafka: kafka.config()?, fingerprint_key: default_key(fingerprint_key) };
             let stop = seedwatch::detect_daemon::stop_on_signal()?;
             seedwatch::intake::serve(&opts, stop, |addr| eprintln!("intake: listening on http://{addr}/v1/events"))?;
         }

@@ -127,3 +127,118 @@ fn the_intake_checks_tokens_scopes_and_limits_and_reports_bad_lines() {
     let status = intake.0.wait().expect("wait");
     assert!(status.success(), "collect http exited with {status}: {}", std::fs::read_to_string(&log).unwrap_or_default());
 }
+
+/// A client that sends a request head one byte at a time and never finishes it; returns the
+/// status it was answered with (0 when the connection closed without an answer).
+fn trickle(addr: String) -> std::thread::JoinHandle<u16> {
+    std::thread::spawn(move || {
+        let Ok(mut s) = TcpStream::connect(&addr) else { return 0 };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(10)));
+        let head = b"POST /v1/events HTTP/1.1\r\nHost: test\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let started = Instant::now();
+        for byte in head.iter().cycle() {
+            if s.write_all(&[*byte]).is_err() || started.elapsed() > Duration::from_secs(120) {
+                break;
+            }
+            let mut answer = [0u8; 64];
+            match s.read(&mut answer) {
+                Ok(0) => return 0,
+                Ok(n) => return String::from_utf8_lossy(&answer[..n]).split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0),
+                Err(_) => std::thread::sleep(Duration::from_millis(300)),
+            }
+        }
+        0
+    })
+}
+
+fn start_intake(dir: &std::path::Path, broker: &str, extra: &[&str]) -> (Running, String, std::path::PathBuf) {
+    let tokens = dir.join("tokens.yaml");
+    std::fs::write(&tokens, format!("tokens:\n  - name: soc\n    sha256: {}\n    licenses: [\"*\"]\n", hex::encode(sha2::Sha256::digest(b"tok-any")))).expect("tokens");
+    let log = dir.join("intake.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_seedwatch"))
+        .args(["collect", "http", "--listen", "127.0.0.1:0", "--tokens", &tokens.display().to_string()])
+        .args(["--brokers", broker, "--fingerprint-key", &dir.join("fp.key").display().to_string()])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
+        .spawn()
+        .expect("collect http");
+    let mut intake = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(a) = said.split("listening on http://").nth(1).and_then(|r| r.split('/').next()) {
+            break a.to_string();
+        }
+        assert!(intake.0.try_wait().expect("wait").is_none(), "collect http exited: {said}");
+        assert!(Instant::now() < deadline, "collect http did not listen: {said}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (intake, addr, log)
+}
+
+#[test]
+fn a_hostile_client_can_neither_exhaust_nor_stall_the_intake() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), Storage::Memory);
+    let create = seedwatch(&["topics", "create", "--brokers", &broker.address, "--partitions", "1"]);
+    assert!(create.status.success(), "{}", text(&create.stderr));
+    let (mut intake, addr, log) = start_intake(dir.path(), &broker.address, &["--request-timeout", "3s", "--max-lines-per-request", "1000", "--max-dead-letters-per-request", "5"]);
+    let auth = ("Authorization", "Bearer tok-any");
+    let gz = ("Content-Encoding", "gzip");
+
+    // A 2 KB gzip body of two million newlines: refused by its ratio, not inflated into two
+    // million dead letters and a reply listing them.
+    let bomb = gzip(&vec![b'\n'; 2_000_000]);
+    assert!(bomb.len() < 10_000, "{}", bomb.len());
+    let (code, reply) = post(&addr, &[auth, gz], &bomb);
+    assert_eq!(code, 413, "{reply}");
+    assert!(reply["error"].as_str().is_some_and(|e| e.contains("100-fold")), "{reply}");
+    // Too many lines, too many bad lines: 413, nothing produced.
+    let (code, reply) = post(&addr, &[auth], format!("{LOGIN_L1}\n").repeat(1001).as_bytes());
+    assert_eq!(code, 413, "{reply}");
+    let (code, reply) = post(&addr, &[auth], format!("{LOGIN_L1}\n{}", "not json\n".repeat(6)).as_bytes());
+    assert_eq!(code, 413, "{reply}");
+    assert!(reply["error"].as_str().is_some_and(|e| e.contains("6 of the lines are bad")), "{reply}");
+    // Five bad lines are within the limit: 202 and every one reported.
+    let (code, reply) = post(&addr, &[auth], "not json\n".repeat(5).as_bytes());
+    assert_eq!((code, reply["dead_lettered"].as_u64(), reply["errors"].as_array().map(Vec::len)), (202, Some(5), Some(5)), "{reply}");
+
+    // Several gzip members one after another are all read (only the first used to be, and
+    // the client got 202 for lines that were dropped); bytes after the last are refused.
+    let two = [gzip(format!("{LOGIN_L1}\n").as_bytes()), gzip(format!("{LOGIN_L2}\n").as_bytes())].concat();
+    let (code, reply) = post(&addr, &[auth, gz], &two);
+    assert_eq!((code, reply["lines"].as_u64(), reply["accepted"].as_u64()), (202, Some(2), Some(2)), "{reply}");
+    let trailing = [gzip(format!("{LOGIN_L1}\n").as_bytes()), b"trailing garbage".to_vec()].concat();
+    assert_eq!(post(&addr, &[auth, gz], &trailing).0, 400);
+
+    // Six clients trickling their heads hold every worker for at most the request deadline:
+    // a real request behind them is answered within seconds, and they get 408.
+    let tricklers: Vec<_> = (0..6).map(|_| trickle(addr.clone())).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let (code, reply) = post(&addr, &[auth], format!("{LOGIN_L1}\n").as_bytes());
+    assert_eq!((code, reply["accepted"].as_u64()), (202, Some(1)), "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(15), "a request waited {:?} behind trickling clients", started.elapsed());
+    let answered: Vec<u16> = tricklers.into_iter().map(|t| t.join().unwrap_or(0)).collect();
+    assert!(answered.iter().all(|c| *c == 408 || *c == 503), "{answered:?}");
+
+    // SIGTERM with trickling clients connected stops the intake within seconds.
+    let _held: Vec<_> = (0..6).map(|_| trickle(addr.clone())).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let stopping = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &intake.0.id().to_string()]).status().expect("kill").success());
+    let status = intake.0.wait().expect("wait");
+    assert!(status.success(), "collect http exited with {status}: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(stopping.elapsed() < Duration::from_secs(5), "the intake took {:?} to stop", stopping.elapsed());
+
+    // Kafka holds what was accepted and nothing of the refused requests.
+    let python = std::env::var("SEEDWATCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(&python)
+        .args([common::repo().join("tests/kafka/consume.py").display().to_string(), broker.address.clone(), "seedwatch".into(), dir.path().join("consumed.ndjson").display().to_string()])
+        .output()
+        .expect("python");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("summary");
+    assert_eq!((summary["counts"]["seedwatch.login"].as_u64(), summary["counts"]["seedwatch.dead_letter"].as_u64()), (Some(3), Some(5)), "{summary}");
+}
