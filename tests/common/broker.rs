@@ -54,6 +54,24 @@ impl Broker {
         }
     }
 
+    /// Freeze the broker (SIGSTOP): connections stay open and nothing is answered, as a
+    /// broker stalled by a full disk or a long pause looks to a client.
+    #[allow(dead_code)]
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Let a paused broker go on (SIGCONT).
+    #[allow(dead_code)]
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.process.as_ref().map(|p| p.0.id().to_string()).expect("the broker is running");
+        assert!(Command::new("kill").args([signal, &pid]).status().expect("kill").success(), "kill {signal} {pid}");
+    }
+
     /// Start it again on the same port and storage.
     pub fn restart(&mut self) {
         self.stop();
