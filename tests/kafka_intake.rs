@@ -58,25 +58,7 @@ fn the_intake_checks_tokens_scopes_and_limits_and_reports_bad_lines() {
     std::fs::write(&tokens, format!("tokens:\n  - name: flowhub-l1\n    sha256: {}\n    licenses: [L1]\n  - name: soc\n    sha256: {}\n    licenses: [\"*\"]\n", hash("tok-l1"), hash("tok-any"))).expect("tokens");
     assert!(!std::fs::read_to_string(&tokens).expect("read").contains("tok-l1"), "the token file holds hashes only");
 
-    let log = dir.path().join("intake.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_seedwatch"))
-        .args(["collect", "http", "--listen", "127.0.0.1:0", "--tokens", &tokens.display().to_string(), "--max-body-bytes", "4096"])
-        .args(["--brokers", &broker.address, "--fingerprint-key", &dir.path().join("fp.key").display().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
-        .spawn()
-        .expect("collect http");
-    let mut intake = Running(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = loop {
-        let said = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(a) = said.split("listening on http://").nth(1).and_then(|r| r.split('/').next()) {
-            break a.to_string();
-        }
-        assert!(intake.0.try_wait().expect("wait").is_none(), "collect http exited: {said}");
-        assert!(Instant::now() < deadline, "collect http did not listen: {said}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (mut intake, addr, log) = start_intake(dir.path(), &tokens, &broker.address, &["--max-body-bytes", "4096"]);
 
     let body = format!("{LOGIN_L1}\n");
     assert_eq!(post(&addr, &[], body.as_bytes()).0, 401, "no token");
@@ -151,9 +133,8 @@ fn trickle(addr: String) -> std::thread::JoinHandle<u16> {
     })
 }
 
-fn start_intake(dir: &std::path::Path, broker: &str, extra: &[&str]) -> (Running, String, std::path::PathBuf) {
-    let tokens = dir.join("tokens.yaml");
-    std::fs::write(&tokens, format!("tokens:\n  - name: soc\n    sha256: {}\n    licenses: [\"*\"]\n", hex::encode(sha2::Sha256::digest(b"tok-any")))).expect("tokens");
+/// Start `collect http` with the token file `tokens`; returns it, its address and its log.
+fn start_intake(dir: &std::path::Path, tokens: &std::path::Path, broker: &str, extra: &[&str]) -> (Running, String, std::path::PathBuf) {
     let log = dir.join("intake.log");
     let child = Command::new(env!("CARGO_BIN_EXE_seedwatch"))
         .args(["collect", "http", "--listen", "127.0.0.1:0", "--tokens", &tokens.display().to_string()])
@@ -183,7 +164,9 @@ fn a_hostile_client_can_neither_exhaust_nor_stall_the_intake() {
     let broker = Broker::start(dir.path(), Storage::Memory);
     let create = seedwatch(&["topics", "create", "--brokers", &broker.address, "--partitions", "1"]);
     assert!(create.status.success(), "{}", text(&create.stderr));
-    let (mut intake, addr, log) = start_intake(dir.path(), &broker.address, &["--request-timeout", "3s", "--max-lines-per-request", "1000", "--max-dead-letters-per-request", "5"]);
+    let tokens = dir.path().join("tokens.yaml");
+    std::fs::write(&tokens, format!("tokens:\n  - name: soc\n    sha256: {}\n    licenses: [\"*\"]\n", hex::encode(sha2::Sha256::digest(b"tok-any")))).expect("tokens");
+    let (mut intake, addr, log) = start_intake(dir.path(), &tokens, &broker.address, &["--request-timeout", "3s", "--max-lines-per-request", "1000", "--max-dead-letters-per-request", "5"]);
     let auth = ("Authorization", "Bearer tok-any");
     let gz = ("Content-Encoding", "gzip");
 
