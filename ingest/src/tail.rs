@@ -256,8 +256,8 @@ impl TailSource {
         consumed
     }
 
-    /// The path names another file now, or the file was truncated: switch or rewind.
-    /// Returns `true` when something changed.
+    /// The path names another file now: finish the old one, then switch. Returns `true` when
+    /// something changed. (Truncation is checked before every read, in `next_chunk`.)
     fn check_rotation(&mut self, chunk: &mut LineChunk) -> Result<bool, IngestError> {
         let current = match self.file.as_ref() {
             Some(f) => Some(f.metadata().map_err(|e| self.read_err(e))?),
@@ -268,9 +268,6 @@ impl TailSource {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(self.read_err(e)),
         };
-        if self.copied_and_truncated()? {
-            return Ok(true);
-        }
         let Some(at_path) = at_path else { return Ok(false) };
         if current.as_ref().map(identity) == Some(identity(&at_path)) {
             return Ok(false);
