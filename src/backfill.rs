@@ -105,7 +105,7 @@ pub fn backfill(opts: &BackfillOptions) -> Result<BackfillReport> {
     }
     report.per_rule = engine.rules().map(|r| (r.id.clone(), RuleCount::default())).collect();
     let families: Vec<Family> = Family::ALL.into_iter().filter(|f| engine.rules().any(|r| r.family == *f)).collect();
-    let rule_list = report.per_rule.keys().map(|r| format!("'{r}'")).collect::<Vec<_>>().join(", ");
+    let rule_list = report.per_rule.keys().map(|r| format!("'{}'", r.replace('\'', "''"))).collect::<Vec<_>>().join(", ");
     if rule_list.is_empty() {
         return Err(anyhow!("no rule to evaluate (all skipped for lack of reference data: pass --locations and --roster)"));
     }

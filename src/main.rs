@@ -696,11 +696,35 @@ async fn write_report(frame: datafusion::prelude::DataFrame, path: &Path) -> Res
     let options = DataFrameWriteOptions::new().with_single_file_output(true);
     let written = match path.extension().and_then(|e| e.to_str()) {
         Some("parquet") => frame.write_parquet(target, options, None).await?,
-        Some("csv") => frame.write_csv(target, options, None).await?,
+        Some("csv") => return write_report_csv(frame, path).await,
         _ => anyhow::bail!("--out must end in .parquet or .csv"),
     };
     // DataFusion answers a write with one `count` row.
     Ok(written.iter().filter_map(|b| b.column(0).as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>()).flat_map(|c| c.iter().flatten()).sum())
+}
+
+/// A report as CSV for a spreadsheet: values from logs neutralised (a user named
+/// `=HYPERLINK(…)` is text, not a formula; see `seedwatch_archive::printable`), streamed
+/// batch by batch to `<path>.partial` and renamed, so a failed report leaves no half file.
+async fn write_report_csv(frame: datafusion::prelude::DataFrame, path: &Path) -> Result<u64> {
+    use futures::StreamExt;
+    use seedwatch_archive::printable::{printable_batch, Target};
+    let partial = path.with_extension("csv.partial");
+    let file = std::fs::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(std::io::BufWriter::new(file));
+    // The header, even when no row matches.
+    writer.write(&printable_batch(&datafusion::arrow::record_batch::RecordBatch::new_empty(std::sync::Arc::new(frame.schema().as_arrow().clone())), Target::Csv)?)?;
+    let mut stream = frame.execute_stream().await?;
+    let mut rows = 0;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        rows += batch.num_rows() as u64;
+        writer.write(&printable_batch(&batch, Target::Csv)?)?;
+    }
+    let file = writer.into_inner().into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    std::fs::rename(&partial, path)?;
+    Ok(rows)
 }
 
 fn default_key(given: Option<PathBuf>) -> PathBuf {
@@ -831,11 +855,12 @@ fn print_score(truth_path: &Path, report: &RunReport, rules: &Path) -> Result<()
 }
 
 fn print_findings(findings: &[seedwatch_schemas::Finding]) {
+    use seedwatch_archive::printable::printable;
     println!();
     println!("{:<8}  {:<24}  {:<28}  {:<5}  {:<14}  {:>6}  {}", "SEVERITY", "RULE", "WHEN (UTC)", "STATE", "LOCATION", "EVENTS", "SUBJECT");
     for f in &seedwatch_schemas::finding::latest_versions(findings) {
         let when = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(f.window_start).map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
-        println!("{:<8}  {:<24}  {:<28}  {:<5}  {:<14}  {:>6}  {}", f.severity.as_str(), f.rule, when, f.state, f.location, f.event_count, f.subject);
+        println!("{:<8}  {:<24}  {:<28}  {:<5}  {:<14}  {:>6}  {}", f.severity.as_str(), f.rule, when, f.state, printable(&f.location), f.event_count, printable(&f.subject));
     }
 }
 

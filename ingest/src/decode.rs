@@ -658,6 +658,34 @@ fn json_str(raw: &str) -> Option<Cow<'_, str>> {
     }
 }
 
+/// Why a value is not an integer.
+enum NumberProblem {
+    NotANumber,
+    Fraction,
+    OutOfRange,
+}
+
+/// `text` as an i64: `48000` and `48000.0` (how Python and JavaScript exports write
+/// whole numbers) are both 48000, as JSON Schema's `integer` has it; a fraction, a
+/// value past 64 bits (`1e400`, twenty digits) or `NaN` in a string is refused.
+fn whole_number(text: &str) -> Result<i64, NumberProblem> {
+    if let Ok(value) = text.parse::<i64>() {
+        return Ok(value);
+    }
+    let value: f64 = text.parse().map_err(|_| NumberProblem::NotANumber)?;
+    if value.is_nan() {
+        return Err(NumberProblem::NotANumber);
+    }
+    // 2^63 is the first f64 past i64::MAX.
+    if !value.is_finite() || value.abs() >= 9_223_372_036_854_775_808.0 {
+        return Err(NumberProblem::OutOfRange);
+    }
+    if value.fract() != 0.0 {
+        return Err(NumberProblem::Fraction);
+    }
+    Ok(value as i64)
+}
+
 fn json_type(raw: &str) -> &'static str {
     match raw.as_bytes().first() {
         Some(b'"') => "a string",
@@ -717,10 +745,12 @@ fn parse_cell<'a>(field: &Field, raw: &'a str) -> Result<Cell<'a>, Reject> {
             }
         }
         Kind::Int { min, max } => {
-            let value = if raw.starts_with('"') {
-                string()?.trim().parse::<i64>().map_err(|_| wrong("an integer"))?
-            } else {
-                raw.parse::<i64>().map_err(|_| wrong("an integer"))?
+            let number = if raw.starts_with('"') { whole_number(string()?.trim()) } else { whole_number(raw) };
+            let value = match number {
+                Ok(value) => value,
+                Err(NumberProblem::NotANumber) => return Err(wrong("an integer")),
+                Err(NumberProblem::Fraction) => return Err(reject(ReasonCode::WrongType, format!("field `{name}` must be a whole number, got a fraction"))),
+                Err(NumberProblem::OutOfRange) => return Err(reject(ReasonCode::InvalidValue, format!("field `{name}` is beyond the 64-bit integer range"))),
             };
             if value < min || value > max {
                 return Err(reject(ReasonCode::InvalidValue, format!("field `{name}` is {value}, outside {min}..={max}")));

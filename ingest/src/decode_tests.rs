@@ -299,3 +299,40 @@ fn a_time_beyond_arrival_plus_the_clock_skew_is_dead_lettered() {
     // Without a bound (fixtures, goldens) any date is accepted.
     assert_eq!(decoder().decode_chunk(&chunk(&[&far]), arrival).unwrap_or_else(|e| panic!("{e}")).stats.events_total(), 1);
 }
+
+#[test]
+fn numbers_are_whole_and_in_range_or_dead_lettered_saying_why() {
+    let with = |records: &str| {
+        let line = valid(Family::Api).to_string();
+        line.replacen("\"status\":200", &format!("\"status\":200,\"records\":{records}"), 1)
+    };
+    let records = |records: &str| {
+        let out = decode(&[with(records).as_bytes()]);
+        assert!(out.dead_letters.is_none(), "{records}");
+        let batch = &out.events[0].batch;
+        batch.column_by_name("records").map(|c| c.as_primitive::<Int64Type>().value(0))
+    };
+    // Whole numbers as exports write them.
+    assert_eq!(records("48000"), Some(48000));
+    assert_eq!(records("48000.0"), Some(48000));
+    assert_eq!(records("4.8e4"), Some(48000));
+    assert_eq!(records("\"48000\""), Some(48000));
+    for (value, code, reason) in [
+        ("1.5", "wrong_type", "field `records` must be a whole number, got a fraction"),
+        ("1e400", "invalid_value", "field `records` is beyond the 64-bit integer range"),
+        ("-1e400", "invalid_value", "field `records` is beyond the 64-bit integer range"),
+        ("99999999999999999999", "invalid_value", "field `records` is beyond the 64-bit integer range"),
+        ("9223372036854775808", "invalid_value", "field `records` is beyond the 64-bit integer range"),
+        ("\"NaN\"", "wrong_type", "field `records` must be an integer, got a string"),
+        ("\"inf\"", "invalid_value", "field `records` is beyond the 64-bit integer range"),
+        ("NaN", "not_json", ""),
+        ("-3", "invalid_value", "field `records` is -3, outside 0..=9223372036854775807"),
+        ("true", "wrong_type", "field `records` must be an integer, got a boolean"),
+    ] {
+        let (got_code, got_reason) = outcome(with(value).as_bytes()).unwrap_or_else(|| panic!("{value} decoded"));
+        assert_eq!(got_code, code, "{value}: {got_reason}");
+        if !reason.is_empty() {
+            assert_eq!(got_reason, reason, "{value}");
+        }
+    }
+}
