@@ -36,7 +36,7 @@ use seedwatch_runtime::{BoxError, Driver, DriverOptions};
 use seedwatch_archive::WriterOptions;
 use seedwatch_schemas::Finding;
 
-use crate::internal_events::PartitionsAssigned;
+use crate::internal_events::{PartitionsAssigned, RulesLoaded};
 use crate::kafka_source::KafkaSource;
 use crate::pipeline;
 
@@ -105,6 +105,8 @@ pub fn detect(opts: &DetectOptions, stop: Arc<AtomicBool>) -> Result<DetectRepor
     for (rule, why) in probe.skipped() {
         tracing::warn!(rule = %rule, reason = why, "rule skipped");
     }
+    let licenses = reference.licenses();
+    RulesLoaded { absence_limits: &probe.absence_limits(seedwatch_schemas::STATE_CODES), rules: probe.rules().count(), licenses: &licenses }.emit();
     let redactor = Redactor::new(Fingerprinter::load_or_create(&opts.fingerprint_key)?)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let created = runtime.block_on(seedwatch_kafka::create_topics(&opts.kafka, opts.partitions)).with_context(|| format!("reaching Kafka at {}", opts.kafka.brokers))?;

@@ -138,6 +138,14 @@ struct RuleState {
     /// Rows each of the rule's exceptions dropped in the current batch.
     suppressed: Vec<u64>,
     id: Arc<str>,
+    /// Values forgotten in the current batch for lack of room (see [`crate::limits`]).
+    values_evicted: u64,
+    /// Newest event time the rule has seen, which ages its state.
+    newest: i64,
+    /// Batches since the last sweep of idle keys by age.
+    since_sweep: u64,
+    /// The UTC day a `seedwatch.state_limit` finding last reported this rule.
+    limit_reported_day: Option<i64>,
 }
 
 /// Runs a set of compiled rules over batches. See the crate docs.
@@ -196,7 +204,7 @@ impl RuleEngine {
             let fields = rule.group_by.iter().map(|c| SortField::new(schema.field(*c).data_type().clone())).collect();
             let converter = RowConverter::new(fields).map_err(|e| eval_error(&rule, e))?;
             by_family[rule.family.index()].push(i);
-            states.push(RuleState { suppressed: vec![0; rule.exceptions.len()], id: rule.id.as_str().into(), rule, keys: HashMap::new(), hours: Default::default(), seen: Default::default(), silences: Default::default(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0 });
+            states.push(RuleState { suppressed: vec![0; rule.exceptions.len()], id: rule.id.as_str().into(), rule, keys: HashMap::new(), hours: Default::default(), seen: Default::default(), silences: Default::default(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0, values_evicted: 0, newest: i64::MIN, since_sweep: 0, limit_reported_day: None });
         }
         Ok(Self { rules: states, by_family, reference, skipped, watermark: i64::MIN, licenses: LicenseClock::default(), allowed_lateness_ms: DEFAULT_ALLOWED_LATENESS_MS, clock: wall_clock_ms })
     }
@@ -350,6 +358,7 @@ impl Detector for RuleEngine {
         // late behind other locations.
         let mut on_time = std::borrow::Cow::Borrowed(&events.batch);
         let time = events.batch.column_by_name("time").and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>());
+        let newest = time.and_then(datafusion::arrow::compute::max).unwrap_or(i64::MIN);
         if let (Some(time), Ok(license)) = (time, string_col(&events.batch, "license")) {
             let (mask, late) = self.licenses.observe(license, time, self.allowed_lateness_ms);
             if let Some(mask) = mask {
@@ -369,6 +378,10 @@ impl Detector for RuleEngine {
             let (matched, opened) = state.process(batch, &self.reference, &self.licenses, now, out)?;
             stats.rows_matched += matched;
             stats.findings_opened += opened;
+            let evicted = state.enforce_limits(self.reference.policy.limits(), newest, now, out);
+            if evicted > 0 {
+                stats.evicted.push(crate::Evicted { rule: state.id.clone(), entries: evicted });
+            }
             for (rows, exception) in state.suppressed.iter_mut().zip(&state.rule.exceptions) {
                 if *rows > 0 {
                     stats.suppressed.push(crate::Suppressed { rule: state.id.clone(), exception: exception.id.clone(), rows: std::mem::take(rows) });
@@ -487,7 +500,7 @@ impl RuleState {
             matched = filter_record_batch(&matched, &mask).map_err(|e| eval_error(rule, e))?;
         }
         if let Some(nv) = &rule.new_value {
-            let mask = self.seen.mask(nv, &matched, &self.converter, &rule.group_by).map_err(|e| eval_error(rule, e))?;
+            let mask = self.seen.mask(nv, &matched, &self.converter, &rule.group_by, reference.policy.limits().max_values_per_key, &mut self.values_evicted).map_err(|e| eval_error(rule, e))?;
             if mask.true_count() == 0 {
                 return Ok((0, 0));
             }
@@ -555,6 +568,38 @@ impl RuleState {
         Ok((n as u64, opened))
     }
 
+    /// Hold the rule's state within `limits` (see [`crate::limits`]) after a batch whose
+    /// newest event is at `newest`: past a limit, forget the entries idle longest; every
+    /// [`SWEEP_EVERY_BATCHES`] batches, forget what has aged out; and once a day per rule,
+    /// say in a `seedwatch.state_limit` finding that entries were forgotten for lack of
+    /// room. Returns entries forgotten for lack of room.
+    fn enforce_limits(&mut self, limits: crate::limits::StateLimits, newest: i64, now: i64, out: &mut Vec<Finding>) -> u64 {
+        self.newest = self.newest.max(newest);
+        let keep = crate::limits::keep_after_eviction(limits.max_keys_per_rule);
+        let mut evicted = std::mem::take(&mut self.values_evicted);
+        if self.keys.len() > limits.max_keys_per_rule {
+            evicted += crate::limits::evict_idle(&mut self.keys, keep, |k| k.open.is_none().then_some(k.last_seen));
+        }
+        evicted += self.seen.bound_keys(&limits, keep) + self.hours.bound_keys(&limits, keep) + self.silences.bound_keys(&limits, keep);
+        self.since_sweep += 1;
+        if self.since_sweep >= SWEEP_EVERY_BATCHES && self.newest > i64::MIN {
+            self.since_sweep = 0;
+            if let Some(nv) = &self.rule.new_value {
+                self.seen.sweep(self.newest, nv.history_ms);
+            }
+            self.hours.sweep(self.newest, limits.forget_idle_after_ms);
+            self.silences.sweep(self.newest, limits.forget_idle_after_ms);
+        }
+        if evicted > 0 {
+            let day = self.newest.div_euclid(86_400_000);
+            if self.limit_reported_day != Some(day) {
+                self.limit_reported_day = Some(day);
+                out.push(state_limit_finding(&self.rule, evicted, &limits, self.newest, now));
+            }
+        }
+        evicted
+    }
+
     /// Feed one matching row; returns whether a new finding was opened.
     #[allow(clippy::too_many_arguments)]
     fn observe(&mut self, key: &[u8], row: usize, t: i64, cols: &Columns<'_>, reference: &Reference, licenses: &LicenseClock, now: i64, out: &mut Vec<Finding>) -> bool {
@@ -583,7 +628,7 @@ impl RuleState {
                 if values.is_null(row) {
                     return false;
                 }
-                state.window.count_distinct(t, values.value(row), event_id, threshold, rule.window_ms)
+                state.window.count_distinct(t, values.value(row), event_id, threshold, rule.window_ms, reference.policy.limits().max_values_per_key, &mut self.values_evicted)
             }
         };
         if !fires {
@@ -711,6 +756,32 @@ pub(crate) fn new_finding(rule: &CompiledRule, key: &[u8], severity: Severity, p
         details: String::new(),
         raised: false,
     }
+}
+
+/// The rule id of the finding that says a rule's state hit a limit.
+pub const STATE_LIMIT_RULE: &str = "seedwatch.state_limit";
+
+/// A finding that `rule` forgot `evicted` entries for lack of room at event time `at`: what
+/// it forgot can no longer fire, so a SOC must hear of it (a flood of made-up users, or a
+/// limit set too low for the fleet). One per rule and UTC day; the metric counts them all.
+fn state_limit_finding(rule: &CompiledRule, evicted: u64, limits: &crate::limits::StateLimits, at: i64, now: i64) -> Finding {
+    let place = Place(["", "", "", "", rule.id.as_str(), ""]);
+    let day = at.div_euclid(86_400_000) * 86_400_000;
+    // The id hashes the rule's id and the day: one finding per rule and day.
+    let mut f = new_finding(rule, STATE_LIMIT_RULE.as_bytes(), Severity::Medium, &place, (day, at), evicted as i64, Vec::new(), now);
+    f.rule = STATE_LIMIT_RULE.to_string();
+    f.title = "Detector state limit reached: a rule forgot entries".to_string();
+    f.version = 1;
+    f.raised = true;
+    f.details = json!({
+        "rule": rule.id,
+        "evicted": evicted,
+        "max_keys_per_rule": limits.max_keys_per_rule,
+        "max_values_per_key": limits.max_values_per_key,
+        "why": "more keys or values than policy.yaml's limits: the entries idle longest were forgotten and can no longer fire",
+    })
+    .to_string();
+    f
 }
 
 /// Evaluate a reference-data condition over the rows that passed the filter.

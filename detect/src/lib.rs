@@ -18,6 +18,7 @@ pub mod engine;
 mod event_time;
 pub mod exception;
 pub mod kinds;
+pub mod limits;
 pub mod policy;
 pub mod reference;
 pub mod resume;
@@ -86,6 +87,17 @@ pub struct DetectStats {
     pub late_events: u64,
     /// Rows that passed a rule's filter and were dropped by one of its exceptions.
     pub suppressed: Vec<Suppressed>,
+    /// Entries rules forgot for lack of room (see [`limits`]).
+    pub evicted: Vec<Evicted>,
+}
+
+/// Entries one rule forgot in one batch because its state was at a limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evicted {
+    /// The rule.
+    pub rule: std::sync::Arc<str>,
+    /// Keys and values forgotten.
+    pub entries: u64,
 }
 
 /// Rows one exception dropped from one rule in one batch.

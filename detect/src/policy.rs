@@ -92,6 +92,9 @@ pub struct PolicyConfig {
     /// How long each archive table is kept (`seedwatch archive prune`).
     #[serde(default)]
     pub retention: seedwatch_schemas::retention::RetentionConfig,
+    /// Bounds on the detector's memory per rule.
+    #[serde(default)]
+    pub limits: crate::limits::LimitsConfig,
 }
 
 /// A state's resolved policy.
@@ -119,6 +122,7 @@ pub struct Policy {
     baseline_defaults: Option<BaselineOverride>,
     baseline_states: BTreeMap<String, BaselineOverride>,
     retention: Retention,
+    limits: crate::limits::StateLimits,
 }
 
 /// Numeric policy values a rule can refer to by name.
@@ -137,7 +141,7 @@ impl Default for Policy {
             key_rotation_days: 90,
             session_timeout_ms: 1_800_000,
         };
-        Self { defaults, states: BTreeMap::new(), systems: BTreeMap::new(), baseline_defaults: None, baseline_states: BTreeMap::new(), retention: Retention::default() }
+        Self { defaults, states: BTreeMap::new(), systems: BTreeMap::new(), baseline_defaults: None, baseline_states: BTreeMap::new(), retention: Retention::default(), limits: crate::limits::StateLimits::default() }
     }
 }
 
@@ -173,6 +177,17 @@ impl Policy {
     /// How long each archive table is kept.
     pub fn retention(&self) -> &Retention {
         &self.retention
+    }
+
+    /// Bounds on what the detector remembers per rule.
+    pub fn limits(&self) -> crate::limits::StateLimits {
+        self.limits
+    }
+
+    /// The same policy with other limits (tests, benchmarks).
+    pub fn with_limits(mut self, limits: crate::limits::StateLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// A baseline rule's parameters for keys of `state` on `system`: the rule's own, then
@@ -253,7 +268,12 @@ pub fn load_policy(path: &Path) -> Result<Policy, DetectError> {
         let line = text.lines().enumerate().skip(section).find(|(_, l)| l.trim_start().starts_with(&format!("{field}:"))).map_or(section, |(i, _)| i + 1);
         DetectError::Config { file: file.clone(), line, message: format!("retention: field `{field}`: {why}") }
     })?;
-    Ok(Policy { defaults, states, systems: config.systems, baseline_defaults: config.defaults.baseline, baseline_states, retention })
+    let limits = crate::limits::StateLimits::from_config(&config.limits).map_err(|(field, why)| {
+        let section = crate::rule::line_of(&text, "limits");
+        let line = text.lines().enumerate().skip(section).find(|(_, l)| l.trim_start().starts_with(&format!("{field}:"))).map_or(section, |(i, _)| i + 1);
+        DetectError::Config { file: file.clone(), line, message: format!("limits: field `{field}`: {why}") }
+    })?;
+    Ok(Policy { defaults, states, systems: config.systems, baseline_defaults: config.defaults.baseline, baseline_states, retention, limits })
 }
 
 #[cfg(test)]
@@ -306,5 +326,18 @@ mod tests {
         std::fs::write(&path, "defaults: {}\nstates:\n  XX: {}\n").unwrap_or_else(|e| panic!("{e}"));
         let e = load_policy(&path).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains(":3:") && e.contains("XX"), "{e}");
+        std::fs::write(&path, "defaults: {}\nlimits:\n  max_values_per_key: 64\n  max_keys_per_rule: 0\n").unwrap_or_else(|e| panic!("{e}"));
+        let e = load_policy(&path).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("policy.yaml:4:") && e.contains("limits: field `max_keys_per_rule`: must be at least 1"), "{e}");
+        std::fs::write(&path, "defaults: {}\nlimits:\n  max_keys: 5\n").unwrap_or_else(|e| panic!("{e}"));
+        let e = load_policy(&path).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("policy.yaml:3:") && e.contains("max_keys"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_limits_are_the_defaults_written_out() {
+        let path = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from).join("../rules/policy.yaml");
+        let p = load_policy(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.limits(), crate::limits::StateLimits::default());
     }
 }

@@ -215,6 +215,14 @@ pub struct Reference {
 }
 
 impl Reference {
+    /// The licenses locations.csv names, sorted; empty without it.
+    pub fn licenses(&self) -> Vec<&str> {
+        let mut licenses: Vec<&str> = self.locations.values().map(|l| l.row.license.as_str()).collect();
+        licenses.sort_unstable();
+        licenses.dedup();
+        licenses
+    }
+
     /// Load `policy.yaml` from the rules directory (built-in defaults when absent)
     /// and the reference files that are given.
     pub fn load(rules_dir: &Path, locations: Option<&Path>, roster: Option<&Path>) -> Result<Self, DetectError> {

@@ -45,6 +45,7 @@ struct Metrics {
     rows_matched: IntCounterVec,
     late_events: IntCounterVec,
     suppressed: IntCounterVec,
+    state_evicted: IntCounterVec,
     findings: IntCounterVec,
     archive_rows: IntCounterVec,
     archive_files: IntCounterVec,
@@ -92,6 +93,7 @@ static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| {
         rows_matched: counter("detect_rows_matched_total", "Rows that passed a rule filter, by family.", &["family"])?,
         late_events: counter("late_events_total", "Events beyond the allowed lateness (archived, not evaluated), by family.", &["family"])?,
         suppressed: counter("suppressed_total", "Rows that passed a rule's filter and were dropped by an exception (exceptions.yaml, or except: on the rule), by rule and exception.", &["rule", "exception"])?,
+        state_evicted: counter("detector_state_evicted_total", "Keys and values a rule forgot because its state was at a limit (limits: in rules/policy.yaml), by rule; a seedwatch.state_limit finding reports it once a day.", &["rule"])?,
         findings: counter("findings_total", "Findings opened or raised to a severity (escalations count again at their new severity), by rule, severity, state and license.", &["rule", "severity", "state", "license"])?,
         archive_rows: counter("archive_rows_total", "Rows written to the archive, by table.", &["table"])?,
         archive_files: counter("archive_files_total", "Parquet files written.", &[])?,
@@ -180,6 +182,10 @@ impl BatchDetected<'_> {
             // Both labels come from the rule configuration, so they are bounded.
             m.suppressed.with_label_values(&[&*s.rule, &*s.exception]).inc_by(s.rows);
         }
+        for e in &self.stats.evicted {
+            tracing::warn!(rule = &*e.rule, entries = e.entries, "a rule's state is at its limit: the entries idle longest were forgotten");
+            m.state_evicted.with_label_values(&[&*e.rule]).inc_by(e.entries);
+        }
         m.batch_events.with_label_values(&[self.family.as_str()]).observe(self.rows as f64);
         m.batch_seconds.with_label_values(&["detect"]).observe(self.seconds);
         m.last_batch.with_label_values::<&str>(&[]).set(wall_clock_seconds());
@@ -201,7 +207,8 @@ impl FindingsEmitted<'_> {
         for f in self.findings {
             tracing::info!(rule = %f.rule, severity = %f.severity, status = %f.status, version = f.version, state = %f.state, license = %f.license, subject = %f.subject, events = f.event_count, "finding");
             if let (Some(m), true) = (m, f.raised) {
-                m.findings.with_label_values(&[&f.rule, f.severity.as_str(), &f.state, &f.license]).inc();
+                let Ok(mut labels) = LABELS.lock() else { continue };
+                m.findings.with_label_values(&[&f.rule, f.severity.as_str(), &f.state, labels.license(&f.license)]).inc();
             }
         }
     }
@@ -261,6 +268,50 @@ fn wall_clock_seconds() -> f64 {
     chrono::Utc::now().timestamp_millis() as f64 / 1000.0
 }
 
+/// What a metric label shows for a license or key id it may not carry (see [`LabelBudget`]).
+pub const OTHER_LABEL: &str = "other";
+/// Distinct licenses, and key ids, that label series when no locations.csv names them.
+pub const MAX_LABEL_VALUES: usize = 1_000;
+
+/// Label values a sender chooses (licenses, key ids), held to a bounded set: every value is a
+/// time series Prometheus keeps, and a sender making up licenses would otherwise grow them
+/// without end. With locations.csv given, only its licenses are labels; without it, the first
+/// [`MAX_LABEL_VALUES`] seen. Key ids label only under such a license, up to the same count.
+/// The rest are counted under [`OTHER_LABEL`].
+#[derive(Debug, Default)]
+struct LabelBudget {
+    configured: Option<std::collections::HashSet<String>>,
+    licenses: std::collections::HashSet<String>,
+    keys: std::collections::HashSet<String>,
+}
+
+impl LabelBudget {
+    fn license<'a>(&mut self, license: &'a str) -> &'a str {
+        match &self.configured {
+            Some(known) if known.contains(license) => license,
+            Some(_) => OTHER_LABEL,
+            None => admit(&mut self.licenses, license),
+        }
+    }
+
+    fn key<'a>(&mut self, license_label: &str, key: &'a str) -> &'a str {
+        if license_label == OTHER_LABEL { OTHER_LABEL } else { admit(&mut self.keys, key) }
+    }
+}
+
+fn admit<'a>(seen: &mut std::collections::HashSet<String>, value: &'a str) -> &'a str {
+    if seen.contains(value) {
+        value
+    } else if seen.len() < MAX_LABEL_VALUES {
+        seen.insert(value.to_string());
+        value
+    } else {
+        OTHER_LABEL
+    }
+}
+
+static LABELS: LazyLock<Mutex<LabelBudget>> = LazyLock::new(|| Mutex::new(LabelBudget::default()));
+
 /// Last successful sync per (state, license), in event time: the sync-lag gauges derive from it.
 static LAST_SYNC: LazyLock<Mutex<BTreeMap<(String, String), i64>>> = LazyLock::new(|| Mutex::new(BTreeMap::new()));
 
@@ -285,12 +336,14 @@ impl EventsObserved<'_> {
         fn text(c: &StringArray, i: usize) -> &str {
             if c.is_null(i) { "" } else { c.value(i) }
         }
+        let Ok(mut labels) = LABELS.lock() else { return };
+        let mut license_label = |i: usize| labels.license(text(license, i));
         match self.family {
             Family::Login => {
                 let Some(outcome) = col("outcome") else { return };
                 let mut failed: HashMap<(&str, &str), u64> = HashMap::new();
                 for i in (0..b.num_rows()).filter(|i| outcome.value(*i) == "failure") {
-                    *failed.entry((text(state, i), text(license, i))).or_default() += 1;
+                    *failed.entry((text(state, i), license_label(i))).or_default() += 1;
                 }
                 for ((s, l), n) in failed {
                     m.failed_logins.with_label_values(&[s, l]).inc_by(n);
@@ -303,11 +356,12 @@ impl EventsObserved<'_> {
                 let mut failed: HashMap<(&str, &str, &str), u64> = HashMap::new();
                 let mut moved: HashMap<(&str, &str), u64> = HashMap::new();
                 for i in 0..b.num_rows() {
+                    let l = labels.license(text(license, i));
                     if status.is_some_and(|s| !s.is_null(i) && s.value(i) >= 400) {
-                        *failed.entry((text(state, i), text(license, i), text(system, i))).or_default() += 1;
+                        *failed.entry((text(state, i), l, text(system, i))).or_default() += 1;
                     }
                     if let Some(r) = records.filter(|r| !r.is_null(i)) {
-                        *moved.entry((text(license, i), text(key, i))).or_default() += r.value(i).max(0) as u64;
+                        *moved.entry((l, labels.key(l, text(key, i)))).or_default() += r.value(i).max(0) as u64;
                     }
                 }
                 for ((s, l, y), n) in failed {
@@ -322,7 +376,7 @@ impl EventsObserved<'_> {
                 let Some(time) = b.column_by_name("time").and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>()) else { return };
                 let mut newest: HashMap<(&str, &str), i64> = HashMap::new();
                 for i in (0..b.num_rows()).filter(|i| outcome.value(*i) == "success") {
-                    let t = newest.entry((text(state, i), text(license, i))).or_insert(i64::MIN);
+                    let t = newest.entry((text(state, i), license_label(i))).or_insert(i64::MIN);
                     *t = (*t).max(time.value(i));
                 }
                 let Ok(mut last) = LAST_SYNC.lock() else { return };
@@ -382,12 +436,17 @@ pub struct RulesLoaded<'a> {
     pub absence_limits: &'a [(&'a str, &'a str, i64)],
     /// Rules loaded.
     pub rules: usize,
+    /// The licenses of locations.csv, the only ones metric labels name; empty without it.
+    pub licenses: &'a [&'a str],
 }
 
 impl RulesLoaded<'_> {
     /// Log and set the gauges.
     pub fn emit(&self) {
         tracing::info!(rules = self.rules, "rules loaded");
+        if let Ok(mut labels) = LABELS.lock() {
+            labels.configured = (!self.licenses.is_empty()).then(|| self.licenses.iter().map(|l| l.to_string()).collect());
+        }
         let Some(m) = METRICS.as_ref() else { return };
         for (rule, state, ms) in self.absence_limits {
             m.absence_limit.with_label_values(&[rule, state]).set(*ms as f64 / 1000.0);
@@ -682,5 +741,21 @@ mod tests {
             assert!(left.iter().all(|s| !s.contains(moved)), "{name}: {left:?}");
             assert!(left.iter().any(|s| s.contains(kept)), "{name}: {left:?}");
         }
+    }
+
+    #[test]
+    fn license_and_key_labels_are_bounded() {
+        // Configured: only locations.csv's licenses, and keys only under them.
+        let mut labels = LabelBudget { configured: Some(["402R-00001".to_string()].into_iter().collect()), ..LabelBudget::default() };
+        assert_eq!(labels.license("402R-00001"), "402R-00001");
+        assert_eq!(labels.license("made-up"), OTHER_LABEL);
+        assert_eq!(labels.key("402R-00001", "k1"), "k1");
+        assert_eq!(labels.key(OTHER_LABEL, "k2"), OTHER_LABEL);
+        // Not configured: the first MAX_LABEL_VALUES seen, then one bucket.
+        let mut labels = LabelBudget::default();
+        let shown: std::collections::HashSet<String> = (0..MAX_LABEL_VALUES + 500).map(|i| labels.license(&format!("L{i}")).to_string()).collect();
+        assert_eq!(shown.len(), MAX_LABEL_VALUES + 1, "the first {MAX_LABEL_VALUES} and `other`");
+        assert!(shown.contains(OTHER_LABEL));
+        assert_eq!(labels.license("L7"), "L7", "a license already labelled keeps its series");
     }
 }

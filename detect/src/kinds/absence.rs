@@ -156,6 +156,25 @@ impl Silences {
         self.keys.len()
     }
 
+    /// Past `max_keys_per_rule` keys, forget those silent longest without an open finding
+    /// down to `keep`. Returns keys forgotten.
+    pub(crate) fn bound_keys(&mut self, limits: &crate::limits::StateLimits, keep: usize) -> u64 {
+        if self.keys.len() <= limits.max_keys_per_rule {
+            return 0;
+        }
+        crate::limits::evict_idle(&mut self.keys, keep, |k| k.open.is_none().then_some(k.last_ok))
+    }
+
+    /// Forget keys and licenses with no event for `idle_ms` before `newest`, open finding or
+    /// not: a key silent that long has been reported for most of it (its finding stays as
+    /// last published), and a key a sender made up once (a random `integration`) would
+    /// otherwise be tracked, and alerted on, for ever.
+    pub(crate) fn sweep(&mut self, newest: i64, idle_ms: i64) {
+        let horizon = newest.saturating_sub(idle_ms);
+        self.keys.retain(|_, k| k.last_ok >= horizon);
+        self.family_time.retain(|_, t| *t >= horizon);
+    }
+
     /// Findings withdrawn so far (see [`Silences::saw_ok`]).
     pub(crate) fn retracted(&self) -> u64 {
         self.retracted

@@ -252,6 +252,21 @@ impl Hours {
         self.keys.len()
     }
 
+    /// Past `max_keys_per_rule` keys, forget those idle longest (never one with an open
+    /// finding) down to `keep`. Returns keys forgotten.
+    pub(crate) fn bound_keys(&mut self, limits: &crate::limits::StateLimits, keep: usize) -> u64 {
+        if self.keys.len() <= limits.max_keys_per_rule {
+            return 0;
+        }
+        crate::limits::evict_idle(&mut self.keys, keep, |k| k.open.is_none().then_some(k.hour * HOUR_MS))
+    }
+
+    /// Forget keys with no event for `idle_ms` before `newest` (and no open finding).
+    pub(crate) fn sweep(&mut self, newest: i64, idle_ms: i64) {
+        let horizon = newest.saturating_sub(idle_ms);
+        self.keys.retain(|_, k| k.open.is_some() || k.hour * HOUR_MS >= horizon);
+    }
+
     /// The open findings (each of its key's current hour).
     pub(crate) fn open(&self) -> impl Iterator<Item = &Tracked> {
         self.keys.values().filter_map(|k| k.open.as_deref())

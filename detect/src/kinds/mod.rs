@@ -178,12 +178,13 @@ impl Window {
     }
 
     /// Add a value to a distinct-value window ([`threshold::count_distinct`]).
-    pub(crate) fn count_distinct(&mut self, t: i64, value: &str, event_id: &str, threshold: usize, window_ms: i64) -> (bool, i64) {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn count_distinct(&mut self, t: i64, value: &str, event_id: &str, threshold: usize, window_ms: i64, max_values: usize, evicted: &mut u64) -> (bool, i64) {
         match self {
-            Window::Distinct(distinct) => threshold::count_distinct(distinct, t, value, event_id, threshold, window_ms),
+            Window::Distinct(distinct) => threshold::count_distinct(distinct, t, value, event_id, threshold, window_ms, max_values, evicted),
             other => {
                 let mut distinct = Vec::new();
-                let fired = threshold::count_distinct(&mut distinct, t, value, event_id, threshold, window_ms);
+                let fired = threshold::count_distinct(&mut distinct, t, value, event_id, threshold, window_ms, max_values, evicted);
                 *other = Window::Distinct(distinct);
                 fired
             }

@@ -89,6 +89,25 @@ impl Sightings {
     }
 }
 
+impl Sightings {
+    /// Past `max` sightings, forget the oldest (a tenth of `max`); returns how many.
+    fn bound(&mut self, max: usize) -> u64 {
+        if self.0.len() <= max {
+            return 0;
+        }
+        let mut times: Vec<i64> = self.0.iter().map(|(_, t)| *t).collect();
+        let Some(cut) = crate::limits::cutoff(&mut times, crate::limits::keep_after_eviction(max)) else { return 0 };
+        let before = self.0.len();
+        self.0.retain(|(_, t)| *t > cut);
+        (before - self.0.len()) as u64
+    }
+
+    /// The newest sighting.
+    fn newest(&self) -> Option<i64> {
+        self.0.iter().map(|(_, t)| *t).max()
+    }
+}
+
 /// Per key (group-by row bytes), the values it has been seen with: the state of one
 /// `new_value` rule.
 #[derive(Debug, Default)]
@@ -100,9 +119,29 @@ impl SeenSets {
         self.0.len()
     }
 
+    /// Hold the sets within `limits`: past `max_keys_per_rule` keys, forget those seen
+    /// longest ago down to `keep`. Returns keys forgotten.
+    pub(crate) fn bound_keys(&mut self, limits: &crate::limits::StateLimits, keep: usize) -> u64 {
+        if self.0.len() <= limits.max_keys_per_rule {
+            return 0;
+        }
+        crate::limits::evict_idle(&mut self.0, keep, |k| Some(k.values.newest().unwrap_or(k.first_seen)))
+    }
+
+    /// Forget sightings older than `history` before `newest` (they no longer make a value
+    /// known) and keys left with none: a resumed detector's warm-up does the same.
+    pub(crate) fn sweep(&mut self, newest: i64, history_ms: i64) {
+        let horizon = newest.saturating_sub(history_ms);
+        self.0.retain(|_, k| {
+            k.values.0.retain(|(_, t)| *t >= horizon);
+            !k.values.0.is_empty()
+        });
+    }
+
     /// New-value rules: mark rows whose value the key has not shown within the
     /// history, outside the key's learning period; remember every value seen.
-    pub(crate) fn mask(&mut self, nv: &NewValue, batch: &RecordBatch, converter: &RowConverter, group_by: &[usize]) -> Result<BooleanArray, String> {
+    /// Each key remembers at most `max_values` values; those forgotten are added to `evicted`.
+    pub(crate) fn mask(&mut self, nv: &NewValue, batch: &RecordBatch, converter: &RowConverter, group_by: &[usize], max_values: usize, evicted: &mut u64) -> Result<BooleanArray, String> {
         let seen = &mut self.0;
         let keys = converter
             .convert_columns(&group_by.iter().map(|c| batch.column(*c).clone()).collect::<Vec<_>>())
@@ -129,6 +168,7 @@ impl SeenSets {
             let learning = t - state.first_seen < nv.learning_ms;
             is_new[row] = !known && !learning;
             state.values.record(hash, t);
+            *evicted += state.values.bound(max_values);
         }
         Ok(BooleanArray::from(is_new))
     }

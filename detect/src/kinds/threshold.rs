@@ -77,7 +77,10 @@ pub(crate) fn count(recent: &mut Recent, t: i64, event_id: &str, threshold: usiz
 
 /// Add a sighting of `value` at `t`, forgetting values last seen more than `window_ms`
 /// before it; returns whether `threshold` distinct values remain, and the oldest sighting's time.
-pub(crate) fn count_distinct(distinct: &mut Distinct, t: i64, value: &str, event_id: &str, threshold: usize, window_ms: i64) -> (bool, i64) {
+/// At `max_values` the values seen longest ago are forgotten (counted in `evicted`), so one key
+/// sent a million addresses costs a bounded scan per event, not a growing one.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn count_distinct(distinct: &mut Distinct, t: i64, value: &str, event_id: &str, threshold: usize, window_ms: i64, max_values: usize, evicted: &mut u64) -> (bool, i64) {
     let horizon = t - window_ms;
     distinct.retain(|(_, seen, _)| *seen >= horizon);
     match distinct.iter_mut().find(|(v, _, _)| v.as_ref() == value) {
@@ -86,6 +89,14 @@ pub(crate) fn count_distinct(distinct: &mut Distinct, t: i64, value: &str, event
             *id = Box::from(event_id);
         }
         None => {
+            if distinct.len() >= max_values {
+                let mut times: Vec<i64> = distinct.iter().map(|(_, seen, _)| *seen).collect();
+                if let Some(cut) = crate::limits::cutoff(&mut times, crate::limits::keep_after_eviction(max_values)) {
+                    let before = distinct.len();
+                    distinct.retain(|(_, seen, _)| *seen > cut);
+                    *evicted += (before - distinct.len()) as u64;
+                }
+            }
             crate::engine::reserve_one_while_small(distinct);
             distinct.push((Box::from(value), t, Box::from(event_id)));
         }
@@ -115,11 +126,28 @@ mod tests {
     #[test]
     fn a_distinct_count_counts_values_once_and_forgets_those_older_than_the_window() {
         let mut distinct = Distinct::new();
-        assert!(!count_distinct(&mut distinct, 0, "10.0.0.1", "e1", 2, 60_000).0);
-        assert!(!count_distinct(&mut distinct, 1_000, "10.0.0.1", "e2", 2, 60_000).0, "the same value again");
-        assert_eq!(count_distinct(&mut distinct, 2_000, "10.0.0.2", "e3", 2, 60_000), (true, 1_000));
+        let mut evicted = 0;
+        assert!(!count_distinct(&mut distinct, 0, "10.0.0.1", "e1", 2, 60_000, 100, &mut evicted).0);
+        assert!(!count_distinct(&mut distinct, 1_000, "10.0.0.1", "e2", 2, 60_000, 100, &mut evicted).0, "the same value again");
+        assert_eq!(count_distinct(&mut distinct, 2_000, "10.0.0.2", "e3", 2, 60_000, 100, &mut evicted), (true, 1_000));
         // Both earlier values are past the window by now.
-        assert!(!count_distinct(&mut distinct, 200_000, "10.0.0.3", "e4", 2, 60_000).0);
+        assert!(!count_distinct(&mut distinct, 200_000, "10.0.0.3", "e4", 2, 60_000, 100, &mut evicted).0);
         assert_eq!(distinct.len(), 1);
+        assert_eq!(evicted, 0);
+    }
+
+    #[test]
+    fn a_key_sent_endless_distinct_values_keeps_a_bounded_window_and_still_fires() {
+        let mut distinct = Distinct::new();
+        let mut evicted = 0;
+        for i in 0..100_000i64 {
+            let (fires, _) = count_distinct(&mut distinct, i, &format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255), "e", 5, 3_600_000, 1_000, &mut evicted);
+            assert_eq!(fires, i >= 4, "{i}");
+            assert!(distinct.len() <= 1_000, "{i}: {} values held", distinct.len());
+        }
+        assert!(evicted >= 99_000, "{evicted}");
+        // The newest values are the ones kept.
+        assert!(distinct.iter().any(|(_, seen, _)| *seen == 99_999));
+        assert!(distinct.iter().all(|(_, seen, _)| *seen >= 99_000));
     }
 }
