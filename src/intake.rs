@@ -202,10 +202,19 @@ pub fn serve(opts: &IntakeOptions, stop: Arc<AtomicBool>, bound: impl FnOnce(Soc
     Ok(())
 }
 
-struct Response {
+/// A reply to a request.
+#[derive(Debug)]
+pub struct Response {
     status: &'static str,
     body: String,
     extra: &'static str,
+}
+
+impl Response {
+    /// Its status line, e.g. `413 Payload Too Large`.
+    pub fn status(&self) -> &'static str {
+        self.status
+    }
 }
 
 fn json(status: &'static str, body: serde_json::Value) -> Response {
@@ -324,27 +333,10 @@ fn handle(reader: &mut BufReader<DeadlineReader<'_>>, shared: &Shared) -> Result
     }
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body)?;
-    if gzip {
-        // The limits hold after inflation too: a small gzip bomb is refused, not inflated.
-        // Every member is read (a body may be several gzip streams one after another); bytes
-        // after the last that are not another member make it invalid.
-        let most = limits.max_body_bytes.min(length.saturating_mul(limits.max_inflate_ratio).max(4096));
-        let mut inflated = Vec::new();
-        let read = flate2::read::MultiGzDecoder::new(body.as_slice()).take(most as u64 + 1).read_to_end(&mut inflated);
-        match read {
-            Ok(n) if n > most && most < limits.max_body_bytes => {
-                return Ok(error("413 Payload Too Large", &format!("the body inflates more than {}-fold", limits.max_inflate_ratio)));
-            }
-            Ok(n) if n > most => return Ok(error("413 Payload Too Large", &format!("the body inflates past the limit of {} bytes", limits.max_body_bytes))),
-            Ok(_) => body = inflated,
-            Err(e) => return Ok(error("400 Bad Request", &format!("the body is not valid gzip: {e}"))),
-        }
-    }
-    let lines = memchr::memchr_iter(b'\n', &body).count() + usize::from(body.last().is_some_and(|b| *b != b'\n'));
-    if lines > limits.max_lines {
-        return Ok(error("413 Payload Too Large", &format!("the body holds {lines} lines; the limit is {} per request", limits.max_lines)));
-    }
-    let chunk = to_chunk(&body, &sender.name);
+    let chunk = match body_lines(body, gzip, limits, &sender.name) {
+        Ok(chunk) => chunk,
+        Err(refused) => return Ok(refused),
+    };
     let scope: BTreeSet<&str> = sender.licenses.iter().map(String::as_str).collect();
     let any = scope.contains("*");
     let allowed = |license: &str| any || scope.contains(license);
@@ -377,6 +369,35 @@ fn handle(reader: &mut BufReader<DeadlineReader<'_>>, shared: &Shared) -> Result
         "202 Accepted",
         serde_json::json!({ "lines": stats.lines, "accepted": accepted, "dead_lettered": dead_lettered, "errors": errors, "errors_truncated": dead_lettered > errors.len() }),
     ))
+}
+
+/// A request body as lines for the decoder, inflated when `gzip`, or the reply refusing it:
+/// the limits hold after inflation too, so a small gzip bomb is refused, not inflated. Every
+/// gzip member is read (a body may be several streams one after another); bytes after the
+/// last that are not another member make it invalid. `sender` names the chunk's source.
+pub fn body_lines(body: Vec<u8>, gzip: bool, limits: &RequestLimits, sender: &str) -> Result<LineChunk, Response> {
+    let mut body = body;
+    if body.len() > limits.max_body_bytes {
+        return Err(error("413 Payload Too Large", &format!("the body is {} bytes; the limit is {}", body.len(), limits.max_body_bytes)));
+    }
+    if gzip {
+        let most = limits.max_body_bytes.min(body.len().saturating_mul(limits.max_inflate_ratio).max(4096));
+        let mut inflated = Vec::new();
+        let read = flate2::read::MultiGzDecoder::new(body.as_slice()).take(most as u64 + 1).read_to_end(&mut inflated);
+        match read {
+            Ok(n) if n > most && most < limits.max_body_bytes => {
+                return Err(error("413 Payload Too Large", &format!("the body inflates more than {}-fold", limits.max_inflate_ratio)));
+            }
+            Ok(n) if n > most => return Err(error("413 Payload Too Large", &format!("the body inflates past the limit of {} bytes", limits.max_body_bytes))),
+            Ok(_) => body = inflated,
+            Err(e) => return Err(error("400 Bad Request", &format!("the body is not valid gzip: {e}"))),
+        }
+    }
+    let lines = memchr::memchr_iter(b'\n', &body).count() + usize::from(body.last().is_some_and(|b| *b != b'\n'));
+    if lines > limits.max_lines {
+        return Err(error("413 Payload Too Large", &format!("the body holds {lines} lines; the limit is {} per request", limits.max_lines)));
+    }
+    Ok(to_chunk(&body, sender))
 }
 
 /// The body's lines as a chunk; the source name says which sender sent them.

@@ -8,6 +8,7 @@ pub mod backfill;
 pub mod collect;
 pub mod detect_daemon;
 pub mod findings;
+pub mod fuzzing;
 pub mod generate;
 pub mod intake;
 pub mod kafka_source;
