@@ -918,11 +918,23 @@ fn main() -> ExitCode {
     init_logging(&cli);
     match execute(cli) {
         Ok(code) => code,
+        Err(e) if archive_disk_full(&e) => {
+            eprintln!("error: the archive's disk is full ({e:#}); nothing after the last commit was kept: free space and run the same command again (what is archived is skipped, the rest is read again)");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Whether `e` is the archive's disk filling up, however it was wrapped.
+fn archive_disk_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| match (c.downcast_ref::<seedwatch_archive::ArchiveError>(), c.downcast_ref::<seedwatch_runtime::RuntimeError>()) {
+        (Some(a), _) | (_, Some(seedwatch_runtime::RuntimeError::Archive(a))) => a.is_disk_full(),
+        _ => false,
+    })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

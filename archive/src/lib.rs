@@ -179,6 +179,20 @@ pub enum ArchiveError {
     Query(String),
 }
 
+impl ArchiveError {
+    /// Whether the disk the archive (or a bucket writer's staging) is written to is full.
+    /// Parquet and Delta keep only the text of the I/O error, so it is read there too.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            ArchiveError::Io { error, .. } => error.kind() == std::io::ErrorKind::StorageFull || error.raw_os_error() == Some(28),
+            other => {
+                let text = other.to_string();
+                text.contains("(os error 28)") || text.contains("No space left on device")
+            }
+        }
+    }
+}
+
 /// Map an I/O error with context.
 pub(crate) fn io_err(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ArchiveError {
     let path = path.into();

@@ -246,8 +246,28 @@ impl FilePool {
             }
             Err(e) => {
                 self.failed = true;
+                self.abandon_unrecorded();
                 Err(e)
             }
+        }
+    }
+
+    /// A file failed (a full disk, a failing device): nothing more goes in, so the files
+    /// encoded but not yet recorded in a commit can never be, and go now, with those still
+    /// being encoded. That frees their space and leaves the temp directory as the last
+    /// commit left it; what they held is read again by the next run from the last commit.
+    fn abandon_unrecorded(&mut self) {
+        while self.encoding > 0 {
+            let Ok((sequence, rows, encoded)) = self.reports.recv() else { break };
+            self.encoding -= 1;
+            self.rows_in_flight = self.rows_in_flight.saturating_sub(rows);
+            if let Ok(encoded) = encoded {
+                self.encoded.insert(sequence, encoded);
+            }
+        }
+        let abandoned: Vec<Encoded> = std::mem::take(&mut self.encoded).into_values().collect();
+        if let Err(e) = drop_encoded(&abandoned) {
+            tracing::warn!(error = %e, "removing the files of a failed commit");
         }
     }
 
@@ -388,7 +408,14 @@ impl std::io::Write for HashingFile {
 /// Encode `job.batch` to its temp file and sync it (and upload it, to object storage).
 fn encode_file(job: FileJob) -> Result<Encoded, ArchiveError> {
     let FileJob { table, batch, props, tmp, place, path } = job;
-    let record = encode_to(table, &batch, props, &tmp, path)?;
+    let record = match encode_to(table, &batch, props, &tmp, path) {
+        Ok(record) => record,
+        Err(e) => {
+            // Its own partial file goes at once (on a full disk, it holds the space).
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     if let Place::Upload { root, staged } = &place {
         root.upload(&tmp, staged)?;
         fs::remove_file(&tmp).map_err(io_err("removing", &tmp))?;

@@ -28,7 +28,7 @@ use seedwatch_schemas::finding::findings_to_batch;
 use seedwatch_schemas::{EventBatch, Family, Finding, Severity, Table};
 
 use crate::internal_events::{
-    ArchiveCommitted, ArchiveWritten, BatchDetected, ChunkDecoded, CommitFenced, EventsObserved, FindingsEmitted, OpenFindings, OrderingReleaseForced, WatermarkAdvanced,
+    ArchiveCommitted, ArchiveWriteFailed, ArchiveWritten, BatchDetected, ChunkDecoded, CommitFenced, EventsObserved, FindingsEmitted, OpenFindings, OrderingReleaseForced, WatermarkAdvanced,
 };
 use crate::partition;
 use crate::source::{Feedback, InputId, Polled, Rows, Scope, Source};
@@ -221,6 +221,10 @@ impl<S: Sink> Driver<S> {
             .spawn(move || read_source(&mut source, tx, feedback_rx))
             .map_err(|source| RuntimeError::Spawn { what: "source", source })?;
         let result = self.drive(rx, &feedback_tx, &fence, total_bytes, input_ends);
+        if let Err(RuntimeError::Archive(error)) = &result {
+            // Nothing past the last commit is acknowledged to the source: the next run reads it again.
+            ArchiveWriteFailed { error }.emit();
+        }
         drop(feedback_tx);
         source_thread.join().map_err(|_| RuntimeError::ThreadLost("source"))?;
         result?;

@@ -57,6 +57,7 @@ struct Metrics {
     kafka_commits: IntCounterVec,
     kafka_lag: IntGaugeVec,
     kafka_commit_failures: IntCounterVec,
+    archive_write_failures: IntCounterVec,
     kafka_watermark_failures: IntCounterVec,
     kafka_start_corrections: IntCounterVec,
     forced_releases: IntCounterVec,
@@ -110,6 +111,7 @@ static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| {
         kafka_partitions: register_int_gauge_vec_with_registry!("kafka_partitions_assigned", "Partition numbers (tasks) this detector owns in its consumer group.", &[], r).ok()?,
         kafka_rebalances: counter("kafka_rebalances_total", "Consumer-group rebalances this detector went through.", &[])?,
         kafka_commits: counter("kafka_offset_commits_total", "Offset commits, each after an archive commit.", &[])?,
+        archive_write_failures: counter("archive_write_failures_total", "Archive writes or commits that failed and stopped the pipeline, by reason (disk_full, other); nothing past the last commit is acknowledged, so the next start reads it again.", &["reason"])?,
         kafka_commit_failures: counter("kafka_offset_commit_failures_total", "Offset commits that failed (a rebalance in progress, the broker away); the rows stay archived and are skipped when re-read.", &[])?,
         kafka_watermark_failures: counter("kafka_watermark_check_failures_total", "High-watermark reads that failed; the task holds its rows for ordering until the broker answers.", &[])?,
         kafka_start_corrections: counter("kafka_start_offset_corrections_total", "Seeks back when the first message of a partition after an assignment came from past its committed offset (or none came); see tansu 0.6 in ARCHITECTURE.md.", &[])?,
@@ -482,6 +484,24 @@ impl PartitionsAssigned<'_> {
             }
             owned
         });
+    }
+}
+
+/// Writing the archive failed and the pipeline stops: what it held past the last commit is
+/// not acknowledged to the source, and the next start reads it again.
+#[derive(Debug)]
+pub struct ArchiveWriteFailed<'a> {
+    /// Why.
+    pub error: &'a seedwatch_archive::ArchiveError,
+}
+
+impl ArchiveWriteFailed<'_> {
+    /// Log one line and count.
+    pub fn emit(&self) {
+        let reason = if self.error.is_disk_full() { "disk_full" } else { "other" };
+        tracing::error!(reason, error = %self.error, "archive write failed: stopped; nothing after the last commit was acknowledged and the next start reads it again");
+        let Some(m) = METRICS.as_ref() else { return };
+        m.archive_write_failures.with_label_values(&[reason]).inc();
     }
 }
 
