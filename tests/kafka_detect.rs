@@ -555,3 +555,73 @@ fn a_location_delivered_six_hours_late_through_kafka_finds_what_the_sorted_run_f
     stop(a);
     assert_nothing_more_after_the_stop(&d.archive, &got);
 }
+
+/// Resident memory of a process, in bytes (`VmRSS`).
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Soak, bounded (loopback only, stops by itself): the generator's 21 days fed at a steady rate
+/// into a file a collector follows, through the broker to two detectors in one group, for
+/// `SEEDWATCH_SOAK_SECONDS` (default 90; `benches/soak.sh` runs it for longer). Nothing is lost
+/// or doubled, the findings are the embedded run's, and each detector's memory is flat once it
+/// is warm: the peak of the last third of the run is within a quarter (and 48 MiB) of the
+/// peak of the middle third.
+#[test]
+fn soak_a_steady_stream_through_collector_broker_and_two_detectors() {
+    let seconds: u64 = std::env::var("SEEDWATCH_SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(90);
+    let (dir, _broker, d, expected) = setup(Storage::Memory);
+    let slices = 60usize;
+    let fractions: Vec<f64> = (1..slices).map(|i| i as f64 / slices as f64).collect();
+    let parts = split(&d.data.join("events.ndjson"), &fractions, dir.path());
+    let live = dir.path().join("live.ndjson");
+    std::fs::File::create(&live).expect("live file");
+    let log = std::fs::File::create(dir.path().join("collector.log")).expect("log");
+    let collector = Running(
+        Command::new(env!("CARGO_BIN_EXE_seedwatch"))
+            .args(["collect", "file", "--follow", "--input", &live.display().to_string(), "--checkpoint", &dir.path().join("collect.checkpoint").display().to_string()])
+            .args(["--brokers", &d.broker, "--fingerprint-key", &d.key()])
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("collect --follow"),
+    );
+    let mut a = d.detector("a", &[]);
+    let mut b = d.detector("b", &[]);
+    let started = Instant::now();
+    let pace = Duration::from_secs(seconds) / slices as u32;
+    // (seconds since start, RSS of a, RSS of b).
+    let mut samples: Vec<(f64, u64, u64)> = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        append(&live, part);
+        while started.elapsed() < pace * (i as u32 + 1) {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        for (name, detector) in [("a", &mut a), ("b", &mut b)] {
+            if let Ok(Some(status)) = detector.0.try_wait() {
+                panic!("detector {name} exited with {status}: {}", d.log(name));
+            }
+        }
+        samples.push((started.elapsed().as_secs_f64(), rss_bytes(a.0.id()).unwrap_or(0), rss_bytes(b.0.id()).unwrap_or(0)));
+    }
+    let got = d.wait_for(&expected, Duration::from_secs(180), &["a", "b"], &mut [&mut a, &mut b]);
+    for (family, rows, distinct) in &got.events {
+        assert_eq!(rows, distinct, "{family}: an event archived twice");
+    }
+    assert_eq!(got.finding_rows, got.finding_versions, "a finding version archived twice");
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let third = samples.len() / 3;
+    for (name, rss) in [("a", samples.iter().map(|s| s.1).collect::<Vec<_>>()), ("b", samples.iter().map(|s| s.2).collect::<Vec<_>>())] {
+        let middle = rss[third..2 * third].iter().copied().max().unwrap_or(0);
+        let last = rss[2 * third..].iter().copied().max().unwrap_or(0);
+        eprintln!("soak: detector {name} peak RSS {:.0} MiB in the middle third, {:.0} MiB in the last", mib(middle), mib(last));
+        assert!(middle > 0, "no RSS samples of detector {name}");
+        assert!(mib(last) <= mib(middle) * 1.25 + 48.0, "detector {name}'s memory grew: {:.0} MiB then {:.0} MiB ({:?})", mib(middle), mib(last), rss.iter().map(|b| mib(*b) as u64).collect::<Vec<_>>());
+    }
+    stop(collector);
+    stop(a);
+    stop(b);
+    assert_nothing_more_after_the_stop(&d.archive, &got);
+}
