@@ -36,19 +36,6 @@ impl Drop for Tmpfs {
     }
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_under(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
-}
-
 fn finding_ids(archive: &Path) -> BTreeSet<String> {
     common::query_json(archive, "SELECT DISTINCT finding_id FROM findings").iter().filter_map(|r| r["finding_id"].as_str().map(str::to_string)).collect()
 }
@@ -86,7 +73,7 @@ fn a_full_disk_stops_the_run_cleanly_and_the_next_run_archives_everything_once()
     assert_eq!(error.len(), 1, "{stderr}");
     assert!(error[0].starts_with("error: the archive's disk is full") && error[0].contains("run the same command again"), "{stderr}");
     // No file of its own left behind: only committed files (in their tables' Delta logs) and the logs.
-    let left: Vec<PathBuf> = files_under(&archive).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+    let left: Vec<PathBuf> = common::files_under(&archive).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
     let staged: Vec<&PathBuf> = left.iter().filter(|p| p.components().any(|c| c.as_os_str() == "_tmp")).collect();
     assert!(staged.is_empty(), "partial files left in the temp directory: {staged:?}");
     // What queries see is whole: every table reads, and holds no more than the input.
@@ -106,6 +93,6 @@ fn a_full_disk_stops_the_run_cleanly_and_the_next_run_archives_everything_once()
     archived += common::query_json(&archive, "SELECT count(*) AS n FROM dead_letter")[0]["n"].as_u64().unwrap_or(0);
     assert_eq!(archived, lines, "every line once, as an event or a dead letter");
     assert_eq!(finding_ids(&archive), finding_ids(&roomy), "the findings differ from a run with room");
-    let staged: Vec<PathBuf> = files_under(&archive.join("_tmp")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+    let staged: Vec<PathBuf> = common::files_under(&archive.join("_tmp")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
     assert!(staged.is_empty(), "{staged:?}");
 }

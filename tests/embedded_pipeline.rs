@@ -102,7 +102,7 @@ fn no_raw_key_anywhere_in_the_archive() {
     assert!(f.report.decode.redacted > 0, "the generator's plaintext keys were never seen");
     // 1. Raw bytes of every file (compressed pages could hide a key, so also 2.).
     let mut files = 0;
-    for entry in walk(&f.archive()) {
+    for entry in common::files_under(&f.archive()) {
         let bytes = std::fs::read(&entry).expect("read");
         files += 1;
         for key in &f.truth.raw_keys {
@@ -121,18 +121,6 @@ fn no_raw_key_anywhere_in_the_archive() {
     // And the fingerprint stands in for it: API rows of the leaky POS have a key_id.
     let rows = query_json(&f.archive(), "SELECT count(*) AS n FROM api WHERE extra LIKE '%[redacted:%' AND key_id IS NOT NULL");
     assert!(rows[0]["n"].as_i64().unwrap_or(0) > 0, "{rows:?}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() { stack.push(p) } else { out.push(p) }
-        }
-    }
-    out
 }
 
 #[test]

@@ -77,18 +77,7 @@ fn mutate(rng: &mut Rng, seed: &[u8], other: &[u8]) -> Vec<u8> {
 }
 
 fn files_in(dir: &Path, keep: &dyn Fn(&Path) -> bool) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return found };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_in(&path, keep));
-        } else if keep(&path) {
-            found.push(path);
-        }
-    }
-    found.sort();
-    found
+    common::files_under(dir).into_iter().filter(|p| keep(p)).collect()
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

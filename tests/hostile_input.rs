@@ -13,7 +13,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -101,24 +101,11 @@ fn found_in(bytes: &[u8], secrets: &[String]) -> BTreeSet<String> {
 /// manifest), as `secret in path`.
 fn found_in_files(dir: &Path, secrets: &[String]) -> Vec<String> {
     let mut hits = Vec::new();
-    for entry in walk(dir) {
+    for entry in common::files_under(dir) {
         let bytes = std::fs::read(&entry).unwrap_or_default();
         hits.extend(found_in(&bytes, secrets).into_iter().map(|s| format!("{s} in {}", entry.display())));
     }
     hits
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }
 
 /// Every secret in what a query reads back from each table (decompressed, every column).
