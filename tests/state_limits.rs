@@ -145,3 +145,19 @@ fn a_made_up_integration_is_forgotten_once_idle_past_the_limit() {
     }
     assert_eq!(run.engine.tracked_keys(), 1, "a key silent for three days is still tracked with a two-day limit");
 }
+
+#[test]
+fn made_up_licenses_are_retired_from_the_event_clock() {
+    let mut run = Run::new("login.failed_burst", limits(100, 1_000));
+    for batch in 0..40 {
+        let lines: Vec<String> = (0..50)
+            .map(|i| login(T0 + batch * 1_000 + i, "alice", "success", "203.0.113.5").replace("\"license\":\"L1\"", &format!("\"license\":\"made-up-{batch}-{i}\"")))
+            .collect();
+        run.feed(&lines);
+        // No key refers to them (successes match no rule here): at most the cap and one batch.
+        assert!(run.engine.tracked_licenses() <= 150, "batch {batch}: {} licenses tracked", run.engine.tracked_licenses());
+    }
+    // A real burst at a real license still fires.
+    run.feed(&(1..=3).map(|i| login(T0 + 60_000 + i, "bob", "failure", "203.0.113.9")).collect::<Vec<_>>());
+    assert_eq!(run.of_rule("login.failed_burst").len(), 1);
+}

@@ -161,6 +161,8 @@ pub struct RuleEngine {
     licenses: LicenseClock,
     /// How far behind the watermark an event may be and still be evaluated.
     allowed_lateness_ms: i64,
+    /// Batches since idle licenses were last retired from `licenses`.
+    since_license_sweep: u64,
     clock: fn() -> i64,
 }
 
@@ -206,7 +208,7 @@ impl RuleEngine {
             by_family[rule.family.index()].push(i);
             states.push(RuleState { suppressed: vec![0; rule.exceptions.len()], id: rule.id.as_str().into(), rule, keys: HashMap::new(), hours: Default::default(), seen: Default::default(), silences: Default::default(), converter, expiries: BTreeMap::new(), sequence: 0, batches: 0, values_evicted: 0, newest: i64::MIN, since_sweep: 0, limit_reported_day: None });
         }
-        Ok(Self { rules: states, by_family, reference, skipped, watermark: i64::MIN, licenses: LicenseClock::default(), allowed_lateness_ms: DEFAULT_ALLOWED_LATENESS_MS, clock: wall_clock_ms })
+        Ok(Self { rules: states, by_family, reference, skipped, watermark: i64::MIN, licenses: LicenseClock::default(), allowed_lateness_ms: DEFAULT_ALLOWED_LATENESS_MS, since_license_sweep: 0, clock: wall_clock_ms })
     }
 
     /// Seed a `new_value` rule's seen-sets from rows of a
@@ -346,6 +348,25 @@ impl RuleEngine {
     pub fn tracked_keys(&self) -> usize {
         self.rules.iter().map(|r| r.keys.len() + r.hours.len() + r.seen.len() + r.silences.len()).sum()
     }
+
+    /// Licenses whose event time is tracked.
+    pub fn tracked_licenses(&self) -> usize {
+        self.licenses.len()
+    }
+
+    /// Retire licenses idle past `forget_idle_after` that no key refers to, and, past
+    /// `max_keys_per_rule` licenses, those idle longest (see [`LicenseClock::retire`]).
+    fn retire_licenses(&mut self) {
+        let limits = self.reference.policy.limits();
+        self.since_license_sweep += 1;
+        if self.licenses.len() <= limits.max_keys_per_rule && self.since_license_sweep < SWEEP_EVERY_BATCHES {
+            return;
+        }
+        self.since_license_sweep = 0;
+        let in_use: std::collections::HashSet<LicenseId> = self.rules.iter().flat_map(|r| r.keys.values().map(|k| k.license)).collect();
+        let horizon = self.licenses.max_watermark().saturating_sub(limits.forget_idle_after_ms);
+        self.licenses.retire(horizon, limits.max_keys_per_rule, &in_use);
+    }
 }
 
 impl Detector for RuleEngine {
@@ -388,6 +409,7 @@ impl Detector for RuleEngine {
                 }
             }
         }
+        self.retire_licenses();
         Ok(stats)
     }
 

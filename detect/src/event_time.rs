@@ -25,18 +25,22 @@ struct LicenseTime {
     newest: i64,
 }
 
+const UNSEEN: LicenseTime = LicenseTime { watermark: i64::MIN, newest: i64::MIN };
+
 /// Interned licenses and their watermarks.
 #[derive(Debug)]
 pub(crate) struct LicenseClock {
     ids: HashMap<Box<str>, LicenseId>,
     times: Vec<LicenseTime>,
+    /// Ids of retired licenses, given to the next new ones.
+    free: Vec<LicenseId>,
     /// The newest committed watermark of any license.
     max: i64,
 }
 
 impl Default for LicenseClock {
     fn default() -> Self {
-        Self { ids: HashMap::new(), times: Vec::new(), max: i64::MIN }
+        Self { ids: HashMap::new(), times: Vec::new(), free: Vec::new(), max: i64::MIN }
     }
 }
 
@@ -46,10 +50,52 @@ impl LicenseClock {
         if let Some(id) = self.ids.get(license) {
             return *id;
         }
-        let id = self.times.len() as LicenseId;
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.times[id as usize] = UNSEEN;
+                id
+            }
+            None => {
+                self.times.push(UNSEEN);
+                (self.times.len() - 1) as LicenseId
+            }
+        };
         self.ids.insert(Box::from(license), id);
-        self.times.push(LicenseTime { watermark: i64::MIN, newest: i64::MIN });
         id
+    }
+
+    /// Licenses tracked.
+    pub(crate) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Forget licenses no key refers to (`in_use`) whose newest time is before `horizon`,
+    /// then, while more than `max` remain, those idle longest: a sender naming made-up
+    /// licenses would otherwise grow the clock, which every `advance` walks. A forgotten
+    /// license seen again starts afresh, with no watermark. Returns licenses forgotten.
+    pub(crate) fn retire(&mut self, horizon: i64, max: usize, in_use: &std::collections::HashSet<LicenseId>) -> usize {
+        let newest = |t: &LicenseTime| t.watermark.max(t.newest);
+        let mut cut = horizon;
+        if self.ids.len() > max {
+            let mut times: Vec<i64> = self.ids.values().filter(|id| !in_use.contains(id)).map(|id| newest(&self.times[*id as usize])).collect();
+            let keep = crate::limits::keep_after_eviction(max).saturating_sub(self.ids.len() - times.len());
+            if let Some(t) = crate::limits::cutoff(&mut times, keep) {
+                // `cutoff` is the newest time to go; `cut` is the first to stay.
+                cut = cut.max(t.saturating_add(1));
+            }
+        }
+        let before = self.ids.len();
+        let (times, free) = (&mut self.times, &mut self.free);
+        self.ids.retain(|_, id| {
+            let t = &mut times[*id as usize];
+            if newest(t) >= cut || in_use.contains(id) {
+                return true;
+            }
+            *t = UNSEEN;
+            free.push(*id);
+            false
+        });
+        before - self.ids.len()
     }
 
     /// The id of a license already interned (every license of a batch is, once
@@ -117,7 +163,7 @@ impl LicenseClock {
     /// Forget every license's time (keeping the ids that per-key state refers to).
     pub(crate) fn forget_times(&mut self) {
         for t in &mut self.times {
-            *t = LicenseTime { watermark: i64::MIN, newest: i64::MIN };
+            *t = UNSEEN;
         }
         self.max = i64::MIN;
     }
@@ -148,5 +194,26 @@ mod tests {
         assert_eq!(clock.watermark(clock.get("B").unwrap_or(99)), 1_500);
         assert_eq!(clock.watermark(clock.get("A").unwrap_or(99)), 10_000);
         assert_eq!(clock.max_watermark(), 10_000);
+    }
+
+    #[test]
+    fn idle_licenses_no_key_refers_to_are_retired_and_their_ids_reused() {
+        let mut clock = LicenseClock::default();
+        let names: Vec<String> = (0..10).map(|i| format!("L{i}")).collect();
+        let licenses = StringArray::from(names.clone());
+        clock.observe(&licenses, &TimestampMillisecondArray::from((0..10).map(|i| i * 1_000).collect::<Vec<i64>>()), 0);
+        clock.commit();
+        let in_use: std::collections::HashSet<LicenseId> = [clock.get("L0").unwrap_or(99)].into_iter().collect();
+        // Idle before 5 s: L1..L4 go, L0 stays because a key refers to it.
+        assert_eq!(clock.retire(5_000, 100, &in_use), 4);
+        assert!(clock.get("L0").is_some() && clock.get("L3").is_none() && clock.get("L5").is_some());
+        // Over a cap of 4: the idle longest go (L0 is pinned) until four remain.
+        assert_eq!(clock.retire(i64::MIN, 4, &in_use), 2);
+        assert_eq!(clock.len(), 4);
+        assert!(["L0", "L7", "L8", "L9"].iter().all(|l| clock.get(l).is_some()), "{clock:?}");
+        // A new license takes a freed id, with no time of its own.
+        let id = clock.intern("new");
+        assert!(id < 10, "{id}");
+        assert_eq!(clock.watermark(id), i64::MIN);
     }
 }
