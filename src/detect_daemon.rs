@@ -106,7 +106,8 @@ pub fn detect(opts: &DetectOptions, stop: Arc<AtomicBool>) -> Result<DetectRepor
         tracing::warn!(rule = %rule, reason = why, "rule skipped");
     }
     let licenses = reference.licenses();
-    RulesLoaded { absence_limits: &probe.absence_limits(seedwatch_schemas::STATE_CODES), rules: probe.rules().count(), licenses: &licenses }.emit();
+    let rule_ids: Vec<&str> = probe.rules().map(|r| r.id.as_str()).collect();
+    RulesLoaded { absence_limits: &probe.absence_limits(seedwatch_schemas::STATE_CODES), rules: &rule_ids, licenses: &licenses }.emit();
     let redactor = Redactor::new(Fingerprinter::load_or_create(&opts.fingerprint_key)?)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let created = runtime.block_on(seedwatch_kafka::create_topics(&opts.kafka, opts.partitions)).with_context(|| format!("reaching Kafka at {}", opts.kafka.brokers))?;

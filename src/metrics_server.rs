@@ -93,7 +93,7 @@ mod tests {
 
     #[test]
     fn serves_metrics_and_refuses_the_rest() {
-        crate::internal_events::RulesLoaded { absence_limits: &[("sync.lag", "CA", 3_600_000)], rules: 1, licenses: &[] }.emit();
+        crate::internal_events::RulesLoaded { absence_limits: &[("sync.lag", "CA", 3_600_000)], rules: &["sync.lag"], licenses: &[] }.emit();
         let addr = serve("127.0.0.1:0").expect("serve");
         let ok = get(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");

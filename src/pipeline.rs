@@ -126,7 +126,8 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         tracing::warn!(rule = %rule, reason = why, "rule skipped");
     }
     let licenses = reference.licenses();
-    RulesLoaded { absence_limits: &engine.absence_limits(seedwatch_schemas::STATE_CODES), rules: engine.rules().count(), licenses: &licenses }.emit();
+    let rule_ids: Vec<&str> = engine.rules().map(|r| r.id.as_str()).collect();
+    RulesLoaded { absence_limits: &engine.absence_limits(seedwatch_schemas::STATE_CODES), rules: &rule_ids, licenses: &licenses }.emit();
     let skipped_rules = engine.skipped().iter().map(|(r, why)| (r.clone(), *why)).collect();
     // The writer first: opening it finishes what a stopped writer recorded but left out of
     // place, and the state must be rebuilt from those events too.

@@ -436,8 +436,8 @@ impl OpenFindings<'_> {
 pub struct RulesLoaded<'a> {
     /// (absence rule, state, limit ms).
     pub absence_limits: &'a [(&'a str, &'a str, i64)],
-    /// Rules loaded.
-    pub rules: usize,
+    /// The ids of the rules loaded.
+    pub rules: &'a [&'a str],
     /// The licenses of locations.csv, the only ones metric labels name; empty without it.
     pub licenses: &'a [&'a str],
 }
@@ -445,11 +445,18 @@ pub struct RulesLoaded<'a> {
 impl RulesLoaded<'_> {
     /// Log and set the gauges.
     pub fn emit(&self) {
-        tracing::info!(rules = self.rules, "rules loaded");
+        tracing::info!(rules = self.rules.len(), "rules loaded");
         if let Ok(mut labels) = LABELS.lock() {
             labels.configured = (!self.licenses.is_empty()).then(|| self.licenses.iter().map(|l| l.to_string()).collect());
         }
         let Some(m) = METRICS.as_ref() else { return };
+        // At zero from the start, so that alerting's increase() sees the first one.
+        for rule in self.rules {
+            let _ = m.state_evicted.with_label_values(&[*rule]);
+        }
+        for reason in ["disk_full", "other"] {
+            let _ = m.archive_write_failures.with_label_values(&[reason]);
+        }
         for (rule, state, ms) in self.absence_limits {
             m.absence_limit.with_label_values(&[rule, state]).set(*ms as f64 / 1000.0);
         }
