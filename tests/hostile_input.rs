@@ -236,6 +236,9 @@ fn no_credential_reaches_the_archive_kafka_logs_or_metrics_on_any_path() {
     let (status, scrape) = try_get(&metrics, "/metrics").expect("detect's /metrics answers");
     assert_eq!(status, 200);
     assert!(scrape.contains("seedwatch_"), "{scrape}");
+    // The limits the sync-lag alert compares against are published in Kafka mode too (they
+    // were only by `run`, so the alert could never fire for a Kafka deployment).
+    assert!(scrape.contains("seedwatch_absence_limit_seconds{rule=\"sync.lag\",state=\"CA\"}"), "no sync.lag limits from detect: {scrape}");
     hits.extend(found_in(scrape.as_bytes(), &unquotable).into_iter().map(|s| format!("{s} in detect's metrics")));
     let _ = Command::new("kill").args(["-TERM", &detector.0.id().to_string()]).status();
     let _ = detector.0.wait();
