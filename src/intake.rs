@@ -210,13 +210,6 @@ pub struct Response {
     extra: &'static str,
 }
 
-impl Response {
-    /// Its status line, e.g. `413 Payload Too Large`.
-    pub fn status(&self) -> &'static str {
-        self.status
-    }
-}
-
 fn json(status: &'static str, body: serde_json::Value) -> Response {
     Response { status, body: body.to_string(), extra: "" }
 }
