@@ -120,7 +120,7 @@ pub fn detect(opts: &DetectOptions, stop: Arc<AtomicBool>) -> Result<DetectRepor
     let options = WriterOptions { consumer_group: opts.group.clone(), ..crate::archive_admin::writer_options(&opts.signing_key)? };
     let sink = crate::archive_admin::open_writer_with(opts.archive.clone(), options)?;
     let offset_commits = Arc::new(AtomicU64::new(0));
-    let source = KafkaSource::new(consumer, opts.kafka.clone(), Decoder::new(redactor), stop, Arc::clone(&offset_commits));
+    let source = KafkaSource::new(consumer, opts.kafka.clone(), Decoder::new(redactor), Arc::clone(&stop), Arc::clone(&offset_commits));
 
     // A new assignment: each partition's engine restored from the archived events of its licenses.
     let (archive, lateness) = (opts.archive.clone(), opts.allowed_lateness_ms);
@@ -160,6 +160,8 @@ pub fn detect(opts: &DetectOptions, stop: Arc<AtomicBool>) -> Result<DetectRepor
         // Open findings stay open across a stop: the restart rebuilds them from the archive.
         flush_at_end: false,
         keep_findings: false,
+        // A stop ends a pause for disk space (the restart reads the rest again).
+        stop: Some(stop),
     };
     let driver = Driver::new(sink, Vec::new(), options)?.with_rebuild(Box::new(rebuild)).with_publisher(Box::new(publish));
     let (report, _sink) = driver.run(source)?;

@@ -372,6 +372,60 @@ fn a_member_whose_partitions_moved_on_while_it_stalled_cannot_commit_what_it_hel
     d.assert_verifies();
 }
 
+/// The archive's disk fills up under a detector (issue 19): it pauses, saying so in one line
+/// and in metrics, and stops reading; SIGTERM ends the pause at once; restarted on the
+/// still-full disk it pauses again, this time past its poll interval (the group evicts it
+/// while it waits); once the disk is larger it carries on, and the archive holds every event
+/// once and what the embedded run finds.
+#[test]
+fn a_full_disk_pauses_a_detector_which_stops_on_sigterm_and_carries_on_once_there_is_space() {
+    let (dir, _broker, mut d, expected) = setup(Storage::Memory);
+    let disk = common::tmpfs::Tmpfs::mount(&dir.path().join("disk"), "1m");
+    d.archive = disk.0.join("archive");
+    d.collect(&d.data.join("events.ndjson"), &[]);
+    let paused = "the archive's disk is full: paused";
+    let poll = ["--kafka-setting", "max.poll.interval.ms=10000", "--kafka-setting", "session.timeout.ms=10000"];
+    let scrape = |addr: &str, metric: &str, labels: &[&str]| try_get(addr, "/metrics").map_or(-1.0, |(_, body)| sum_of(&body, metric, labels));
+
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut a = d.detector("a", &[&poll[..], &["--metrics-addr", &metrics]].concat());
+    wait_until("a to pause", Duration::from_secs(120), || d.log("a").contains(paused) || matches!(a.0.try_wait(), Ok(Some(_))));
+    assert_eq!(d.log("a").matches(paused).count(), 1, "{}", d.log("a"));
+    assert_eq!(scrape(&metrics, "seedwatch_archive_paused", &[]), 1.0);
+    assert_eq!(scrape(&metrics, "seedwatch_archive_write_failures_total", &["reason=\"disk_full\""]), 1.0);
+    // Paused, it reads nothing more.
+    let decoded = |addr: &str| scrape(addr, "seedwatch_events_in_total", &["source=\"kafka\"", "outcome=\"decoded\""]);
+    let before = decoded(&metrics);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(decoded(&metrics), before, "it went on reading while paused");
+
+    // SIGTERM ends the pause within seconds, with the one-line error of a full disk.
+    let asked = Instant::now();
+    Command::new("kill").args(["-TERM", &a.0.id().to_string()]).status().expect("kill");
+    let exit = a.0.wait().expect("wait");
+    assert!(asked.elapsed() < Duration::from_secs(10), "SIGTERM took {:?} to end a paused detector", asked.elapsed());
+    assert_eq!(exit.code(), Some(2), "{}", d.log("a"));
+    assert!(d.log("a").lines().any(|l| l.starts_with("error: the archive's disk is full")), "{}", d.log("a"));
+
+    // Restarted on the still-full disk, it pauses again, and stays paused past its poll interval.
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut b = d.detector("b", &[&poll[..], &["--metrics-addr", &metrics]].concat());
+    wait_until("b to pause", Duration::from_secs(120), || d.log("b").contains(paused) || matches!(b.0.try_wait(), Ok(Some(_))));
+    std::thread::sleep(Duration::from_secs(15));
+    disk.resize("300m");
+    let got = d.wait_for(&expected, Duration::from_secs(240), &["b"], &mut [&mut b]);
+    for (family, rows, distinct) in &got.events {
+        assert_eq!(rows, distinct, "{family}: an event archived twice");
+    }
+    assert_eq!(got.finding_rows, got.finding_versions, "a finding version archived twice");
+    assert!(d.log("b").contains("the archive has space again: resumed"), "{}", d.log("b"));
+    assert_eq!(scrape(&metrics, "seedwatch_archive_paused", &[]), 0.0);
+    stop(b);
+    d.assert_verifies();
+    let staged: Vec<PathBuf> = common::files_under(&d.archive.join("_tmp")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+    assert!(staged.is_empty(), "{staged:?}");
+}
+
 /// `setup` with the first half of the data collected: returns the second half's file
 /// and a free address for a detector's metrics.
 fn first_half_collected() -> (tempfile::TempDir, Broker, Deployment, Contents, PathBuf, String) {

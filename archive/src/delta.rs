@@ -279,6 +279,21 @@ pub fn commit_blocking(root: &ArchiveRoot, cached: Option<DeltaTable>, table: Ta
     })?
 }
 
+/// Add to `table`'s log, read afresh, those of `added` it does not hold yet: a commit that
+/// failed (a full disk) may still have landed, or landed and then failed its checkpoint.
+pub fn append_missing(root: &ArchiveRoot, table: Table, added: Vec<FileRecord>) -> Result<DeltaTable, ArchiveError> {
+    let root = root.clone();
+    block_on(async move {
+        let mut delta = open_or_create(&root, table).await?;
+        let live: std::collections::BTreeSet<String> = live_paths(&delta, table)?.into_iter().collect();
+        let missing: Vec<FileRecord> = added.into_iter().filter(|r| !live.contains(&r.path)).collect();
+        if !missing.is_empty() {
+            commit(&mut delta, table, Change::Append, &missing, &[]).await?;
+        }
+        Ok(delta)
+    })?
+}
+
 /// Open every table under `root`, creating those without a log. A table that holds files
 /// but no log was written by a seedwatch before the table format: that is an error
 /// naming `seedwatch archive migrate`.

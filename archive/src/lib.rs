@@ -30,6 +30,12 @@ use seedwatch_schemas::Table;
 
 /// Writes rows to durable storage. `write` may buffer; `commit` makes
 /// everything written so far durable and reports what it did.
+///
+/// An error for which [`ArchiveError::is_disk_full`] holds loses nothing: the sink keeps
+/// every row it took, and the same call made again once there is space carries on where
+/// the last one stopped (the driver pauses and retries, see `seedwatch-runtime`). Any
+/// other error leaves the sink unusable: what was not committed is read again by the
+/// next start.
 pub trait Sink: Send + std::fmt::Debug {
     /// Accept a batch for `table`, dropping rows whose id it already holds.
     fn write(&mut self, table: Table, batch: &RecordBatch) -> Result<Written, ArchiveError>;

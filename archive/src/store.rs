@@ -356,7 +356,11 @@ impl ArchiveRoot {
                 let tmp = temp_beside(&target);
                 {
                     let mut file = std::fs::File::create(&tmp).map_err(io_err("creating", &tmp))?;
-                    file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(io_err("writing", &tmp))?;
+                    if let Err(e) = file.write_all(&bytes).and_then(|()| file.sync_all()) {
+                        // A full disk: the partial copy goes, and the entry was not made.
+                        let _ = std::fs::remove_file(&tmp);
+                        return Err(io_err("writing", &tmp)(e));
+                    }
                 }
                 // A hard link fails if the name exists.
                 let linked = std::fs::hard_link(&tmp, &target);

@@ -120,7 +120,7 @@ struct FileJob {
 }
 
 /// How an encoded file goes into place.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Place {
     /// Renamed from the temp directory to `target` (in `dir`) on local disk.
     Rename { dir: PathBuf, target: PathBuf },
@@ -148,8 +148,9 @@ const SMALL_FILE_ROWS: usize = 1024;
 /// Files given to the pool and not yet encoded, at most (however few rows they hold).
 const MAX_FILES_IN_FLIGHT: u64 = 64;
 
-/// A file thread's report: the file's sequence number, its rows, and the file or why not.
-type Report = (u64, u64, Result<Encoded, ArchiveError>);
+/// A file thread's report: the file's sequence number, its rows, and the file or why not;
+/// with the job itself when the disk was full (to encode again once there is space).
+type Report = (u64, u64, Result<Encoded, ArchiveError>, Option<FileJob>);
 
 /// Threads that encode files. Parquet encoding and zstd are a third of `run`'s
 /// work; here they run beside detection and decode, several files at once. At each
@@ -180,6 +181,13 @@ struct FilePool {
     encoded: BTreeMap<u64, Encoded>,
     /// A file failed: no later file may go into place.
     failed: bool,
+    /// Files that found the disk full, by sequence number: kept, batch and all, and encoded
+    /// again (in order, before anything newer) at the next write or commit once there is
+    /// space. Nothing of them is lost, and nothing after them goes into place before them.
+    retry: BTreeMap<u64, FileJob>,
+    /// A commit whose files are recorded in the manifest and in place, but whose Delta
+    /// commits found the disk full: finished (the tables it had not reached) before the next.
+    unlogged: Vec<Encoded>,
     /// Records the files of each commit before they go into place.
     manifest: Option<ManifestLog>,
     /// Each table's Delta log, at the version this writer last saw: a commit's files become
@@ -197,7 +205,23 @@ impl FilePool {
             .map_err(|e| ArchiveError::Io { action: "starting the file threads for", path: root.to_string().into(), error: std::io::Error::other(e) })?;
         let (report, reports) = mpsc::channel();
         let (next_given, encoding, rows_in_flight) = (0, 0, 0);
-        Ok(Self { pool, threads, root: root.clone(), report, reports, next_given, encoding, rows_in_flight, max_rows_in_flight, encoded: BTreeMap::new(), failed: false, manifest, deltas })
+        Ok(Self {
+            pool,
+            threads,
+            root: root.clone(),
+            report,
+            reports,
+            next_given,
+            encoding,
+            rows_in_flight,
+            max_rows_in_flight,
+            encoded: BTreeMap::new(),
+            failed: false,
+            retry: BTreeMap::new(),
+            unlogged: Vec::new(),
+            manifest,
+            deltas,
+        })
     }
 
     fn check_failed(&self) -> Result<(), ArchiveError> {
@@ -210,25 +234,70 @@ impl FilePool {
     /// Encode `job` on the pool. Waits first while its rows would take the rows being
     /// encoded past the budget (but never while a thread could be idle), which bounds the
     /// batches held here, and while [`MAX_FILES_IN_FLIGHT`] are.
+    ///
+    /// The job is never lost: while files wait for space (see `retry`), they are tried
+    /// first, and if the disk is still full this one waits with them (the error says so).
     fn send(&mut self, job: FileJob) -> Result<(), ArchiveError> {
         self.check_failed()?;
-        let rows = job.batch.num_rows() as u64;
-        while self.encoding > self.threads as u64 && (self.rows_in_flight + rows > self.max_rows_in_flight || self.encoding >= MAX_FILES_IN_FLIGHT) {
-            self.receive(true)?;
-        }
-        self.rows_in_flight += rows;
-        self.encoding += 1;
         let sequence = self.next_given;
         self.next_given += 1;
+        if !self.retry.is_empty() {
+            if let Err(e) = self.retry_full() {
+                self.retry.insert(sequence, job);
+                return Err(e);
+            }
+        }
+        let rows = job.batch.num_rows() as u64;
+        while self.encoding > self.threads as u64 && (self.rows_in_flight + rows > self.max_rows_in_flight || self.encoding >= MAX_FILES_IN_FLIGHT) {
+            if let Err(e) = self.receive(true) {
+                if self.failed {
+                    return Err(e);
+                }
+                self.retry.insert(sequence, job);
+                return Err(e);
+            }
+        }
+        self.spawn(sequence, job);
+        Ok(())
+    }
+
+    fn spawn(&mut self, sequence: u64, job: FileJob) {
+        let rows = job.batch.num_rows() as u64;
+        self.rows_in_flight += rows;
+        self.encoding += 1;
         let report = self.report.clone();
         self.pool.spawn(move || {
             let path = job.tmp.clone();
-            let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| encode_file(job)))
+            let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| encode_file(&job)))
                 .unwrap_or_else(|_| Err(ArchiveError::Parquet { path, message: "the file thread panicked while encoding".into() }));
+            let again = matches!(&encoded, Err(e) if e.is_disk_full()).then_some(job);
             // The writer may be gone (the run failed); then the file stays in the temp directory.
-            let _ = report.send((sequence, rows, encoded));
+            let _ = report.send((sequence, rows, encoded, again));
         });
-        Ok(())
+    }
+
+    /// Encode again the files that found the disk full, and wait for them: the error if
+    /// it still is (they stay queued).
+    fn retry_full(&mut self) -> Result<(), ArchiveError> {
+        for (sequence, job) in std::mem::take(&mut self.retry) {
+            self.spawn(sequence, job);
+        }
+        self.wait_all()
+    }
+
+    /// Wait for every file given. Every report is taken, so that each file that found the
+    /// disk full is queued again; the first error is returned.
+    fn wait_all(&mut self) -> Result<(), ArchiveError> {
+        let mut first = None;
+        while self.encoding > 0 {
+            if let Err(e) = self.receive(true) {
+                if self.failed {
+                    return Err(e);
+                }
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// Take one file thread's report, waiting for it (`wait`) or only if one is in;
@@ -236,15 +305,20 @@ impl FilePool {
     fn receive(&mut self, wait: bool) -> Result<bool, ArchiveError> {
         // Every job sends its report (a panic becomes an error), and `self.report` keeps the channel open.
         let report = if wait { self.reports.recv().ok() } else { self.reports.try_recv().ok() };
-        let Some((sequence, rows, encoded)) = report else { return Ok(false) };
+        let Some((sequence, rows, encoded, again)) = report else { return Ok(false) };
         self.encoding = self.encoding.saturating_sub(1);
         self.rows_in_flight = self.rows_in_flight.saturating_sub(rows);
-        match encoded {
-            Ok(encoded) => {
+        match (encoded, again) {
+            (Ok(encoded), _) => {
                 self.encoded.insert(sequence, encoded);
                 Ok(true)
             }
-            Err(e) => {
+            (Err(e), Some(job)) => {
+                // The disk is full: the file removed its partial self; it waits for space.
+                self.retry.insert(sequence, job);
+                Err(e)
+            }
+            (Err(e), None) => {
                 self.failed = true;
                 self.abandon_unrecorded();
                 Err(e)
@@ -258,13 +332,15 @@ impl FilePool {
     /// commit left it; what they held is read again by the next run from the last commit.
     fn abandon_unrecorded(&mut self) {
         while self.encoding > 0 {
-            let Ok((sequence, rows, encoded)) = self.reports.recv() else { break };
+            let Ok((sequence, rows, encoded, _)) = self.reports.recv() else { break };
             self.encoding -= 1;
             self.rows_in_flight = self.rows_in_flight.saturating_sub(rows);
             if let Ok(encoded) = encoded {
                 self.encoded.insert(sequence, encoded);
             }
         }
+        // (Files of `unlogged` are recorded and in place: the next start adds them to the log.)
+        self.retry.clear();
         let abandoned: Vec<Encoded> = std::mem::take(&mut self.encoded).into_values().collect();
         if let Err(e) = drop_encoded(&abandoned) {
             tracing::warn!(error = %e, "removing the files of a failed commit");
@@ -284,11 +360,17 @@ impl FilePool {
     /// visible). A crash after the entry and before the renames leaves recorded files in
     /// the temp directory (see `recover_recorded`); one before the Delta commits leaves
     /// them in place but unread (see `delta::reconcile`).
+    ///
+    /// A full disk stops it where it is, and it carries on from there when called again:
+    /// files not yet encoded are encoded again (see `retry`), a manifest entry not yet
+    /// written is written, Delta commits not yet made are made (see `unlogged`).
     fn finish(&mut self, stats: &mut CommitStats) -> Result<(), ArchiveError> {
         self.check_failed()?;
-        while self.encoding > 0 {
-            self.receive(true)?;
+        self.finish_unlogged(stats)?;
+        if !self.retry.is_empty() {
+            self.retry_full()?;
         }
+        self.wait_all()?;
         if self.encoded.is_empty() {
             return Ok(());
         }
@@ -304,6 +386,13 @@ impl FilePool {
                     drop_encoded(&ready)?;
                     self.failed = false;
                     return Err(fenced);
+                }
+                Err(e) if e.is_disk_full() => {
+                    // Nothing was recorded (an entry appears whole or not at all): the
+                    // files wait, encoded, for the next try.
+                    self.encoded = (0..).zip(ready).collect();
+                    self.failed = false;
+                    return Err(e);
                 }
                 Err(e) => return Err(e),
             }
@@ -328,25 +417,44 @@ impl FilePool {
         for dir in dirs {
             File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", dir))?;
         }
-        for table in Table::ALL {
-            let added: Vec<FileRecord> = ready.iter().filter(|e| e.table == table).map(|e| e.record.clone()).collect();
-            if added.is_empty() {
-                continue;
-            }
-            let cached = self.deltas.remove(&table);
-            let delta = crate::delta::commit_blocking(&self.root, cached, table, crate::delta::Change::Append, added, Vec::new())?;
-            self.deltas.insert(table, delta);
-        }
+        self.unlogged = ready;
         self.failed = false;
-        for Encoded { table, record, place, .. } in &ready {
-            if let Place::Upload { root, staged } = place {
-                // Committed: the staged copy is no longer needed for recovery.
-                root.delete(staged)?;
+        self.finish_unlogged(stats)
+    }
+
+    /// Add the files of the commit in progress, recorded and in place, to their tables' Delta
+    /// logs, which makes them visible. Made again after a full disk, a table's commit adds
+    /// only the files its log does not hold yet.
+    fn finish_unlogged(&mut self, stats: &mut CommitStats) -> Result<(), ArchiveError> {
+        while let Some(table) = self.unlogged.first().map(|e| e.table) {
+            let (files, rest): (Vec<Encoded>, Vec<Encoded>) = std::mem::take(&mut self.unlogged).into_iter().partition(|e| e.table == table);
+            self.unlogged = rest;
+            let added: Vec<FileRecord> = files.iter().map(|e| e.record.clone()).collect();
+            let delta = match self.deltas.remove(&table) {
+                Some(cached) => crate::delta::commit_blocking(&self.root, Some(cached), table, crate::delta::Change::Append, added, Vec::new()),
+                // A commit that failed took the table with it: read its log again, and add what it lacks.
+                None => crate::delta::append_missing(&self.root, table, added),
+            };
+            match delta {
+                Ok(delta) => {
+                    self.deltas.insert(table, delta);
+                }
+                Err(e) => {
+                    self.failed = !e.is_disk_full();
+                    self.unlogged.extend(files);
+                    return Err(e);
+                }
             }
-            tracing::debug!(table = table.name(), rows = record.rows, bytes = record.bytes, path = %record.path, "archive file written");
-            stats.files += 1;
-            stats.bytes += record.bytes;
-            *stats.rows.entry(table.name()).or_default() += record.rows;
+            for Encoded { table, record, place, .. } in &files {
+                if let Place::Upload { root, staged } = place {
+                    // Committed: the staged copy is no longer needed for recovery.
+                    root.delete(staged)?;
+                }
+                tracing::debug!(table = table.name(), rows = record.rows, bytes = record.bytes, path = %record.path, "archive file written");
+                stats.files += 1;
+                stats.bytes += record.bytes;
+                *stats.rows.entry(table.name()).or_default() += record.rows;
+            }
         }
         Ok(())
     }
@@ -406,9 +514,10 @@ impl std::io::Write for HashingFile {
 }
 
 /// Encode `job.batch` to its temp file and sync it (and upload it, to object storage).
-fn encode_file(job: FileJob) -> Result<Encoded, ArchiveError> {
+fn encode_file(job: &FileJob) -> Result<Encoded, ArchiveError> {
     let FileJob { table, batch, props, tmp, place, path } = job;
-    let record = match encode_to(table, &batch, props, &tmp, path) {
+    let (table, tmp, place) = (*table, tmp.clone(), place.clone());
+    let record = match encode_to(table, batch, props.clone(), &tmp, path.clone()) {
         Ok(record) => record,
         Err(e) => {
             // Its own partial file goes at once (on a full disk, it holds the space).
@@ -1259,6 +1368,70 @@ mod tests {
         assert!(!live_tmp.exists(), "once its writer is gone, so is its directory");
         assert_eq!(verify(&ArchiveRoot::from(&root), std::slice::from_ref(&key), &VerifyOptions::default()).expect("verify").problems, vec![]);
         assert_eq!(query_rows(&root, "SELECT finding_id FROM findings ORDER BY finding_id"), vec![text_row(&["a"]), text_row(&["b"])]);
+    }
+
+    /// A tmpfs of `size` at `at` (needs root, as the test script has), unmounted when dropped.
+    struct Tmpfs(PathBuf);
+
+    impl Tmpfs {
+        fn mount(at: &Path, size: &str) -> Self {
+            fs::create_dir_all(at).expect("mkdir");
+            let out = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).output().expect("mount");
+            assert!(out.status.success(), "mounting a tmpfs (needs root): {}", String::from_utf8_lossy(&out.stderr));
+            Self(at.to_path_buf())
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+
+    /// Fill the disk under `dir` with one file, then free `leave` bytes of it.
+    fn fill(dir: &Path, leave: u64) -> PathBuf {
+        use std::io::Write as _;
+        let path = dir.join("filler");
+        let mut file = File::create(&path).expect("filler");
+        let chunk = vec![0u8; 4096];
+        while file.write_all(&chunk).is_ok() {}
+        let len = file.metadata().expect("len").len();
+        file.set_len(len.saturating_sub(leave)).expect("free some");
+        path
+    }
+
+    #[test]
+    fn a_commit_that_finds_the_disk_full_at_its_manifest_entry_or_its_delta_log_carries_on_where_it_stopped() {
+        use crate::manifest::{verify, ManifestSigner, VerifyOptions};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = Tmpfs::mount(&dir.path().join("disk"), "16m");
+        let root = disk.0.join("archive");
+        let signer = std::sync::Arc::new(ManifestSigner::load_or_create(&dir.path().join("key.pem")).expect("key"));
+        let options = WriterOptions { signer: Some(signer.clone()), flush_rows: 1, ..WriterOptions::default() };
+        let mut w = ArchiveWriter::open(&root, options).expect("open");
+        w.write(Table::Findings, &findings_to_batch(&[finding("first", 0)]).expect("batch")).expect("write");
+        w.commit().expect("commit");
+        let count = || query_rows(&root, "SELECT count(*) FROM findings")[0][0].clone();
+        // A free page fits the manifest entry but not the Delta commit after it; none fits neither.
+        for (n, (stage, leave)) in [("manifest", 0), ("delta log", 4096)].into_iter().enumerate() {
+            w.write(Table::Findings, &findings_to_batch(&[finding(&format!("at the {stage}"), 0)]).expect("batch")).expect("write");
+            w.flush_full().expect("flush");
+            w.files.wait_all().expect("encoded");
+            let filler = fill(&disk.0, leave);
+            let error = w.commit().expect_err("a full disk");
+            assert!(error.is_disk_full(), "{stage}: {error}");
+            let at_the_delta_log = matches!(error, ArchiveError::Delta { .. });
+            assert_eq!(at_the_delta_log, stage == "delta log", "{stage}: stopped elsewhere: {error}");
+            assert_eq!(count(), Some((n + 1).to_string()), "{stage}: nothing of the stopped commit is visible");
+            fs::remove_file(filler).expect("free the disk");
+            let stats = w.commit().expect("the same commit, once there is space");
+            assert_eq!(stats.rows.get("findings"), Some(&1), "{stage}: {stats:?}");
+            assert_eq!(count(), Some((n + 2).to_string()), "{stage}");
+        }
+        let key = signer.verifying_key();
+        assert_eq!(verify(&ArchiveRoot::from(&root), std::slice::from_ref(&key), &VerifyOptions::default()).expect("verify").problems, vec![]);
+        let staged: Vec<PathBuf> = parquet_files(&root.join("_tmp")).expect("list");
+        assert!(staged.is_empty(), "{staged:?}");
     }
 
     /// The pool's threads all busy (held at a gate), files are given to it.

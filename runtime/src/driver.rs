@@ -14,7 +14,8 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,7 @@ use seedwatch_schemas::finding::findings_to_batch;
 use seedwatch_schemas::{EventBatch, Family, Finding, Severity, Table};
 
 use crate::internal_events::{
-    ArchiveCommitted, ArchiveWriteFailed, ArchiveWritten, BatchDetected, ChunkDecoded, CommitFenced, EventsObserved, FindingsEmitted, OpenFindings, OrderingReleaseForced, WatermarkAdvanced,
+    ArchiveCommitted, ArchivePaused, ArchiveResumed, ArchiveWriteFailed, ArchiveWritten, BatchDetected, ChunkDecoded, CommitFenced, EventsObserved, FindingsEmitted, OpenFindings, OrderingReleaseForced, WatermarkAdvanced,
 };
 use crate::partition;
 use crate::source::{Feedback, InputId, Polled, Rows, Scope, Source};
@@ -57,11 +58,14 @@ pub struct DriverOptions {
     pub flush_at_end: bool,
     /// Keep every new finding in the report (a run); a detector that runs for good only counts them.
     pub keep_findings: bool,
+    /// Set to stop (a signal): ends a pause for disk space with its error. A run without
+    /// one waits for space until it is interrupted.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for DriverOptions {
     fn default() -> Self {
-        Self { commit_every: Duration::from_secs(30), progress: false, max_held_rows: usize::MAX, idle_after: None, flush_at_end: true, keep_findings: true }
+        Self { commit_every: Duration::from_secs(30), progress: false, max_held_rows: usize::MAX, idle_after: None, flush_at_end: true, keep_findings: true, stop: None }
     }
 }
 
@@ -122,6 +126,9 @@ const BACKLOG_ROWS: u64 = 1_000;
 /// (twice the detector's default `max.poll.interval.ms`).
 const FENCED_LIMIT: Duration = Duration::from_secs(120);
 
+/// How often a pipeline paused on a full disk tries again, at most.
+const PAUSED_RETRY_EVERY: Duration = Duration::from_secs(5);
+
 /// Rows of one scope not yet released.
 #[derive(Debug)]
 struct Held {
@@ -163,6 +170,8 @@ pub struct Driver<S: Sink> {
     /// A commit was refused (another member claimed a partition): since when, and why.
     /// Everything read is ignored until the new assignment arrives.
     fenced: Option<(Instant, seedwatch_archive::ArchiveError)>,
+    /// The archive's disk is full, since when (see `on_sink`).
+    paused: Option<Instant>,
     report: DriverReport,
     options: DriverOptions,
 }
@@ -190,6 +199,7 @@ impl<S: Sink> Driver<S> {
             bytes_done: 0,
             uncommitted_rows: 0,
             fenced: None,
+            paused: None,
             report: DriverReport::default(),
             options,
         })
@@ -222,8 +232,11 @@ impl<S: Sink> Driver<S> {
             .map_err(|source| RuntimeError::Spawn { what: "source", source })?;
         let result = self.drive(rx, &feedback_tx, &fence, total_bytes, input_ends);
         if let Err(RuntimeError::Archive(error)) = &result {
-            // Nothing past the last commit is acknowledged to the source: the next run reads it again.
-            ArchiveWriteFailed { error }.emit();
+            // Nothing past the last commit is acknowledged to the source: the next run reads it
+            // again. (Stopped while paused for space, it was counted as it paused.)
+            if self.paused.is_none() {
+                ArchiveWriteFailed { error }.emit();
+            }
         }
         drop(feedback_tx);
         source_thread.join().map_err(|_| RuntimeError::ThreadLost("source"))?;
@@ -248,7 +261,7 @@ impl<S: Sink> Driver<S> {
                 Some(Polled::Bound { scope, bound }) if !stale => {
                     self.held.entry(scope).or_insert_with(Held::new).bound = bound;
                     self.release(scope, None)?;
-                    self.sink.flush_full()?;
+                    self.on_sink(S::flush_full)?;
                 }
                 Some(Polled::Assigned { partitions, count, generation }) => {
                     self.reassign(&partitions, count, generation)?;
@@ -427,7 +440,7 @@ impl<S: Sink> Driver<S> {
             self.report.forced_releases += 1;
             self.release(scope, Some(i64::MAX))?;
         }
-        self.sink.flush_full()?;
+        self.on_sink(S::flush_full)?;
         Ok(())
     }
 
@@ -460,7 +473,7 @@ impl<S: Sink> Driver<S> {
     /// A new assignment: drop what was not committed, rebuild the tasks of the partitions now owned.
     fn reassign(&mut self, partitions: &[u32], count: u32, generation: u64) -> Result<(), RuntimeError> {
         self.report.rebalances += 1;
-        self.sink.discard()?;
+        self.on_sink(S::discard)?;
         // Claimed before anything of the new assignment is read: from here on, a member that
         // held these partitions before cannot commit what it still holds.
         self.sink.claim(partitions)?;
@@ -564,7 +577,7 @@ impl<S: Sink> Driver<S> {
     /// to its oldest row still held, else to where it was read.
     fn commit(&mut self, feedback: &Sender<Feedback>) -> Result<(), RuntimeError> {
         let started = Instant::now();
-        let stats = match self.sink.commit() {
+        let stats = match self.on_sink(S::commit) {
             Ok(stats) => stats,
             Err(error @ seedwatch_archive::ArchiveError::Fenced { .. }) => return self.fenced_out(error),
             Err(error) => return Err(error.into()),
@@ -592,13 +605,48 @@ impl<S: Sink> Driver<S> {
         Ok(())
     }
 
+    /// Run `op` on the sink. While the archive's disk is full, pause: stop reading (the
+    /// source blocks behind its channel; a Kafka consumer falls behind and, past
+    /// `max.poll.interval.ms`, leaves its group, which fences this member's commit and
+    /// hands its uncommitted rows to another), keep everything the sink holds (see
+    /// [`Sink`]), and run `op` again every few seconds until it goes through. A stop
+    /// request ends the pause with the error: nothing past the last commit was
+    /// acknowledged, so the next start reads it again.
+    fn on_sink<T>(&mut self, mut op: impl FnMut(&mut S) -> Result<T, seedwatch_archive::ArchiveError>) -> Result<T, seedwatch_archive::ArchiveError> {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match op(&mut self.sink) {
+                Err(error) if error.is_disk_full() => {
+                    if self.paused.is_none() {
+                        ArchivePaused { error: &error }.emit();
+                        self.paused = Some(Instant::now());
+                    }
+                    let until = Instant::now() + wait;
+                    while Instant::now() < until {
+                        if self.options.stop.as_ref().is_some_and(|stop| stop.load(Ordering::Relaxed)) {
+                            return Err(error);
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    wait = (wait * 2).min(PAUSED_RETRY_EVERY);
+                }
+                result => {
+                    if let Some(since) = self.paused.take() {
+                        ArchiveResumed { seconds: since.elapsed().as_secs_f64() }.emit();
+                    }
+                    return result;
+                }
+            }
+        }
+    }
+
     /// Another member claimed a partition this one holds (this one was evicted from its group,
     /// or a rebalance overtook its commit): drop everything not committed, which the new
     /// owner reads again from the committed offsets, and wait for the new assignment.
     fn fenced_out(&mut self, error: seedwatch_archive::ArchiveError) -> Result<(), RuntimeError> {
         CommitFenced { error: &error }.emit();
         self.report.fenced += 1;
-        self.sink.discard()?;
+        self.on_sink(S::discard)?;
         self.held.clear();
         self.resume_at.clear();
         self.uncommitted_rows = 0;

@@ -58,6 +58,7 @@ struct Metrics {
     kafka_lag: IntGaugeVec,
     kafka_commit_failures: IntCounterVec,
     archive_write_failures: IntCounterVec,
+    archive_paused: IntGaugeVec,
     kafka_watermark_failures: IntCounterVec,
     kafka_start_corrections: IntCounterVec,
     forced_releases: IntCounterVec,
@@ -111,7 +112,12 @@ static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| {
         kafka_partitions: register_int_gauge_vec_with_registry!("kafka_partitions_assigned", "Partition numbers (tasks) this detector owns in its consumer group.", &[], r).ok()?,
         kafka_rebalances: counter("kafka_rebalances_total", "Consumer-group rebalances this detector went through.", &[])?,
         kafka_commits: counter("kafka_offset_commits_total", "Offset commits, each after an archive commit.", &[])?,
-        archive_write_failures: counter("archive_write_failures_total", "Archive writes or commits that failed and stopped the pipeline, by reason (disk_full, other); nothing past the last commit is acknowledged, so the next start reads it again.", &["reason"])?,
+        archive_write_failures: counter(
+            "archive_write_failures_total",
+            "Archive writes or commits that failed, by reason: disk_full (the pipeline pauses, see archive_paused, and carries on when there is space) or other (it stops; nothing past the last commit is acknowledged, so the next start reads it again).",
+            &["reason"]
+        )?,
+        archive_paused: register_int_gauge_vec_with_registry!("archive_paused", "1 while the archive's disk is full: reading has stopped, nothing held is lost, and the pipeline carries on by itself when there is space.", &[], r).ok()?,
         kafka_commit_failures: counter("kafka_offset_commit_failures_total", "Offset commits that failed (a rebalance in progress, the broker away); the rows stay archived and are skipped when re-read.", &[])?,
         kafka_watermark_failures: counter("kafka_watermark_check_failures_total", "High-watermark reads that failed; the task holds its rows for ordering until the broker answers.", &[])?,
         kafka_start_corrections: counter("kafka_start_offset_corrections_total", "Seeks back when the first message of a partition after an assignment came from past its committed offset (or none came); see tansu 0.6 in ARCHITECTURE.md.", &[])?,
@@ -457,6 +463,7 @@ impl RulesLoaded<'_> {
         for reason in ["disk_full", "other"] {
             let _ = m.archive_write_failures.with_label_values(&[reason]);
         }
+        m.archive_paused.with_label_values::<&str>(&[]).set(0);
         for (rule, state, ms) in self.absence_limits {
             m.absence_limit.with_label_values(&[rule, state]).set(*ms as f64 / 1000.0);
         }
@@ -509,6 +516,40 @@ impl ArchiveWriteFailed<'_> {
         tracing::error!(reason, error = %self.error, "archive write failed: stopped; nothing after the last commit was acknowledged and the next start reads it again");
         let Some(m) = METRICS.as_ref() else { return };
         m.archive_write_failures.with_label_values(&[reason]).inc();
+    }
+}
+
+/// The archive's disk is full: the pipeline stops reading, keeps what it holds, and tries
+/// again until there is space (see `Driver`).
+#[derive(Debug)]
+pub struct ArchivePaused<'a> {
+    /// The write that found the disk full.
+    pub error: &'a seedwatch_archive::ArchiveError,
+}
+
+impl ArchivePaused<'_> {
+    /// Log one line, count, and raise the gauge.
+    pub fn emit(&self) {
+        tracing::error!(error = %self.error, "the archive's disk is full: paused, reading has stopped and nothing is lost; it carries on by itself when there is space");
+        let Some(m) = METRICS.as_ref() else { return };
+        m.archive_write_failures.with_label_values(&["disk_full"]).inc();
+        m.archive_paused.with_label_values::<&str>(&[]).set(1);
+    }
+}
+
+/// There is space again: the write that paused went through.
+#[derive(Debug)]
+pub struct ArchiveResumed {
+    /// Seconds paused.
+    pub seconds: f64,
+}
+
+impl ArchiveResumed {
+    /// Log and lower the gauge.
+    pub fn emit(&self) {
+        tracing::warn!(paused_seconds = self.seconds, "the archive has space again: resumed");
+        let Some(m) = METRICS.as_ref() else { return };
+        m.archive_paused.with_label_values::<&str>(&[]).set(0);
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod broker;
 pub mod http;
+pub mod tmpfs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
