@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use seedwatch_archive::query::run_query;
-use seedwatch_archive::{open_session, Sink};
+use seedwatch_archive::Sink;
 use seedwatch_schemas::finding::{findings_from_batch, findings_to_batch};
 use seedwatch_schemas::{Finding, Status, Table};
 
@@ -35,7 +35,8 @@ pub struct Changed {
 }
 
 /// Append `change` to the archive at `root` as a row of the finding's newest version.
-pub async fn change_status(root: &Path, change: &StatusChange, now_ms: i64, signing_key: &Path) -> Result<Changed> {
+/// The finding must be one `visibility` shows (another tenant's is "no finding").
+pub async fn change_status(root: &Path, change: &StatusChange, now_ms: i64, signing_key: &Path, visibility: &seedwatch_archive::Visibility) -> Result<Changed> {
     let id = change.finding_id.as_str();
     if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         bail!("`{id}` is not a finding id (16 hex digits, as in the finding_id column)");
@@ -43,7 +44,7 @@ pub async fn change_status(root: &Path, change: &StatusChange, now_ms: i64, sign
     if change.by.trim().is_empty() {
         bail!("name who made the change with --by NAME");
     }
-    let ctx = open_session(root).await?;
+    let ctx = seedwatch_archive::open_session_for(root, visibility).await?;
     let batches = run_query(&ctx, &format!("SELECT * FROM findings_latest WHERE finding_id = '{id}'")).await?;
     let mut latest = Vec::new();
     for batch in &batches {

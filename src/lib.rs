@@ -2,6 +2,7 @@
 //! truth scorer and the internal-events module. The stages themselves live
 //! in the `seedwatch-schemas`, `-ingest`, `-detect` and `-archive` crates.
 
+pub mod access;
 pub mod alertmanager;
 pub mod archive_admin;
 pub mod backfill;

@@ -12,7 +12,7 @@ use seedwatch::generate::{generate, GenerateOptions, Truth};
 use seedwatch::pipeline::{run, RunOptions, RunReport};
 use seedwatch::truth::score;
 use seedwatch_archive::query::{format_batches, run_query};
-use seedwatch_archive::{open_session, ArchiveRoot, OutputFormat};
+use seedwatch_archive::{ArchiveRoot, OutputFormat};
 use seedwatch_schemas::dead_letter::ReasonCode;
 use seedwatch_schemas::{Family, Severity};
 
@@ -70,6 +70,8 @@ enum Command {
         /// Rules directory whose exceptions the `suppressed` view shows [default: ./rules, else the shipped rules].
         #[arg(long)]
         rules: Option<PathBuf>,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// Run a review from the manuals' checklists over the archive (reports/*.sql); `report list` shows them.
     Report(ReportArgs),
@@ -234,6 +236,8 @@ struct StatusArgs {
     signing_key: Option<PathBuf>,
     #[command(flatten)]
     alerts: AlertmanagerArgs,
+    #[command(flatten)]
+    access: AccessArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -466,6 +470,8 @@ struct ReportArgs {
     /// Reports directory [default: ./reports, else the shipped reports].
     #[arg(long)]
     reports: Option<PathBuf>,
+    #[command(flatten)]
+    access: AccessArgs,
     /// The rules directory (its policy.yaml is the `policy` table) and the reference files
     /// (the `locations` and `roster` tables).
     #[command(flatten)]
@@ -492,7 +498,27 @@ enum ExportCommand {
         /// Write here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+        #[command(flatten)]
+        access: AccessArgs,
     },
+}
+
+/// Who is asking. With an access file, every read is narrowed to the role's licenses and
+/// reports, exports and triage need the role's `may:`; without one, everything is open.
+#[derive(Debug, clap::Args)]
+struct AccessArgs {
+    /// Access file naming roles (YAML, see config/access.example.yaml).
+    #[arg(long, env = "SEEDWATCH_ACCESS", value_name = "FILE")]
+    access: Option<PathBuf>,
+    /// The caller's role in the access file.
+    #[arg(long, env = "SEEDWATCH_ROLE", value_name = "NAME")]
+    role: Option<String>,
+}
+
+impl AccessArgs {
+    fn role(&self) -> Result<seedwatch::access::Role> {
+        Ok(seedwatch::access::Role::resolve(self.access.as_deref(), self.role.as_deref())?)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -657,10 +683,12 @@ async fn report(args: ReportArgs) -> Result<()> {
         return Ok(());
     }
     let chosen = report::find(&reports, &args.name, &dir)?;
+    let role = args.access.role()?;
+    role.require(seedwatch::access::Permission::Report, "run reports")?;
     let archive = args.archive.ok_or_else(|| anyhow::anyhow!("report `{}` needs --archive DIR", chosen.name))?;
     let RuleSetArgs { rules, locations, roster } = args.rule_set;
     let reference = seedwatch_detect::reference::Reference::load(&default_rules(rules), locations.as_deref(), roster.as_deref())?;
-    let ctx = open_session(&archive).await?;
+    let ctx = seedwatch_archive::open_session_for(&archive, &role.visibility).await?;
     let available = report::register_reference(&ctx, &reference, locations.is_some(), roster.is_some()).await?;
     let to = match args.to {
         Some(to) => to,
@@ -891,8 +919,9 @@ fn print_exceptions(rules: &[seedwatch_detect::CompiledRule], now: i64) {
     }
 }
 
-async fn query(archive: &ArchiveRoot, format: OutputFormat, sql: Option<&str>, rules: Option<PathBuf>) -> Result<()> {
-    let ctx = open_session(archive).await?;
+async fn query(archive: &ArchiveRoot, format: OutputFormat, sql: Option<&str>, rules: Option<PathBuf>, access: &AccessArgs) -> Result<()> {
+    let role = access.role()?;
+    let ctx = seedwatch_archive::open_session_for(archive, &role.visibility).await?;
     // The `suppressed` view needs the rules' exceptions. Rules that do not load only
     // cost the view when nobody asked for them by name.
     let given = rules.is_some();
@@ -908,7 +937,7 @@ async fn query(archive: &ArchiveRoot, format: OutputFormat, sql: Option<&str>, r
         seedwatch::shell::run(&ctx, format).await?;
         return Ok(());
     };
-    let batches = run_query(&ctx, sql).await?;
+    let batches = seedwatch_archive::run_user_query(&ctx, sql).await?;
     println!("{}", format_batches(&batches, format)?);
     Ok(())
 }
@@ -978,18 +1007,20 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
-        Command::Export { command: ExportCommand::Ocsf { archive, table, from, to, out } } => {
+        Command::Export { command: ExportCommand::Ocsf { archive, table, from, to, out, access } } => {
+            let role = access.role()?;
+            role.require(seedwatch::access::Permission::Export, "export from the archive")?;
             let mut writer: Box<dyn std::io::Write> = match &out {
                 Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?)),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
-            let exported = runtime()?.block_on(seedwatch::ocsf::export(&archive, table, from, to, &mut writer))?;
+            let exported = runtime()?.block_on(seedwatch::ocsf::export(&archive, table, from, to, &mut writer, &role.visibility))?;
             let (class_uid, class) = table.class();
             let skipped: Vec<String> = exported.skipped.iter().map(|(why, n)| format!("{n} left out: {why}")).collect();
             let skipped = if skipped.is_empty() { String::new() } else { format!(" ({})", skipped.join("; ")) };
             eprintln!("exported {} records as OCSF {} {class} ({class_uid}){skipped}", thousands(exported.records), seedwatch::ocsf::OCSF_VERSION);
         }
-        Command::Query { archive, format, sql, rules } => runtime()?.block_on(query(&archive, format, sql.as_deref(), rules))?,
+        Command::Query { archive, format, sql, rules, access } => runtime()?.block_on(query(&archive, format, sql.as_deref(), rules, &access))?,
         Command::Report(args) => runtime()?.block_on(report(args))?,
         Command::Findings { command } => {
             let (status, args) = match command {
@@ -997,9 +1028,11 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 FindingsCommand::Resolve(a) => (seedwatch_schemas::Status::Resolved, a),
                 FindingsCommand::FalsePositive(a) => (seedwatch_schemas::Status::FalsePositive, a),
             };
+            let role = args.access.role()?;
+            role.require(seedwatch::access::Permission::Triage, "change a finding's status")?;
             let by = args.by.or_else(|| std::env::var("USER").ok()).unwrap_or_default();
             let change = seedwatch::findings::StatusChange { finding_id: args.id, status, note: args.note, by };
-            let changed = runtime()?.block_on(seedwatch::findings::change_status(&args.archive, &change, chrono::Utc::now().timestamp_millis(), &archive_admin::signing_key_path(args.signing_key)))?;
+            let changed = runtime()?.block_on(seedwatch::findings::change_status(&args.archive, &change, chrono::Utc::now().timestamp_millis(), &archive_admin::signing_key_path(args.signing_key), &role.visibility))?;
             if let Some(mut alertmanager) = args.alerts.client() {
                 alertmanager.post(std::slice::from_ref(&changed.row))?;
             }

@@ -79,8 +79,8 @@ pub struct Exported {
 }
 
 /// Write `table` of `archive`, within `[from, to)` when given, to `out` as OCSF NDJSON.
-pub async fn export(archive: &Path, table: ExportTable, from: Option<i64>, to: Option<i64>, out: &mut dyn Write) -> Result<Exported> {
-    let ctx = seedwatch_archive::open_session(archive).await?;
+pub async fn export(archive: &Path, table: ExportTable, from: Option<i64>, to: Option<i64>, out: &mut dyn Write, visibility: &seedwatch_archive::Visibility) -> Result<Exported> {
+    let ctx = seedwatch_archive::open_session_for(archive, visibility).await?;
     let mut conditions = Vec::new();
     let time = table.time_column();
     if let Some(from) = from {

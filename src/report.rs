@@ -204,6 +204,8 @@ pub async fn register_reference(ctx: &SessionContext, reference: &Reference, has
         ctx.register_table(table, Arc::new(provider)).map_err(err)?;
         Ok(())
     };
+    // A role that sees some licenses sees their locations and people only.
+    let narrow = |table: &'static str| seedwatch_archive::query::narrow_table(ctx, table).map_err(|e| ReportError::Reference { table, source: datafusion::error::DataFusionError::External(Box::new(e)) });
     // Every state the archive knows, so a state missing from policy.yaml reads the defaults.
     let states_sql = "SELECT DISTINCT state FROM (SELECT state FROM login UNION ALL SELECT state FROM api UNION ALL SELECT state FROM sync UNION ALL SELECT state FROM audit) WHERE state IS NOT NULL ORDER BY state";
     let mut states: Vec<String> = Vec::new();
@@ -239,6 +241,7 @@ pub async fn register_reference(ctx: &SessionContext, reference: &Reference, has
         let schema = Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, false)).collect::<Vec<_>>());
         let columns = vec![column(|r| &r.location), column(|r| &r.license), column(|r| &r.state), column(|r| &r.system), column(|r| &r.timezone), column(|r| &r.open), column(|r| &r.close)];
         mem("locations", RecordBatch::try_new(Arc::new(schema), columns))?;
+        narrow("locations")?;
         available.push("locations");
     }
     if has_roster {
@@ -256,6 +259,7 @@ pub async fn register_reference(ctx: &SessionContext, reference: &Reference, has
         let terminated = TimestampMillisecondArray::from(entries.iter().map(|e| e.terminated_at_ms).collect::<Vec<_>>()).with_timezone("UTC");
         let columns = vec![text(|r| &r.user), text(|r| &r.location), text(|r| &r.license), text(|r| &r.role), text(|r| &r.status), Arc::new(terminated) as ArrayRef];
         mem("roster", RecordBatch::try_new(Arc::new(schema), columns))?;
+        narrow("roster")?;
         available.push("roster");
     }
     Ok(available)
@@ -272,7 +276,7 @@ pub async fn plan(ctx: &SessionContext, report: &Report, params: &ReportParams, 
         .into_iter()
         .map(|(name, value)| (name.to_string(), ScalarAndMetadata::new(value, None)))
         .collect();
-    let frame = ctx.sql(&report.sql).await.map_err(query_err)?;
+    let frame = ctx.sql_with_options(&report.sql, seedwatch_archive::query::read_only()).await.map_err(query_err)?;
     frame.with_param_values(ParamValues::Map(values)).map_err(query_err)
 }
 

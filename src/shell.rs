@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use datafusion::prelude::SessionContext;
 use rustyline::error::ReadlineError;
 use rustyline::DefaultEditor;
-use seedwatch_archive::query::{format_batches, run_query};
+use seedwatch_archive::query::{format_batches, run_user_query};
 use seedwatch_archive::OutputFormat;
 
 const HELP: &str = "statements end with `;` and may span lines\n  \\d          tables and views\n  \\d NAME     a table's columns and types\n  \\q          quit (or Ctrl-D)";
@@ -101,7 +101,7 @@ async fn command(ctx: &SessionContext, line: &str, format: OutputFormat) -> Comm
         (Some("\\d"), Some(table)) => {
             let table = table.trim_end_matches(';').replace('\'', "''");
             let sql = format!("SELECT column_name, data_type, is_nullable FROM information_schema.columns WHERE table_schema = 'public' AND table_name = '{table}' ORDER BY ordinal_position");
-            match run_query(ctx, &sql).await {
+            match run_user_query(ctx, &sql).await {
                 Ok(batches) if batches.iter().all(|b| b.num_rows() == 0) => eprintln!("error: no table or view `{table}` (\\d lists them)"),
                 Ok(batches) => print_batches(&batches, format),
                 Err(e) => eprintln!("error: {e}"),
@@ -113,7 +113,7 @@ async fn command(ctx: &SessionContext, line: &str, format: OutputFormat) -> Comm
 }
 
 async fn print_query(ctx: &SessionContext, sql: &str, format: OutputFormat) {
-    match run_query(ctx, sql).await {
+    match run_user_query(ctx, sql).await {
         Ok(batches) => print_batches(&batches, format),
         Err(e) => eprintln!("error: {e}"),
     }

@@ -20,7 +20,7 @@ pub mod writer;
 
 use std::path::PathBuf;
 
-pub use query::{newest_event_time, open_session, run_query, OutputFormat};
+pub use query::{newest_event_time, open_session, open_session_for, run_query, run_user_query, OutputFormat, Visibility};
 pub use store::ArchiveRoot;
 pub use writer::{ArchiveWriter, CommitStats, WriterOptions};
 

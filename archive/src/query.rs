@@ -1,8 +1,14 @@
 //! SQL over the archive with DataFusion.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::TableProvider;
+use datafusion::common::ScalarValue;
+use datafusion::datasource::{provider_as_source, ViewTable};
+use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::{col, lit, LogicalPlan, LogicalPlanBuilder};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
@@ -72,10 +78,30 @@ fn scan_schema(table: Table) -> Arc<Schema> {
     Arc::new(Schema::new(fields))
 }
 
+/// Which rows a session shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Visibility {
+    /// Every row (the archive's own user, detectors, maintenance).
+    #[default]
+    All,
+    /// Only rows of these licenses (a role's, see `seedwatch::access`). Tables without a
+    /// `license` column (dead letters: lines that could not be read cannot be attributed)
+    /// show nothing, and so does an empty set.
+    Licenses(BTreeSet<String>),
+}
+
 /// A session with every archive table registered (`login`, `api`, `sync`,
 /// `audit`, `findings`, `dead_letter`) and the `findings_latest` view. Tables with no files yet are empty, not
 /// missing, so the same SQL works on any archive.
 pub async fn open_session(root: impl Into<ArchiveRoot>) -> Result<SessionContext, ArchiveError> {
+    open_session_for(root, &Visibility::All).await
+}
+
+/// [`open_session`] showing only what `visibility` allows. Each table is registered as a
+/// view whose plan filters the table by license; the table itself is registered nowhere,
+/// so no SQL (subquery, join, CTE, `information_schema`) can name it, and every view over
+/// the tables (`findings_latest`, `suppressed`) sees only the filtered rows.
+pub async fn open_session_for(root: impl Into<ArchiveRoot>, visibility: &Visibility) -> Result<SessionContext, ArchiveError> {
     let root: ArchiveRoot = root.into();
     let missing = match &root {
         ArchiveRoot::Local(path) => !path.is_dir(),
@@ -84,36 +110,100 @@ pub async fn open_session(root: impl Into<ArchiveRoot>) -> Result<SessionContext
     if missing {
         return Err(ArchiveError::Query(format!("{root} is not an archive (run `seedwatch run --archive {root}` first)")));
     }
-    let config = SessionConfig::new().with_information_schema(true);
+    // The visibility rides along in the session, for `run_user_query` and `narrow_table`.
+    let config = SessionConfig::new().with_information_schema(true).with_extension(Arc::new(visibility.clone()));
     let ctx = SessionContext::new_with_config(config);
     seedwatch_schemas::sql_functions::register(&ctx);
     for table in Table::ALL {
         if let Some(delta) = crate::delta::open(&root, table).await? {
             // Registers the table's object store (a bucket) with the session too.
             delta.update_datafusion_session(&ctx.state()).map_err(crate::delta::delta_err(table))?;
-            ctx.register_table(table.name(), crate::delta::provider(&delta, table, scan_schema(table))?).map_err(query_err)?;
+            register(&ctx, table, crate::delta::provider(&delta, table, scan_schema(table))?, visibility)?;
             continue;
         }
         let Some(root) = root.local() else {
             let empty = MemTable::try_new(sql_schema(table), vec![vec![]]).map_err(query_err)?;
-            ctx.register_table(table.name(), Arc::new(empty)).map_err(query_err)?;
+            register(&ctx, table, Arc::new(empty), visibility)?;
             continue;
         };
         let dir = root.join(table.name());
         // An archive written before the table format (read as it is; `archive migrate` converts it).
         if parquet_files(&dir)?.is_empty() {
             let empty = MemTable::try_new(sql_schema(table), vec![vec![]]).map_err(query_err)?;
-            ctx.register_table(table.name(), Arc::new(empty)).map_err(query_err)?;
+            register(&ctx, table, Arc::new(empty), visibility)?;
             continue;
         }
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
             .with_table_partition_cols(vec![("date".to_string(), DataType::Utf8)]);
         let url = format!("{}/", dir.canonicalize().map_err(crate::io_err("resolving", &dir))?.display());
-        ctx.register_listing_table(table.name(), url, options, Some(file_schema(table)), None).await.map_err(query_err)?;
+        let config = datafusion::datasource::listing::ListingTableConfig::new(datafusion::datasource::listing::ListingTableUrl::parse(&url).map_err(query_err)?)
+            .with_listing_options(options)
+            .with_schema(file_schema(table));
+        let listing = datafusion::datasource::listing::ListingTable::try_new(config).map_err(query_err)?;
+        register(&ctx, table, Arc::new(listing), visibility)?;
     }
     run_query(&ctx, &findings_latest_view()).await?;
     Ok(ctx)
+}
+
+/// Register `provider` as `table`, narrowed to what `visibility` shows.
+fn register(ctx: &SessionContext, table: Table, provider: Arc<dyn TableProvider>, visibility: &Visibility) -> Result<(), ArchiveError> {
+    let provider = match visibility {
+        Visibility::All => provider,
+        Visibility::Licenses(licenses) => narrowed(table.name(), provider, licenses)?,
+    };
+    ctx.register_table(table.name(), provider).map_err(query_err)?;
+    Ok(())
+}
+
+/// What `ctx` shows (set by [`open_session_for`]; everything for a session made elsewhere).
+pub fn visibility(ctx: &SessionContext) -> Visibility {
+    ctx.state().config().get_extension::<Visibility>().map_or(Visibility::All, |v| v.as_ref().clone())
+}
+
+/// Narrow a table registered after the session opened (the reports' `locations` and
+/// `roster`) to the session's visibility, by its `license` column (no column: no rows).
+pub fn narrow_table(ctx: &SessionContext, name: &str) -> Result<(), ArchiveError> {
+    let Visibility::Licenses(licenses) = visibility(ctx) else { return Ok(()) };
+    let provider = ctx.deregister_table(name).map_err(query_err)?.ok_or_else(|| ArchiveError::Query(format!("no table `{name}` to narrow")))?;
+    ctx.register_table(name, narrowed(name, provider, &licenses)?).map_err(query_err)?;
+    Ok(())
+}
+
+/// `provider` behind a view that keeps the rows of `licenses`. The view's plan holds the
+/// provider itself (inlined into every query that names the table, so filters still reach
+/// the files), and nothing else does.
+fn narrowed(name: &str, provider: Arc<dyn TableProvider>, licenses: &BTreeSet<String>) -> Result<Arc<dyn TableProvider>, ArchiveError> {
+    let license_type = provider.schema().field_with_name("license").map(|f| f.data_type().clone()).ok();
+    let keep = match license_type {
+        Some(data_type) if !licenses.is_empty() => {
+            let value = |l: &String| if data_type == DataType::Utf8View { ScalarValue::Utf8View(Some(l.clone())) } else { ScalarValue::Utf8(Some(l.clone())) };
+            col("license").in_list(licenses.iter().map(|l| lit(value(l))).collect(), false)
+        }
+        _ => lit(false),
+    };
+    let plan = LogicalPlanBuilder::scan(name, provider_as_source(provider), None).and_then(|b| b.filter(keep)).and_then(|b| b.build()).map_err(query_err)?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
+}
+
+/// What a person's SQL may do: read. No DDL (`CREATE EXTERNAL TABLE`, `CREATE VIEW`, `DROP`),
+/// no DML (`INSERT`, `COPY ... TO`), no statements (`SET`, transactions).
+pub fn read_only() -> SQLOptions {
+    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
+}
+
+/// Run a person's `sql` (`query`, the shell) read-only, and collect the result. Where the
+/// session shows only some licenses, `EXPLAIN` is refused: a plan's metrics count the rows
+/// the filter dropped.
+pub async fn run_user_query(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, ArchiveError> {
+    let plan = ctx.state().create_logical_plan(sql).await.map_err(query_err)?;
+    read_only().verify_plan(&plan).map_err(|e| ArchiveError::Query(format!("{e} (queries over the archive are read-only)")))?;
+    if matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) && visibility(ctx) != Visibility::All {
+        return Err(ArchiveError::Query("EXPLAIN is refused to a role that sees only some licenses (a plan's row counts include the rows of others)".into()));
+    }
+    let df = ctx.execute_logical_plan(plan).await.map_err(query_err)?;
+    df.collect().await.map_err(query_err)
 }
 
 /// `findings_latest`: the newest version of each finding, as a SOC's queue shows it. The
