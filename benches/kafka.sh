@@ -32,6 +32,7 @@ SEEDWATCH_BENCH_BROKERS="$broker" SEEDWATCH_BENCH_INPUT="$data/events.ndjson" SE
   cargo bench --locked --workspace --quiet --bench transport 2>"$dir/transport.err" | tee "$dir/transport.txt" | sed 's/^/   /'
 ceiling=$(sed -n 's/^transport\/ceiling: produce then consume \([0-9.]*\) s.*/\1/p' "$dir/transport.txt")
 [ -n "$ceiling" ] || { echo "kafka.sh: the transport ceiling did not run" >&2; exit 1; }
+"$bin" keys init --fingerprint-key "$work/fp.key" --signing-key "$work/signing.pem" >/dev/null
 collect_start=$(date +%s.%N)
 /usr/bin/time -f "   collect: wall %e s, peak RSS %M KiB, %P CPU" "$bin" collect file --input "$data/events.ndjson" --brokers "$broker" --fingerprint-key "$work/fp.key" 2>&1 | sed 's/^/   /'
 collect_end=$(date +%s.%N)

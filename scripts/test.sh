@@ -52,6 +52,15 @@ if ! command -v prometheus-alertmanager >/dev/null 2>&1; then
 fi
 prometheus-alertmanager --version 2>&1 | head -1 | sed 's/^/test.sh: /'
 
+# libssl-dev and pkg-config: librdkafka links the system OpenSSL (Kafka over TLS, SCRAM).
+if ! pkg-config --exists openssl 2>/dev/null; then
+  echo "test.sh: installing Debian's libssl-dev and pkg-config (librdkafka's TLS)"
+  sudo_cmd=""
+  if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends libssl-dev pkg-config >/dev/null
+fi
+
 # openssl: tests/archive.rs checks a manifest entry's signature the way an auditor would,
 # with openssl alone (Ed25519 needs OpenSSL 3).
 if ! command -v openssl >/dev/null 2>&1; then

@@ -75,6 +75,9 @@ pub enum Permission {
     Export,
     /// Change a finding's status (`seedwatch findings ack|resolve|dismiss`).
     Triage,
+    /// Change the archive as a whole: `archive prune|compact|migrate`, `rules backfill`. Only
+    /// for a role that sees all: these touch every tenant's rows.
+    Maintain,
 }
 
 impl std::fmt::Display for Permission {
@@ -83,6 +86,7 @@ impl std::fmt::Display for Permission {
             Permission::Report => "report",
             Permission::Export => "export",
             Permission::Triage => "triage",
+            Permission::Maintain => "maintain",
         })
     }
 }
@@ -146,6 +150,9 @@ impl Role {
             let err = |message: String| config_err(line, format!("role `{role}`: {message}"));
             if config.all && !(config.licenses.is_empty() && config.locations.is_empty()) {
                 return Err(err("field `all`: a role that sees all names no licenses or locations".into()));
+            }
+            if !config.all && config.may.contains(&Permission::Maintain) {
+                return Err(err("field `may`: `maintain` changes every tenant's rows; only a role with `all: true` may have it".into()));
             }
             if !config.all && config.licenses.is_empty() && config.locations.is_empty() {
                 return Err(err("sees nothing: give `all: true`, `licenses:` or `locations:`".into()));

@@ -59,7 +59,7 @@ pub fn collect(opts: &CollectOptions) -> Result<CollectReport> {
     if opts.follow && (opts.inputs.len() != 1 || opts.inputs[0].as_os_str() == "-") {
         return Err(anyhow!("--follow takes exactly one file (run one collector per file)"));
     }
-    let redactor = Redactor::new(Fingerprinter::load_or_create(&opts.fingerprint_key)?)?;
+    let redactor = Redactor::new(Fingerprinter::load(&opts.fingerprint_key)?)?;
     let mut decoder = Decoder::new(redactor.clone()).with_max_clock_skew(crate::pipeline::DEFAULT_MAX_CLOCK_SKEW_MS);
     let producer = Producer::new(&opts.kafka)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -115,7 +115,8 @@ pub struct ChunkOutcome {
     /// Messages Kafka acknowledged (events and dead letters).
     pub produced: u64,
     /// Lines whose license the sender may not send for (then nothing was produced).
-    pub forbidden: Vec<(u64, String)>,
+    /// `(line, license, location)` of events outside the sender's scope.
+    pub forbidden: Vec<(u64, String, String)>,
     /// Lines dead-lettered: (line, reason code, reason).
     pub dead: Vec<(u64, String, String)>,
     /// Bad lines, when more than allowed (then nothing was produced).
@@ -125,8 +126,8 @@ pub struct ChunkOutcome {
 /// What a pushed chunk must meet to be produced at all (the intake's; a collector reading its
 /// own files produces everything).
 pub struct Admission<'a> {
-    /// The licenses its sender may send for.
-    pub allowed: &'a dyn Fn(&str) -> bool,
+    /// Whether its sender may send for a license and location.
+    pub allowed: &'a dyn Fn(&str, &str) -> bool,
     /// Most bad lines.
     pub max_dead_letters: usize,
 }
@@ -164,12 +165,14 @@ pub fn produce_chunk(
         let lines = b.column_by_name("line").and_then(|c| c.as_primitive_opt::<Int64Type>()).ok_or_else(|| anyhow!("decoded rows carry no line number"))?;
         let licenses = b.column_by_name("license").and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| anyhow!("decoded rows carry no license"))?;
         let ids = b.column_by_name("event_id").and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| anyhow!("decoded rows carry no event_id"))?;
+        let locations = b.column_by_name("location").and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| anyhow!("decoded rows carry no location"))?;
         for row in 0..b.num_rows() {
             let number = lines.value(row) as u64;
             let license = if licenses.is_null(row) { "" } else { licenses.value(row) };
             if let Some(admission) = admission {
-                if !(admission.allowed)(license) {
-                    outcome.forbidden.push((number, license.to_string()));
+                let location = if locations.is_null(row) { "" } else { locations.value(row) };
+                if !(admission.allowed)(license, location) {
+                    outcome.forbidden.push((number, license.to_string(), location.to_string()));
                     continue;
                 }
             }

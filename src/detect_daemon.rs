@@ -57,7 +57,7 @@ pub struct DetectOptions {
     pub locations: Option<PathBuf>,
     /// Optional roster.csv.
     pub roster: Option<PathBuf>,
-    /// File holding the local fingerprint secret (created if missing).
+    /// File holding the local fingerprint secret (`seedwatch keys init`; never created here).
     pub fingerprint_key: PathBuf,
     /// File holding the key that signs the archive's manifest (created if missing).
     pub signing_key: PathBuf,
@@ -98,6 +98,7 @@ pub struct DetectReport {
 /// Run until SIGINT/SIGTERM (or `stop` is set).
 pub fn detect(opts: &DetectOptions, stop: Arc<AtomicBool>) -> Result<DetectReport> {
     let started = Instant::now();
+    let redactor = Redactor::new(Fingerprinter::load(&opts.fingerprint_key)?)?;
     let rules = seedwatch_detect::load_rules(&opts.rules)?;
     let reference = Arc::new(Reference::load(&opts.rules, opts.locations.as_deref(), opts.roster.as_deref())?);
     // Checked once here, so a bad rule set fails before joining the group.
@@ -108,7 +109,6 @@ pub fn detect(opts: &DetectOptions, stop: Arc<AtomicBool>) -> Result<DetectRepor
     let licenses = reference.licenses();
     let rule_ids: Vec<&str> = probe.rules().map(|r| r.id.as_str()).collect();
     RulesLoaded { absence_limits: &probe.absence_limits(seedwatch_schemas::STATE_CODES), rules: &rule_ids, licenses: &licenses }.emit();
-    let redactor = Redactor::new(Fingerprinter::load_or_create(&opts.fingerprint_key)?)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let created = runtime.block_on(seedwatch_kafka::create_topics(&opts.kafka, opts.partitions)).with_context(|| format!("reaching Kafka at {}", opts.kafka.brokers))?;
     for (topic, _) in created.iter().filter(|(_, new)| *new) {
@@ -120,7 +120,11 @@ pub fn detect(opts: &DetectOptions, stop: Arc<AtomicBool>) -> Result<DetectRepor
     let options = WriterOptions { consumer_group: opts.group.clone(), ..crate::archive_admin::writer_options(&opts.signing_key)? };
     let sink = crate::archive_admin::open_writer_with(opts.archive.clone(), options)?;
     let offset_commits = Arc::new(AtomicU64::new(0));
-    let source = KafkaSource::new(consumer, opts.kafka.clone(), Decoder::new(redactor), Arc::clone(&stop), Arc::clone(&offset_commits));
+    let decoder = match pipeline::tenancy(&reference) {
+        Some(tenancy) => Decoder::new(redactor).with_tenancy(tenancy),
+        None => Decoder::new(redactor),
+    };
+    let source = KafkaSource::new(consumer, opts.kafka.clone(), decoder, Arc::clone(&stop), Arc::clone(&offset_commits));
 
     // A new assignment: each partition's engine restored from the archived events of its licenses.
     let (archive, lateness) = (opts.archive.clone(), opts.allowed_lateness_ms);

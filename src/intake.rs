@@ -37,6 +37,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::collect::{produce_chunk, Admission};
+use crate::internal_events::HttpRequestRefused;
+use crate::tls::Transport;
 
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 const WORKERS: usize = 4;
@@ -85,6 +87,10 @@ pub struct TokenEntry {
     pub sha256: String,
     /// Licenses this token may send events for; `["*"]` for any.
     pub licenses: Vec<String>,
+    /// Locations it may send for (a line without one names its license); none: any
+    /// location of its licenses.
+    #[serde(default)]
+    pub locations: Vec<String>,
 }
 
 impl TokenFile {
@@ -137,6 +143,11 @@ pub struct IntakeOptions {
     pub kafka: KafkaConfig,
     /// Fingerprint secret.
     pub fingerprint_key: PathBuf,
+    /// The operator's locations: a line whose location or state is not its license's is a
+    /// dead letter (`location_mismatch`).
+    pub tenancy: Option<Arc<seedwatch_ingest::Tenancy>>,
+    /// Serve HTTPS with this certificate and key (and client CA): `None`, plain HTTP.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 struct Shared {
@@ -147,19 +158,22 @@ struct Shared {
     limits: RequestLimits,
     stats: Mutex<DecodeStats>,
     stop: Arc<AtomicBool>,
+    tenancy: Option<Arc<seedwatch_ingest::Tenancy>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Bind, then serve on worker threads until `stop` is set. Returns the bound
 /// address through `bound` as soon as it listens.
 pub fn serve(opts: &IntakeOptions, stop: Arc<AtomicBool>, bound: impl FnOnce(SocketAddr)) -> Result<()> {
     let tokens = TokenFile::load(&opts.tokens)?;
-    let redactor = Redactor::new(Fingerprinter::load_or_create(&opts.fingerprint_key)?)?;
+    let tls = opts.tls.as_ref().map(crate::tls::server_config).transpose().context("--tls-cert/--tls-key")?;
+    let redactor = Redactor::new(Fingerprinter::load(&opts.fingerprint_key)?)?;
     let producer = Producer::new(&opts.kafka)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let listener = TcpListener::bind(&opts.listen).with_context(|| format!("listening on {}", opts.listen))?;
     listener.set_nonblocking(true)?;
     bound(listener.local_addr()?);
-    let shared = Arc::new(Shared { tokens, redactor, producer, runtime, limits: opts.limits, stats: Mutex::new(DecodeStats::default()), stop: Arc::clone(&stop) });
+    let shared = Arc::new(Shared { tokens, redactor, producer, runtime, limits: opts.limits, stats: Mutex::new(DecodeStats::default()), stop: Arc::clone(&stop), tenancy: opts.tenancy.clone(), tls });
     let (tx, rx) = std::sync::mpsc::sync_channel::<TcpStream>(WORKERS * 4);
     let rx = Arc::new(Mutex::new(rx));
     let mut workers = Vec::new();
@@ -183,10 +197,16 @@ pub fn serve(opts: &IntakeOptions, stop: Arc<AtomicBool>, bound: impl FnOnce(Soc
                 match tx.try_send(stream) {
                     Ok(()) => {}
                     // Every worker busy and the queue full: say so now rather than block here.
+                    // (Over TLS an answer needs a handshake, which could stall this loop: the
+                    // connection is closed instead, and the client sends again as after a 503.)
+                    Err(std::sync::mpsc::TrySendError::Full(stream)) if shared.tls.is_some() => {
+                        tracing::warn!("intake busy: every worker is reading a request; connection closed");
+                        drop(stream);
+                    }
                     Err(std::sync::mpsc::TrySendError::Full(stream)) => {
                         tracing::warn!("intake busy: every worker is reading a request; answered 503");
                         let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-                        let _ = respond(stream, &Response { extra: "Retry-After: 5\r\n", ..error("503 Service Unavailable", "busy, send again") });
+                        let _ = respond(Transport::Plain(stream), &Response { extra: "Retry-After: 5\r\n", ..error("503 Service Unavailable", "busy, send again") });
                     }
                     Err(std::sync::mpsc::TrySendError::Disconnected(_)) => break,
                 }
@@ -221,7 +241,7 @@ fn error(status: &'static str, message: &str) -> Response {
 /// Reads a request until its deadline or the server's stop, whichever comes first, however
 /// slowly the client sends: each read waits at most until then.
 struct DeadlineReader<'a> {
-    stream: TcpStream,
+    stream: Transport,
     deadline: std::time::Instant,
     stop: &'a AtomicBool,
 }
@@ -237,7 +257,7 @@ impl Read for DeadlineReader<'_> {
             if left.is_zero() {
                 return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the request was not received within its deadline"));
             }
-            self.stream.set_read_timeout(Some(left.min(STOP_CHECK)))?;
+            self.stream.tcp().set_read_timeout(Some(left.min(STOP_CHECK)))?;
             match self.stream.read(buf) {
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
                 other => return other,
@@ -248,21 +268,28 @@ impl Read for DeadlineReader<'_> {
 
 fn answer(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let peer = stream.peer_addr().ok();
     let deadline = std::time::Instant::now() + shared.limits.deadline;
-    let mut reader = BufReader::new(DeadlineReader { stream: stream.try_clone()?, deadline, stop: &shared.stop });
+    let mut reader = BufReader::new(DeadlineReader { stream: Transport::new(stream, shared.tls.as_ref())?, deadline, stop: &shared.stop });
     let response = match handle(&mut reader, shared) {
         Ok(r) => r,
         Err(e) if shared.stop.load(Ordering::Relaxed) => return Err(std::io::Error::other(e)),
+        // No TLS session to answer over: a plain-HTTP client on the TLS port, or no or an
+        // untrusted client certificate.
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(crate::tls::is_handshake_error) => {
+            HttpRequestRefused { listener: "intake", reason: "tls_handshake", peer, detail: &e.to_string() }.emit();
+            return Ok(());
+        }
         Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut) => {
             tracing::warn!("intake request not received within its deadline; answered 408");
             error("408 Request Timeout", &format!("the request was not received within {} s", shared.limits.deadline.as_secs()))
         }
         Err(e) => error("400 Bad Request", &e.to_string()),
     };
-    respond(stream, &response)
+    respond(reader.into_inner().stream, &response)
 }
 
-fn respond(mut stream: TcpStream, response: &Response) -> std::io::Result<()> {
+fn respond(mut stream: Transport, response: &Response) -> std::io::Result<()> {
     write!(
         stream,
         "HTTP/1.1 {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n{}",
@@ -271,7 +298,7 @@ fn respond(mut stream: TcpStream, response: &Response) -> std::io::Result<()> {
         response.extra,
         response.body
     )?;
-    stream.flush()
+    stream.close()
 }
 
 fn handle(reader: &mut BufReader<DeadlineReader<'_>>, shared: &Shared) -> Result<Response> {
@@ -331,9 +358,13 @@ fn handle(reader: &mut BufReader<DeadlineReader<'_>>, shared: &Shared) -> Result
         Err(refused) => return Ok(refused),
     };
     let scope: BTreeSet<&str> = sender.licenses.iter().map(String::as_str).collect();
+    let places: BTreeSet<&str> = sender.locations.iter().map(String::as_str).collect();
     let any = scope.contains("*");
-    let allowed = |license: &str| any || scope.contains(license);
+    let allowed = |license: &str, location: &str| (any || scope.contains(license)) && (places.is_empty() || places.contains(location));
     let mut decoder = Decoder::new(shared.redactor.clone()).with_max_clock_skew(crate::pipeline::DEFAULT_MAX_CLOCK_SKEW_MS);
+    if let Some(tenancy) = &shared.tenancy {
+        decoder = decoder.with_tenancy(Arc::clone(tenancy));
+    }
     let mut stats = DecodeStats::default();
     let outcome = match produce_chunk(&chunk, &mut decoder, &shared.redactor, &shared.producer, &shared.runtime, &mut stats, Some(&Admission { allowed: &allowed, max_dead_letters: limits.max_dead_letters })) {
         Ok(o) => o,
@@ -344,8 +375,8 @@ fn handle(reader: &mut BufReader<DeadlineReader<'_>>, shared: &Shared) -> Result
     };
     if !outcome.forbidden.is_empty() {
         tracing::warn!(sender = %sender.name, lines = outcome.forbidden.len(), "intake refused events for licenses outside the token's scope");
-        let lines: Vec<_> = outcome.forbidden.iter().map(|(line, license)| serde_json::json!({ "line": line, "license": license })).collect();
-        return Ok(json("403 Forbidden", serde_json::json!({ "error": "this token may not send events for these licenses; nothing was accepted", "lines": lines })));
+        let lines: Vec<_> = outcome.forbidden.iter().map(|(line, license, location)| serde_json::json!({ "line": line, "license": license, "location": location })).collect();
+        return Ok(json("403 Forbidden", serde_json::json!({ "error": "this token may not send events for these licenses or locations; nothing was accepted", "lines": lines })));
     }
     if let Some(bad) = outcome.too_many_dead {
         tracing::warn!(sender = %sender.name, bad, "intake refused a request with too many bad lines");

@@ -19,5 +19,7 @@ pub mod ocsf;
 pub mod pipeline;
 pub mod report;
 pub mod shell;
+pub mod tls;
 pub mod rule_fixtures;
+pub mod secrets;
 pub mod truth;

@@ -119,6 +119,26 @@ enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
+    /// The local secrets: create them once, before the first collector or detector.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create the fingerprint secret and the archive signing key where missing (mode 0600);
+    /// existing ones are kept. Copy the fingerprint secret to every host that collects or
+    /// detects: collectors and detectors refuse to start without it.
+    Init {
+        /// Fingerprint secret [default: ~/.config/seedwatch/fingerprint.key].
+        #[arg(long, value_name = "FILE")]
+        fingerprint_key: Option<PathBuf>,
+        /// Archive signing key (Ed25519) [default: $SEEDWATCH_SIGNING_KEY, else ~/.config/seedwatch/archive-signing.pem].
+        #[arg(long, value_name = "FILE")]
+        signing_key: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +188,8 @@ enum ArchiveCommand {
         /// Key that signs the manifest entry [default: as for run].
         #[arg(long, value_name = "FILE")]
         signing_key: Option<PathBuf>,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// Rewrite each day's files of a table as few large ones, sorted by license, subject and
     /// time, zstd throughout: one manifest entry and one Delta commit per day, so queries
@@ -185,6 +207,8 @@ enum ArchiveCommand {
         /// Key that signs the manifest entries [default: as for run].
         #[arg(long, value_name = "FILE")]
         signing_key: Option<PathBuf>,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// Convert an archive written before the table format (Parquet folders without a
     /// `_delta_log`): each table gets a Delta log adding its files as they are; the rows a
@@ -193,6 +217,8 @@ enum ArchiveCommand {
         /// Archive directory.
         #[arg(long, value_parser = local_archive)]
         archive: PathBuf,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// Print the manifest's newest entry as SEQ:SHA256, for an auditor to keep.
     Head {
@@ -267,9 +293,12 @@ enum CollectCommand {
         /// Address to listen on (port 0 picks a free one; the address is printed).
         #[arg(long, default_value = "127.0.0.1:8088")]
         listen: String,
-        /// Token file (YAML: tokens: [{name, sha256, licenses}]); see README "Intake endpoint".
+        /// Token file (YAML: tokens: [{name, sha256, licenses, locations}]); see README "Intake endpoint".
         #[arg(long)]
         tokens: PathBuf,
+        /// The operator's locations.csv: a line whose location or state is not its license's is refused as a dead letter (location_mismatch).
+        #[arg(long)]
+        locations: Option<PathBuf>,
         /// Largest request body, compressed or inflated (bytes).
         #[arg(long, default_value_t = 10 * 1024 * 1024)]
         max_body_bytes: usize,
@@ -285,6 +314,17 @@ enum CollectCommand {
         /// Time a client has to send a whole request, head and body (e.g. 30s).
         #[arg(long, default_value = "30s", value_parser = parse_lateness)]
         request_timeout: i64,
+        /// Serve HTTPS with this PEM certificate chain (leaf first; re-read when the file changes).
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's PEM private key (refused unless mode 0600).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Require clients to present a certificate signed by a CA in this PEM file (mutual TLS).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
+        #[command(flatten)]
+        metrics: MetricsArgs,
         #[command(flatten)]
         kafka: KafkaArgs,
         /// File with the local secret for credential fingerprints [default: ~/.config/seedwatch/fingerprint.key].
@@ -363,14 +403,47 @@ struct DetectArgs {
     /// Partitions per topic when the topics have to be created.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
-    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
-    #[arg(long, value_name = "ADDR")]
-    metrics_addr: Option<String>,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     #[command(flatten)]
     alerts: AlertmanagerArgs,
     /// No status lines.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Debug, Clone, Default, clap::Args)]
+struct MetricsArgs {
+    /// Serve Prometheus metrics at ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
+    /// Serve /metrics over HTTPS with this PEM certificate chain (re-read when the file changes).
+    #[arg(long, value_name = "FILE", requires_all = ["metrics_addr", "metrics_tls_key"])]
+    metrics_tls_cert: Option<PathBuf>,
+    /// The metrics certificate's PEM private key (refused unless mode 0600).
+    #[arg(long, value_name = "FILE", requires = "metrics_tls_cert")]
+    metrics_tls_key: Option<PathBuf>,
+    /// Require scrapers to present a client certificate signed by a CA in this PEM file.
+    #[arg(long, value_name = "FILE", requires = "metrics_tls_cert")]
+    metrics_client_ca: Option<PathBuf>,
+    /// Require `Authorization: Bearer TOKEN` on /metrics, the token read from this file (mode 0600; Prometheus's authorization.credentials_file).
+    #[arg(long, value_name = "FILE", requires = "metrics_addr")]
+    metrics_token_file: Option<PathBuf>,
+}
+
+impl MetricsArgs {
+    /// Start the metrics listener if asked for; prints and returns its URL.
+    fn serve(&self) -> Result<Option<String>> {
+        let Some(addr) = &self.metrics_addr else { return Ok(None) };
+        let tls = match (&self.metrics_tls_cert, &self.metrics_tls_key) {
+            (Some(cert), Some(key)) => Some(seedwatch::tls::TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: self.metrics_client_ca.clone() }),
+            _ => None,
+        };
+        let listener = seedwatch::metrics_server::MetricsListener { tls, token_file: self.metrics_token_file.clone() };
+        let (_, url) = seedwatch::metrics_server::serve(addr, &listener)?;
+        eprintln!("metrics: {url}");
+        Ok(Some(url))
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -420,19 +493,34 @@ struct KafkaArgs {
 }
 
 /// librdkafka settings that hold secrets: never on the command line (`ps`, shell history).
-const SECRET_SETTINGS: [&str; 4] = ["sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret"];
+/// Each comes from `SEEDWATCH_KAFKA_<NAME>` (upper case, `.` as `_`) or from the file named by
+/// `SEEDWATCH_KAFKA_<NAME>_FILE` (refused unless mode 0600).
+const SECRET_SETTINGS: [&str; 5] = ["sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret", "ssl.key.pem"];
 
-/// Where the SASL password comes from instead.
-const SASL_PASSWORD_ENV: &str = "SEEDWATCH_KAFKA_SASL_PASSWORD";
+/// The environment variable a secret setting comes from (`sasl.password`: `SEEDWATCH_KAFKA_SASL_PASSWORD`).
+fn secret_env(setting: &str) -> String {
+    format!("SEEDWATCH_KAFKA_{}", setting.to_ascii_uppercase().replace('.', "_"))
+}
 
 impl KafkaArgs {
     fn config(self) -> Result<seedwatch_kafka::KafkaConfig> {
         if let Some((name, _)) = self.settings.iter().find(|(name, _)| SECRET_SETTINGS.contains(&name.as_str())) {
-            anyhow::bail!("--kafka-setting {name}=...: secrets do not go on the command line; set {SASL_PASSWORD_ENV} (sasl.password) in the environment, e.g. from a file: {SASL_PASSWORD_ENV}=$(cat /run/secrets/kafka)");
+            let env = secret_env(name);
+            anyhow::bail!("--kafka-setting {name}=...: secrets do not go on the command line; set {env}, or {env}_FILE to a file only its owner can read (mode 0600)");
         }
         let mut settings: std::collections::BTreeMap<String, String> = self.settings.into_iter().collect();
-        if let Ok(password) = std::env::var(SASL_PASSWORD_ENV) {
-            settings.insert("sasl.password".into(), password);
+        for setting in SECRET_SETTINGS {
+            let env = secret_env(setting);
+            if let Some(file) = std::env::var_os(format!("{env}_FILE")) {
+                let value = seedwatch::secrets::read_private_text(std::path::Path::new(&file), &format!("the Kafka {setting} ({env}_FILE)"))?;
+                settings.insert(setting.into(), value);
+            } else if let Ok(value) = std::env::var(&env) {
+                settings.insert(setting.into(), value);
+            }
+        }
+        // librdkafka reads the client's private key itself: the same rule as for our own keys.
+        if let Some(key) = settings.get("ssl.key.location") {
+            seedwatch::secrets::check_private(std::path::Path::new(key), "the Kafka client's private key (ssl.key.location)")?;
         }
         Ok(seedwatch_kafka::KafkaConfig { brokers: self.brokers, topic_prefix: self.topic_prefix, settings: settings.into_iter().collect() })
     }
@@ -561,6 +649,8 @@ enum RulesCommand {
         /// Key that signs the archive's manifest (Ed25519, PKCS#8 PEM; created if missing) [default: $SEEDWATCH_SIGNING_KEY, else ~/.config/seedwatch/archive-signing.pem].
         #[arg(long, value_name = "FILE")]
         signing_key: Option<PathBuf>,
+        #[command(flatten)]
+        access: AccessArgs,
     },
 }
 
@@ -627,9 +717,8 @@ struct RunArgs {
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
-    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
-    #[arg(long, value_name = "ADDR")]
-    metrics_addr: Option<String>,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     /// After the input ends, keep serving /metrics until interrupted (needs --metrics-addr).
     #[arg(long, requires = "metrics_addr")]
     hold: bool,
@@ -984,13 +1073,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             );
         }
         Command::Run { input, common, truth } => {
-            let metrics = match &common.metrics_addr {
-                Some(addr) => Some(seedwatch::metrics_server::serve(addr)?),
-                None => None,
-            };
-            if let Some(addr) = metrics {
-                eprintln!("metrics: http://{addr}/metrics");
-            }
+            let metrics = common.metrics.serve()?;
             let hold = common.hold;
             let opts = run_options(input, common);
             let report = run(&opts)?;
@@ -998,9 +1081,9 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             if let Some(truth) = truth {
                 print_score(&truth, &report, &opts.rules)?;
             }
-            if let (true, Some(addr)) = (hold, metrics) {
+            if let (true, Some(url)) = (hold, metrics) {
                 use std::io::Write;
-                println!("holding: serving http://{addr}/metrics until interrupted");
+                println!("holding: serving {url} until interrupted");
                 std::io::stdout().flush()?;
                 loop {
                     std::thread::park();
@@ -1049,7 +1132,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             println!("generating {} days of logs for {} locations into {} ...", shape.days, shape.locations, data.display());
             generate(&data, &GenerateOptions { days: shape.days, locations: shape.locations, seed: shape.seed, start: shape.start })?;
             let rule_set = RuleSetArgs { rules, locations: Some(data.join("locations.csv")), roster: Some(data.join("roster.csv")) };
-            let args = RunArgs { archive: ArchiveRoot::from(&archive), rule_set, fingerprint_key: Some(dir.join("fingerprint.key")), signing_key: Some(dir.join("archive-signing.pem")), allowed_lateness: seedwatch_detect::engine::DEFAULT_ALLOWED_LATENESS_MS, max_clock_skew: seedwatch::pipeline::DEFAULT_MAX_CLOCK_SKEW_MS, partitions: 0, quiet: false, metrics_addr: None, hold: false, alerts: AlertmanagerArgs::none() };
+            let args = RunArgs { archive: ArchiveRoot::from(&archive), rule_set, fingerprint_key: Some(dir.join("fingerprint.key")), signing_key: Some(dir.join("archive-signing.pem")), allowed_lateness: seedwatch_detect::engine::DEFAULT_ALLOWED_LATENESS_MS, max_clock_skew: seedwatch::pipeline::DEFAULT_MAX_CLOCK_SKEW_MS, partitions: 0, quiet: false, metrics: MetricsArgs::default(), hold: false, alerts: AlertmanagerArgs::none() };
             let opts = run_options(vec![data.join("events.ndjson")], args);
             let report = run(&opts)?;
             print_summary(&report, &ArchiveRoot::from(&archive));
@@ -1059,7 +1142,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             println!("try: cargo run --release -- query --archive {} \"SELECT rule, severity, count(*) AS n FROM findings GROUP BY rule, severity ORDER BY n DESC\"", archive.display());
         }
         Command::Collect {
-            command: CollectCommand::Http { listen, tokens, max_body_bytes, max_inflate_ratio, max_lines_per_request, max_dead_letters_per_request, request_timeout, kafka, fingerprint_key },
+            command: CollectCommand::Http { listen, tokens, locations, max_body_bytes, max_inflate_ratio, max_lines_per_request, max_dead_letters_per_request, request_timeout, tls_cert, tls_key, tls_client_ca, metrics, kafka, fingerprint_key },
         } => {
             let limits = seedwatch::intake::RequestLimits {
                 max_body_bytes,
@@ -1068,9 +1151,22 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 max_dead_letters: max_dead_letters_per_request,
                 deadline: std::time::Duration::from_millis(request_timeout.max(1) as u64),
             };
-            let opts = seedwatch::intake::IntakeOptions { listen, tokens, limits, kafka: kafka.config()?, fingerprint_key: default_key(fingerprint_key) };
+            let tenancy = match &locations {
+                Some(path) => {
+                    let known = seedwatch_detect::reference::load_locations(path)?;
+                    Some(std::sync::Arc::new(seedwatch_ingest::Tenancy::new(known.values().map(|l| (l.row.location.as_str(), l.row.license.as_str(), l.row.state.as_str())))))
+                }
+                None => None,
+            };
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(seedwatch::tls::TlsFiles { cert, key, client_ca: tls_client_ca }),
+                _ => None,
+            };
+            metrics.serve()?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let opts = seedwatch::intake::IntakeOptions { listen, tokens, limits, kafka: kafka.config()?, fingerprint_key: default_key(fingerprint_key), tenancy, tls };
             let stop = seedwatch::detect_daemon::stop_on_signal()?;
-            seedwatch::intake::serve(&opts, stop, |addr| eprintln!("intake: listening on http://{addr}/v1/events"))?;
+            seedwatch::intake::serve(&opts, stop, |addr| eprintln!("intake: listening on {scheme}://{addr}/v1/events"))?;
         }
         Command::Collect { command } => {
             let (inputs, kafka, fingerprint_key, follow, checkpoint, format) = match command {
@@ -1106,7 +1202,8 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             }
             println!("verify: no problems; {checked}");
         }
-        Command::Archive { command: ArchiveCommand::Prune { archive, dry_run, as_of, rules, signing_key } } => {
+        Command::Archive { command: ArchiveCommand::Prune { archive, dry_run, as_of, rules, signing_key, access } } => {
+            access.role()?.require(seedwatch::access::Permission::Maintain, "prune the archive")?;
             let policy = default_rules(rules).join("policy.yaml");
             let request = archive_admin::PruneRequest { archive, policy: policy.clone(), as_of, dry_run, signing_key: archive_admin::signing_key_path(signing_key) };
             let plan = runtime()?.block_on(archive_admin::prune(&request))?;
@@ -1131,7 +1228,8 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 plan.kept_for_findings.len()
             );
         }
-        Command::Archive { command: ArchiveCommand::Compact { archive, tables, before, signing_key } } => {
+        Command::Archive { command: ArchiveCommand::Compact { archive, tables, before, signing_key, access } } => {
+            access.role()?.require(seedwatch::access::Permission::Maintain, "compact the archive")?;
             if !archive.exists()? {
                 anyhow::bail!("--archive {archive}: no archive there");
             }
@@ -1169,7 +1267,8 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 println!("compact: nothing to do (every day before the cutoff is one compacted file already)");
             }
         }
-        Command::Archive { command: ArchiveCommand::Migrate { archive } } => {
+        Command::Archive { command: ArchiveCommand::Migrate { archive, access } } => {
+            access.role()?.require(seedwatch::access::Permission::Maintain, "migrate the archive")?;
             if !archive.is_dir() {
                 anyhow::bail!("--archive {}: no such directory", archive.display());
             }
@@ -1184,12 +1283,24 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Archive { command: ArchiveCommand::Head { archive } } => println!("{}", archive_admin::head(&archive)?),
+        Command::Keys { command: KeysCommand::Init { fingerprint_key, signing_key } } => {
+            let fingerprint_key = default_key(fingerprint_key);
+            if fingerprint_key.exists() {
+                seedwatch_ingest::Fingerprinter::load(&fingerprint_key)?;
+                println!("fingerprint secret: {} exists, kept", fingerprint_key.display());
+            } else {
+                seedwatch_ingest::Fingerprinter::create(&fingerprint_key)?;
+                println!("fingerprint secret: created {} (0600); copy it to every collector and detector host", fingerprint_key.display());
+            }
+            let signing_key = archive_admin::signing_key_path(signing_key);
+            let existed = signing_key.exists();
+            seedwatch_archive::manifest::ManifestSigner::load_or_create(&signing_key)?;
+            let verb = if existed { "exists, kept" } else { "created (0600)" };
+            println!("archive signing key: {} {verb}; `seedwatch archive public-key` prints its public half for auditors", signing_key.display());
+        }
         Command::Archive { command: ArchiveCommand::PublicKey { signing_key } } => print!("{}", archive_admin::public_key(&archive_admin::signing_key_path(signing_key))?),
         Command::Detect(args) => {
-            let _metrics = match &args.metrics_addr {
-                Some(addr) => Some(seedwatch::metrics_server::serve(addr)?),
-                None => None,
-            };
+            args.metrics.serve()?;
             let RuleSetArgs { rules, locations, roster } = args.rule_set;
             let ms = |v: i64| std::time::Duration::from_millis(v.max(0) as u64);
             let opts = seedwatch::detect_daemon::DetectOptions {
@@ -1236,7 +1347,8 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             println!("{} rules in {} are valid", rules.len(), dir.display());
             print_exceptions(&rules, chrono::Utc::now().timestamp_millis());
         }
-        Command::Rules { command: RulesCommand::Backfill { archive, from, to, only, rule_set, dry_run, quiet, signing_key } } => {
+        Command::Rules { command: RulesCommand::Backfill { archive, from, to, only, rule_set, dry_run, quiet, signing_key, access } } => {
+            access.role()?.require(seedwatch::access::Permission::Maintain, "backfill rules into the archive")?;
             let RuleSetArgs { rules, locations, roster } = rule_set;
             let opts = seedwatch::backfill::BackfillOptions { archive, rules: default_rules(rules), only, locations, roster, from, to, dry_run, progress: !quiet, signing_key: archive_admin::signing_key_path(signing_key) };
             let report = seedwatch::backfill::backfill(&opts)?;

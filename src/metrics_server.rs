@@ -1,50 +1,93 @@
-//! `/metrics` over HTTP for Prometheus: a small server on its own thread.
+//! `/metrics` over HTTP or HTTPS for Prometheus: a small server on its own thread.
 //!
 //! Scrapes are a few requests a minute, so one thread answering one
 //! connection at a time is enough; every read has a timeout and a size cap so
 //! a stuck or hostile client cannot wedge it. `GET /metrics` answers the text
 //! exposition format of [`crate::internal_events::REGISTRY`]; `GET /` a pointer.
+//! The series name licenses with critical findings, so off a private network serve them over
+//! TLS (`--metrics-tls-cert`/`--metrics-tls-key`, optionally `--metrics-client-ca` for mutual
+//! TLS) and/or behind a bearer token (`--metrics-token-file`, the file Prometheus's
+//! `authorization.credentials_file` reads).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use prometheus::{Encoder, TextEncoder};
+use sha2::{Digest, Sha256};
+
+use crate::internal_events::HttpRequestRefused;
+use crate::tls::{TlsFiles, Transport};
 
 /// Longest request head accepted (request line and headers).
 const MAX_HEAD_BYTES: usize = 8 * 1024;
 
-/// Bind `addr` (e.g. `127.0.0.1:9464`, port 0 for any) and serve on a
-/// background thread. Returns the bound address.
-pub fn serve(addr: &str) -> Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).with_context(|| format!("binding the metrics address {addr}"))?;
-    let bound = listener.local_addr()?;
+/// How the metrics listener is reached and who may scrape it.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsListener {
+    /// TLS certificate, key and optional client CA; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// A file (mode 0600) holding the bearer token a scrape must send.
+    pub token_file: Option<PathBuf>,
+}
+
+struct Guard {
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// SHA-256 of the token: compared digest to digest, so the comparison time says nothing
+    /// of the token.
+    token_sha256: Option<[u8; 32]>,
+}
+
+/// Bind `addr` (e.g. `127.0.0.1:9464`, port 0 for any) and serve on a background thread.
+/// Returns the bound address and the URL of `/metrics`. Bad TLS or token files are an error
+/// here, before anything is served.
+pub fn serve(addr: &str, listener: &MetricsListener) -> Result<(SocketAddr, String)> {
+    let guard = Guard {
+        tls: listener.tls.as_ref().map(crate::tls::server_config).transpose().context("--metrics-tls-cert/--metrics-tls-key")?,
+        token_sha256: match &listener.token_file {
+            Some(path) => Some(Sha256::digest(crate::secrets::read_private_text(path, "the metrics bearer token")?.as_bytes()).into()),
+            None => None,
+        },
+    };
+    let socket = TcpListener::bind(addr).with_context(|| format!("binding the metrics address {addr}"))?;
+    let bound = socket.local_addr()?;
+    let tls = guard.tls.is_some();
+    let url = format!("{}://{bound}/metrics", if tls { "https" } else { "http" });
     thread::Builder::new().name("seedwatch-metrics".into()).spawn(move || {
-        for stream in listener.incoming() {
+        for stream in socket.incoming() {
             match stream {
                 Ok(stream) => {
-                    if let Err(e) = answer(stream) {
-                        tracing::debug!(error = %e, "metrics request failed");
+                    let peer = stream.peer_addr().ok();
+                    if let Err(e) = answer(stream, &guard) {
+                        if crate::tls::is_handshake_error(&e) {
+                            HttpRequestRefused { listener: "metrics", reason: "tls_handshake", peer, detail: &e.to_string() }.emit();
+                        } else {
+                            tracing::debug!(error = %e, "metrics request failed");
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "accepting a metrics connection failed"),
             }
         }
     })?;
-    tracing::info!(address = %bound, "serving /metrics");
-    Ok(bound)
+    tracing::info!(address = %bound, tls, "serving /metrics");
+    Ok((bound, url))
 }
 
-fn answer(mut stream: TcpStream) -> std::io::Result<()> {
+fn answer(stream: std::net::TcpStream, guard: &Guard) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(std::io::Read::take(stream.try_clone()?, MAX_HEAD_BYTES as u64 + 1));
+    let peer = stream.peer_addr().ok();
+    let mut reader = BufReader::new(Transport::new(stream, guard.tls.as_ref())?.take(MAX_HEAD_BYTES as u64 + 1));
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
-    // Drain the headers (bounded); the request has no body we care about.
+    // Read the headers (bounded) for Authorization; the request has no body we care about.
     let mut head = request_line.len();
+    let mut authorization = None::<String>;
     loop {
         let mut line = String::new();
         let n = reader.read_line(&mut line)?;
@@ -52,12 +95,26 @@ fn answer(mut stream: TcpStream) -> std::io::Result<()> {
         if n == 0 || line == "\r\n" || line == "\n" || head > MAX_HEAD_BYTES {
             break;
         }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("authorization") {
+                authorization = Some(value.trim().to_string());
+            }
+        }
     }
+    let mut stream = reader.into_inner().into_inner();
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
+    let authorized = guard.token_sha256.is_none_or(|expected| {
+        let presented = authorization.as_deref().and_then(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer "))).map(str::trim);
+        presented.is_some_and(|token| <[u8; 32]>::from(Sha256::digest(token.as_bytes())) == expected)
+    });
     let (status, content_type, body) = match (method, path) {
         (_, _) if head > MAX_HEAD_BYTES => ("431 Request Header Fields Too Large", "text/plain", b"request head too large\n".to_vec()),
+        (_, "/metrics") if !authorized => {
+            HttpRequestRefused { listener: "metrics", reason: "unauthorized", peer, detail: "no or a wrong bearer token" }.emit();
+            ("401 Unauthorized", "text/plain", b"a bearer token is required (Authorization: Bearer ...)\n".to_vec())
+        }
         ("GET" | "HEAD", "/metrics") => {
             let encoder = TextEncoder::new();
             let mut body = Vec::new();
@@ -70,18 +127,19 @@ fn answer(mut stream: TcpStream) -> std::io::Result<()> {
         ("GET" | "HEAD", _) => ("404 Not Found", "text/plain", b"not found: try /metrics\n".to_vec()),
         _ => ("405 Method Not Allowed", "text/plain", b"only GET\n".to_vec()),
     };
-    let header = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let challenge = if status.starts_with("401") { "WWW-Authenticate: Bearer realm=\"seedwatch metrics\"\r\n" } else { "" };
+    let header = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n{challenge}\r\n", body.len());
     stream.write_all(header.as_bytes())?;
     if method != "HEAD" {
         stream.write_all(&body)?;
     }
-    stream.flush()
+    stream.close()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::net::TcpStream;
 
     fn get(addr: SocketAddr, request: &str) -> String {
         let mut s = TcpStream::connect(addr).expect("connect");
@@ -94,7 +152,8 @@ mod tests {
     #[test]
     fn serves_metrics_and_refuses_the_rest() {
         crate::internal_events::RulesLoaded { absence_limits: &[("sync.lag", "CA", 3_600_000)], rules: &["sync.lag"], licenses: &[] }.emit();
-        let addr = serve("127.0.0.1:0").expect("serve");
+        let (addr, url) = serve("127.0.0.1:0", &MetricsListener::default()).expect("serve");
+        assert_eq!(url, format!("http://{addr}/metrics"));
         let ok = get(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(ok.contains("seedwatch_absence_limit_seconds{rule=\"sync.lag\",state=\"CA\"} 3600"), "{ok}");
@@ -110,5 +169,25 @@ mod tests {
             Ok(_) => assert!(out.starts_with("HTTP/1.1 431"), "{out}"),
             Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_bearer_token_guards_metrics_and_its_file_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token_file = dir.path().join("metrics.token");
+        std::fs::write(&token_file, "scrape-me\n").expect("write");
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let listener = MetricsListener { tls: None, token_file: Some(token_file.clone()) };
+        let refused = serve("127.0.0.1:0", &listener).expect_err("a token file others can read");
+        assert!(format!("{refused:#}").contains("permissions 640 let others read the metrics bearer token"), "{refused:#}");
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let (addr, _) = serve("127.0.0.1:0", &listener).expect("serve");
+        let none = get(addr, "GET /metrics HTTP/1.1\r\n\r\n");
+        assert!(none.starts_with("HTTP/1.1 401") && none.contains("WWW-Authenticate: Bearer"), "{none}");
+        assert!(get(addr, "GET /metrics HTTP/1.1\r\nAuthorization: Bearer scrape-you\r\n\r\n").starts_with("HTTP/1.1 401"));
+        let ok = get(addr, "GET /metrics HTTP/1.1\r\nauthorization: Bearer scrape-me\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200") && ok.contains("seedwatch_http_requests_refused_total{listener=\"metrics\",reason=\"unauthorized\"}"), "{ok}");
     }
 }

@@ -97,6 +97,16 @@ pub fn engines(rules: &[CompiledRule], reference: &Arc<Reference>, partitions: u
         .collect()
 }
 
+/// The operator's locations, which every line's location and state must agree with (see
+/// [`seedwatch_ingest::Tenancy`]); `None` without a locations file.
+pub fn tenancy(reference: &Reference) -> Option<Arc<seedwatch_ingest::Tenancy>> {
+    if reference.locations.is_empty() {
+        return None;
+    }
+    let rows = reference.locations.values().map(|l| (l.row.location.as_str(), l.row.license.as_str(), l.row.state.as_str()));
+    Some(Arc::new(seedwatch_ingest::Tenancy::new(rows)))
+}
+
 /// Run the embedded pipeline. Configuration is loaded and checked before any
 /// input is read, so a bad rule or a missing file stops the run with nothing written.
 pub fn run(opts: &RunOptions) -> Result<RunReport> {
@@ -106,7 +116,14 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     let mut engines = engines(&load_rules(&opts.rules)?, &reference, partitions, opts.allowed_lateness_ms)?;
     let redactor = Redactor::new(Fingerprinter::load_or_create(&opts.fingerprint_key)?)?;
     // Each input its own stream with its own decoder (the clock-skew bound is arrival's).
-    let decoder = || Decoder::new(redactor.clone()).with_max_clock_skew(opts.max_clock_skew_ms);
+    let tenancy = tenancy(&reference);
+    let decoder = || {
+        let decoder = Decoder::new(redactor.clone()).with_max_clock_skew(opts.max_clock_skew_ms);
+        match &tenancy {
+            Some(t) => decoder.with_tenancy(Arc::clone(t)),
+            None => decoder,
+        }
+    };
     // Decode is most of the work: every input's chunks are decoded on one pool, a thread per core.
     let pool = DecodePool::new(None)?;
     let mut inputs: Vec<Box<dyn Input>> = Vec::new();

@@ -245,6 +245,29 @@ fn reports_exports_and_triage_need_the_role_s_permission_and_see_only_its_licens
         let status = s.rows(None, &format!("SELECT status FROM findings_latest WHERE finding_id = '{id}'"));
         assert_eq!(status[0]["status"], "open", "nothing was written");
     }
+    // Maintenance changes every tenant's rows: refused to a role without `maintain`, which
+    // only an all-seeing role may hold; with it, the command runs.
+    let before = s.rows(None, "SELECT count(*) AS n FROM login");
+    for (what, args) in [
+        ("prune the archive", vec!["archive", "prune", "--archive", &archive, "--signing-key", &signing]),
+        ("compact the archive", vec!["archive", "compact", "--archive", &archive, "--signing-key", &signing]),
+        ("backfill rules into the archive", vec!["rules", "backfill", "--archive", &archive, "--from", "2026-10-19", "--to", "2026-10-20", "--signing-key", &signing, "--quiet"]),
+    ] {
+        let out = seedwatch(&[args.as_slice(), &["--access", &access, "--role", "soc"]].concat());
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(&format!("role `soc` may not {what} (add `maintain` to its `may:`")), "{}", text(&out.stderr));
+    }
+    assert_eq!(s.rows(None, "SELECT count(*) AS n FROM login"), before, "nothing changed");
+    let admin = s.dir.path().join("admin.yaml");
+    std::fs::write(&admin, "roles:\n  archivist:\n    all: true\n    may: [maintain]\n  greedy:\n    licenses: [X]\n    may: [maintain]\n").expect("access");
+    let out = seedwatch(&["archive", "compact", "--archive", &archive, "--signing-key", &signing, "--access", &d(&admin), "--role", "archivist"]);
+    let err = text(&out.stderr);
+    assert!(out.status.code() == Some(2) && err.contains("role `greedy`: field `may`: `maintain` changes every tenant's rows"), "{err}");
+    std::fs::write(&admin, "roles:\n  archivist:\n    all: true\n    may: [maintain]\n").expect("access");
+    let out = seedwatch(&["archive", "compact", "--archive", &archive, "--signing-key", &signing, "--access", &d(&admin), "--role", "archivist"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(s.rows(None, "SELECT count(*) AS n FROM login"), before, "compaction keeps every row");
+
     // A role is not a thing to guess: unknown roles and roles without a file are one-line errors.
     let out = seedwatch(&["query", "--archive", &archive, "--access", &access, "--role", "nobody", "SELECT 1"]);
     assert!(text(&out.stderr).starts_with("error: role `nobody` is not in"), "{}", text(&out.stderr));
@@ -259,4 +282,33 @@ fn reports_exports_and_triage_need_the_role_s_permission_and_see_only_its_licens
         .expect("query");
     assert!(out.status.success(), "{}", text(&out.stderr));
     s.assert_nothing_of_the_others("SEEDWATCH_ROLE", &out);
+}
+
+/// Tenancy on the way in, embedded: with the operator's locations.csv, a line naming another
+/// license's location or another state is a dead letter with its reason, and the same event id
+/// sent for two licenses is two events, not a duplicate that hides one.
+#[test]
+fn a_line_cannot_borrow_another_tenant_s_location_or_hide_its_event_behind_a_shared_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = |p: &Path| p.display().to_string();
+    let locations = dir.path().join("locations.csv");
+    std::fs::write(&locations, "location,license,state,system,timezone,open,close\noakland,L1,CA,metrc,America/Los_Angeles,09:00,21:00\ndenver,L2,CO,metrc,America/Denver,08:00,22:00\n").expect("locations");
+    let line = |license: &str, location: &str, state: &str, id: &str| {
+        format!(r#"{{"family":"login","time":"2026-11-01T10:00:00Z","event_id":"{id}","system":"metrc","state":"{state}","license":"{license}","location":"{location}","user":"ana","outcome":"success","src_ip":"10.0.0.1"}}"#)
+    };
+    let input = dir.path().join("events.ndjson");
+    let lines = [line("L1", "oakland", "CA", "ev-1"), line("L2", "denver", "CO", "ev-1"), line("L2", "oakland", "CA", "ev-2"), line("L1", "oakland", "CO", "ev-3"), line("L9", "elsewhere", "WA", "ev-4")];
+    std::fs::write(&input, lines.join("\n") + "\n").expect("input");
+    let archive = dir.path().join("archive");
+    let out = seedwatch(&[
+        "run", "--input", &d(&input), "--archive", &d(&archive), "--locations", &d(&locations), "--fingerprint-key", &d(&dir.path().join("fp.key")),
+        "--signing-key", &d(&dir.path().join("s.pem")), "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let events = common::query_json(&archive, "SELECT license, event_id FROM login ORDER BY license");
+    let events: Vec<(String, String)> = events.iter().map(|r| (r["license"].as_str().unwrap_or("").into(), r["event_id"].as_str().unwrap_or("").into())).collect();
+    assert_eq!(events, vec![("L1".into(), "ev-1".into()), ("L2".into(), "ev-1".into()), ("L9".into(), "ev-4".into())]);
+    let dead = common::query_json(&archive, "SELECT line, reason_code, reason FROM dead_letter ORDER BY line");
+    let dead: Vec<(u64, String)> = dead.iter().map(|r| (r["line"].as_u64().unwrap_or(0), r["reason_code"].as_str().unwrap_or("").into())).collect();
+    assert_eq!(dead, vec![(3, "location_mismatch".to_string()), (4, "location_mismatch".to_string())]);
 }

@@ -254,6 +254,7 @@ fn no_credential_reaches_the_archive_kafka_logs_or_metrics_on_any_path() {
 /// `seedwatch detect` against `broker` into `archive`, logging to `log`.
 fn detector(broker: &str, archive: &Path, dir: &Path, metrics: &str, log: &Path) -> Running {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
+    common::keys_init(&dir.join("fp.key"));
     Running(
         Command::new(env!("CARGO_BIN_EXE_seedwatch"))
             .args(["detect", "--brokers", broker, "--archive", &archive.display().to_string()])
@@ -287,6 +288,7 @@ fn a_poison_message_is_dead_lettered_where_it_was_and_the_detector_goes_on() {
     let input = lines();
     let file = dir.path().join("lines.ndjson");
     std::fs::write(&file, &input.text).expect("write");
+    common::keys_init(&dir.path().join("fp.key"));
     let out = seedwatch(&["collect", "file", "--input", &file.display().to_string(), "--brokers", &broker, "--fingerprint-key", &dir.path().join("fp.key").display().to_string()]);
     assert!(out.status.success(), "collect: {}", text(&out.stderr));
 

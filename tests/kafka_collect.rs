@@ -30,7 +30,7 @@ fn collected_lines_reach_kafka_validated_redacted_keyed_and_detectable() {
     let again = seedwatch(&["topics", "create", "--brokers", &broker]);
     assert_eq!(text(&again.stdout).lines().filter(|l| l.starts_with("exists")).count(), 6, "{}", text(&again.stdout));
 
-    let key = dir.path().join("fp.key");
+    let key = common::keys_init(&dir.path().join("fp.key"));
     let events = data.join("events.ndjson");
     let collect = seedwatch(&["collect", "file", "--input", &events.display().to_string(), "--brokers", &broker, "--fingerprint-key", &key.display().to_string()]);
     assert!(collect.status.success(), "{}", text(&collect.stderr));
@@ -86,6 +86,7 @@ fn an_unreachable_broker_is_a_clear_error() {
     let port = free_port();
     let file = dir.path().join("one.ndjson");
     std::fs::write(&file, "{\"family\":\"login\",\"time\":\"2026-11-01T10:00:00Z\",\"system\":\"metrc\",\"state\":\"CA\",\"license\":\"L\",\"user\":\"u\",\"outcome\":\"success\"}\n").expect("write");
+    common::keys_init(&dir.path().join("k"));
     let out = seedwatch(&[
         "collect", "file", "--input", &file.display().to_string(), "--brokers", &format!("127.0.0.1:{port}"),
         "--fingerprint-key", &dir.path().join("k").display().to_string(), "--kafka-setting", "message.timeout.ms=3000",
@@ -148,6 +149,7 @@ fn a_following_collector_loses_and_repeats_nothing_across_rotation_while_stopped
     let live = dir.path().join("live.log");
     let checkpoint = dir.path().join("collect.checkpoint");
     let log = dir.path().join("collect.log");
+    common::keys_init(&dir.path().join("fp.key"));
     let start = || {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log");
         Running(

@@ -252,6 +252,7 @@ fn setup(storage: Storage) -> (tempfile::TempDir, Broker, Deployment, Contents) 
     let create = seedwatch(&["topics", "create", "--brokers", &broker.address, "--partitions", "4"]);
     assert!(create.status.success(), "{}", text(&create.stderr));
     let deployment = Deployment { dir: dir.path().to_path_buf(), data, broker: broker.address.clone(), archive: dir.path().join("archive") };
+    common::keys_init(&dir.path().join("fingerprint.key"));
     (dir, broker, deployment, expected)
 }
 

@@ -86,6 +86,7 @@ fn the_intake_checks_tokens_scopes_and_limits_and_reports_bad_lines() {
     // An nginx JSON access log of a proxy in front of Metrc goes through the same collector path.
     let nginx = dir.path().join("access.json.log");
     std::fs::write(&nginx, format!("{NGINX_LINE}\nnot json\n")).expect("nginx log");
+    common::keys_init(&dir.path().join("fp.key"));
     let collect = seedwatch(&["collect", "file", "--format", "nginx-json", "--input", &nginx.display().to_string(), "--brokers", &broker.address, "--fingerprint-key", &dir.path().join("fp.key").display().to_string()]);
     assert!(collect.status.success(), "{}", text(&collect.stderr));
 
@@ -136,6 +137,7 @@ fn trickle(addr: String) -> std::thread::JoinHandle<u16> {
 /// Start `collect http` with the token file `tokens`; returns it, its address and its log.
 fn start_intake(dir: &std::path::Path, tokens: &std::path::Path, broker: &str, extra: &[&str]) -> (Running, String, std::path::PathBuf) {
     let log = dir.join("intake.log");
+    common::keys_init(&dir.join("fp.key"));
     let child = Command::new(env!("CARGO_BIN_EXE_seedwatch"))
         .args(["collect", "http", "--listen", "127.0.0.1:0", "--tokens", &tokens.display().to_string()])
         .args(["--brokers", broker, "--fingerprint-key", &dir.join("fp.key").display().to_string()])
@@ -224,4 +226,64 @@ fn a_hostile_client_can_neither_exhaust_nor_stall_the_intake() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let summary: Value = serde_json::from_slice(&out.stdout).expect("summary");
     assert_eq!((summary["counts"]["seedwatch.login"].as_u64(), summary["counts"]["seedwatch.dead_letter"].as_u64()), (Some(3), Some(5)), "{summary}");
+}
+
+/// Tenancy on the way in (issue 20): one operator's lines under another's token are refused;
+/// a token scoped to a location refuses another location of its own license; with the
+/// operator's locations.csv, a line naming another license's location, or another state, is a
+/// dead letter (it could borrow that location's hours or that state's policy); and one event
+/// id sent by two operators is two events.
+#[test]
+fn one_operators_ids_and_locations_under_anothers_token_are_refused_or_dead_lettered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), Storage::Memory);
+    let create = seedwatch(&["topics", "create", "--brokers", &broker.address, "--partitions", "1"]);
+    assert!(create.status.success(), "{}", text(&create.stderr));
+    let locations = dir.path().join("locations.csv");
+    std::fs::write(
+        &locations,
+        "location,license,state,system,timezone,open,close\noakland,L1,CA,metrc,America/Los_Angeles,09:00,21:00\nberkeley,L1,CA,metrc,America/Los_Angeles,09:00,21:00\ndenver,L2,CO,metrc,America/Denver,08:00,22:00\n",
+    )
+    .expect("locations");
+    let tokens = dir.path().join("tokens.yaml");
+    let hash = |t: &str| hex::encode(sha2::Sha256::digest(t.as_bytes()));
+    std::fs::write(&tokens, format!("tokens:\n  - name: operator-a-oakland\n    sha256: {}\n    licenses: [L1]\n    locations: [oakland]\n  - name: operator-b\n    sha256: {}\n    licenses: [L2]\n", hash("tok-a"), hash("tok-b"))).expect("tokens");
+    let (mut intake, addr, log) = start_intake(dir.path(), &tokens, &broker.address, &["--locations", &locations.display().to_string()]);
+    let line = |license: &str, location: &str, state: &str, id: &str| {
+        format!(r#"{{"family":"login","time":"2026-11-01T10:00:00Z","event_id":"{id}","system":"metrc","state":"{state}","license":"{license}","location":"{location}","user":"ana","outcome":"success","src_ip":"10.0.0.1"}}"#) + "\n"
+    };
+    let send = |token: &str, body: String| post(&addr, &[("Authorization", &format!("Bearer {token}"))], body.as_bytes());
+
+    // Operator B's token cannot send operator A's license; A's Oakland token cannot send Berkeley.
+    let (code, refused) = send("tok-b", line("L1", "oakland", "CA", "ev-9"));
+    assert_eq!((code, refused["lines"][0]["license"].as_str()), (403, Some("L1")), "{refused}");
+    let (code, refused) = send("tok-a", line("L1", "berkeley", "CA", "ev-9"));
+    assert_eq!((code, refused["lines"][0]["location"].as_str()), (403, Some("berkeley")), "{refused}");
+    // Inside its scope, a line must still name its own state, and a license only its own locations.
+    let (code, report) = send("tok-a", line("L1", "oakland", "CO", "ev-8"));
+    assert_eq!((code, report["errors"][0]["reason_code"].as_str()), (202, Some("location_mismatch")), "{report}");
+    let (code, report) = send("tok-b", line("L2", "oakland", "CA", "ev-7"));
+    assert_eq!((code, report["errors"][0]["reason_code"].as_str()), (202, Some("location_mismatch")), "{report}");
+    assert!(report["errors"][0]["reason"].as_str().is_some_and(|r| r.contains("another license")), "{report}");
+    // The same event id from both operators: two events.
+    let (code, report) = send("tok-a", line("L1", "oakland", "CA", "ev-1"));
+    assert_eq!((code, report["accepted"].as_u64()), (202, Some(1)), "{report}");
+    let (code, report) = send("tok-b", line("L2", "denver", "CO", "ev-1"));
+    assert_eq!((code, report["accepted"].as_u64()), (202, Some(1)), "{report}");
+
+    let python = std::env::var("SEEDWATCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let consumed = dir.path().join("consumed.ndjson");
+    let out = Command::new(&python)
+        .args([common::repo().join("tests/kafka/consume.py").display().to_string(), broker.address.clone(), "seedwatch".into(), consumed.display().to_string(), "no-such-secret".into()])
+        .output()
+        .expect("python");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("summary");
+    assert_eq!(summary["counts"]["seedwatch.login"], 2, "only the two ev-1 lines: {summary}");
+    assert_eq!(summary["counts"]["seedwatch.dead_letter"], 2, "{summary}");
+
+    let pid = intake.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let status = intake.0.wait().expect("wait");
+    assert!(status.success(), "collect http exited with {status}: {}", std::fs::read_to_string(&log).unwrap_or_default());
 }

@@ -29,6 +29,7 @@ use smallvec::SmallVec;
 use crate::json::{ObjectSeed, Pairs};
 use crate::redact::{Fingerprinter, Redactor};
 use crate::source::LineChunk;
+use crate::tenancy::Tenancy;
 use crate::IngestError;
 
 /// Earliest accepted event time: 2000-01-01T00:00:00Z. Anything earlier is
@@ -190,6 +191,7 @@ struct FamilyBuilder {
     idx_license: usize,
     idx_time: usize,
     idx_location: usize,
+    idx_state: usize,
     idx_key_id: Option<usize>,
     /// The field the k-th key of the last line was: exporters write keys in one
     /// order, so a line's keys are found with one comparison each, not a scan.
@@ -223,6 +225,7 @@ impl FamilyBuilder {
             idx_license: pos("license").unwrap_or(0),
             idx_time: pos("time").unwrap_or(0),
             idx_location: pos("location").unwrap_or(0),
+            idx_state: pos("state").unwrap_or(0),
             idx_key_id: pos("key_id"),
             key_order: [u8::MAX; MAX_KEYS_REMEMBERED],
             fields,
@@ -301,6 +304,8 @@ pub struct Decoder {
     /// The chunk's arrival time and the newest event time it may carry.
     received_at_ms: i64,
     newest_allowed_ms: i64,
+    /// The operator's locations (`None`: no locations.csv, nothing checked).
+    tenancy: Option<Arc<Tenancy>>,
 }
 
 impl std::fmt::Debug for Decoder {
@@ -323,13 +328,21 @@ impl Decoder {
             max_clock_skew_ms: None,
             received_at_ms: 0,
             newest_allowed_ms: i64::MAX,
+            tenancy: None,
         }
     }
 
     /// A decoder with the same redactor and clock-skew bound and empty builders:
     /// one per chunk decoded at the same time.
     pub fn sibling(&self) -> Self {
-        Self { max_clock_skew_ms: self.max_clock_skew_ms, ..Self::new(self.redactor.clone()) }
+        Self { max_clock_skew_ms: self.max_clock_skew_ms, tenancy: self.tenancy.clone(), ..Self::new(self.redactor.clone()) }
+    }
+
+    /// Dead-letter (`location_mismatch`) events whose location or state is not their
+    /// license's in the operator's locations (see [`Tenancy`]).
+    pub fn with_tenancy(mut self, tenancy: Arc<Tenancy>) -> Self {
+        self.tenancy = Some(tenancy);
+        self
     }
 
     /// Dead-letter (`future_time`) events dated more than `skew_ms` after the chunk's
@@ -534,6 +547,11 @@ impl Decoder {
                     ),
                 )));
             }
+        }
+
+        if let Some(tenancy) = &self.tenancy {
+            let text = |i: usize| if let Cell::Str(s) = &cells[i] { s.as_ref() } else { "" };
+            tenancy.check(text(builder.idx_license), text(builder.idx_location), text(builder.idx_state)).map_err(|why| with_family(reject(ReasonCode::LocationMismatch, why)))?;
         }
 
         let builder = &mut self.families[family.index()];

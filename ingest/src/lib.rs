@@ -14,6 +14,7 @@ pub mod redact;
 pub mod nginx;
 pub mod source;
 pub mod tail;
+pub mod tenancy;
 
 use std::path::PathBuf;
 
@@ -21,6 +22,7 @@ pub use decode::{DecodeStats, DecodedChunk, Decoder};
 pub use redact::{Fingerprinter, Redactor};
 pub use source::{file_source, stdin_source, ChunkLimits, LineChunk, Source};
 pub use tail::{TailOptions, TailPosition, TailSource};
+pub use tenancy::Tenancy;
 
 /// Errors of the ingest stage. Bad lines are not errors (they are dead letters);
 /// these are failures to read input at all.

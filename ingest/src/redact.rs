@@ -51,29 +51,60 @@ impl Fingerprinter {
         Ok(Self { mac })
     }
 
-    /// Load the secret from `path`, creating a random one (mode 0600) when the file does not exist.
+    /// Load the secret from `path`, creating a random one (mode 0600) when the file does not
+    /// exist: for `run`, a single process. Daemons use [`Fingerprinter::load`].
     pub fn load_or_create(path: &Path) -> Result<Self, IngestError> {
+        match Self::create(path) {
+            Ok(created) => Ok(created),
+            Err(_) if path.exists() => Self::load(path),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Load the secret from `path`, which must exist and be readable by its owner only. A
+    /// collector or detector that made its own would give one API key a different `key_id`
+    /// on each host, so a missing file is an error naming `seedwatch keys init`.
+    pub fn load(path: &Path) -> Result<Self, IngestError> {
         let err = |message: String| IngestError::FingerprintKey { path: path.display().to_string(), message };
-        let secret = match fs::read(path) {
-            Ok(bytes) => bytes,
+        let metadata = match fs::metadata(path) {
+            Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut secret = [0u8; KEY_BYTES];
-                getrandom::fill(&mut secret).map_err(|e| err(e.to_string()))?;
-                if let Some(dir) = path.parent() {
-                    fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-                }
-                let mut options = fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(path).map_err(|e| err(e.to_string()))?;
-                file.write_all(&secret).and_then(|()| file.sync_all()).map_err(|e| err(e.to_string()))?;
-                tracing::info!(path = %path.display(), "created a new fingerprint secret");
-                secret.to_vec()
+                return Err(err(
+                    "no such file: create it once with `seedwatch keys init --fingerprint-key FILE` and give every collector and detector the same file (one made per host would give a key a different key_id on each)".into(),
+                ))
             }
             Err(e) => return Err(err(e.to_string())),
         };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = metadata.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(err(format!("permissions {:o} let others read the secret; chmod 600 it", mode & 0o777)));
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = metadata;
+        let secret = fs::read(path).map_err(|e| err(e.to_string()))?;
         Self::new(&secret).map_err(|_| err("the file must hold at least 16 bytes".into()))
+    }
+
+    /// Create a new random secret at `path` (mode 0600); an existing file is never replaced.
+    pub fn create(path: &Path) -> Result<Self, IngestError> {
+        let err = |message: String| IngestError::FingerprintKey { path: path.display().to_string(), message };
+        let mut secret = [0u8; KEY_BYTES];
+        getrandom::fill(&mut secret).map_err(|e| err(e.to_string()))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        }
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path).map_err(|e| err(e.to_string()))?;
+        file.write_all(&secret).and_then(|()| file.sync_all()).map_err(|e| err(e.to_string()))?;
+        tracing::info!(path = %path.display(), "created a new fingerprint secret");
+        Self::new(&secret)
     }
 
     /// The 16-hex-character fingerprint of `value`, written into `out`.

@@ -64,6 +64,8 @@ struct Metrics {
     forced_releases: IntCounterVec,
     commits_fenced: IntCounterVec,
     alerts_not_posted: IntCounterVec,
+    tls_reloads: IntCounterVec,
+    http_refused: IntCounterVec,
 }
 
 static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| {
@@ -124,6 +126,12 @@ static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| {
         forced_releases: counter("ordering_forced_releases_total", "Times a task released rows before its other topics caught up, because the ordering buffer was full.", &[])?,
         commits_fenced: counter("archive_commits_fenced_total", "Archive commits refused because another member of the consumer group had claimed a partition this one held (it was evicted, or a rebalance overtook the commit); its uncommitted rows are left to the new owner.", &[])?,
         alerts_not_posted: counter("alertmanager_post_failures_total", "Finding versions that could not be posted to Alertmanager (they are archived; findings_latest has them).", &[])?,
+        tls_reloads: counter("tls_certificate_reloads_total", "Times a listener's TLS certificate files changed and were read again, by outcome (ok, or failed: the previous certificate is still served).", &["outcome"])?,
+        http_refused: counter(
+            "http_requests_refused_total",
+            "Connections to an HTTP listener (intake, metrics) refused before a request was read: tls_handshake (plain HTTP to a TLS port, no or an untrusted client certificate) or unauthorized (no or a wrong bearer token on /metrics).",
+            &["listener", "reason"]
+        )?,
         kafka_lag: register_int_gauge_vec_with_registry!("kafka_consumer_lag", "Messages not yet committed by this detector, by topic and partition.", &["topic", "partition"], r).ok()?,
     })
 });
@@ -550,6 +558,63 @@ impl ArchiveResumed {
         tracing::warn!(paused_seconds = self.seconds, "the archive has space again: resumed");
         let Some(m) = METRICS.as_ref() else { return };
         m.archive_paused.with_label_values::<&str>(&[]).set(0);
+    }
+}
+
+/// A listener's TLS certificate files changed and were read again.
+#[derive(Debug)]
+pub struct TlsCertificateReloaded<'a> {
+    /// The certificate file.
+    pub cert: &'a std::path::Path,
+}
+
+impl TlsCertificateReloaded<'_> {
+    /// Log and count.
+    pub fn emit(&self) {
+        tracing::info!(cert = %self.cert.display(), "TLS certificate changed: serving the new one");
+        let Some(m) = METRICS.as_ref() else { return };
+        m.tls_reloads.with_label_values(&["ok"]).inc();
+    }
+}
+
+/// A listener's TLS certificate files changed but could not be used; the old pair is served.
+#[derive(Debug)]
+pub struct TlsReloadFailed<'a> {
+    /// The certificate file.
+    pub cert: &'a std::path::Path,
+    /// Why.
+    pub error: &'a (dyn std::error::Error + 'static),
+}
+
+impl TlsReloadFailed<'_> {
+    /// Log and count.
+    pub fn emit(&self) {
+        tracing::error!(cert = %self.cert.display(), error = %ErrorChain(self.error), "TLS certificate changed but cannot be used; still serving the previous one");
+        let Some(m) = METRICS.as_ref() else { return };
+        m.tls_reloads.with_label_values(&["failed"]).inc();
+    }
+}
+
+/// A connection to an HTTP listener was refused before its request was read.
+#[derive(Debug)]
+pub struct HttpRequestRefused<'a> {
+    /// `intake` or `metrics`.
+    pub listener: &'static str,
+    /// `tls_handshake` or `unauthorized`.
+    pub reason: &'static str,
+    /// The peer, for the log line.
+    pub peer: Option<std::net::SocketAddr>,
+    /// The detail, for the log line.
+    pub detail: &'a str,
+}
+
+impl HttpRequestRefused<'_> {
+    /// Log and count.
+    pub fn emit(&self) {
+        let peer = self.peer.map(|p| p.to_string()).unwrap_or_default();
+        tracing::warn!(listener = self.listener, reason = self.reason, peer = %peer, detail = %self.detail, "refused a connection");
+        let Some(m) = METRICS.as_ref() else { return };
+        m.http_refused.with_label_values(&[self.listener, self.reason]).inc();
     }
 }
 

@@ -40,11 +40,13 @@ pub enum ReasonCode {
     DuplicateField,
     /// Unknown fields exceeded the size kept in `extra`.
     ExtraTooLarge,
+    /// The line's location or state is not its license's (locations.csv).
+    LocationMismatch,
 }
 
 impl ReasonCode {
     /// Every code, for documentation and metric pre-registration.
-    pub const ALL: [ReasonCode; 15] = [
+    pub const ALL: [ReasonCode; 16] = [
         ReasonCode::EmptyLine,
         ReasonCode::LineTooLong,
         ReasonCode::InvalidUtf8,
@@ -60,6 +62,7 @@ impl ReasonCode {
         ReasonCode::InvalidValue,
         ReasonCode::DuplicateField,
         ReasonCode::ExtraTooLarge,
+        ReasonCode::LocationMismatch,
     ];
 
     /// The code as stored and labelled.
@@ -80,6 +83,7 @@ impl ReasonCode {
             ReasonCode::InvalidValue => "invalid_value",
             ReasonCode::DuplicateField => "duplicate_field",
             ReasonCode::ExtraTooLarge => "extra_too_large",
+            ReasonCode::LocationMismatch => "location_mismatch",
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct Broker {
     pub address: String,
     dir: PathBuf,
     storage: Storage,
+    /// The address clients are told to reach the broker at, when not `address` (a TLS front).
+    advertised: Option<String>,
     process: Option<Running>,
 }
 
@@ -40,7 +42,16 @@ impl Broker {
         let on_path = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("tansu").is_file()));
         assert!(on_path, "`tansu` is not on PATH: cargo install tansu --locked --features dynostore,libsql (./scripts/test.sh does)");
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
-        let mut broker = Broker { address: format!("127.0.0.1:{port}"), dir: dir.to_path_buf(), storage, process: None };
+        let mut broker = Broker { address: format!("127.0.0.1:{port}"), dir: dir.to_path_buf(), storage, advertised: None, process: None };
+        broker.restart();
+        broker
+    }
+
+    /// Start tansu on a free port, telling clients to reach it at `advertised` (a TLS front
+    /// such as `tests/tls/proxy.py` listening there).
+    pub fn start_advertising(dir: &Path, storage: Storage, advertised: &str) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
+        let mut broker = Broker { address: format!("127.0.0.1:{port}"), dir: dir.to_path_buf(), storage, advertised: Some(advertised.to_string()), process: None };
         broker.restart();
         broker
     }
@@ -76,13 +87,14 @@ impl Broker {
     pub fn restart(&mut self) {
         self.stop();
         let url = format!("tcp://{}", self.address);
+        let advertised = format!("tcp://{}", self.advertised.as_deref().unwrap_or(&self.address));
         let storage = match self.storage {
             Storage::Memory => "memory://tansu/".to_string(),
             Storage::Sqlite => "sqlite://tansu.db".to_string(),
         };
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("tansu.log")).expect("log");
         let child = Command::new("tansu")
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &storage])
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &advertised, "--storage-engine", &storage])
             .current_dir(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))

@@ -5,6 +5,7 @@
 
 pub mod broker;
 pub mod http;
+pub mod pki;
 pub mod tmpfs;
 
 use std::path::{Path, PathBuf};
@@ -72,6 +73,15 @@ pub fn fixture() -> &'static Fixture {
 
 pub fn seedwatch(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_seedwatch")).args(args).current_dir(repo()).output().expect("running seedwatch")
+}
+
+/// `seedwatch keys init --fingerprint-key KEY`, as an operator does once before the first
+/// collector or detector (they refuse to start without the file). Returns `key`.
+pub fn keys_init(key: &Path) -> PathBuf {
+    let signing = key.with_extension("signing.pem");
+    let out = seedwatch(&["keys", "init", "--fingerprint-key", &key.display().to_string(), "--signing-key", &signing.display().to_string()]);
+    assert!(out.status.success(), "keys init: {}", text(&out.stderr));
+    key.to_path_buf()
 }
 
 pub fn text(bytes: &[u8]) -> String {

@@ -1,0 +1,60 @@
+//! Secrets come from files (or the environment), never from the command line, where `ps` and
+//! shell history show them; and a secret file others can read is refused, since by then it is
+//! no longer a secret. One place for the check, so every secret file says the same thing.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// The bytes of `path`, a file holding `what` (e.g. "the TLS private key"), refused with one
+/// line when its permissions let group or others read it.
+pub fn read_private(path: &Path, what: &str) -> Result<Vec<u8>> {
+    check_private(path, what)?;
+    std::fs::read(path).with_context(|| format!("{}: reading {what}", path.display()))
+}
+
+/// [`read_private`] as text, without surrounding whitespace (a token or password file written
+/// by `echo` ends in a newline that is not part of the secret).
+pub fn read_private_text(path: &Path, what: &str) -> Result<String> {
+    let bytes = read_private(path, what)?;
+    let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{}: {what} is not UTF-8 text", path.display()))?;
+    let text = text.trim();
+    anyhow::ensure!(!text.is_empty(), "{}: the file is empty; it should hold {what}", path.display());
+    Ok(text.to_string())
+}
+
+/// Refuse a file group or others can read (Unix modes; elsewhere the platform's ACLs are the
+/// operator's to set).
+pub fn check_private(path: &Path, what: &str) -> Result<()> {
+    let metadata = std::fs::metadata(path).with_context(|| format!("{}: reading {what}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = metadata.permissions().mode();
+        anyhow::ensure!(mode & 0o077 == 0, "{}: permissions {:o} let others read {what}; chmod 600 it", path.display(), mode & 0o777);
+    }
+    #[cfg(not(unix))]
+    let _ = metadata;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_others_can_read_is_refused_naming_the_file_and_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token");
+        std::fs::write(&path, "s3cret\n").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = read_private_text(&path, "the metrics token").expect_err("0644 refused").to_string();
+        assert!(err.contains("token: permissions 644 let others read the metrics token; chmod 600 it"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(read_private_text(&path, "the metrics token").expect("0600 read"), "s3cret");
+        std::fs::write(&path, "\n").expect("write");
+        assert!(read_private_text(&path, "the metrics token").is_err_and(|e| e.to_string().contains("empty")));
+    }
+}
