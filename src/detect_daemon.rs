@@ -98,6 +98,7 @@ pub struct DetectReport {
 /// Run until SIGINT/SIGTERM (or `stop` is set).
 pub fn detect(opts: &DetectOptions, stop: Arc<AtomicBool>) -> Result<DetectReport> {
     let started = Instant::now();
+    crate::internal_events::ReadinessExpected { checks: &["rules", "kafka", "archive"] }.emit();
     let redactor = Redactor::new(Fingerprinter::load(&opts.fingerprint_key)?)?;
     let rules = seedwatch_detect::load_rules(&opts.rules)?;
     let reference = Arc::new(Reference::load(&opts.rules, opts.locations.as_deref(), opts.roster.as_deref())?);
@@ -119,6 +120,7 @@ pub fn detect(opts: &DetectOptions, stop: Arc<AtomicBool>) -> Result<DetectRepor
     // Its claims of the group's partitions fence a member evicted from the group.
     let options = WriterOptions { consumer_group: opts.group.clone(), ..crate::archive_admin::writer_options(&opts.signing_key)? };
     let sink = crate::archive_admin::open_writer_with(opts.archive.clone(), options)?;
+    crate::internal_events::ComponentReady { check: "archive" }.emit();
     let offset_commits = Arc::new(AtomicU64::new(0));
     let decoder = match pipeline::tenancy(&reference) {
         Some(tenancy) => Decoder::new(redactor).with_tenancy(tenancy),

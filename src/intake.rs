@@ -170,7 +170,9 @@ pub fn serve(opts: &IntakeOptions, stop: Arc<AtomicBool>, bound: impl FnOnce(Soc
     let redactor = Redactor::new(Fingerprinter::load(&opts.fingerprint_key)?)?;
     let producer = Producer::new(&opts.kafka)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    crate::internal_events::ReadinessExpected { checks: &["listening"] }.emit();
     let listener = TcpListener::bind(&opts.listen).with_context(|| format!("listening on {}", opts.listen))?;
+    crate::internal_events::ComponentReady { check: "listening" }.emit();
     listener.set_nonblocking(true)?;
     bound(listener.local_addr()?);
     let shared = Arc::new(Shared { tokens, redactor, producer, runtime, limits: opts.limits, stats: Mutex::new(DecodeStats::default()), stop: Arc::clone(&stop), tenancy: opts.tenancy.clone(), tls });

@@ -282,6 +282,8 @@ enum CollectCommand {
         #[command(flatten)]
         format: InputFormatArgs,
         #[command(flatten)]
+        metrics: MetricsArgs,
+        #[command(flatten)]
         kafka: KafkaArgs,
         /// File with the local secret for credential fingerprints [default: ~/.config/seedwatch/fingerprint.key].
         #[arg(long)]
@@ -1170,7 +1172,10 @@ fn execute(cli: Cli) -> Result<ExitCode> {
         }
         Command::Collect { command } => {
             let (inputs, kafka, fingerprint_key, follow, checkpoint, format) = match command {
-                CollectCommand::File { input, follow, checkpoint, format, kafka, fingerprint_key } => (input, kafka, fingerprint_key, follow, checkpoint, format),
+                CollectCommand::File { input, follow, checkpoint, format, metrics, kafka, fingerprint_key } => {
+                    metrics.serve()?;
+                    (input, kafka, fingerprint_key, follow, checkpoint, format)
+                }
                 CollectCommand::Stdin { format, kafka, fingerprint_key } => (vec![PathBuf::from("-")], kafka, fingerprint_key, false, None, format),
                 CollectCommand::Http { .. } => unreachable!("handled above"),
             };

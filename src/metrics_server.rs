@@ -111,6 +111,15 @@ fn answer(stream: std::net::TcpStream, guard: &Guard) -> std::io::Result<()> {
     });
     let (status, content_type, body) = match (method, path) {
         (_, _) if head > MAX_HEAD_BYTES => ("431 Request Header Fields Too Large", "text/plain", b"request head too large\n".to_vec()),
+        // Liveness and readiness (Kubernetes probes): no token needed, they reveal nothing.
+        ("GET" | "HEAD", "/healthz") => ("200 OK", "text/plain", b"ok\n".to_vec()),
+        ("GET" | "HEAD", "/readyz") => match crate::internal_events::readiness() {
+            Ok(()) => ("200 OK", "text/plain", b"ready\n".to_vec()),
+            Err(waiting) => {
+                let why: Vec<String> = waiting.iter().map(|(check, why)| format!("{check}: {why}")).collect();
+                ("503 Service Unavailable", "text/plain", format!("not ready: {}\n", why.join("; ")).into_bytes())
+            }
+        },
         (_, "/metrics") if !authorized => {
             HttpRequestRefused { listener: "metrics", reason: "unauthorized", peer, detail: "no or a wrong bearer token" }.emit();
             ("401 Unauthorized", "text/plain", b"a bearer token is required (Authorization: Bearer ...)\n".to_vec())
@@ -123,7 +132,7 @@ fn answer(stream: std::net::TcpStream, guard: &Guard) -> std::io::Result<()> {
                 Err(e) => ("500 Internal Server Error", "text/plain", format!("encoding metrics: {e}\n").into_bytes()),
             }
         }
-        ("GET" | "HEAD", "/") => ("200 OK", "text/plain", b"seedwatch: metrics at /metrics\n".to_vec()),
+        ("GET" | "HEAD", "/") => ("200 OK", "text/plain", b"seedwatch: /metrics, /healthz, /readyz\n".to_vec()),
         ("GET" | "HEAD", _) => ("404 Not Found", "text/plain", b"not found: try /metrics\n".to_vec()),
         _ => ("405 Method Not Allowed", "text/plain", b"only GET\n".to_vec()),
     };
@@ -178,10 +187,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let token_file = dir.path().join("metrics.token");
         std::fs::write(&token_file, "scrape-me\n").expect("write");
-        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o604)).expect("chmod");
         let listener = MetricsListener { tls: None, token_file: Some(token_file.clone()) };
         let refused = serve("127.0.0.1:0", &listener).expect_err("a token file others can read");
-        assert!(format!("{refused:#}").contains("permissions 640 let others read the metrics bearer token"), "{refused:#}");
+        assert!(format!("{refused:#}").contains("permissions 604 let others read the metrics bearer token"), "{refused:#}");
         std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let (addr, _) = serve("127.0.0.1:0", &listener).expect("serve");
         let none = get(addr, "GET /metrics HTTP/1.1\r\n\r\n");

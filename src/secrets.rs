@@ -23,19 +23,14 @@ pub fn read_private_text(path: &Path, what: &str) -> Result<String> {
     Ok(text.to_string())
 }
 
-/// Refuse a file group or others can read (Unix modes; elsewhere the platform's ACLs are the
+/// Refuse a file others can read (see [`seedwatch_schemas::secret_file`]: the owner, or the
+/// process's own group as Kubernetes mounts Secrets; elsewhere the platform's ACLs are the
 /// operator's to set).
 pub fn check_private(path: &Path, what: &str) -> Result<()> {
-    let metadata = std::fs::metadata(path).with_context(|| format!("{}: reading {what}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = metadata.permissions().mode();
-        anyhow::ensure!(mode & 0o077 == 0, "{}: permissions {:o} let others read {what}; chmod 600 it", path.display(), mode & 0o777);
+    match seedwatch_schemas::secret_file::exposure(path).with_context(|| format!("{}: reading {what}", path.display()))? {
+        Some(why) => anyhow::bail!("{}: {why} {what}; chmod 600 it", path.display()),
+        None => Ok(()),
     }
-    #[cfg(not(unix))]
-    let _ = metadata;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -381,10 +381,10 @@ fn kafka_over_tls_with_a_client_certificate_and_secrets_only_from_private_files(
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.trim().lines().count() == 1 && err.contains("kafka-key.pass: permissions 644 let others read the Kafka ssl.key.password"), "{err}");
     private(&passphrase);
-    std::fs::set_permissions(&encrypted, std::os::unix::fs::PermissionsExt::from_mode(0o640)).expect("chmod");
+    std::fs::set_permissions(&encrypted, std::os::unix::fs::PermissionsExt::from_mode(0o604)).expect("chmod");
     let out = with_tls(&["topics", "create"], &pass_env);
     let err = text(&out.stderr);
-    assert!(out.status.code() == Some(2) && err.contains("collector.key.enc: permissions 640 let others read the Kafka client's private key"), "{err}");
+    assert!(out.status.code() == Some(2) && err.contains("collector.key.enc: permissions 604 let others read the Kafka client's private key"), "{err}");
 }
 
 /// The fingerprint secret: a collector or detector without one stops with one line naming

@@ -219,15 +219,10 @@ pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey, ArchiveError> {
 
 /// A private key readable by others is refused: whoever reads it can sign entries.
 fn check_private(path: &Path) -> Result<(), ArchiveError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(path).map_err(|e| key_err(path, e.to_string()))?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(key_err(path, format!("permissions {:o} let others read the signing key; chmod 600 it", mode & 0o777)));
-        }
+    match seedwatch_schemas::secret_file::exposure(path).map_err(|e| key_err(path, e.to_string()))? {
+        Some(why) => Err(key_err(path, format!("{why} the signing key; chmod 600 it"))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Hex SHA-256 of a file's bytes.

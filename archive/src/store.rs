@@ -133,15 +133,10 @@ fn s3_settings() -> Result<HashMap<String, String>, ArchiveError> {
 
 /// Refuse a settings file others can read: it holds the secret key.
 fn check_private(file: &Path) -> Result<(), ArchiveError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(file).map_err(io_err("reading", file))?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(config_err(&file.display().to_string(), format!("permissions {:o} let others read the S3 secret key; chmod 600 it", mode & 0o777)));
-        }
+    match seedwatch_schemas::secret_file::exposure(file).map_err(io_err("reading", file))? {
+        Some(why) => Err(config_err(&file.display().to_string(), format!("{why} the S3 secret key; chmod 600 it"))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 impl S3Root {

@@ -66,8 +66,8 @@ impl Fingerprinter {
     /// on each host, so a missing file is an error naming `seedwatch keys init`.
     pub fn load(path: &Path) -> Result<Self, IngestError> {
         let err = |message: String| IngestError::FingerprintKey { path: path.display().to_string(), message };
-        let metadata = match fs::metadata(path) {
-            Ok(m) => m,
+        match fs::metadata(path) {
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(err(
                     "no such file: create it once with `seedwatch keys init --fingerprint-key FILE` and give every collector and detector the same file (one made per host would give a key a different key_id on each)".into(),
@@ -75,16 +75,9 @@ impl Fingerprinter {
             }
             Err(e) => return Err(err(e.to_string())),
         };
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = metadata.permissions().mode();
-            if mode & 0o077 != 0 {
-                return Err(err(format!("permissions {:o} let others read the secret; chmod 600 it", mode & 0o777)));
-            }
+        if let Some(why) = seedwatch_schemas::secret_file::exposure(path).map_err(|e| err(e.to_string()))? {
+            return Err(err(format!("{why} the secret; chmod 600 it")));
         }
-        #[cfg(not(unix))]
-        let _ = metadata;
         let secret = fs::read(path).map_err(|e| err(e.to_string()))?;
         Self::new(&secret).map_err(|_| err("the file must hold at least 16 bytes".into()))
     }

@@ -460,6 +460,7 @@ impl RulesLoaded<'_> {
     /// Log and set the gauges.
     pub fn emit(&self) {
         tracing::info!(rules = self.rules.len(), "rules loaded");
+        set_ready("rules", Ok(()));
         if let Ok(mut labels) = LABELS.lock() {
             labels.configured = (!self.licenses.is_empty()).then(|| self.licenses.iter().map(|l| l.to_string()).collect());
         }
@@ -493,6 +494,7 @@ impl PartitionsAssigned<'_> {
     /// forever and fire the sync-lag alert while its new owner reports it healthy.
     pub fn emit(&self) {
         tracing::info!(partitions = self.owned.len(), "consumer group rebalanced");
+        set_ready("kafka", Ok(()));
         let Some(m) = METRICS.as_ref() else { return };
         m.kafka_rebalances.with_label_values::<&str>(&[]).inc();
         m.kafka_partitions.with_label_values::<&str>(&[]).set(self.owned.len() as i64);
@@ -539,6 +541,7 @@ impl ArchivePaused<'_> {
     /// Log one line, count, and raise the gauge.
     pub fn emit(&self) {
         tracing::error!(error = %self.error, "the archive's disk is full: paused, reading has stopped and nothing is lost; it carries on by itself when there is space");
+        set_ready("archive", Err("the archive's disk is full: paused".into()));
         let Some(m) = METRICS.as_ref() else { return };
         m.archive_write_failures.with_label_values(&["disk_full"]).inc();
         m.archive_paused.with_label_values::<&str>(&[]).set(1);
@@ -556,9 +559,62 @@ impl ArchiveResumed {
     /// Log and lower the gauge.
     pub fn emit(&self) {
         tracing::warn!(paused_seconds = self.seconds, "the archive has space again: resumed");
+        set_ready("archive", Ok(()));
         let Some(m) = METRICS.as_ref() else { return };
         m.archive_paused.with_label_values::<&str>(&[]).set(0);
     }
+}
+
+/// What a daemon's `/readyz` waits for: each named check, pending until an event settles it
+/// (`rules` when the rules load, `kafka` at the first partition assignment, `archive` once
+/// the archive is open and while its disk is not full, `listening` once the intake listens).
+static READINESS: LazyLock<Mutex<BTreeMap<&'static str, Result<(), String>>>> = LazyLock::new(|| Mutex::new(BTreeMap::new()));
+
+fn set_ready(check: &'static str, state: Result<(), String>) {
+    if let Ok(mut checks) = READINESS.lock() {
+        if let Some(slot) = checks.get_mut(check) {
+            *slot = state;
+        }
+    }
+}
+
+/// A daemon starts: it is ready once each of `checks` is.
+#[derive(Debug)]
+pub struct ReadinessExpected<'a> {
+    /// The checks, pending from now.
+    pub checks: &'a [&'static str],
+}
+
+impl ReadinessExpected<'_> {
+    /// Register the checks as pending.
+    pub fn emit(&self) {
+        if let Ok(mut checks) = READINESS.lock() {
+            for check in self.checks {
+                checks.entry(check).or_insert_with(|| Err("not yet".into()));
+            }
+        }
+    }
+}
+
+/// One readiness check settled outside the events above (the archive opened, the intake listens).
+#[derive(Debug)]
+pub struct ComponentReady {
+    /// The check.
+    pub check: &'static str,
+}
+
+impl ComponentReady {
+    /// Mark it ready.
+    pub fn emit(&self) {
+        set_ready(self.check, Ok(()));
+    }
+}
+
+/// `Ok` when every expected check is ready, else each one that is not, with why.
+pub fn readiness() -> Result<(), Vec<(&'static str, String)>> {
+    let checks = READINESS.lock().map_err(|_| vec![("readiness", "poisoned".to_string())])?;
+    let waiting: Vec<(&'static str, String)> = checks.iter().filter_map(|(check, state)| state.as_ref().err().map(|why| (*check, why.clone()))).collect();
+    if waiting.is_empty() { Ok(()) } else { Err(waiting) }
 }
 
 /// A listener's TLS certificate files changed and were read again.

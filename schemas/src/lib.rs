@@ -19,6 +19,7 @@ pub mod finding;
 pub mod json_schema;
 pub mod partition;
 pub mod retention;
+pub mod secret_file;
 pub mod sql_functions;
 
 use std::fmt;
