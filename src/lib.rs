@@ -7,6 +7,7 @@ pub mod alertmanager;
 pub mod archive_admin;
 pub mod backfill;
 pub mod collect;
+pub mod config;
 pub mod detect_daemon;
 pub mod findings;
 pub mod fuzzing;

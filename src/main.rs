@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use seedwatch::archive_admin;
+use seedwatch::secrets::{kafka_secret_env, KAFKA_SECRET_SETTINGS};
 use seedwatch::generate::{generate, GenerateOptions, Truth};
 use seedwatch::pipeline::{run, RunOptions, RunReport};
 use seedwatch::truth::score;
@@ -26,6 +27,10 @@ struct Cli {
     /// Log level filter (e.g. `info`, `seedwatch=debug`); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "warn")]
     log_level: String,
+    /// Configuration file (YAML; see config/seedwatch.example.yaml and `config check`):
+    /// defaults for every command's flags; flags and SEEDWATCH_<SECTION>_<KEY> variables win.
+    #[arg(long, global = true, env = seedwatch::config::CONFIG_ENV, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -123,6 +128,22 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// The configuration file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file (every value through its flag's parser) and print the
+    /// effective configuration, SEEDWATCH_* variables applied, Kafka secrets masked; exit 1
+    /// on any error.
+    Check {
+        /// The file [default: --config, else $SEEDWATCH_CONFIG; neither: variables only].
+        file: Option<PathBuf>,
     },
 }
 
@@ -494,25 +515,15 @@ struct KafkaArgs {
     settings: Vec<(String, String)>,
 }
 
-/// librdkafka settings that hold secrets: never on the command line (`ps`, shell history).
-/// Each comes from `SEEDWATCH_KAFKA_<NAME>` (upper case, `.` as `_`) or from the file named by
-/// `SEEDWATCH_KAFKA_<NAME>_FILE` (refused unless mode 0600).
-const SECRET_SETTINGS: [&str; 5] = ["sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret", "ssl.key.pem"];
-
-/// The environment variable a secret setting comes from (`sasl.password`: `SEEDWATCH_KAFKA_SASL_PASSWORD`).
-fn secret_env(setting: &str) -> String {
-    format!("SEEDWATCH_KAFKA_{}", setting.to_ascii_uppercase().replace('.', "_"))
-}
-
 impl KafkaArgs {
     fn config(self) -> Result<seedwatch_kafka::KafkaConfig> {
-        if let Some((name, _)) = self.settings.iter().find(|(name, _)| SECRET_SETTINGS.contains(&name.as_str())) {
-            let env = secret_env(name);
+        if let Some((name, _)) = self.settings.iter().find(|(name, _)| KAFKA_SECRET_SETTINGS.contains(&name.as_str())) {
+            let env = kafka_secret_env(name);
             anyhow::bail!("--kafka-setting {name}=...: secrets do not go on the command line; set {env}, or {env}_FILE to a file only its owner can read (mode 0600)");
         }
         let mut settings: std::collections::BTreeMap<String, String> = self.settings.into_iter().collect();
-        for setting in SECRET_SETTINGS {
-            let env = secret_env(setting);
+        for setting in KAFKA_SECRET_SETTINGS {
+            let env = kafka_secret_env(setting);
             if let Some(file) = std::env::var_os(format!("{env}_FILE")) {
                 let value = seedwatch::secrets::read_private_text(std::path::Path::new(&file), &format!("the Kafka {setting} ({env}_FILE)"))?;
                 settings.insert(setting.into(), value);
@@ -1034,7 +1045,14 @@ async fn query(archive: &ArchiveRoot, format: OutputFormat, sql: Option<&str>, r
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv = match configured_argv() {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     init_logging(&cli);
     match execute(cli) {
         Ok(code) => code,
@@ -1047,6 +1065,43 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The command line with the configuration file's and the SEEDWATCH_* variables' settings
+/// added as the flags they stand for (see `seedwatch::config`).
+fn configured_argv() -> Result<Vec<std::ffi::OsString>> {
+    use clap::CommandFactory;
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let command = Cli::command();
+    let Ok(probe) = command.clone().ignore_errors(true).try_get_matches_from(&argv) else { return Ok(argv) };
+    if probe.subcommand_name() == Some("config") {
+        // `config check` reads the file itself and reports every error, not the first.
+        return Ok(argv);
+    }
+    let config = seedwatch::config::Config::load(probe.get_one::<PathBuf>("config").map(PathBuf::as_path))?;
+    Ok(config.apply(&command, argv)?)
+}
+
+/// `seedwatch config check`: every error, or the effective configuration.
+fn config_check(file: Option<&Path>) -> Result<ExitCode> {
+    use clap::CommandFactory;
+    let config = match seedwatch::config::Config::load(file) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let command = Cli::command();
+    let errors = config.check(&command);
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    if !errors.is_empty() {
+        return Ok(ExitCode::from(1));
+    }
+    print!("{}", config.render(&command));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Whether `e` is the archive's disk filling up, however it was wrapped.
@@ -1063,6 +1118,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn execute(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Config { command: ConfigCommand::Check { file } } => return config_check(file.as_deref().or(cli.config.as_deref())),
         Command::Generate { out, shape } => {
             let truth = generate(&out, &GenerateOptions { days: shape.days, locations: shape.locations, seed: shape.seed, start: shape.start })?;
             println!(

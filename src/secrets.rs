@@ -6,6 +6,17 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+/// librdkafka settings that hold secrets: never on the command line (`ps`, shell history) nor
+/// in the configuration file (a ConfigMap, a repository). Each comes from
+/// `SEEDWATCH_KAFKA_<NAME>` (upper case, `.` as `_`) or from the file named by
+/// `SEEDWATCH_KAFKA_<NAME>_FILE` (refused unless mode 0600).
+pub const KAFKA_SECRET_SETTINGS: [&str; 5] = ["sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret", "ssl.key.pem"];
+
+/// The environment variable a Kafka secret setting comes from (`sasl.password`: `SEEDWATCH_KAFKA_SASL_PASSWORD`).
+pub fn kafka_secret_env(setting: &str) -> String {
+    format!("SEEDWATCH_KAFKA_{}", setting.to_ascii_uppercase().replace('.', "_"))
+}
+
 /// The bytes of `path`, a file holding `what` (e.g. "the TLS private key"), refused with one
 /// line when its permissions let group or others read it.
 pub fn read_private(path: &Path, what: &str) -> Result<Vec<u8>> {
