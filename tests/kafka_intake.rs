@@ -287,3 +287,44 @@ fn one_operators_ids_and_locations_under_anothers_token_are_refused_or_dead_lett
     let status = intake.0.wait().expect("wait");
     assert!(status.success(), "collect http exited with {status}: {}", std::fs::read_to_string(&log).unwrap_or_default());
 }
+
+/// A 202 means Kafka acknowledged, so the intake is ready (`/readyz` 200, what a Kubernetes
+/// Service routes on) only while a broker answers: it turns 503 naming Kafka when the broker
+/// goes away, and ready again when it is back.
+#[test]
+fn the_intake_is_ready_only_while_a_broker_answers() {
+    use common::http::{free_port, try_get};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = Broker::start(dir.path(), Storage::Memory);
+    let tokens = dir.path().join("tokens.yaml");
+    std::fs::write(&tokens, format!("tokens:\n  - name: soc\n    sha256: {}\n    licenses: [\"*\"]\n", hex::encode(sha2::Sha256::digest(b"tok")))).expect("tokens");
+    let wait = |addr: &str, status: u16| -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match try_get(addr, "/readyz") {
+                Some((s, body)) if s == status => return body,
+                other => assert!(Instant::now() < deadline, "/readyz never answered {status}: {other:?}"),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    // Listening, but no broker anywhere: alive, not ready, and it says why.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let lonely_metrics = format!("127.0.0.1:{}", free_port());
+    let lonely = dir.path().join("lonely");
+    std::fs::create_dir(&lonely).expect("dir");
+    let _lonely = start_intake(&lonely, &tokens, &nowhere, &["--metrics-addr", &lonely_metrics]);
+    assert_eq!(try_get(&lonely_metrics, "/healthz").map(|(s, _)| s), Some(200));
+    let why = wait(&lonely_metrics, 503);
+    assert!(why.contains("kafka") && !why.contains("listening"), "{why}");
+
+    // A broker: ready; the broker gone: not ready; back: ready again.
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let (_intake, _addr, log) = start_intake(dir.path(), &tokens, &broker.address, &["--metrics-addr", &metrics]);
+    assert_eq!(wait(&metrics, 200), "ready\n");
+    broker.stop();
+    assert!(wait(&metrics, 503).contains("kafka"), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    broker.restart();
+    assert_eq!(wait(&metrics, 200), "ready\n");
+}

@@ -54,6 +54,9 @@ pub enum KafkaTransportError {
         /// Why.
         message: String,
     },
+    /// No broker answered a metadata request.
+    #[error("no broker answered")]
+    Unreachable(#[source] KafkaError),
 }
 
 /// A seedwatch topic.
@@ -179,6 +182,14 @@ impl Producer {
         ]);
         let inner = c.create().map_err(|e| KafkaTransportError::Config(e.to_string()))?;
         Ok(Self { inner, config: config.clone() })
+    }
+
+    /// Whether a broker answers within `timeout`: the cluster's metadata for the login topic
+    /// (blocking; for readiness checks, off the request path).
+    pub fn reachable(&self, timeout: Duration) -> Result<(), KafkaTransportError> {
+        use rdkafka::producer::Producer as _;
+        let topic = self.config.topic(Topic::Events(Family::Login));
+        self.inner.client().fetch_metadata(Some(&topic), timeout).map(|_| ()).map_err(KafkaTransportError::Unreachable)
     }
 
     /// Produce every message and wait until Kafka acknowledged all of them.

@@ -610,6 +610,22 @@ impl ComponentReady {
     }
 }
 
+/// One readiness check lost or not yet reached, with why (the intake's broker stopped answering).
+#[derive(Debug)]
+pub struct ComponentNotReady {
+    /// The check.
+    pub check: &'static str,
+    /// Why, shown by `/readyz`.
+    pub why: String,
+}
+
+impl ComponentNotReady {
+    /// Mark it not ready.
+    pub fn emit(self) {
+        set_ready(self.check, Err(self.why));
+    }
+}
+
 /// `Ok` when every expected check is ready, else each one that is not, with why.
 pub fn readiness() -> Result<(), Vec<(&'static str, String)>> {
     let checks = READINESS.lock().map_err(|_| vec![("readiness", "poisoned".to_string())])?;
