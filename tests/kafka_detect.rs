@@ -244,12 +244,18 @@ fn python() -> String {
 }
 
 fn setup(storage: Storage) -> (tempfile::TempDir, Broker, Deployment, Contents) {
+    setup_with(storage, 4, 6)
+}
+
+/// The generator's 21 days at `locations` locations, their embedded run, a broker and topics of
+/// `partitions` partitions.
+fn setup_with(storage: Storage, partitions: u32, locations: usize) -> (tempfile::TempDir, Broker, Deployment, Contents) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    generate(&data, &common::options(21, 6, 42)).expect("generate");
+    generate(&data, &common::options(21, locations, 42)).expect("generate");
     let expected = embedded(&data, dir.path());
     let broker = Broker::start(dir.path(), storage);
-    let create = seedwatch(&["topics", "create", "--brokers", &broker.address, "--partitions", "4"]);
+    let create = seedwatch(&["topics", "create", "--brokers", &broker.address, "--partitions", &partitions.to_string()]);
     assert!(create.status.success(), "{}", text(&create.stderr));
     let deployment = Deployment { dir: dir.path().to_path_buf(), data, broker: broker.address.clone(), archive: dir.path().join("archive") };
     common::keys_init(&dir.path().join("fingerprint.key"));
@@ -293,6 +299,58 @@ fn two_detectors_in_one_group_archive_every_event_once_and_find_what_the_embedde
     let ids: BTreeSet<String> = topic["ids"].as_array().expect("ids").iter().filter_map(|v| v.as_str().map(String::from)).collect();
     assert_eq!(ids, expected.finding_ids, "findings topic");
     assert_eq!(topic["bad_keys"], 0, "{topic}");
+}
+
+/// Scale-out on one machine (issue 21): 16 locations over topics of 8 partitions (every one
+/// holding data), read by one detector, then four (three join while the second third of the
+/// data is produced), then two (two leave while the last third is produced). Every member of
+/// each phase owns partitions; the archive holds every event once and exactly the findings of
+/// the embedded run of the whole file.
+#[test]
+fn one_then_four_then_two_detectors_over_eight_partitions_find_what_one_run_finds_and_archive_once() {
+    let (dir, _broker, d, expected) = setup_with(Storage::Memory, 8, 16);
+    let parts = split(&d.data.join("events.ndjson"), &[1.0 / 3.0, 2.0 / 3.0], dir.path());
+    let first_two = dir.path().join("first-two-thirds.ndjson");
+    append(&first_two, &parts[0]);
+    append(&first_two, &parts[1]);
+    let owns_partitions = |name: &str| d.log(name).contains("partition assigned");
+
+    // One detector over all eight partitions.
+    d.collect(&parts[0], &[]);
+    let mut a = d.detector("a", &[]);
+    let part0 = embedded_part(&parts[0], &d.data, dir.path());
+    d.wait_until_archived(&part0, false, Duration::from_secs(120), &["a"], &mut [&mut a]);
+
+    // Three join while the second third is produced: four members, two partitions each.
+    let (mut b, mut c, mut e) = (d.detector("b", &[]), d.detector("c", &[]), d.detector("e", &[]));
+    d.collect(&parts[1], &[]);
+    wait_until("b, c and e to own partitions", Duration::from_secs(120), || ["b", "c", "e"].iter().all(|n| owns_partitions(n)));
+    let first_two = embedded_part(&first_two, &d.data, dir.path());
+    d.wait_until_archived(&first_two, false, Duration::from_secs(180), &["a", "b", "c", "e"], &mut [&mut a, &mut b, &mut c, &mut e]);
+    let a_rebalances = d.log("a").matches("consumer group rebalanced").count();
+
+    // Two leave while the last third is produced; a and b take their partitions over.
+    std::thread::scope(|s| {
+        let collecting = s.spawn(|| d.collect(&parts[2], &[]));
+        stop(c);
+        stop(e);
+        collecting.join().expect("collect of the last third");
+    });
+    let got = d.wait_for(&expected, Duration::from_secs(240), &["a", "b", "c", "e"], &mut [&mut a, &mut b]);
+    assert!(d.log("a").matches("consumer group rebalanced").count() > a_rebalances, "a saw the group shrink:\n{}", d.log("a"));
+    for (family, rows, distinct) in &got.events {
+        assert_eq!(rows, distinct, "{family}: an event archived twice");
+    }
+    assert_eq!(got.finding_rows, got.finding_versions, "a finding version archived twice");
+    // Licenses spread over all eight partitions, so each member of four had work to do.
+    let out = Command::new(python()).args([common::repo().join("tests/kafka/end_offsets.py").display().to_string(), d.broker.clone(), "seedwatch".into()]).output().expect("python");
+    let ends: BTreeMap<String, i64> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
+    let login: Vec<i64> = (0..8).map(|p| ends.get(&format!("seedwatch.login/{p}")).copied().unwrap_or(0)).collect();
+    assert!(login.iter().all(|&n| n > 0), "login messages per partition: {login:?}");
+    stop(a);
+    stop(b);
+    assert_nothing_more_after_the_stop(&d.archive, &got);
+    d.assert_verifies();
 }
 
 #[test]
