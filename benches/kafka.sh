@@ -3,7 +3,8 @@
 # Called by benches/run.sh; alone: benches/kafka.sh DATA_DIR WORK_DIR
 # Prints, against one local tansu in one run: the transport's own ceiling (benches/transport.rs:
 # the same lines produced then consumed, unparsed), the collector's rate, the detector's rate
-# from start to the last event archived (with its CPU time), and end to end against the ceiling.
+# from start to the last event archived (with its CPU time), end to end against the ceiling, and
+# one HTTP intake replica's rate (benches/intake.rs: the same lines posted, plain and gzip).
 # SEEDWATCH_BENCH_PROFILE=1 also records a perf profile of the detector ($WORK_DIR/kafka/detect.perf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,8 @@ broker="127.0.0.1:$port"
 (cd "$dir" && exec tansu broker --listener-url "tcp://$broker" --advertised-listener-url "tcp://$broker" --storage-engine memory://tansu/ >tansu.log 2>&1) &
 tansu_pid=$!
 detect_pid=""
-cleanup() { [ -n "$detect_pid" ] && kill "$detect_pid" 2>/dev/null; kill "$tansu_pid" 2>/dev/null; wait 2>/dev/null || true; }
+intake_pid=""
+cleanup() { for p in "$detect_pid" "$intake_pid"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done; kill "$tansu_pid" 2>/dev/null; wait 2>/dev/null || true; }
 trap cleanup EXIT
 for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 "$bin" topics create --brokers "$broker" --partitions "$partitions" >/dev/null
@@ -69,3 +71,22 @@ awk -v n="$archived" -v s="$start" -v e="$end" -v cs="$collect_start" -v ce="$co
   printf "   detect: %d events archived in %.1f s (%.0f events/s, one detector, group join and poll overhead included)\n", n, d, n / d
   printf "   end to end: collect %.1f s + detect %.1f s = %.0f events/s; transport ceiling %.0f messages/s; %.0f%% of it\n", c, d, lines / (c + d), lines / ceiling, 100 * ceiling / (c + d)
 }'
+
+# One intake replica, on topics of its own so the detector's figures above are untouched.
+"$bin" topics create --brokers "$broker" --partitions "$partitions" --topic-prefix intake-bench >/dev/null
+token="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+printf 'tokens:\n  - name: bench\n    sha256: %s\n    licenses: ["*"]\n' "$(printf '%s' "$token" | sha256sum | cut -c1-64)" >"$dir/tokens.yaml"
+"$bin" collect http --listen 127.0.0.1:0 --tokens "$dir/tokens.yaml" --brokers "$broker" --topic-prefix intake-bench \
+  --fingerprint-key "$work/fp.key" 2>"$dir/intake.log" &
+intake_pid=$!
+intake=""
+for _ in $(seq 100); do
+  intake=$(sed -n 's|^intake: listening on \(http://[^ ]*\)$|\1|p' "$dir/intake.log")
+  [ -n "$intake" ] && break
+  sleep 0.1
+done
+[ -n "$intake" ] || { echo "kafka.sh: the intake did not start: $(cat "$dir/intake.log")" >&2; exit 1; }
+SEEDWATCH_BENCH_INTAKE="$intake" SEEDWATCH_BENCH_TOKEN="$token" SEEDWATCH_BENCH_INPUT="$data/events.ndjson" \
+  cargo bench --locked --workspace --quiet --bench intake 2>"$dir/intake-bench.err" | tee "$dir/intake.txt" | sed 's/^/   /'
+grep -q '^intake/gzip' "$dir/intake.txt" || { echo "kafka.sh: the intake benchmark failed: $(tail -5 "$dir/intake-bench.err")" >&2; exit 1; }
+awk -v hz="$(getconf CLK_TCK)" '{ printf "   intake CPU %.1f s over both runs\n", ($14 + $15) / hz }' "/proc/$intake_pid/stat"
