@@ -163,17 +163,48 @@ fn the_chart_renders_with_helm_validates_against_kubernetes_and_its_schema_and_e
         }
     }
 
+    // One configuration file, rendered into a ConfigMap, read by every container; the real
+    // binary's `config check` accepts it and says where each setting comes from.
+    let configs: Vec<PathBuf> = [(&default, "default"), (&multi_rendered, "multi")]
+        .into_iter()
+        .map(|(r, name)| {
+            let map = kind(&r.docs, "ConfigMap").into_iter().find(|c| c["metadata"]["name"].as_str().is_some_and(|n| n.ends_with("-config"))).expect("the configuration ConfigMap");
+            let file = dir.path().join(format!("{name}-seedwatch.yaml"));
+            std::fs::write(&file, map["data"]["seedwatch.yaml"].as_str().expect("seedwatch.yaml")).expect("write");
+            let out = Command::new(env!("CARGO_BIN_EXE_seedwatch")).args(["config", "check"]).arg(&file).output().expect("seedwatch config check");
+            assert!(out.status.success(), "config check of the {name} chart's file: {}{}", text(&out.stdout), text(&out.stderr));
+            file
+        })
+        .collect();
+    let multi_config: Value = serde_yaml::from_str(&std::fs::read_to_string(&configs[1]).expect("config")).expect("yaml");
+    assert_eq!(multi_config["archive"]["root"], "s3://acme-seedwatch/archive");
+    assert_eq!(multi_config["kafka"]["settings"]["sasl.mechanism"], "SCRAM-SHA-512");
+    assert_eq!(multi_config["alertmanager"]["url"], "http://alertmanager.monitoring:9093");
+    assert!(multi_config["intake"]["tls_cert"].is_string() && multi_config["rules"]["locations"].is_string(), "{multi_config:?}");
+    for r in [&default, &multi_rendered] {
+        for (name, spec) in pod_specs(&r.docs) {
+            for c in spec["containers"].as_sequence().expect("containers") {
+                let env = c["env"].as_sequence().expect("env");
+                assert!(env.iter().any(|e| e["name"] == "SEEDWATCH_CONFIG" && e["value"] == "/etc/seedwatch/config/seedwatch.yaml"), "{name}: no SEEDWATCH_CONFIG");
+                assert!(c["volumeMounts"].as_sequence().is_some_and(|m| m.iter().any(|m| m["name"] == "config" && m["mountPath"] == "/etc/seedwatch/config")), "{name}: the file is not mounted");
+            }
+        }
+    }
+
     // Detectors: a StatefulSet whose pod name is the static member id, no more replicas than
     // partitions, a disruption budget; secrets only as files named through the environment.
     let detector = kind(&multi_rendered.docs, "StatefulSet")[0];
     let replicas = detector["spec"]["replicas"].as_u64().expect("replicas");
-    let args: Vec<&str> = detector["spec"]["template"]["spec"]["containers"][0]["args"].as_sequence().expect("args").iter().filter_map(Value::as_str).collect();
-    let partitions: u64 = args.iter().find_map(|a| a.strip_prefix("--partitions=")).and_then(|p| p.parse().ok()).expect("--partitions");
+    let partitions = multi_config["kafka"]["partitions"].as_u64().expect("kafka.partitions");
     assert!(replicas == 4 && replicas <= partitions, "{replicas} replicas over {partitions} partitions");
-    assert!(args.contains(&"--instance-id=$(POD_NAME)") && args.contains(&"--archive=s3://acme-seedwatch/archive"), "{args:?}");
+    let pod = &detector["spec"]["template"];
+    let env = pod["spec"]["containers"][0]["env"].as_sequence().expect("env");
+    assert!(env.iter().any(|e| e["name"] == "SEEDWATCH_DETECT_INSTANCE_ID" && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"), "{env:?}");
+    assert!(pod["metadata"]["annotations"]["checksum/config"].as_str().is_some_and(|c| c.len() == 64), "a changed configuration does not roll the pods");
     let rendered_text = std::fs::read_to_string(&multi_rendered.file).expect("rendered");
     assert!(rendered_text.contains("SEEDWATCH_KAFKA_SASL_PASSWORD_FILE") && !rendered_text.contains("sasl.password="), "a Kafka secret on a command line");
-    assert!(rendered_text.contains("--metrics-tls-cert=") && rendered_text.contains("--tls-cert=") && rendered_text.contains("scheme: HTTPS"), "TLS not wired");
+    assert!(multi_config["kafka"]["settings"]["sasl.password"].is_null(), "a Kafka secret in the configuration");
+    assert!(rendered_text.contains("--metrics-tls-cert=") && rendered_text.contains("scheme: HTTPS"), "TLS not wired");
 
     // One source for the alerts and the dashboard: the files in monitoring/, not copies.
     let rule = kind(&multi_rendered.docs, "PrometheusRule")[0];
@@ -191,13 +222,23 @@ fn the_chart_renders_with_helm_validates_against_kubernetes_and_its_schema_and_e
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
     assert_eq!(monitor["spec"]["endpoints"][0]["scheme"], "https");
 
-    // Every container's arguments are accepted by the real binary (`--help` after them parses
-    // them all first): the chart cannot drift from the CLI.
-    for r in [&default, &multi_rendered] {
+    // Every container's arguments, with its configuration file and its pod's environment, are
+    // accepted by the real binary (`--help` after them parses them all first, and the file's
+    // settings are checked by their flags' parsers before that): the chart cannot drift from
+    // the CLI.
+    for (r, config) in [&default, &multi_rendered].into_iter().zip(&configs) {
         for (name, spec) in pod_specs(&r.docs) {
             for c in spec["containers"].as_sequence().expect("containers") {
                 let args: Vec<&str> = c["args"].as_sequence().expect("args").iter().filter_map(Value::as_str).collect();
-                let out = Command::new(env!("CARGO_BIN_EXE_seedwatch")).args(&args).arg("--help").output().expect("seedwatch");
+                let mut run = Command::new(env!("CARGO_BIN_EXE_seedwatch"));
+                run.args(&args).arg("--help").env("SEEDWATCH_CONFIG", config);
+                for e in c["env"].as_sequence().into_iter().flatten() {
+                    let value = if e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name" { "seedwatch-detector-0" } else { e["value"].as_str().unwrap_or("") };
+                    if let Some(n) = e["name"].as_str().filter(|n| *n != "SEEDWATCH_CONFIG") {
+                        run.env(n, value);
+                    }
+                }
+                let out = run.output().expect("seedwatch");
                 assert!(out.status.success(), "{name}: seedwatch {} refused: {}", args.join(" "), text(&out.stderr));
             }
         }

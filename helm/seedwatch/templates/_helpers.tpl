@@ -22,16 +22,8 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{ printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end -}}
 
-{{/* Flags every Kafka client takes. */}}
-{{- define "seedwatch.kafkaArgs" -}}
-- --brokers={{ .Values.kafka.brokers }}
-- --topic-prefix={{ .Values.kafka.topicPrefix }}
-{{- range $name, $value := .Values.kafka.settings }}
-- --kafka-setting={{ $name }}={{ $value }}
-{{- end }}
-{{- end -}}
-
-{{/* Flags of the metrics listener (health endpoints on the same port). */}}
+{{/* Flags of the metrics listener (health endpoints on the same port): per process, so not
+in the configuration file (a collector pod's other containers serve none). */}}
 {{- define "seedwatch.metricsArgs" -}}
 - --metrics-addr=0.0.0.0:{{ .Values.metrics.port }}
 {{- if .Values.tls.metricsSecret }}
@@ -46,25 +38,16 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- end -}}
 
-{{/* Rules and reference files. */}}
-{{- define "seedwatch.ruleArgs" -}}
-{{- if .Values.rules.configMap }}
-- --rules=/etc/seedwatch/rules
-{{- end }}
-{{- if .Values.reference.configMap }}
-- --locations=/etc/seedwatch/reference/locations.csv
-- --roster=/etc/seedwatch/reference/roster.csv
-{{- end }}
-{{- end -}}
-
 {{- define "seedwatch.archive" -}}
 {{- default "/archive" .Values.archive.url -}}
 {{- end -}}
 
-{{/* Environment every container gets: S3 credentials and Kafka secret files. */}}
+{{/* Environment every container gets: the configuration file and Kafka secret files. */}}
 {{- define "seedwatch.env" -}}
 - name: HOME
   value: /tmp
+- name: SEEDWATCH_CONFIG
+  value: /etc/seedwatch/config/seedwatch.yaml
 {{- range .Values.kafka.secretSettings.names }}
 - name: {{ printf "SEEDWATCH_KAFKA_%s_FILE" (. | upper | replace "." "_") }}
   value: {{ printf "/etc/seedwatch/kafka/%s" . }}
@@ -85,6 +68,9 @@ envFrom:
   mountPath: /tmp
 - name: keys
   mountPath: /etc/seedwatch/keys
+  readOnly: true
+- name: config
+  mountPath: /etc/seedwatch/config
   readOnly: true
 {{- if .Values.rules.configMap }}
 - name: rules
@@ -130,6 +116,9 @@ envFrom:
   secret:
     secretName: {{ .Values.keys.existingSecret }}
     defaultMode: 0400
+- name: config
+  configMap:
+    name: {{ include "seedwatch.fullname" . }}-config
 {{- if .Values.rules.configMap }}
 - name: rules
   configMap:
@@ -180,6 +169,11 @@ readinessProbe:
   httpGet: {path: /readyz, port: metrics, scheme: {{ $scheme }}}
   periodSeconds: 10
   failureThreshold: 3
+{{- end -}}
+
+{{/* Pod annotations: a changed configuration file rolls the pods that read it. */}}
+{{- define "seedwatch.podAnnotations" -}}
+checksum/config: {{ include (print .Template.BasePath "/config.yaml") . | sha256sum }}
 {{- end -}}
 
 {{- define "seedwatch.podSpecCommon" -}}
