@@ -62,6 +62,12 @@ pub fn collect(opts: &CollectOptions) -> Result<CollectReport> {
     let redactor = Redactor::new(Fingerprinter::load(&opts.fingerprint_key)?)?;
     let mut decoder = Decoder::new(redactor.clone()).with_max_clock_skew(crate::pipeline::DEFAULT_MAX_CLOCK_SKEW_MS);
     let producer = Producer::new(&opts.kafka)?;
+    if opts.follow {
+        // A following collector is a daemon: ready while a broker answers (it queues and
+        // retries meanwhile, but its pod should say it is cut off).
+        crate::internal_events::ReadinessExpected { checks: &["kafka"] }.emit();
+        crate::metrics_server::watch_broker(producer.clone(), Arc::clone(&opts.stop))?;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut checkpoint = match &opts.checkpoint {
         Some(path) => Checkpoint::load(path)?,

@@ -42,9 +42,6 @@ use crate::tls::Transport;
 
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 const WORKERS: usize = 4;
-/// How often, and how patiently, the intake asks whether a broker answers (`/readyz`).
-const BROKER_CHECK_INTERVAL: Duration = Duration::from_secs(5);
-const BROKER_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bad lines listed in a 202 report (the count covers them all).
 pub const MAX_REPORTED_ERRORS: usize = 100;
 /// How often a worker reading a request looks at the stop flag.
@@ -181,19 +178,7 @@ pub fn serve(opts: &IntakeOptions, stop: Arc<AtomicBool>, bound: impl FnOnce(Soc
     let shared = Arc::new(Shared { tokens, redactor, producer, runtime, limits: opts.limits, stats: Mutex::new(DecodeStats::default()), stop: Arc::clone(&stop), tenancy: opts.tenancy.clone(), tls });
     // Ready only while a broker answers: a 202 means Kafka acknowledged, so an intake that
     // cannot reach one should get no traffic from its Service.
-    let watch = Arc::clone(&shared);
-    std::thread::Builder::new().name("seedwatch-intake-broker".into()).spawn(move || {
-        while !watch.stop.load(Ordering::Relaxed) {
-            match watch.producer.reachable(BROKER_CHECK_TIMEOUT) {
-                Ok(()) => crate::internal_events::ComponentReady { check: "kafka" }.emit(),
-                Err(e) => crate::internal_events::ComponentNotReady { check: "kafka", why: format!("{e}: {}", std::error::Error::source(&e).map_or_else(String::new, ToString::to_string)) }.emit(),
-            }
-            let next = std::time::Instant::now() + BROKER_CHECK_INTERVAL;
-            while !watch.stop.load(Ordering::Relaxed) && std::time::Instant::now() < next {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    })?;
+    crate::metrics_server::watch_broker(shared.producer.clone(), Arc::clone(&stop))?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<TcpStream>(WORKERS * 4);
     let rx = Arc::new(Mutex::new(rx));
     let mut workers = Vec::new();

@@ -23,6 +23,32 @@ use sha2::{Digest, Sha256};
 use crate::internal_events::HttpRequestRefused;
 use crate::tls::{TlsFiles, Transport};
 
+/// How often, and how patiently, a daemon that produces asks whether a broker answers.
+const BROKER_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+const BROKER_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Keep `/readyz`'s `kafka` check up to date for a daemon that produces (the intake, a
+/// following collector): ready while a broker answers a metadata request, asked every 5 s on a
+/// thread of its own until `stop`. The caller lists `kafka` among its expected checks.
+pub fn watch_broker(producer: seedwatch_kafka::Producer, stop: Arc<std::sync::atomic::AtomicBool>) -> std::io::Result<thread::JoinHandle<()>> {
+    use std::sync::atomic::Ordering;
+    thread::Builder::new().name("seedwatch-broker-watch".into()).spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match producer.reachable(BROKER_CHECK_TIMEOUT) {
+                Ok(()) => crate::internal_events::ComponentReady { check: "kafka" }.emit(),
+                Err(e) => {
+                    let why = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
+                    crate::internal_events::ComponentNotReady { check: "kafka", why }.emit();
+                }
+            }
+            let next = std::time::Instant::now() + BROKER_CHECK_INTERVAL;
+            while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < next {
+                thread::sleep(Duration::from_millis(200));
+            }
+        }
+    })
+}
+
 /// Longest request head accepted (request line and headers).
 const MAX_HEAD_BYTES: usize = 8 * 1024;
 

@@ -290,9 +290,10 @@ fn one_operators_ids_and_locations_under_anothers_token_are_refused_or_dead_lett
 
 /// A 202 means Kafka acknowledged, so the intake is ready (`/readyz` 200, what a Kubernetes
 /// Service routes on) only while a broker answers: it turns 503 naming Kafka when the broker
-/// goes away, and ready again when it is back.
+/// goes away, and ready again when it is back. A following file collector, the other daemon
+/// that produces, does the same.
 #[test]
-fn the_intake_is_ready_only_while_a_broker_answers() {
+fn the_intake_and_a_following_collector_are_ready_only_while_a_broker_answers() {
     use common::http::{free_port, try_get};
     let dir = tempfile::tempdir().expect("tempdir");
     let mut broker = Broker::start(dir.path(), Storage::Memory);
@@ -322,9 +323,27 @@ fn the_intake_is_ready_only_while_a_broker_answers() {
     // A broker: ready; the broker gone: not ready; back: ready again.
     let metrics = format!("127.0.0.1:{}", free_port());
     let (_intake, _addr, log) = start_intake(dir.path(), &tokens, &broker.address, &["--metrics-addr", &metrics]);
-    assert_eq!(wait(&metrics, 200), "ready\n");
+    let collector_metrics = format!("127.0.0.1:{}", free_port());
+    let followed = dir.path().join("followed.ndjson");
+    std::fs::write(&followed, format!("{LOGIN_L1}\n")).expect("followed file");
+    let _collector = Running(
+        Command::new(env!("CARGO_BIN_EXE_seedwatch"))
+            .args(["collect", "file", "--follow", "--input", &followed.display().to_string(), "--brokers", &broker.address])
+            .args(["--fingerprint-key", &dir.path().join("fp.key").display().to_string(), "--metrics-addr", &collector_metrics])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.path().join("collector.log")).expect("log")))
+            .spawn()
+            .expect("collect file --follow"),
+    );
+    for addr in [&metrics, &collector_metrics] {
+        assert_eq!(wait(addr, 200), "ready\n", "{addr}");
+    }
     broker.stop();
-    assert!(wait(&metrics, 503).contains("kafka"), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    for addr in [&metrics, &collector_metrics] {
+        assert!(wait(addr, 503).contains("kafka"), "{addr}: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    }
     broker.restart();
-    assert_eq!(wait(&metrics, 200), "ready\n");
+    for addr in [&metrics, &collector_metrics] {
+        assert_eq!(wait(addr, 200), "ready\n", "{addr}");
+    }
 }

@@ -152,7 +152,8 @@ pub struct Message<'a> {
     pub payload: &'a [u8],
 }
 
-/// An idempotent, acks=all, lz4 producer.
+/// An idempotent, acks=all, lz4 producer. Clones share one librdkafka client.
+#[derive(Clone)]
 pub struct Producer {
     inner: FutureProducer,
     config: KafkaConfig,
