@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::http::{free_port, sum_of, try_get};
+use common::http::{sum_of, try_get};
 use common::{repo, text};
 use serde_json::Value;
 
@@ -143,27 +143,15 @@ fn prometheus_scrapes_a_running_seedwatch_and_fires_an_alert() {
     let exported: BTreeSet<String> = scrape.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next().map(str::to_string)).collect();
 
     // A real Prometheus server scraping it with the shipped alerts.
-    let port = free_port();
-    let prom_addr = format!("127.0.0.1:{port}");
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
+    let prometheus = common::prometheus::Prometheus::start(
+        dir.path(),
+        &format!(
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: [\"{}\"]\nscrape_configs:\n  - job_name: seedwatch\n    static_configs: [{{targets: [\"{addr}\"]}}]\n",
             repo().join(ALERTS).display()
         ),
-    )
-    .expect("write config");
-    let prometheus = tool("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
-        .arg(format!("--web.listen-address={prom_addr}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(dir.path().join("prometheus.log")).expect("log")))
-        .spawn()
-        .expect("starting prometheus");
-    let _prometheus = Running(prometheus);
-    let log = || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+    );
+    let prom_addr = prometheus.address.clone();
+    let log = || prometheus.log();
     let api = |path: &str| -> Value {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {

@@ -239,28 +239,17 @@ fn prometheus_scrapes_metrics_over_mutual_tls_with_a_bearer_token_and_nothing_le
     assert!(no_cert["error"].is_string(), "{no_cert}");
 
     let target = url.trim_start_matches("https://").trim_end_matches("/metrics").to_string();
-    let prom_addr = format!("127.0.0.1:{}", free_port());
-    let config = dir.path().join("prometheus.yml");
     let (ca, cert, key, tok) = (pki.ca.display(), scraper.cert.display(), scraper.key.display(), token.display());
-    std::fs::write(
-        &config,
-        format!(
+    let prometheus = common::prometheus::Prometheus::start(
+        dir.path(),
+        &format!(
             "global: {{scrape_interval: 1s}}\nscrape_configs:\n\
              - job_name: full\n  scheme: https\n  tls_config: {{ca_file: \"{ca}\", cert_file: \"{cert}\", key_file: \"{key}\"}}\n  authorization: {{credentials_file: \"{tok}\"}}\n  static_configs: [{{targets: [\"{target}\"]}}]\n\
              - job_name: no-token\n  scheme: https\n  tls_config: {{ca_file: \"{ca}\", cert_file: \"{cert}\", key_file: \"{key}\"}}\n  static_configs: [{{targets: [\"{target}\"]}}]\n\
              - job_name: no-cert\n  scheme: https\n  tls_config: {{ca_file: \"{ca}\"}}\n  authorization: {{credentials_file: \"{tok}\"}}\n  static_configs: [{{targets: [\"{target}\"]}}]\n"
         ),
-    )
-    .expect("prometheus.yml");
-    let prometheus = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
-        .arg(format!("--web.listen-address={prom_addr}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(dir.path().join("prometheus.log")).expect("log")))
-        .spawn()
-        .expect("`prometheus` is not on PATH (./scripts/test.sh installs Debian's prometheus)");
-    let _prometheus = Running(prometheus);
+    );
+    let prom_addr = prometheus.address.clone();
     let deadline = Instant::now() + Duration::from_secs(60);
     let up = loop {
         let up: Option<Vec<(String, String)>> = try_get(&prom_addr, "/api/v1/query?query=up").and_then(|(_, body)| {
@@ -272,7 +261,7 @@ fn prometheus_scrapes_metrics_over_mutual_tls_with_a_bearer_token_and_nothing_le
             rows.sort();
             break rows;
         }
-        assert!(Instant::now() < deadline, "prometheus never scraped all three jobs: {}", std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default());
+        assert!(Instant::now() < deadline, "prometheus never scraped all three jobs: {}", prometheus.log());
         std::thread::sleep(Duration::from_millis(500));
     };
     let expected: Vec<(String, String)> = [("full", "1"), ("no-cert", "0"), ("no-token", "0")].iter().map(|(j, v)| (j.to_string(), v.to_string())).collect();

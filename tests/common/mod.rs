@@ -6,6 +6,7 @@
 pub mod broker;
 pub mod http;
 pub mod pki;
+pub mod prometheus;
 pub mod tmpfs;
 
 use std::path::{Path, PathBuf};
