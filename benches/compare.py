@@ -131,15 +131,23 @@ def bytes_per_event(seedwatch, data, work, pieces=8):
         shutil.rmtree(per_day, ignore_errors=True)
         con.execute(f"COPY (SELECT * FROM read_parquet('{glob}', hive_partitioning = true) ORDER BY {order}) TO '{per_day}' "
                     "(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (date))")
+        # And a file per month: what a coarser layout for compacted history would give (issue 18).
+        per_month = work / f"duckdb-{table}-by-month"
+        shutil.rmtree(per_month, ignore_errors=True)
+        con.execute(f"COPY (SELECT *, substr(CAST(date AS VARCHAR), 1, 7) AS month FROM read_parquet('{glob}', hive_partitioning = true) ORDER BY {order}) "
+                    f"TO '{per_month}' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (month))")
         compacted = table_bytes(stream, table)
         duck = theirs.stat().st_size
         duck_by_day = sum(f.stat().st_size for f in per_day.glob("date=*/*.parquet"))
+        duck_by_month = sum(f.stat().st_size for f in per_month.glob("month=*/*.parquet"))
         print(f"  {table:<6} {rows:>11,} events   streaming {streaming[table] / rows:6.1f} B/event ({files[table]} files)"
               f"   compacted {compacted / rows:6.1f}   duckdb one file {duck / rows:6.1f} ({duck / compacted:4.2f}x)"
-              f"   duckdb a file per day {duck_by_day / rows:6.1f} ({duck_by_day / compacted:4.2f}x)")
+              f"   duckdb a file per day {duck_by_day / rows:6.1f} ({duck_by_day / compacted:4.2f}x)"
+              f"   a file per month {duck_by_month / rows:6.1f} ({duck_by_month / compacted:4.2f}x)")
         out.append({"table": table, "events": rows, "streaming_files": files[table], "streaming_bytes_per_event": streaming[table] / rows,
                     "compacted_bytes_per_event": compacted / rows, "duckdb_bytes_per_event": duck / rows, "ratio": duck / compacted,
-                    "duckdb_by_date_bytes_per_event": duck_by_day / rows, "ratio_by_date": duck_by_day / compacted})
+                    "duckdb_by_date_bytes_per_event": duck_by_day / rows, "ratio_by_date": duck_by_day / compacted,
+                    "duckdb_by_month_bytes_per_event": duck_by_month / rows})
     return out
 
 
