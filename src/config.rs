@@ -363,7 +363,12 @@ impl Config {
         // A first, forgiving parse finds the command and what the command line gives;
         // a command line that does not parse is left for the real parse to explain.
         let Ok(matches) = cli.clone().ignore_errors(true).try_get_matches_from(&argv) else { return Ok(argv) };
-        let (path, leaf, leaf_matches) = leaf(cli, &matches);
+        self.apply_parsed(cli, argv, &matches)
+    }
+
+    /// [`Config::apply`] with that forgiving parse already made (`matches`, of `argv`).
+    pub fn apply_parsed(&self, cli: &clap::Command, argv: Vec<OsString>, matches: &clap::ArgMatches) -> Result<Vec<OsString>, ConfigError> {
+        let (path, leaf, leaf_matches) = leaf(cli, matches);
         let mut added: Vec<OsString> = Vec::new();
         for setting in &self.settings {
             if !setting.binding.covers(&path) {
@@ -373,7 +378,7 @@ impl Config {
             let (command, given) = if leaf.get_arguments().any(|a| a.get_id() == setting.binding.flag) {
                 (leaf, leaf_matches)
             } else if cli.get_arguments().any(|a| a.get_id() == setting.binding.flag) {
-                (cli, &matches)
+                (cli, matches)
             } else {
                 continue;
             };
@@ -499,11 +504,10 @@ fn read_file(path: &Path) -> Result<Vec<Setting>, ConfigError> {
             if name == "kafka.settings"
                 && let Some(secret) = value.as_mapping().into_iter().flatten().filter_map(|(k, _)| k.as_str()).find(|k| crate::secrets::KAFKA_SECRET_SETTINGS.contains(k))
             {
-                let env = crate::secrets::kafka_secret_env(secret);
                 return Err(ConfigError::Value {
                     origin,
                     key: format!("{name}.{secret}"),
-                    message: format!("secrets do not go in the configuration file; set {env}, or {env}_FILE to a file only its owner can read (mode 0600)"),
+                    message: format!("secrets do not go in the configuration file; {}", crate::secrets::kafka_secret_advice(secret)),
                 });
             }
             settings.push(Setting { binding, values, origin });
@@ -533,7 +537,7 @@ fn yaml_value(binding: &Binding, values: &[String]) -> String {
         return serde_json::to_string(&map).unwrap_or_default();
     }
     let typed = |v: &String| match v.parse::<u64>() {
-        Ok(n) if matches!(binding.flag, "partitions" | "max_buffered_rows") || binding.flag.starts_with("max_") => serde_json::Value::from(n),
+        Ok(n) if binding.flag == "partitions" || binding.flag.starts_with("max_") => serde_json::Value::from(n),
         _ => serde_json::Value::String(v.clone()),
     };
     match values {

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use seedwatch::archive_admin;
-use seedwatch::secrets::{kafka_secret_env, KAFKA_SECRET_SETTINGS};
+use seedwatch::secrets::{kafka_secret_advice, kafka_secret_env, KAFKA_SECRET_SETTINGS};
 use seedwatch::generate::{generate, GenerateOptions, Truth};
 use seedwatch::pipeline::{run, RunOptions, RunReport};
 use seedwatch::truth::score;
@@ -518,8 +518,7 @@ struct KafkaArgs {
 impl KafkaArgs {
     fn config(self) -> Result<seedwatch_kafka::KafkaConfig> {
         if let Some((name, _)) = self.settings.iter().find(|(name, _)| KAFKA_SECRET_SETTINGS.contains(&name.as_str())) {
-            let env = kafka_secret_env(name);
-            anyhow::bail!("--kafka-setting {name}=...: secrets do not go on the command line; set {env}, or {env}_FILE to a file only its owner can read (mode 0600)");
+            anyhow::bail!("--kafka-setting {name}=...: secrets do not go on the command line; {}", kafka_secret_advice(name));
         }
         let mut settings: std::collections::BTreeMap<String, String> = self.settings.into_iter().collect();
         for setting in KAFKA_SECRET_SETTINGS {
@@ -1079,7 +1078,7 @@ fn configured_argv() -> Result<Vec<std::ffi::OsString>> {
         return Ok(argv);
     }
     let config = seedwatch::config::Config::load(probe.get_one::<PathBuf>("config").map(PathBuf::as_path))?;
-    Ok(config.apply(&command, argv)?)
+    Ok(config.apply_parsed(&command, argv, &probe)?)
 }
 
 /// `seedwatch config check`: every error, or the effective configuration.

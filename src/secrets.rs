@@ -12,6 +12,12 @@ use anyhow::{Context, Result};
 /// `SEEDWATCH_KAFKA_<NAME>_FILE` (refused unless mode 0600).
 pub const KAFKA_SECRET_SETTINGS: [&str; 5] = ["sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret", "ssl.key.pem"];
 
+/// Where a Kafka secret setting goes instead of a flag or the configuration file.
+pub fn kafka_secret_advice(setting: &str) -> String {
+    let env = kafka_secret_env(setting);
+    format!("set {env}, or {env}_FILE to a file only its owner can read (mode 0600)")
+}
+
 /// The environment variable a Kafka secret setting comes from (`sasl.password`: `SEEDWATCH_KAFKA_SASL_PASSWORD`).
 pub fn kafka_secret_env(setting: &str) -> String {
     format!("SEEDWATCH_KAFKA_{}", setting.to_ascii_uppercase().replace('.', "_"))

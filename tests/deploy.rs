@@ -275,8 +275,7 @@ fn values_files_are_checked_against_the_chart_schema_by_check_jsonschema_and_by_
 #[test]
 fn a_detector_is_live_at_once_and_ready_once_it_has_partitions_and_an_archive() {
     use common::broker::{Broker, Running, Storage};
-    use common::http::{free_port, try_get};
-    use std::time::{Duration, Instant};
+    use common::http::{free_port, try_get, wait_for_status};
     let dir = tempfile::tempdir().expect("tempdir");
     let key = common::keys_init(&dir.path().join("fp.key"));
     let token = dir.path().join("metrics.token");
@@ -294,23 +293,13 @@ fn a_detector_is_live_at_once_and_ready_once_it_has_partitions_and_an_archive() 
                 .expect("detect"),
         )
     };
-    let wait = |addr: &str, path: &str, status: u16| -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match try_get(addr, path) {
-                Some((s, body)) if s == status => return body,
-                other => assert!(Instant::now() < deadline, "{path} never answered {status}: {other:?}"),
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
 
     // No broker: alive, not ready, and it says why.
     let metrics = format!("127.0.0.1:{}", free_port());
     let nowhere = format!("127.0.0.1:{}", free_port());
     let _lonely = detector(&nowhere, &metrics);
-    assert_eq!(wait(&metrics, "/healthz", 200), "ok\n");
-    let why = wait(&metrics, "/readyz", 503);
+    assert_eq!(wait_for_status(&metrics, "/healthz", 200), "ok\n");
+    let why = wait_for_status(&metrics, "/readyz", 503);
     assert!(why.contains("kafka: not yet") && !why.contains("rules"), "{why}");
     assert_eq!(try_get(&metrics, "/metrics").map(|(s, _)| s), Some(401), "/metrics still wants its token");
 
@@ -318,5 +307,5 @@ fn a_detector_is_live_at_once_and_ready_once_it_has_partitions_and_an_archive() 
     let broker = Broker::start(dir.path(), Storage::Memory);
     let metrics = format!("127.0.0.1:{}", free_port());
     let _detector = detector(&broker.address, &metrics);
-    assert_eq!(wait(&metrics, "/readyz", 200), "ready\n");
+    assert_eq!(wait_for_status(&metrics, "/readyz", 200), "ready\n");
 }

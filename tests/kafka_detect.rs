@@ -34,6 +34,16 @@ struct Contents {
     finding_versions: i64,
 }
 
+impl Contents {
+    /// No event and no finding version archived twice.
+    fn assert_each_once(&self) {
+        for (family, rows, distinct) in &self.events {
+            assert_eq!(rows, distinct, "{family}: an event archived twice");
+        }
+        assert_eq!(self.finding_rows, self.finding_versions, "a finding version archived twice");
+    }
+}
+
 fn contents(archive: &Path) -> Contents {
     block_on(async {
         let ctx = seedwatch_archive::open_session(archive).await?;
@@ -142,13 +152,20 @@ impl Deployment {
         self.wait_until_archived(expected, true, limit, logs, detectors)
     }
 
+    /// Messages the broker holds per family topic partition (`seedwatch.login/0`: n), read by
+    /// kafka-python; else what it said.
+    fn end_offsets(&self) -> Result<BTreeMap<String, i64>, String> {
+        let out = Command::new(python()).args([common::repo().join("tests/kafka/end_offsets.py").display().to_string(), self.broker.clone(), "seedwatch".into()]).output().expect("python");
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", text(&out.stderr)))
+    }
+
     /// Per topic partition, the messages the broker holds against the offsets archived (as
     /// events or dead letters), where they differ: tells rows that never reached the broker
     /// from rows no detector archived, and where the gap is.
     fn partition_report(&self) -> String {
-        let out = Command::new(python()).args([common::repo().join("tests/kafka/end_offsets.py").display().to_string(), self.broker.clone(), "seedwatch".into()]).output().expect("python");
-        let Ok(ends) = serde_json::from_slice::<BTreeMap<String, i64>>(&out.stdout) else {
-            return format!("(no end offsets: {})", text(&out.stderr));
+        let ends = match self.end_offsets() {
+            Ok(ends) => ends,
+            Err(why) => return format!("(no end offsets: {why})"),
         };
         let mut archived: BTreeMap<String, (i64, i64)> = BTreeMap::new();
         for table in ["login", "api", "sync", "audit", "dead_letter"] {
@@ -279,10 +296,7 @@ fn two_detectors_in_one_group_archive_every_event_once_and_find_what_the_embedde
 
     let (mut a, mut b) = (a, b);
     let got = d.wait_for(&expected, Duration::from_secs(180), &["a", "b"], &mut [&mut a, &mut b]);
-    for (family, rows, distinct) in &got.events {
-        assert_eq!(rows, distinct, "{family}: an event archived twice");
-    }
-    assert_eq!(got.finding_rows, got.finding_versions, "a finding version archived twice");
+    got.assert_each_once();
     // Both members did part of the work.
     for name in ["a", "b"] {
         assert!(d.log(name).contains("partition assigned"), "{name} never owned a partition: {}", d.log(name));
@@ -338,13 +352,9 @@ fn one_then_four_then_two_detectors_over_eight_partitions_find_what_one_run_find
     });
     let got = d.wait_for(&expected, Duration::from_secs(240), &["a", "b", "c", "e"], &mut [&mut a, &mut b]);
     assert!(d.log("a").matches("consumer group rebalanced").count() > a_rebalances, "a saw the group shrink:\n{}", d.log("a"));
-    for (family, rows, distinct) in &got.events {
-        assert_eq!(rows, distinct, "{family}: an event archived twice");
-    }
-    assert_eq!(got.finding_rows, got.finding_versions, "a finding version archived twice");
+    got.assert_each_once();
     // Licenses spread over all eight partitions, so each member of four had work to do.
-    let out = Command::new(python()).args([common::repo().join("tests/kafka/end_offsets.py").display().to_string(), d.broker.clone(), "seedwatch".into()]).output().expect("python");
-    let ends: BTreeMap<String, i64> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
+    let ends = d.end_offsets().unwrap_or_else(|why| panic!("{why}"));
     let login: Vec<i64> = (0..8).map(|p| ends.get(&format!("seedwatch.login/{p}")).copied().unwrap_or(0)).collect();
     assert!(login.iter().all(|&n| n > 0), "login messages per partition: {login:?}");
     stop(a);
@@ -421,10 +431,7 @@ fn a_member_whose_partitions_moved_on_while_it_stalled_cannot_commit_what_it_hel
     // Both go on: the second half, and every event once, every finding found.
     d.collect(&second_half, &[]);
     let got = d.wait_for(&expected, Duration::from_secs(180), &["a", "b"], &mut [&mut a, &mut b]);
-    for (family, rows, distinct) in &got.events {
-        assert_eq!(rows, distinct, "{family}: an event archived twice");
-    }
-    assert_eq!(got.finding_rows, got.finding_versions, "a finding version archived twice");
+    got.assert_each_once();
     stop(a);
     stop(b);
     // verify also checks that no write was made under a claim already taken over.
@@ -473,10 +480,7 @@ fn a_full_disk_pauses_a_detector_which_stops_on_sigterm_and_carries_on_once_ther
     std::thread::sleep(Duration::from_secs(15));
     disk.resize("300m");
     let got = d.wait_for(&expected, Duration::from_secs(240), &["b"], &mut [&mut b]);
-    for (family, rows, distinct) in &got.events {
-        assert_eq!(rows, distinct, "{family}: an event archived twice");
-    }
-    assert_eq!(got.finding_rows, got.finding_versions, "a finding version archived twice");
+    got.assert_each_once();
     assert!(d.log("b").contains("the archive has space again: resumed"), "{}", d.log("b"));
     assert_eq!(scrape(&metrics, "seedwatch_archive_paused", &[]), 0.0);
     stop(b);
@@ -599,10 +603,7 @@ fn a_killed_detector_a_restarted_broker_and_a_killed_collector_lose_and_double_n
     stop(collector);
 
     let got = d.wait_for(&expected, Duration::from_secs(240), &["a", "a-restarted"], &mut [&mut a]);
-    for (family, rows, distinct) in &got.events {
-        assert_eq!(rows, distinct, "{family}: an event archived twice");
-    }
-    assert_eq!(got.finding_rows, got.finding_versions, "a finding version archived twice");
+    got.assert_each_once();
     stop(a);
     assert_nothing_more_after_the_stop(&d.archive, &got);
     d.assert_verifies();
@@ -720,10 +721,7 @@ fn soak_a_steady_stream_through_collector_broker_and_two_detectors() {
         samples.push((started.elapsed().as_secs_f64(), rss_bytes(a.0.id()).unwrap_or(0), rss_bytes(b.0.id()).unwrap_or(0)));
     }
     let got = d.wait_for(&expected, Duration::from_secs(180), &["a", "b"], &mut [&mut a, &mut b]);
-    for (family, rows, distinct) in &got.events {
-        assert_eq!(rows, distinct, "{family}: an event archived twice");
-    }
-    assert_eq!(got.finding_rows, got.finding_versions, "a finding version archived twice");
+    got.assert_each_once();
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let third = samples.len() / 3;
     for (name, rss) in [("a", samples.iter().map(|s| s.1).collect::<Vec<_>>()), ("b", samples.iter().map(|s| s.2).collect::<Vec<_>>())] {

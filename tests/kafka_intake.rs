@@ -294,21 +294,12 @@ fn one_operators_ids_and_locations_under_anothers_token_are_refused_or_dead_lett
 /// that produces, does the same.
 #[test]
 fn the_intake_and_a_following_collector_are_ready_only_while_a_broker_answers() {
-    use common::http::{free_port, try_get};
+    use common::http::{free_port, try_get, wait_for_status};
     let dir = tempfile::tempdir().expect("tempdir");
     let mut broker = Broker::start(dir.path(), Storage::Memory);
     let tokens = dir.path().join("tokens.yaml");
     std::fs::write(&tokens, format!("tokens:\n  - name: soc\n    sha256: {}\n    licenses: [\"*\"]\n", hex::encode(sha2::Sha256::digest(b"tok")))).expect("tokens");
-    let wait = |addr: &str, status: u16| -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match try_get(addr, "/readyz") {
-                Some((s, body)) if s == status => return body,
-                other => assert!(Instant::now() < deadline, "/readyz never answered {status}: {other:?}"),
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
+    let wait = |addr: &str, status: u16| wait_for_status(addr, "/readyz", status);
 
     // Listening, but no broker anywhere: alive, not ready, and it says why.
     let nowhere = format!("127.0.0.1:{}", free_port());

@@ -21,6 +21,18 @@ pub fn try_get(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((status, body.to_string()))
 }
 
+/// The body of `GET path` once it answers `status`; fails after a minute, naming the last answer.
+pub fn wait_for_status(addr: &str, path: &str, status: u16) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match try_get(addr, path) {
+            Some((s, body)) if s == status => return body,
+            other => assert!(std::time::Instant::now() < deadline, "{path} never answered {status}: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Sum of a metric's samples in a text exposition whose labels contain every one of `labels`.
 pub fn sum_of(scrape: &str, metric: &str, labels: &[&str]) -> f64 {
     scrape
