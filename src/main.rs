@@ -231,13 +231,19 @@ enum ArchiveCommand {
         #[command(flatten)]
         access: AccessArgs,
     },
-    /// Convert an archive written before the table format (Parquet folders without a
-    /// `_delta_log`): each table gets a Delta log adding its files as they are; the rows a
-    /// query reads through it are checked against the files' footers. Safe to run again.
+    /// Convert an archive written by an earlier seedwatch: a table without a `_delta_log`
+    /// (before the table format) gets one; a table of the day layout (`date` a partition
+    /// column) gets its files rewritten to hold their `date`, so compaction can put a quiet
+    /// table's month in one file. Each table changes in one commit, recorded in the manifest;
+    /// the rows a query reads through it are checked against the old files' footers. Safe
+    /// to run again, after a stop too.
     Migrate {
         /// Archive directory.
         #[arg(long, value_parser = local_archive)]
         archive: PathBuf,
+        /// Key that signs the manifest entries, when the archive has a manifest [default: as for run].
+        #[arg(long, value_name = "FILE")]
+        signing_key: Option<PathBuf>,
         #[command(flatten)]
         access: AccessArgs,
     },
@@ -1274,10 +1280,13 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             println!("retention ({}): {}", policy.display(), periods.join(", "));
             let verb = if dry_run { "would remove" } else { "removed" };
             for day in &plan.remove {
-                println!("{verb} {} {}: {} file(s), {} rows, {:.1} kB", day.table.name(), day.date, day.files.len(), thousands(day.rows), day.bytes as f64 / 1e3);
+                println!("{verb} {} {}: {} file(s), {} rows, {:.1} kB", day.table.name(), day.label(), day.files.len(), thousands(day.rows), day.bytes as f64 / 1e3);
             }
             for day in &plan.kept_for_findings {
-                println!("kept {} {}: past retention, holds a kept finding or its evidence", day.table.name(), day.date);
+                println!("kept {} {}: past retention, holds a kept finding or its evidence", day.table.name(), day.label());
+            }
+            for day in &plan.kept_with_their_month {
+                println!("kept {} {}: a compacted month's file with days not yet past retention (it goes whole, with its last day)", day.table.name(), day.label());
             }
             let (files, rows, bytes) = plan.remove.iter().fold((0, 0, 0), |(f, r, b), d| (f + d.files.len(), r + d.rows, b + d.bytes));
             println!(
@@ -1320,21 +1329,30 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 let (files_before, files_after) = of.iter().fold((0, 0), |(b, a), d| (b + d.files_before, a + d.files_after));
                 println!(
                     "compact {}: {} day(s), {} rows, {files_before} -> {files_after} files, {:.1} -> {:.1} MB, {:.1} -> {:.1} bytes/event",
-                    table.name(), of.len(), thousands(rows), before as f64 / 1e6, after as f64 / 1e6, per_event(before, rows), per_event(after, rows)
+                    table.name(), of.iter().map(|d| d.days).sum::<usize>(), thousands(rows), before as f64 / 1e6, after as f64 / 1e6, per_event(before, rows), per_event(after, rows)
                 );
             }
             if days.is_empty() {
-                println!("compact: nothing to do (every day before the cutoff is one compacted file already)");
+                println!("compact: nothing to do (every day before the cutoff is compacted already: a file of its own, or its month's)");
             }
         }
-        Command::Archive { command: ArchiveCommand::Migrate { archive, access } } => {
+        Command::Archive { command: ArchiveCommand::Migrate { archive, signing_key, access } } => {
             access.role()?.require(seedwatch::access::Permission::Maintain, "migrate the archive")?;
             if !archive.is_dir() {
                 anyhow::bail!("--archive {}: no such directory", archive.display());
             }
-            let migrated = runtime()?.block_on(seedwatch_archive::delta::migrate(&archive))?;
+            // An archive with a manifest is signed with a key of its own: never a new one here.
+            let signer = if archive.join(seedwatch_archive::manifest::MANIFEST_DIR).is_dir() {
+                Some(std::sync::Arc::new(seedwatch_archive::manifest::ManifestSigner::load(&archive_admin::signing_key_path(signing_key))?))
+            } else {
+                None
+            };
+            let migrated = runtime()?.block_on(seedwatch_archive::delta::migrate(&archive, signer))?;
             for m in &migrated {
-                println!("migrated {}: {} file(s), {} rows in the files, {} rows read through the table", m.table.name(), m.files, thousands(m.rows_in_files), thousands(m.rows_in_table));
+                println!(
+                    "migrated {}: {} file(s) ({} rewritten with their date), {} rows in the files, {} rows read through the table",
+                    m.table.name(), m.files, m.rewritten, thousands(m.rows_in_files), thousands(m.rows_in_table)
+                );
             }
             if migrated.is_empty() {
                 println!("migrate: nothing to do (every table of {} already has a Delta log, or no files)", archive.display());

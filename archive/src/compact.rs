@@ -2,6 +2,14 @@
 //! subject's rows sit together (`Table::compaction_order`: license, then the user, key,
 //! integration or actor, then time), zstd throughout, as one atomic change.
 //!
+//! A day with fewer than [`CompactOptions::month_rows`] rows (a quiet site's logins) goes
+//! into one file for its month, `month=YYYY-MM/`, with the month's other small days: a
+//! Parquet file costs ~2.5 kB whatever it holds, and each day's file repeats the day's
+//! users, addresses and licenses in its dictionaries, so a day of a few hundred rows was
+//! half overhead. A busy day keeps a file (or a few) of its own in its day folder, so a
+//! query over one day of a big table reads that day only. Compacting again folds newer small
+//! days (and any late file) into the month's file.
+//!
 //! A streaming writer adds a file per day per commit (LZ4 when small); a month of a busy
 //! archive is hundreds of small files, each with its own footer and dictionaries, read one
 //! by one by every query. Sorted, a column of one user's rows is runs of the same values,
@@ -24,13 +32,16 @@ use std::fs::{self, File};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use chrono::NaiveDate;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use seedwatch_schemas::arrow::array::{new_null_array, ArrayRef, RecordBatch};
+use seedwatch_schemas::arrow::array::{new_null_array, ArrayRef, RecordBatch, StringArray};
 use seedwatch_schemas::arrow::compute::{cast, concat_batches, lexsort_to_indices, take_record_batch, SortColumn, SortOptions};
 use seedwatch_schemas::Table;
 
 use crate::delta::{self, Change};
+use crate::layout::Span;
 use crate::manifest::{recorded_files, Action, FileRecord, ManifestLog, ManifestSigner};
 use crate::store::ArchiveRoot;
 use crate::writer::{encode_to, file_properties, WriterOptions, STAGED_DIR};
@@ -45,23 +56,31 @@ pub struct CompactOptions {
     pub before: Option<NaiveDate>,
     /// Rows per output file, at most.
     pub max_file_rows: usize,
+    /// A day with fewer rows goes into its month's file rather than a file of its own.
+    pub month_rows: u64,
     /// Row groups, zstd level: as the writer's.
     pub writer: WriterOptions,
 }
 
 impl Default for CompactOptions {
     fn default() -> Self {
-        Self { tables: Vec::new(), before: None, max_file_rows: 8 * 1024 * 1024, writer: WriterOptions::default() }
+        Self { tables: Vec::new(), before: None, max_file_rows: 8 * 1024 * 1024, month_rows: MONTH_ROWS, writer: WriterOptions::default() }
     }
 }
 
-/// One day of one table, before and after.
+/// Below this many rows a day is compacted into its month's file (a day of a busy table,
+/// ~2 rows in 3 of a row group, stays a file of its own).
+pub const MONTH_ROWS: u64 = 64 * 1024;
+
+/// One day of one table (or the small days of one month), before and after.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DayCompacted {
     /// The table.
     pub table: Table,
-    /// The day, `YYYY-MM-DD`.
+    /// The day, `YYYY-MM-DD`, or the month, `YYYY-MM`, whose small days went into one file.
     pub date: String,
+    /// The days of `date` rewritten.
+    pub days: usize,
     /// Rows (the same before and after).
     pub rows: u64,
     /// Files and bytes before.
@@ -84,20 +103,63 @@ fn stop_here(point: &str) {
     }
 }
 
-/// The days of `table` to compact: those before `before` with two files or more in the log,
-/// or one that compaction did not write (a single run's day: unsorted, maybe LZ4). A day
-/// compacted already is left alone, so compacting again does nothing.
-fn days_to_compact(live: &[String], table: Table, before: NaiveDate) -> Vec<(String, Vec<String>)> {
-    let mut days: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
-    let prefix = format!("{}/date=", table.name());
-    for path in live {
-        let Some(rest) = path.strip_prefix(&prefix) else { continue };
-        let Some((date, _)) = rest.split_once('/') else { continue };
-        days.entry(date.to_string()).or_default().push(path.clone());
+/// A live file of a table: its path and the rows it holds.
+#[derive(Debug, Clone)]
+struct LiveFile {
+    path: String,
+    span: Span,
+    rows: u64,
+}
+
+/// What one compaction step rewrites: a busy day's files into files of that day, or a
+/// month's small days (and its month file, if any) into one file of the month.
+#[derive(Debug, Clone)]
+struct Group {
+    /// `date=YYYY-MM-DD` or `month=YYYY-MM`: where the new files go.
+    dir: String,
+    /// The day or month it covers.
+    label: String,
+    days: usize,
+    files: Vec<String>,
+}
+
+/// The groups of `table` to compact among its live files (days before `before` only). A day
+/// of `month_rows` rows or more is a group of its own, rewritten unless it is one compacted
+/// file already; the other days of a month go, with the month's file, into one group,
+/// rewritten unless that is the month's file alone. So compacting again does nothing.
+fn groups_to_compact(live: Vec<LiveFile>, before: NaiveDate, month_rows: u64) -> Vec<Group> {
+    let mut days: BTreeMap<NaiveDate, Vec<LiveFile>> = BTreeMap::new();
+    let mut months: BTreeMap<String, Vec<LiveFile>> = BTreeMap::new();
+    for file in live {
+        match file.span.clone() {
+            Span::Day(date) if date < before => days.entry(date).or_default().push(file),
+            Span::Day(_) => {}
+            Span::Month(month) => months.entry(month).or_default().push(file),
+        }
     }
-    days.into_iter()
-        .filter(|(date, files)| (files.len() > 1 || !files.iter().all(|f| is_compacted(f))) && NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok_and(|d| d < before))
-        .collect()
+    let mut groups = Vec::new();
+    let mut small: BTreeMap<String, (usize, Vec<String>)> = months.into_iter().map(|(m, files)| (m, (0, files.into_iter().map(|f| f.path).collect()))).collect();
+    for (date, files) in days {
+        let rows: u64 = files.iter().map(|f| f.rows).sum();
+        let paths: Vec<String> = files.into_iter().map(|f| f.path).collect();
+        if rows >= month_rows {
+            if paths.len() > 1 || !paths.iter().all(|p| is_compacted(p)) {
+                let label = date.format("%Y-%m-%d").to_string();
+                groups.push(Group { dir: format!("date={label}"), label, days: 1, files: paths });
+            }
+        } else {
+            let entry = small.entry(crate::layout::month_of(date)).or_default();
+            entry.0 += 1;
+            entry.1.extend(paths);
+        }
+    }
+    for (month, (days, files)) in small {
+        if days > 0 || files.len() > 1 {
+            groups.push(Group { dir: crate::layout::month_dir(&month), label: month, days, files });
+        }
+    }
+    groups.sort_by(|a, b| a.label.cmp(&b.label));
+    groups
 }
 
 /// Whether compaction wrote the file at `path` (its name: `part-compact-…`).
@@ -105,14 +167,20 @@ fn is_compacted(path: &str) -> bool {
     path.rsplit('/').next().is_some_and(|name| name.starts_with("part-compact-"))
 }
 
-/// Read `path` (under the root) in `table`'s schema: columns a file written before they
-/// existed read as null.
-fn read_file(root: &ArchiveRoot, path: &str, table: Table) -> Result<Vec<RecordBatch>, ArchiveError> {
+/// Read `path` (under the root) as `table`'s files are stored (`layout::stored_schema`):
+/// columns a file written before they existed read as null, and a file of the day layout
+/// (no `date` column) gets its folder's day.
+pub(crate) fn read_stored(root: &ArchiveRoot, path: &str, table: Table) -> Result<Vec<RecordBatch>, ArchiveError> {
     let perr = |e: parquet::errors::ParquetError| ArchiveError::Parquet { path: PathBuf::from(path), message: e.to_string() };
+    let schema_err = |e: seedwatch_schemas::arrow::error::ArrowError| ArchiveError::Schema { table: table.name(), message: format!("{path}: {e}") };
     // The whole file at once: the day is held in memory to be sorted anyway.
     let bytes = root.read(path)?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(perr)?.build().map_err(perr)?;
-    let schema = table.schema();
+    let schema = crate::layout::stored_schema(table);
+    let folder_day = match crate::layout::span_of(path) {
+        Some(Span::Day(date)) => Some(date.format("%Y-%m-%d").to_string()),
+        _ => None,
+    };
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| ArchiveError::Parquet { path: PathBuf::from(path), message: e.to_string() })?;
@@ -121,11 +189,15 @@ fn read_file(root: &ArchiveRoot, path: &str, table: Table) -> Result<Vec<RecordB
             .iter()
             .map(|field| match batch.column_by_name(field.name()) {
                 Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
-                Some(column) => cast(column, field.data_type()).map_err(|e| ArchiveError::Schema { table: table.name(), message: e.to_string() }),
+                Some(column) => cast(column, field.data_type()).map_err(schema_err),
+                None if field.name() == crate::layout::DATE_COLUMN => match &folder_day {
+                    Some(day) => Ok(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(day.as_str(), batch.num_rows()))) as ArrayRef),
+                    None => Err(ArchiveError::Schema { table: table.name(), message: format!("{path}: no `date` column, and not in a day folder") }),
+                },
                 None => Ok(new_null_array(field.data_type(), batch.num_rows())),
             })
             .collect::<Result<Vec<ArrayRef>, ArchiveError>>()?;
-        out.push(RecordBatch::try_new(schema.clone(), columns).map_err(|e| ArchiveError::Schema { table: table.name(), message: e.to_string() })?);
+        out.push(RecordBatch::try_new(schema.clone(), columns).map_err(schema_err)?);
     }
     Ok(out)
 }
@@ -172,9 +244,14 @@ pub fn compact(root: &ArchiveRoot, options: &CompactOptions, signer: Arc<Manifes
         else {
             continue;
         };
-        let live = delta::live_paths(&delta, table)?;
-        for (date, files) in days_to_compact(&live, table, before) {
-            done.push(compact_day(root, &tmp, &run_id, table, &date, &files, &recorded, options, &mut manifest)?);
+        let mut live = Vec::new();
+        for path in delta::live_paths(&delta, table)? {
+            let Some(span) = crate::layout::span_of(&path) else { continue };
+            let rows = crate::prune::rows_of(root, &path, &recorded)?;
+            live.push(LiveFile { path, span, rows });
+        }
+        for group in groups_to_compact(live, before, options.month_rows) {
+            done.push(compact_group(root, &tmp, &run_id, table, &group, &recorded, options, &mut manifest)?);
         }
     }
     drop(lock);
@@ -183,22 +260,22 @@ pub fn compact(root: &ArchiveRoot, options: &CompactOptions, signer: Arc<Manifes
 }
 
 #[allow(clippy::too_many_arguments)]
-fn compact_day(
+fn compact_group(
     root: &ArchiveRoot,
     tmp: &std::path::Path,
     run_id: &str,
     table: Table,
-    date: &str,
-    files: &[String],
+    group: &Group,
     recorded: &std::collections::BTreeMap<String, (u64, FileRecord)>,
     options: &CompactOptions,
     manifest: &mut ManifestLog,
 ) -> Result<DayCompacted, ArchiveError> {
+    let (date, files) = (group.label.as_str(), &group.files);
     let mut batches = Vec::new();
     let mut removed = Vec::with_capacity(files.len());
     let mut rows_before = 0u64;
     for path in files {
-        let read = read_file(root, path, table)?;
+        let read = read_stored(root, path, table)?;
         let rows: u64 = read.iter().map(|b| b.num_rows() as u64).sum();
         rows_before += rows;
         batches.extend(read);
@@ -210,12 +287,12 @@ fn compact_day(
             }
         });
     }
-    let all = concat_batches(&table.schema(), &batches).map_err(|e| ArchiveError::Schema { table: table.name(), message: e.to_string() })?;
+    let all = concat_batches(&crate::layout::stored_schema(table), &batches).map_err(|e| ArchiveError::Schema { table: table.name(), message: e.to_string() })?;
     drop(batches);
     let all = sorted(&all, table)?;
 
     // New files, encoded and synced in our temp directory.
-    let dir = format!("{}/date={date}", table.name());
+    let dir = format!("{}/{}", table.name(), group.dir);
     let mut written: Vec<(PathBuf, String, FileRecord)> = Vec::new();
     let mut offset = 0;
     while offset < all.num_rows() {
@@ -250,6 +327,8 @@ fn compact_day(
     stop_here("recorded");
     match root {
         ArchiveRoot::Local(path) => {
+            let folder = path.join(&dir);
+            fs::create_dir_all(&folder).map_err(io_err("creating", &folder))?;
             for (tmp_file, target, _) in &written {
                 let target = path.join(target);
                 fs::rename(tmp_file, &target).map_err(io_err("renaming into", &target))?;
@@ -267,6 +346,14 @@ fn compact_day(
     delta::commit_blocking(root, None, table, Change::Compact, added.clone(), removed.iter().map(|r| r.path.clone()).collect())?;
     for record in &removed {
         root.delete(&record.path)?;
+        // A day folder whose files went into the month's leaves with them (a writer's new
+        // file there since would keep it).
+        if let (ArchiveRoot::Local(path), Some((folder, _))) = (root, record.path.rsplit_once('/')) {
+            let folder = path.join(folder);
+            if fs::read_dir(&folder).is_ok_and(|mut d| d.next().is_none()) {
+                let _ = fs::remove_dir(&folder);
+            }
+        }
     }
     for key in &staged {
         root.delete(key)?;
@@ -274,6 +361,7 @@ fn compact_day(
     let day = DayCompacted {
         table,
         date: date.to_string(),
+        days: group.days.max(1),
         rows: rows_after,
         files_before: removed.len(),
         bytes_before: removed.iter().map(|r| r.bytes).sum(),

@@ -1,5 +1,7 @@
 //! The archive's table format: each table directory (`<root>/login/`, ...) is a Delta Lake
-//! table, its log in `_delta_log/` beside the `date=YYYY-MM-DD/` folders.
+//! table, its log in `_delta_log/` beside the `date=YYYY-MM-DD/` and `month=YYYY-MM/`
+//! folders (see `layout`). The tables have no partition column: each file holds its rows'
+//! `date`, and its Delta statistics give its `date` and time ranges, by which scans skip it.
 //!
 //! The writer encodes files itself (its encodings and row groups, hashed as they are written,
 //! see `writer`), records them in the signed manifest, puts them in place, and then makes them
@@ -33,8 +35,9 @@ use crate::manifest::FileRecord;
 use crate::store::ArchiveRoot;
 use crate::ArchiveError;
 
-/// The partition column of every table: the day of its time column, `YYYY-MM-DD`.
-pub const PARTITION_COLUMN: &str = "date";
+/// The partition column of the day layout (`date`, not stored in the files), which
+/// `migrate` rewrites; today's tables have none.
+pub const DAY_LAYOUT_PARTITION: &str = "date";
 
 /// Where the Delta log of a table lives, under its directory.
 pub const LOG_DIR: &str = "_delta_log";
@@ -96,12 +99,9 @@ fn table_builder(root: &ArchiveRoot, table: Table) -> Result<DeltaTableBuilder, 
     Ok(DeltaTableBuilder::from_url(url).map_err(delta_err(table))?.with_storage_options(root.storage_options()))
 }
 
-/// The table's schema as Delta stores it: its columns plus the `date` partition column.
+/// The table's schema as Delta stores it: what its files hold, `date` last.
 fn delta_schema(table: Table) -> Result<StructType, ArchiveError> {
-    let mut fields: Vec<_> = table.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(seedwatch_schemas::arrow::datatypes::Field::new(PARTITION_COLUMN, seedwatch_schemas::arrow::datatypes::DataType::Utf8, false));
-    let schema = seedwatch_schemas::arrow::datatypes::Schema::new(fields);
-    (&schema).try_into_kernel().map_err(|e| delta_err(table)(e.into()))
+    crate::layout::stored_schema(table).as_ref().try_into_kernel().map_err(|e| delta_err(table)(e.into()))
 }
 
 /// Open `table` under `root`, creating it (empty) if it has no log yet. Several writers may
@@ -124,7 +124,6 @@ pub async fn open_or_create(root: &ArchiveRoot, table: Table) -> Result<DeltaTab
         .with_storage_options(root.storage_options())
         .with_table_name(table.name())
         .with_columns(schema.fields().cloned())
-        .with_partition_columns([PARTITION_COLUMN])
         .with_save_mode(SaveMode::Ignore)
         .with_commit_properties(deltalake::kernel::transaction::CommitProperties::default().with_max_retries(0))
         .await;
@@ -151,11 +150,6 @@ pub async fn open(root: &ArchiveRoot, table: Table) -> Result<Option<DeltaTable>
     }
 }
 
-/// The day folder of a file path under the table (`date=2026-09-01/part-….parquet`).
-fn partition_value(path_in_table: &str) -> Option<String> {
-    path_in_table.split('/').find_map(|part| part.strip_prefix("date=")).map(str::to_string)
-}
-
 /// A file's path inside its table's directory, from its path under the archive root.
 fn path_in_table(table: Table, path: &str) -> String {
     path.strip_prefix(table.name()).map(|p| p.trim_start_matches('/')).unwrap_or(path).to_string()
@@ -163,25 +157,28 @@ fn path_in_table(table: Table, path: &str) -> String {
 
 fn add_action(table: Table, record: &FileRecord, modified_ms: i64) -> Result<Action, ArchiveError> {
     let path = path_in_table(table, &record.path);
-    if partition_value(&path).is_none() {
-        return Err(ArchiveError::Schema { table: table.name(), message: format!("{}: not in a date=YYYY-MM-DD folder", record.path) });
+    if crate::layout::span_of(&path).is_none() {
+        return Err(ArchiveError::Schema { table: table.name(), message: format!("{}: not in a date=YYYY-MM-DD or month=YYYY-MM folder", record.path) });
     }
-    let partition_values = HashMap::from([(PARTITION_COLUMN.to_string(), partition_value(&path))]);
-    // The row count lets `count(*)` answer from the log; the time column's range lets a scan
-    // with a time filter skip files without opening them (a month out of years). Both are
-    // taken as the file was written (see `writer::encode_to`); a file without them (adopted
-    // or migrated as found) has the count only. A wrong range would hide rows:
-    // tests/table_format.rs checks filtered counts at every file's edges.
+    // The row count lets `count(*)` answer from the log; the time column's range, and the
+    // `date` range that follows from it, let a scan with a time or date filter skip files
+    // without opening them (a month out of years). Both are taken as the file was written
+    // (see `writer::encode_to`); a file without them (adopted as found) has the count only.
+    // A wrong range would hide rows: tests/table_format.rs checks filtered counts at every
+    // file's edges.
     let mut stats = serde_json::json!({ "numRecords": record.rows });
-    if let (Some(min), Some(max)) = (record.min_time.and_then(stat_time), record.max_time.and_then(stat_time)) {
-        let column = table.date_column();
-        stats["minValues"] = serde_json::json!({ column: min });
-        stats["maxValues"] = serde_json::json!({ column: max });
+    if let (Some(min), Some(max)) = (record.min_time, record.max_time) {
+        if let (Some(min_time), Some(max_time)) = (stat_time(min), stat_time(max)) {
+            let (column, date) = (table.date_column(), crate::layout::DATE_COLUMN);
+            let day = |ms: i64| crate::layout::day_string(ms.div_euclid(86_400_000));
+            stats["minValues"] = serde_json::json!({ column: min_time, date: day(min) });
+            stats["maxValues"] = serde_json::json!({ column: max_time, date: day(max) });
+        }
     }
     let stats = stats.to_string();
     Ok(Action::Add(Add {
         path,
-        partition_values,
+        partition_values: HashMap::new(),
         size: record.bytes as i64,
         modification_time: modified_ms,
         data_change: true,
@@ -197,14 +194,12 @@ fn stat_time(ms: i64) -> Option<String> {
 
 /// A Remove needs only the path; its optional size is left out rather than guessed.
 fn remove_action(table: Table, path: &str, deleted_ms: i64) -> Action {
-    let path = path_in_table(table, path);
-    let partition_values = HashMap::from([(PARTITION_COLUMN.to_string(), partition_value(&path))]);
     Action::Remove(Remove {
-        path,
+        path: path_in_table(table, path),
         data_change: true,
         deletion_timestamp: Some(deleted_ms),
         extended_file_metadata: Some(true),
-        partition_values: Some(partition_values),
+        partition_values: Some(HashMap::new()),
         ..Default::default()
     })
 }
@@ -233,8 +228,8 @@ pub async fn commit(delta: &mut DeltaTable, table: Table, change: Change, added:
         actions.push(add_action(table, record, now)?);
     }
     let operation = match change {
-        Change::Append => DeltaOperation::Write { mode: SaveMode::Append, partition_by: Some(vec![PARTITION_COLUMN.to_string()]), predicate: None },
-        Change::Prune => DeltaOperation::Delete { predicate: Some(format!("{PARTITION_COLUMN} past retention")) },
+        Change::Append => DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None },
+        Change::Prune => DeltaOperation::Delete { predicate: Some("date past retention".to_string()) },
         Change::Compact => DeltaOperation::Optimize { predicate: None, target_size: 0 },
     };
     let snapshot = delta.snapshot().map_err(delta_err(table))?;
@@ -314,7 +309,18 @@ pub fn open_all(root: &ArchiveRoot) -> Result<HashMap<Table, DeltaTable>, Archiv
         }
         let mut deltas = HashMap::new();
         for table in Table::ALL {
-            deltas.insert(table, open_or_create(&root, table).await?);
+            let delta = open_or_create(&root, table).await?;
+            if is_day_layout(&delta) {
+                return Err(ArchiveError::Layout {
+                    root: root.to_string().into(),
+                    message: format!(
+                        "table `{}` is in the day layout of seedwatch before month files (`date` a partition column, not in the files): run `seedwatch archive migrate --archive {}` once",
+                        table.name(),
+                        root
+                    ),
+                });
+            }
+            deltas.insert(table, delta);
         }
         Ok(deltas)
     })?
@@ -353,50 +359,140 @@ pub fn reconcile(root: &ArchiveRoot, deltas: &mut HashMap<Table, DeltaTable>, re
     Ok(())
 }
 
+/// Whether `delta` is in the day layout: `date` a partition column, taken from the folder
+/// and not stored in the files.
+pub fn is_day_layout(delta: &DeltaTable) -> bool {
+    delta.snapshot().is_ok_and(|s| s.metadata().partition_columns().iter().any(|c| c == DAY_LAYOUT_PARTITION))
+}
+
 /// What `migrate` did to one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Migrated {
     /// The table.
     pub table: Table,
-    /// Data files added to its new log.
+    /// Data files its new log holds.
     pub files: usize,
-    /// Rows in those files (their footers).
+    /// Of those, files rewritten to hold their `date` (the rest are as they were).
+    pub rewritten: usize,
+    /// Rows in the table's files before (their footers).
     pub rows_in_files: u64,
     /// Rows a query over the new table reads.
     pub rows_in_table: u64,
 }
 
-/// Convert an archive written before the table format: each table that holds Parquet files
-/// and no log gets a log adding every file as it is (no data is rewritten), then a query over
-/// it must read as many rows as the files' footers hold, or this fails naming the table.
-/// Tables already converted are left alone, so it can run again after a stop.
-pub async fn migrate(root: &Path) -> Result<Vec<Migrated>, ArchiveError> {
+/// Whether the Parquet file at `path` stores a `date` column.
+fn stores_date(path: &Path) -> Result<bool, ArchiveError> {
+    let file = std::fs::File::open(path).map_err(crate::io_err("opening", path))?;
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new(file).map_err(|e| ArchiveError::Parquet { path: path.to_path_buf(), message: e.to_string() })?;
+    let schema = parquet::file::reader::FileReader::metadata(&reader).file_metadata().schema_descr_ptr();
+    Ok(schema.columns().iter().any(|c| c.name() == crate::layout::DATE_COLUMN))
+}
+
+/// Convert the tables of an archive written by an earlier seedwatch, each as one atomic
+/// change: a table with no log (before the table format) gets one; a table of the day layout
+/// (`date` a partition column) loses the partition column. Each file that does not store its
+/// `date` is rewritten beside itself with it (`part-migrate-…`), recorded in the manifest
+/// (one `compact` entry: same rows, other files) before the table's log switches to it; the
+/// old file goes after. Then a query over the table must read as many rows as the old files'
+/// footers held, or this fails naming the table.
+///
+/// Tables already converted are left alone, so it can run again after a stop: a run that
+/// stopped after its manifest entry is finished from the entry, and files a run wrote but
+/// never recorded are removed first.
+pub async fn migrate(root: &Path, signer: Option<Arc<crate::manifest::ManifestSigner>>) -> Result<Vec<Migrated>, ArchiveError> {
+    use crate::manifest::{recorded_files, relative_path, Action as Entry, ManifestLog, MANIFEST_DIR};
+    use std::collections::BTreeSet;
     let local = ArchiveRoot::from(root);
-    let recorded = if root.join(crate::manifest::MANIFEST_DIR).is_dir() { crate::manifest::recorded_files(&local)? } else { Default::default() };
+    let has_manifest = root.join(MANIFEST_DIR).is_dir();
+    let run_id = format!("migrate-{}-{:08x}", chrono::Utc::now().format("%Y%m%dT%H%M%S"), std::process::id());
     let mut migrated = Vec::new();
     for table in Table::ALL {
-        let files = crate::writer::parquet_files(&root.join(table.name()))?;
-        if is_delta(&local, table).await? || files.is_empty() {
+        let existing = open(&local, table).await?;
+        if existing.as_ref().is_some_and(|d| !is_day_layout(d)) {
             continue;
         }
-        let mut records = Vec::with_capacity(files.len());
-        let mut rows_in_files = 0;
-        for path in &files {
-            let rows = crate::prune::parquet_rows(path)?;
-            rows_in_files += rows;
-            let relative = crate::manifest::relative_path(root, path);
-            let record = match recorded.get(&relative) {
+        let on_disk: Vec<String> = crate::writer::parquet_files(&root.join(table.name()))?.iter().map(|p| relative_path(root, p)).collect();
+        // What the table holds now: its log's files, or every file in place (no log).
+        let live: BTreeSet<String> = match &existing {
+            Some(delta) => live_paths(delta, table)?.into_iter().collect(),
+            None => on_disk.iter().cloned().collect(),
+        };
+        if existing.is_none() && live.is_empty() {
+            continue;
+        }
+        let recorded = if has_manifest { recorded_files(&local)? } else { Default::default() };
+        let prefix = format!("{}/", table.name());
+        let active: BTreeSet<String> = recorded.keys().filter(|p| p.starts_with(&prefix)).cloned().collect();
+        let is_ours = |path: &str| path.rsplit('/').next().is_some_and(|name| name.starts_with("part-migrate-"));
+        let record_of = |path: &str| -> Result<FileRecord, ArchiveError> {
+            let rows = crate::prune::parquet_rows(&root.join(path))?;
+            Ok(match recorded.get(path) {
                 Some((_, record)) => FileRecord { rows, ..record.clone() },
                 None => {
-                    let bytes = std::fs::metadata(path).map_err(crate::io_err("reading metadata of", path))?.len();
-                    FileRecord { path: relative, sha256: String::new(), bytes, rows, min_time: None, max_time: None }
+                    let bytes = std::fs::metadata(root.join(path)).map_err(crate::io_err("reading metadata of", &root.join(path)))?.len();
+                    FileRecord { path: path.to_string(), sha256: String::new(), bytes, rows, min_time: None, max_time: None }
                 }
-            };
-            records.push(record);
+            })
+        };
+        // A run that stopped after its manifest entry: the entry says what the table holds.
+        let finishing = has_manifest && active.iter().any(|p| !live.contains(p) && is_ours(p)) && active.iter().all(|p| on_disk.contains(p));
+        let (kept, added, removed): (Vec<FileRecord>, Vec<FileRecord>, Vec<String>) = if finishing {
+            let kept = active.iter().filter(|p| live.contains(*p)).map(|p| record_of(p)).collect::<Result<_, _>>()?;
+            let added = active.iter().filter(|p| !live.contains(*p)).map(|p| record_of(p)).collect::<Result<_, _>>()?;
+            (kept, added, live.iter().filter(|p| !active.contains(*p)).cloned().collect())
+        } else {
+            // Files a stopped run wrote but never recorded.
+            for path in on_disk.iter().filter(|p| is_ours(p) && !live.contains(*p) && !active.contains(*p)) {
+                std::fs::remove_file(root.join(path)).map_err(crate::io_err("removing", &root.join(path)))?;
+            }
+            let (mut kept, mut added, mut removed, mut removed_records) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for path in &live {
+                let file = root.join(path);
+                if stores_date(&file)? {
+                    kept.push(record_of(path)?);
+                    continue;
+                }
+                let old = record_of(path)?;
+                let batches = crate::compact::read_stored(&local, path, table)?;
+                let batch = seedwatch_schemas::arrow::compute::concat_batches(&crate::layout::stored_schema(table), &batches)
+                    .map_err(|e| ArchiveError::Schema { table: table.name(), message: e.to_string() })?;
+                let folder = path.rsplit_once('/').map_or("", |(folder, _)| folder);
+                let new_path = format!("{folder}/part-{run_id}-{:06}.parquet", added.len() + 1);
+                let target = root.join(&new_path);
+                let props = crate::writer::file_properties(&batch, &crate::WriterOptions::default(), true, &target)?;
+                let record = crate::writer::encode_to(table, &batch, props, &target, new_path)?;
+                if record.rows != old.rows {
+                    return Err(ArchiveError::Schema { table: table.name(), message: format!("migrating {path}: {} rows read, {} written", old.rows, record.rows) });
+                }
+                let dir = root.join(folder);
+                std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(crate::io_err("syncing", &dir))?;
+                added.push(record);
+                removed.push(path.clone());
+                removed_records.push(old);
+            }
+            if !added.is_empty() && has_manifest {
+                let signer = signer.clone().ok_or_else(|| ArchiveError::Layout {
+                    root: root.to_path_buf(),
+                    message: "the archive has a signed manifest: migrating it rewrites files, which needs the signing key (--signing-key or $SEEDWATCH_SIGNING_KEY)".into(),
+                })?;
+                ManifestLog::open(&local, signer, &run_id)?.append(Entry::Compact, added.clone(), removed_records)?;
+            }
+            (kept, added, removed)
+        };
+        let rows_in_files: u64 = kept.iter().chain(&added).map(|r| r.rows).sum();
+        match existing {
+            // (A day-layout table's files never store their date: all of them are rewritten.)
+            Some(mut delta) => commit_relayout(&mut delta, table, &added, &removed).await?,
+            None => {
+                let mut delta = open_or_create(&local, table).await?;
+                let all: Vec<FileRecord> = kept.iter().cloned().chain(added.iter().cloned()).collect();
+                commit(&mut delta, table, Change::Append, &all, &[]).await?;
+            }
         }
-        let mut delta = open_or_create(&local, table).await?;
-        commit(&mut delta, table, Change::Append, &records, &[]).await?;
-        migrated.push(Migrated { table, files: files.len(), rows_in_files, rows_in_table: 0 });
+        for path in &removed {
+            local.delete(path)?;
+        }
+        migrated.push(Migrated { table, files: kept.len() + added.len(), rewritten: added.len(), rows_in_files, rows_in_table: 0 });
     }
     if migrated.is_empty() {
         return Ok(migrated);
@@ -417,4 +513,39 @@ pub async fn migrate(root: &Path) -> Result<Vec<Migrated>, ArchiveError> {
         }
     }
     Ok(migrated)
+}
+
+/// One commit taking `delta` out of the day layout: the metadata without the partition
+/// column, the old files removed and their rewrites (which store `date`) added.
+async fn commit_relayout(delta: &mut DeltaTable, table: Table, added: &[FileRecord], removed: &[String]) -> Result<(), ArchiveError> {
+    let snapshot = delta.snapshot().map_err(delta_err(table))?;
+    let old = snapshot.metadata();
+    let schema = delta_schema(table)?;
+    let value = serde_json::json!({
+        "id": old.id(),
+        "name": old.name(),
+        "description": old.description(),
+        "format": { "provider": "parquet", "options": {} },
+        "schemaString": serde_json::to_string(&schema).map_err(|e| delta_err(table)(e.into()))?,
+        "partitionColumns": Vec::<String>::new(),
+        "configuration": old.configuration(),
+        "createdTime": old.created_time(),
+    });
+    let metadata: deltalake::kernel::Metadata = serde_json::from_value(value).map_err(|e| delta_err(table)(e.into()))?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut actions = vec![Action::Metadata(metadata)];
+    actions.extend(removed.iter().map(|r| {
+        let mut remove = remove_action(table, r, now);
+        if let Action::Remove(remove) = &mut remove {
+            remove.partition_values = None;
+        }
+        remove
+    }));
+    for record in added {
+        actions.push(add_action(table, record, now)?);
+    }
+    let operation = DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by: None, predicate: None };
+    CommitBuilder::default().with_actions(actions).build(Some(snapshot), delta.log_store(), operation).await.map_err(delta_err(table))?;
+    delta.update_incremental(None).await.map_err(delta_err(table))?;
+    Ok(())
 }

@@ -11,6 +11,7 @@
 
 pub mod compact;
 pub mod delta;
+pub mod layout;
 pub mod manifest;
 pub mod printable;
 pub mod prune;

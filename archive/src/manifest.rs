@@ -572,11 +572,6 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
 }
 
-/// The `date=YYYY-MM-DD` of a data file's path, if it has one.
-fn path_date(path: &str) -> Option<&str> {
-    path.split('/').find_map(|part| part.strip_prefix("date="))
-}
-
 /// Check the archive at `root` against its manifest: the chain, every signature (each entry
 /// with the one of `keys` whose id it names: writers on several hosts may each have their
 /// own), and every data file's bytes (those of days in the options' range).
@@ -653,10 +648,10 @@ pub fn verify(root: &ArchiveRoot, keys: &[VerifyingKey], options: &VerifyOptions
         }
     }
 
-    let in_range = |path: &str| match path_date(path) {
-        Some(date) => options.from.as_deref().is_none_or(|from| date >= from) && options.to.as_deref().is_none_or(|to| date < to),
-        None => true,
-    };
+    // `to` is exclusive; a compacted month's file is checked when any of its days is in range.
+    let day = |d: &Option<String>| d.as_deref().and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+    let (from, to) = (day(&options.from), day(&options.to).and_then(|to| to.pred_opt()));
+    let in_range = |path: &str| crate::layout::span_of(path).is_none_or(|span| span.overlaps(from, to));
     // Every data file on disk, under the tables (not the temp or manifest directories).
     let mut on_disk = std::collections::BTreeSet::new();
     for table in seedwatch_schemas::Table::ALL {

@@ -7,6 +7,11 @@
 //! A kept finding keeps, in its family's table, every day from its window's start to its
 //! end and every day holding one of its evidence events. Removal is recorded in the
 //! manifest (one `prune` entry naming every file) before any file goes.
+//!
+//! A compacted month's file (a quiet table's small days, see `compact`) goes as a whole,
+//! once its last day is past retention and none of its days is kept for a finding; until
+//! then its days past retention stay with it (listed as such), so a quiet table's days can
+//! outlive their period by up to a month, never the other way round.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -21,18 +26,21 @@ use datafusion::arrow::record_batch::RecordBatch;
 use seedwatch_schemas::retention::{Period, Retention};
 use seedwatch_schemas::{Family, Table};
 
+use crate::layout::Span;
 use crate::manifest::{recorded_files, Action, FileRecord, ManifestLog, ManifestSigner};
 use crate::query::{open_session, run_query};
 use crate::store::ArchiveRoot;
 use crate::{io_err, ArchiveError};
 
-/// One day of one table.
+/// One day of one table (or the days of a compacted month's file).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Day {
     /// The table.
     pub table: Table,
-    /// The day (UTC).
+    /// The day (UTC); a compacted month's file: its first day.
     pub date: NaiveDate,
+    /// The last day: `date` for a day, the file's last day for a compacted month's.
+    pub last: NaiveDate,
     /// Its data files (paths under the archive root).
     pub files: Vec<String>,
     /// Their bytes.
@@ -50,29 +58,61 @@ pub struct PrunePlan {
     pub remove: Vec<Day>,
     /// Days past retention kept because they hold a kept finding or its evidence.
     pub kept_for_findings: Vec<Day>,
+    /// Compacted months with days past retention and days not yet: kept whole for now.
+    pub kept_with_their_month: Vec<Day>,
+}
+
+impl Day {
+    /// `YYYY-MM-DD`, or `YYYY-MM-DD..YYYY-MM-DD` for a compacted month's file.
+    pub fn label(&self) -> String {
+        if self.last == self.date {
+            self.date.format("%Y-%m-%d").to_string()
+        } else {
+            format!("{}..{}", self.date.format("%Y-%m-%d"), self.last.format("%Y-%m-%d"))
+        }
+    }
 }
 
 fn query_err(e: impl std::fmt::Display) -> ArchiveError {
     ArchiveError::Query(e.to_string())
 }
 
-/// The data files of `table` under `root` by day, oldest first, with their sizes.
-fn files_by_day(root: &ArchiveRoot, table: Table) -> Result<BTreeMap<NaiveDate, Vec<(String, u64)>>, ArchiveError> {
+/// The data files of `table` under `root` with the days they hold (first, last), oldest
+/// first: a day folder's files together; each compacted month's file alone, its days from
+/// the time range the manifest recorded (else the whole month).
+fn files_by_day(root: &ArchiveRoot, table: Table, recorded: &BTreeMap<String, (u64, FileRecord)>) -> Result<Vec<(NaiveDate, NaiveDate, Vec<(String, u64)>)>, ArchiveError> {
     let mut days: BTreeMap<NaiveDate, Vec<(String, u64)>> = BTreeMap::new();
+    let mut out = Vec::new();
     for (path, bytes) in root.list(table.name())? {
-        // `table/date=YYYY-MM-DD/part-….parquet`; not the log, not a temp folder.
-        let parts: Vec<&str> = path.split('/').collect();
-        let [_, folder, name] = parts.as_slice() else { continue };
-        let Some(date) = folder.strip_prefix("date=").and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()) else { continue };
-        if name.ends_with(".parquet") {
-            days.entry(date).or_default().push((path, bytes));
+        // `table/date=YYYY-MM-DD/part-….parquet` or `table/month=YYYY-MM/part-….parquet`;
+        // not the log, not a temp folder.
+        if path.split('/').count() != 3 {
+            continue;
+        }
+        match crate::layout::span_of(&path) {
+            Some(Span::Day(date)) => days.entry(date).or_default().push((path, bytes)),
+            Some(Span::Month(month)) => {
+                let day = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.date_naive());
+                let range = recorded.get(&path).and_then(|(_, r)| Some((day(r.min_time?)?, day(r.max_time?)?)));
+                let (first, last) = match range {
+                    Some(range) => range,
+                    None => {
+                        let first = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").map_err(query_err)?;
+                        (first, first + chrono::Months::new(1) - chrono::Days::new(1))
+                    }
+                };
+                out.push((first, last, vec![(path, bytes)]));
+            }
+            None => {}
         }
     }
-    Ok(days)
+    out.extend(days.into_iter().map(|(date, files)| (date, date, files)));
+    out.sort_by_key(|(first, last, _)| (*first, *last));
+    Ok(out)
 }
 
 /// Rows of the file at `path`: as the manifest recorded them, else from its footer.
-fn rows_of(root: &ArchiveRoot, path: &str, recorded: &BTreeMap<String, (u64, FileRecord)>) -> Result<u64, ArchiveError> {
+pub(crate) fn rows_of(root: &ArchiveRoot, path: &str, recorded: &BTreeMap<String, (u64, FileRecord)>) -> Result<u64, ArchiveError> {
     if let Some((_, record)) = recorded.get(path) {
         return Ok(record.rows);
     }
@@ -154,28 +194,30 @@ pub async fn plan(root: &ArchiveRoot, retention: &Retention, as_of: NaiveDate) -
     }
     let mut plan = PrunePlan::default();
     let mut expired = Vec::new();
+    let recorded = recorded_files(root)?;
     for table in Table::ALL {
         let period = retention.period(table);
         let cutoff = period.cutoff(as_of);
         plan.cutoffs.push((table, period, cutoff));
         if let Some(cutoff) = cutoff {
-            let days = files_by_day(root, table)?;
-            expired.extend(days.into_iter().filter(|(d, _)| *d < cutoff).map(|(d, files)| (table, d, files)));
+            let days = files_by_day(root, table, &recorded)?;
+            expired.extend(days.into_iter().filter(|(first, _, _)| *first < cutoff).map(|(first, last, files)| (table, cutoff, first, last, files)));
         }
     }
-    let Some(newest_expired) = expired.iter().map(|(_, d, _)| *d).max() else { return Ok(plan) };
+    let Some(newest_expired) = expired.iter().map(|(_, _, _, last, _)| *last).max() else { return Ok(plan) };
     let findings_cutoff = retention.period(Table::Findings).cutoff(as_of);
     let needed = finding_days(root, findings_cutoff, newest_expired + chrono::Days::new(1)).await?;
-    let recorded = recorded_files(root)?;
-    for (table, date, files) in expired {
-        let mut day = Day { table, date, files: Vec::with_capacity(files.len()), bytes: 0, rows: 0 };
+    for (table, cutoff, date, last, files) in expired {
+        let mut day = Day { table, date, last, files: Vec::with_capacity(files.len()), bytes: 0, rows: 0 };
         for (path, bytes) in files {
             day.rows += rows_of(root, &path, &recorded)?;
             day.bytes += bytes;
             day.files.push(path);
         }
-        let needed_by_finding = table != Table::DeadLetter && needed.contains(&(table.name(), date));
-        if needed_by_finding {
+        let needed_by_finding = table != Table::DeadLetter && date.iter_days().take_while(|d| *d <= last).any(|d| needed.contains(&(table.name(), d)));
+        if last >= cutoff {
+            plan.kept_with_their_month.push(day);
+        } else if needed_by_finding {
             plan.kept_for_findings.push(day);
         } else {
             plan.remove.push(day);
@@ -224,15 +266,18 @@ pub fn apply(root: &ArchiveRoot, plan: &PrunePlan, signer: Option<Arc<ManifestSi
             root.delete(path)?;
         }
         if let ArchiveRoot::Local(local) = root {
-            let dir = local.join(day.table.name()).join(format!("date={}", day.date.format("%Y-%m-%d")));
-            // A writer may have put a file there since the plan: then the directory stays.
-            if fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(false) {
-                fs::remove_dir(&dir).map_err(io_err("removing", &dir))?;
+            let folders: BTreeSet<&str> = day.files.iter().filter_map(|f| f.rsplit_once('/').map(|(folder, _)| folder)).collect();
+            for folder in folders {
+                let dir = local.join(folder);
+                // A writer may have put a file there since the plan: then the directory stays.
+                if fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(false) {
+                    fs::remove_dir(&dir).map_err(io_err("removing", &dir))?;
+                }
             }
             let table_dir = local.join(day.table.name());
             fs::File::open(&table_dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", &table_dir))?;
         }
-        tracing::info!(table = day.table.name(), date = %day.date, files = day.files.len(), rows = day.rows, bytes = day.bytes, "pruned a day past retention");
+        tracing::info!(table = day.table.name(), date = %day.label(), files = day.files.len(), rows = day.rows, bytes = day.bytes, "pruned a day past retention");
     }
     Ok(())
 }

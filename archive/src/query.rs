@@ -74,7 +74,7 @@ fn file_schema(table: Table) -> Arc<Schema> {
 /// The schema a Delta table is scanned with: [`file_schema`] plus `date`.
 fn scan_schema(table: Table) -> Arc<Schema> {
     let mut fields: Vec<Field> = file_schema(table).fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(crate::delta::PARTITION_COLUMN, DataType::Utf8, false));
+    fields.push(Field::new(crate::layout::DATE_COLUMN, DataType::Utf8, false));
     Arc::new(Schema::new(fields))
 }
 

@@ -5,7 +5,7 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
@@ -578,13 +578,9 @@ pub(crate) fn file_properties(batch: &RecordBatch, options: &WriterOptions, alwa
     Ok(props.build())
 }
 
-/// `date=YYYY-MM-DD` for a day number since the epoch.
+/// `date=YYYY-MM-DD` for a day number since the epoch: the folder of a writer's files.
 pub fn partition_dir(day: i64) -> String {
-    let date = DateTime::<Utc>::from_timestamp_millis(day * DAY_MS).map(|d| d.date_naive());
-    match date {
-        Some(d) => format!("date={}", d.format("%Y-%m-%d")),
-        None => format!("date=day-{day}"),
-    }
+    crate::layout::day_dir(day)
 }
 
 fn id_hash(id: &str) -> u128 {
@@ -658,35 +654,48 @@ fn row_keys(batch: &RecordBatch, key_columns: &[&str]) -> Result<Vec<u128>, Stri
         .collect())
 }
 
-/// Read the key columns of every data file under `dir` (a folder under the root) into `ids`.
-fn load_ids(root: &ArchiveRoot, dir: &str, key_columns: &[&str], ids: &mut HashSet<u128>) -> Result<(), ArchiveError> {
+/// Read the key columns of every data file under `dir` (a folder under the root) into `ids`;
+/// with `date`, only those of rows of that day (a compacted month holds many).
+fn load_ids(root: &ArchiveRoot, dir: &str, key_columns: &[&str], date: Option<&str>, ids: &mut HashSet<u128>) -> Result<(), ArchiveError> {
     match root {
         ArchiveRoot::Local(root) => {
             for path in parquet_files(&root.join(dir))? {
                 let file = File::open(&path).map_err(io_err("opening", &path))?;
-                read_ids(file, &path, key_columns, ids)?;
+                read_ids(file, &path, key_columns, date, ids)?;
             }
         }
         ArchiveRoot::S3(_) => {
             for path in root.data_files(dir)? {
-                read_ids(root.read(&path)?, Path::new(&path), key_columns, ids)?;
+                read_ids(root.read(&path)?, Path::new(&path), key_columns, date, ids)?;
             }
         }
     }
     Ok(())
 }
 
-/// Read the key columns of one Parquet file into `ids`.
-fn read_ids<R: parquet::file::reader::ChunkReader + 'static>(reader: R, path: &Path, key_columns: &[&str], ids: &mut HashSet<u128>) -> Result<(), ArchiveError> {
+/// Read the key columns of one Parquet file into `ids` (of rows of `date` only, if given).
+fn read_ids<R: parquet::file::reader::ChunkReader + 'static>(reader: R, path: &Path, key_columns: &[&str], date: Option<&str>, ids: &mut HashSet<u128>) -> Result<(), ArchiveError> {
     let perr = |e: parquet::errors::ParquetError| ArchiveError::Parquet { path: path.to_path_buf(), message: e.to_string() };
     let builder = ParquetRecordBatchReaderBuilder::try_new(reader).map_err(perr)?;
-    let indices: Vec<usize> = key_columns.iter().filter_map(|c| builder.schema().index_of(c).ok()).collect();
+    let mut indices: Vec<usize> = key_columns.iter().filter_map(|c| builder.schema().index_of(c).ok()).collect();
     if indices.is_empty() {
         return Err(ArchiveError::Parquet { path: path.to_path_buf(), message: format!("none of the key columns {key_columns:?}") });
     }
+    if date.is_some() {
+        let column = builder.schema().index_of(crate::layout::DATE_COLUMN).map_err(|e| ArchiveError::Parquet { path: path.to_path_buf(), message: e.to_string() })?;
+        indices.push(column);
+    }
     let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
     for batch in builder.with_projection(mask).build().map_err(perr)? {
-        let batch = batch.map_err(|e| ArchiveError::Parquet { path: path.to_path_buf(), message: e.to_string() })?;
+        let mut batch = batch.map_err(|e| ArchiveError::Parquet { path: path.to_path_buf(), message: e.to_string() })?;
+        if let Some(date) = date {
+            let keep = batch
+                .column_by_name(crate::layout::DATE_COLUMN)
+                .and_then(|c| c.as_string_opt::<i32>())
+                .map(|dates| dates.iter().map(|d| Some(d == Some(date))).collect::<BooleanArray>())
+                .ok_or_else(|| ArchiveError::Parquet { path: path.to_path_buf(), message: "`date` is not a string column".into() })?;
+            batch = filter_record_batch(&batch, &keep).map_err(|e| ArchiveError::Parquet { path: path.to_path_buf(), message: e.to_string() })?;
+        }
         ids.extend(row_keys(&batch, key_columns).map_err(|message| ArchiveError::Parquet { path: path.to_path_buf(), message })?);
     }
     Ok(())
@@ -763,7 +772,11 @@ impl ArchiveWriter {
             let mut partition = Partition::default();
             if table != Table::DeadLetter {
                 let dir = format!("{}/{}", table.name(), partition_dir(day));
-                load_ids(&self.root, &dir, table.key_columns(), &mut partition.ids)?;
+                load_ids(&self.root, &dir, table.key_columns(), None, &mut partition.ids)?;
+                // A compacted month holds days of a quiet table too (see `layout`).
+                let date = crate::layout::day_string(day);
+                let month = format!("{}/{}", table.name(), crate::layout::month_dir(&date[..date.len().min(7)]));
+                load_ids(&self.root, &month, table.key_columns(), Some(&date), &mut partition.ids)?;
             }
             self.partitions.insert((table, day), partition);
         }
@@ -799,6 +812,8 @@ impl ArchiveWriter {
         partition.pending_rows = 0;
         let batch = concat_batches(&table.schema(), &pending)
             .map_err(|e| ArchiveError::Schema { table: table.name(), message: e.to_string() })?;
+        // Each file holds its day as a column: compaction may put a month's days in one file.
+        let batch = crate::layout::with_date(table, &batch, day)?;
         self.write_file(table, day, batch)
     }
 }
@@ -835,7 +850,7 @@ impl Sink for ArchiveWriter {
         }
         if table == Table::DeadLetter && self.dead_letter_ids.is_none() {
             let mut all = HashSet::new();
-            load_ids(&self.root, table.name(), table.key_columns(), &mut all)?;
+            load_ids(&self.root, table.name(), table.key_columns(), None, &mut all)?;
             self.dead_letter_ids = Some(all);
         }
         let (mut kept, mut duplicates) = (0u64, 0u64);
