@@ -95,7 +95,7 @@ ORDER = {"login": 'license, "user", "time"', "api": 'license, key_id, "time"'}
 def table_bytes(archive, table):
     """Bytes of the data files under a table's day folders (the live ones: compaction deletes
     what it replaced)."""
-    return sum(f.stat().st_size for f in (archive / table).glob("date=*/*.parquet"))
+    return sum(f.stat().st_size for f in (archive / table).glob("*=*/*.parquet"))
 
 
 def bytes_per_event(seedwatch, data, work, pieces=8):
@@ -115,26 +115,27 @@ def bytes_per_event(seedwatch, data, work, pieces=8):
                        check=True, stdout=subprocess.DEVNULL)
         path.unlink()
     streaming = {t: table_bytes(stream, t) for t in ORDER}
-    files = {t: len(list((stream / t).glob("date=*/*.parquet"))) for t in ORDER}
+    files = {t: len(list((stream / t).glob("*=*/*.parquet"))) for t in ORDER}
     subprocess.run([seedwatch, "archive", "compact", "--archive", str(stream), "--table", "login", "--table", "api",
                     "--signing-key", str(work / "signing.pem")], check=True, stdout=subprocess.DEVNULL)
     con = duckdb.connect()
     out = []
     print(f"(c) bytes per event: a streaming archive ({pieces} runs of interleaved lines), compacted, against DuckDB")
     for table, order in ORDER.items():
-        glob = f"{stream}/{table}/date=*/*.parquet"
+        # Day and month folders (each file holds its rows' `date`), not `_delta_log`.
+        glob = f"{stream}/{table}/*=*/*.parquet"
         rows = con.execute(f"SELECT count(*) FROM read_parquet('{glob}')").fetchone()[0]
         theirs = work / f"duckdb-{table}.parquet"
         con.execute(f"COPY (SELECT * FROM read_parquet('{glob}') ORDER BY {order}) TO '{theirs}' (FORMAT parquet, COMPRESSION zstd)")
         # The same rows in the archive's layout, a file per day (what retention by whole days needs).
         per_day = work / f"duckdb-{table}-by-date"
         shutil.rmtree(per_day, ignore_errors=True)
-        con.execute(f"COPY (SELECT * FROM read_parquet('{glob}', hive_partitioning = true) ORDER BY {order}) TO '{per_day}' "
+        con.execute(f"COPY (SELECT * FROM read_parquet('{glob}', hive_partitioning = false) ORDER BY {order}) TO '{per_day}' "
                     "(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (date))")
         # And a file per month: what a coarser layout for compacted history would give (issue 18).
         per_month = work / f"duckdb-{table}-by-month"
         shutil.rmtree(per_month, ignore_errors=True)
-        con.execute(f"COPY (SELECT *, substr(CAST(date AS VARCHAR), 1, 7) AS month FROM read_parquet('{glob}', hive_partitioning = true) ORDER BY {order}) "
+        con.execute(f"COPY (SELECT *, substr(CAST(date AS VARCHAR), 1, 7) AS month FROM read_parquet('{glob}', hive_partitioning = false) ORDER BY {order}) "
                     f"TO '{per_month}' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (month))")
         compacted = table_bytes(stream, table)
         duck = theirs.stat().st_size
@@ -212,7 +213,7 @@ def main():
     print(f"(b) analyst queries over the archive at {archive}")
     con = duckdb.connect()
     for table in ("login", "api"):
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{archive}/{table}/date=*/*.parquet', hive_partitioning = true)")
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{archive}/{table}/*=*/*.parquet', hive_partitioning = false)")
     for label, sql in QUERIES.items():
         def ours_query():
             subprocess.run([seedwatch, "query", "--archive", str(archive), "--format", "csv", sql], check=True, stdout=subprocess.DEVNULL)

@@ -43,7 +43,7 @@ rm -rf "$work/archive-e2e"
 echo "   archive bytes per event, by family:"
 for table in login api sync audit; do
   rows=$("$bin" query --archive "$work/archive-e2e" --format csv "SELECT count(*) AS n FROM $table" | sed -n 2p)
-  bytes=$(find "$work/archive-e2e/$table" -path "*/date=*" -name "*.parquet" -printf "%s\n" | awk '{ s += $1 } END { print s + 0 }')
+  bytes=$(find "$work/archive-e2e/$table" -path "*=*" -not -path "*/_delta_log/*" -name "*.parquet" -printf "%s\n" | awk '{ s += $1 } END { print s + 0 }')
   awk -v t="$table" -v r="$rows" -v b="$bytes" 'BEGIN { if (r > 0) printf "   %-6s %10d events %12d bytes %6.1f bytes/event\n", t, r, b, b / r }'
 done
 

@@ -43,7 +43,7 @@ fn data_files(archive: &Path, table: &str) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for day in std::fs::read_dir(archive.join(table)).expect("table dir") {
         let day = day.expect("entry").path();
-        if day.file_name().is_some_and(|n| n.to_string_lossy().starts_with("date=")) {
+        if day.file_name().is_some_and(|n| n.to_string_lossy().starts_with("date=") || n.to_string_lossy().starts_with("month=")) {
             files.extend(std::fs::read_dir(&day).expect("day dir").map(|e| e.expect("entry").path()));
         }
     }
@@ -267,7 +267,7 @@ fn the_logs_time_ranges_let_filters_skip_files_and_hide_no_row() {
             }
         }
         assert!(edges.len() >= 4, "{table}: {edges:?}");
-        // Each file's range is its rows' range, as another reader (pyarrow) finds it: our own
+        // Each file's ranges (time and `date`) are its rows', as another reader (pyarrow) finds them: our own
         // scans do not skip files by it today, Python deltalake and Spark do.
         let python = std::env::var("SEEDWATCH_PYTHON").unwrap_or_else(|_| "python3".into());
         let check = r#"
@@ -285,6 +285,9 @@ for commit in sorted(glob.glob(table_dir + "/_delta_log/*.json")):
         got = (iso(pc.min(times)), iso(pc.max(times)))
         if got != (stats["minValues"][column], stats["maxValues"][column]) or stats["numRecords"] != len(times):
             wrong.append((add["path"], got, stats))
+        dates = pq.read_table(table_dir + "/" + add["path"], columns=["date"]).column("date")
+        if (pc.min(dates).as_py(), pc.max(dates).as_py()) != (stats["minValues"]["date"], stats["maxValues"]["date"]):
+            wrong.append((add["path"], "date", stats))
         checked += 1
 print(json.dumps({"checked": checked, "wrong": wrong}))
 "#;
@@ -306,4 +309,78 @@ print(json.dumps({"checked": checked, "wrong": wrong}))
             assert!(n("at") >= 1, "{table}: no row at the edge {edge} of a file's range");
         }
     }
+}
+
+/// `tests/fixtures/day-layout-archive.tgz`: an archive as seedwatch wrote it before month
+/// files (the day layout: `date` a Delta partition column, not stored in the files), with
+/// its signing key. One site, 2026-09-26 to 2026-10-03, written by two runs of half the
+/// input each, then compacted before 2026-09-29.
+fn day_layout_archive() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/day-layout-archive.tgz");
+    let status = Command::new("tar").arg("xzf").arg(&fixture).arg("-C").arg(dir.path()).status().expect("tar");
+    assert!(status.success(), "unpacking {}", fixture.display());
+    // Where this file's helpers look for the key.
+    std::fs::copy(dir.path().join("keys/signing.pem"), dir.path().join("signing.pem")).expect("the fixture's key");
+    let archive = dir.path().join("archive");
+    (dir, archive)
+}
+
+/// Rows per day of `table`.
+fn per_day(archive: &Path, table: &str) -> Vec<serde_json::Value> {
+    query_json(archive, &format!("SELECT date, count(*) AS n FROM {table} GROUP BY date ORDER BY date"))
+}
+
+#[test]
+fn an_archive_of_the_day_layout_is_read_as_it_is_and_migrated_to_files_that_hold_their_date() {
+    let (dir, archive) = day_layout_archive();
+    let key = dir.path().join("signing.pem");
+    let a = archive.display().to_string();
+    // Read as it is.
+    let before: Vec<Vec<String>> = TABLES.iter().map(|t| content(&archive, t)).collect();
+    let days_before: Vec<_> = TABLES.iter().map(|t| per_day(&archive, t)).collect();
+    assert_eq!(days_before[0].len(), 8, "{:?}", days_before[0]);
+    // Not written to: one line naming the command that converts it.
+    let out = compact(dir.path(), &archive, None);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("day layout") && stderr.contains("seedwatch archive migrate --archive"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    // Its entries are signed: migrating without its key is refused, and changes nothing.
+    let out = Command::new(env!("CARGO_BIN_EXE_seedwatch")).args(["archive", "migrate", "--archive", &a, "--signing-key"]).arg(dir.path().join("no-such.pem")).output().expect("migrate");
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert_eq!(TABLES.iter().map(|t| content(&archive, t)).collect::<Vec<_>>(), before);
+
+    let out = seedwatch(&["archive", "migrate", "--archive", &a, "--signing-key", &key.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for (table, rows) in TABLES.iter().zip(&before) {
+        let line = stdout.lines().find(|l| l.starts_with(&format!("migrated {table}:"))).unwrap_or_else(|| panic!("no line for {table}: {stdout}"));
+        let files = data_files(&archive, table).len();
+        assert!(line.contains(&format!("{files} file(s) ({files} rewritten with their date)")), "{line}");
+        let n = rows.len();
+        assert!(line.replace(',', "").contains(&format!(" {n} rows in the files {n} rows read through the table")), "{line}");
+    }
+    // The same rows, each day's where it was; the dates now come from the files themselves.
+    assert_eq!(TABLES.iter().map(|t| content(&archive, t)).collect::<Vec<_>>(), before, "rows changed by the migration");
+    assert_eq!(TABLES.iter().map(|t| per_day(&archive, t)).collect::<Vec<_>>(), days_before);
+    for table in TABLES {
+        let log = std::fs::read_to_string(commits(&archive, table).last().expect("a commit")).expect("commit");
+        assert!(log.contains(r#""partitionColumns":[]"#), "{table}: {log}");
+        assert!(data_files(&archive, table).iter().all(|f| f.file_name().is_some_and(|n| n.to_string_lossy().starts_with("part-migrate-"))), "{table}: old files left");
+    }
+    verify_clean(dir.path(), &archive);
+    let again = seedwatch(&["archive", "migrate", "--archive", &a, "--signing-key", &key.display().to_string()]);
+    assert!(text(&again.stdout).contains("nothing to do"), "{}", text(&again.stdout));
+
+    // Written to again: compaction folds each month's quiet days into one file.
+    let out = compact(dir.path(), &archive, None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let login = data_files(&archive, "login");
+    let folders: Vec<String> = login.iter().filter_map(|f| f.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned())).collect();
+    assert_eq!(folders, vec!["month=2026-09".to_string(), "month=2026-10".to_string()], "{login:?}");
+    assert_eq!(TABLES.iter().map(|t| content(&archive, t)).collect::<Vec<_>>(), before, "rows changed by compaction");
+    assert_eq!(TABLES.iter().map(|t| per_day(&archive, t)).collect::<Vec<_>>(), days_before);
+    verify_clean(dir.path(), &archive);
 }

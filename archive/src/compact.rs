@@ -371,3 +371,55 @@ fn compact_group(
     tracing::info!(table = table.name(), date, rows = day.rows, files_before = day.files_before, files_after = day.files_after, bytes_before = day.bytes_before, bytes_after = day.bytes_after, "compacted a day");
     Ok(day)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, rows: u64) -> LiveFile {
+        LiveFile { path: path.to_string(), span: crate::layout::span_of(path).expect("a data file's path"), rows }
+    }
+
+    fn date(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date")
+    }
+
+    fn summary(groups: &[Group]) -> Vec<(String, String, usize, usize)> {
+        groups.iter().map(|g| (g.dir.clone(), g.label.clone(), g.days, g.files.len())).collect()
+    }
+
+    #[test]
+    fn quiet_days_go_into_their_months_file_and_busy_days_keep_their_own() {
+        let live = vec![
+            file("login/date=2026-09-29/part-a.parquet", 100),
+            file("login/date=2026-09-30/part-a.parquet", 100),
+            file("login/date=2026-09-30/part-b.parquet", 100),
+            // Busy: a day of its own, two files into one.
+            file("login/date=2026-10-01/part-a.parquet", 60),
+            file("login/date=2026-10-01/part-b.parquet", 60),
+            // Busy and one compacted file already: left alone.
+            file("login/date=2026-10-02/part-compact-x-000001.parquet", 500),
+            file("login/date=2026-10-03/part-a.parquet", 10),
+            // Today's (not before the cutoff): left for later.
+            file("login/date=2026-10-04/part-a.parquet", 10),
+        ];
+        let groups = groups_to_compact(live, date("2026-10-04"), 100);
+        assert_eq!(
+            summary(&groups),
+            vec![
+                ("month=2026-09".into(), "2026-09".into(), 2, 3),
+                ("month=2026-10".into(), "2026-10".into(), 1, 1),
+                ("date=2026-10-01".into(), "2026-10-01".into(), 1, 2),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_months_file_alone_is_compacted_already_and_a_late_day_is_folded_into_it() {
+        let compacted = file("login/month=2026-09/part-compact-x-000001.parquet", 3000);
+        assert!(groups_to_compact(vec![compacted.clone()], date("2026-12-01"), 100).is_empty());
+        let late = file("login/date=2026-09-03/part-late.parquet", 5);
+        let groups = groups_to_compact(vec![compacted, late], date("2026-12-01"), 100);
+        assert_eq!(summary(&groups), vec![("month=2026-09".into(), "2026-09".into(), 1, 2)]);
+    }
+}

@@ -1,7 +1,9 @@
-//! Archive: events, findings and dead letters as Delta Lake tables of date-partitioned
-//! Parquet, and a DataFusion session to query them.
+//! Archive: events, findings and dead letters as Delta Lake tables of Parquet files, each
+//! holding its rows' `date`, and a DataFusion session to query them.
 //!
-//! Layout: `<root>/<table>/date=YYYY-MM-DD/part-<run>-<seq>.parquet`, zstd
+//! Layout (see `layout`): `<root>/<table>/date=YYYY-MM-DD/part-<run>-<seq>.parquet` as
+//! written, `<root>/<table>/month=YYYY-MM/part-compact-….parquet` for a quiet table's
+//! compacted month; zstd
 //! compressed (LZ4 below 1,024 rows, where creating zstd contexts costs more than
 //! compressing: see `writer::write_file`). Files are written to `<root>/_tmp/`, fsynced, renamed into
 //! place and the directory fsynced, so a crash never leaves a half file where

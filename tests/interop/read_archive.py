@@ -23,26 +23,29 @@ for table in tables:
     if not os.path.isdir(path):
         out[table] = {"pyarrow": 0, "duckdb": 0, "delta": 0, "duckdb_delta_files": 0}
         continue
-    dataset = ds.dataset(path, format="parquet", partitioning="hive")
+    # Each file holds its rows' `date`; `_delta_log` (checkpoints are Parquet too) is skipped
+    # as every folder starting with `_` is.
+    dataset = ds.dataset(path, format="parquet")
     pa_rows = dataset.count_rows()
-    glob = os.path.join(path, "date=*", "*.parquet")
-    duck_rows = con.execute(f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning = true)").fetchone()[0]
+    glob = os.path.join(path, "*=*", "*.parquet")
+    duck_rows = con.execute(f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning = false)").fetchone()[0]
     delta = DeltaTable(path)
     delta_rows = delta.to_pyarrow_dataset().count_rows()
     files = delta.file_uris()
     listed = con.execute("SELECT count(*) FROM read_parquet(?)", [files]).fetchone()[0] if files else 0
     out[table] = {"pyarrow": pa_rows, "duckdb": duck_rows, "delta": delta_rows, "duckdb_delta_files": listed}
 
-glob = lambda t: os.path.join(root, t, "date=*", "*.parquet")
+# `date=YYYY-MM-DD/` and `month=YYYY-MM/` folders; not `_delta_log/`.
+glob = lambda t: os.path.join(root, t, "*=*", "*.parquet")
 out["failed_logins_by_user"] = con.execute(
-    f"SELECT license, \"user\", count(*) AS n FROM read_parquet('{glob('login')}', hive_partitioning = true) "
+    f"SELECT license, \"user\", count(*) AS n FROM read_parquet('{glob('login')}', hive_partitioning = false) "
     "WHERE outcome = 'failure' GROUP BY ALL ORDER BY n DESC, license, \"user\" LIMIT 5"
 ).fetchall()
 out["findings_by_rule"] = con.execute(
-    f"SELECT rule, count(*) FROM read_parquet('{glob('findings')}', hive_partitioning = true) GROUP BY rule ORDER BY rule"
+    f"SELECT rule, count(*) FROM read_parquet('{glob('findings')}', hive_partitioning = false) GROUP BY rule ORDER BY rule"
 ).fetchall()
 out["dates"] = con.execute(
-    f"SELECT count(DISTINCT date) FROM read_parquet('{glob('api')}', hive_partitioning = true)"
+    f"SELECT count(DISTINCT date) FROM read_parquet('{glob('api')}', hive_partitioning = false)"
 ).fetchone()[0]
 findings = ds.dataset(os.path.join(root, "findings"), format="parquet", partitioning="hive")
 out["time_type"] = str(findings.schema.field("window_start").type)
