@@ -1291,10 +1291,10 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             let (files, rows, bytes) = plan.remove.iter().fold((0, 0, 0), |(f, r, b), d| (f + d.files.len(), r + d.rows, b + d.bytes));
             println!(
                 "prune: {verb} {} day(s) ({files} files, {} rows, {:.1} MB); kept {} day(s) past retention for findings",
-                plan.remove.len(),
+                plan.remove.iter().map(|d| d.days()).sum::<usize>(),
                 thousands(rows),
                 bytes as f64 / 1e6,
-                plan.kept_for_findings.len()
+                plan.kept_for_findings.iter().map(|d| d.days()).sum::<usize>()
             );
         }
         Command::Archive { command: ArchiveCommand::Compact { archive, tables, before, signing_key, access } } => {

@@ -165,3 +165,28 @@ fn a_period_below_the_manuals_minimum_is_one_line_naming_file_line_and_field() {
     );
     assert_eq!(rows_by_date(&copy.archive, "audit"), rows_by_date(&fixture().archive(), "audit"), "nothing removed");
 }
+
+#[test]
+fn a_compacted_month_goes_whole_once_its_last_day_is_past_retention() {
+    let copy = copy_of_archive();
+    let (archive, key) = (copy.archive.display().to_string(), copy.key.display().to_string());
+    let out = seedwatch(&["archive", "compact", "--archive", &archive, "--signing-key", &key]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let before = snapshot(&copy.archive);
+    assert!(before["login"].keys().any(|d| d.as_str() < "2026-11-01") && before["login"].keys().any(|d| d.as_str() >= "2026-11-05"), "{:?}", before["login"]);
+    // Login's cutoff is 2026-11-05: October's file goes (none of its days holds a finding's
+    // evidence); November's stays whole, its first four days past retention included.
+    let (code, stdout, stderr) = prune(&copy, &["--as-of", "2029-11-05"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.lines().any(|l| l.starts_with("removed login 2026-10-19..2026-10-31: 1 file(s)")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("kept login 2026-11-01..") && l.contains("a compacted month's file")), "{stdout}");
+    let after = rows_by_date(&copy.archive, "login");
+    for (date, rows) in &before["login"] {
+        let expected = if date.as_str() < "2026-11-01" { None } else { Some(rows) };
+        assert_eq!(after.get(date), expected, "login {date}");
+    }
+    for table in ["sync", "audit", "findings"] {
+        assert_eq!(rows_by_date(&copy.archive, table), before[table], "{table} is within retention");
+    }
+    verify_clean(&copy);
+}

@@ -352,6 +352,18 @@ fn an_archive_of_the_day_layout_is_read_as_it_is_and_migrated_to_files_that_hold
     assert!(!out.status.success(), "{}", text(&out.stdout));
     assert_eq!(TABLES.iter().map(|t| content(&archive, t)).collect::<Vec<_>>(), before);
 
+    // Stopped with the first table's new files in place, then again once they are recorded:
+    // queries still read the old files, and the next run cleans up or finishes.
+    for stop in ["written", "recorded"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_seedwatch"))
+            .args(["archive", "migrate", "--archive", &a, "--signing-key"])
+            .arg(&key)
+            .env("SEEDWATCH_TEST_STOP_MIGRATION", stop)
+            .output()
+            .expect("migrate");
+        assert_eq!(out.status.code(), Some(86), "{stop}: {}", text(&out.stderr));
+        assert_eq!(TABLES.iter().map(|t| content(&archive, t)).collect::<Vec<_>>(), before, "after a migration stopped at `{stop}`");
+    }
     let out = seedwatch(&["archive", "migrate", "--archive", &a, "--signing-key", &key.display().to_string()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);

@@ -359,6 +359,16 @@ pub fn reconcile(root: &ArchiveRoot, deltas: &mut HashMap<Table, DeltaTable>, re
     Ok(())
 }
 
+/// A stop point for the tests of an interrupted migration: `SEEDWATCH_TEST_STOP_MIGRATION`
+/// set to `written` (a table's new files in place, nothing recorded) or `recorded` (its
+/// manifest entry written, its log not yet switched) ends the process there, as a crash would.
+fn stop_here(point: &str) {
+    if std::env::var("SEEDWATCH_TEST_STOP_MIGRATION").is_ok_and(|p| p == point) {
+        eprintln!("migrate: stopping after `{point}` (SEEDWATCH_TEST_STOP_MIGRATION)");
+        std::process::exit(86);
+    }
+}
+
 /// Whether `delta` is in the day layout: `date` a partition column, taken from the folder
 /// and not stored in the files.
 pub fn is_day_layout(delta: &DeltaTable) -> bool {
@@ -470,6 +480,7 @@ pub async fn migrate(root: &Path, signer: Option<Arc<crate::manifest::ManifestSi
                 removed.push(path.clone());
                 removed_records.push(old);
             }
+            stop_here("written");
             if !added.is_empty() && has_manifest {
                 let signer = signer.clone().ok_or_else(|| ArchiveError::Layout {
                     root: root.to_path_buf(),
@@ -477,6 +488,7 @@ pub async fn migrate(root: &Path, signer: Option<Arc<crate::manifest::ManifestSi
                 })?;
                 ManifestLog::open(&local, signer, &run_id)?.append(Entry::Compact, added.clone(), removed_records)?;
             }
+            stop_here("recorded");
             (kept, added, removed)
         };
         let rows_in_files: u64 = kept.iter().chain(&added).map(|r| r.rows).sum();

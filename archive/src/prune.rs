@@ -63,6 +63,11 @@ pub struct PrunePlan {
 }
 
 impl Day {
+    /// Days from `date` to `last`.
+    pub fn days(&self) -> usize {
+        (self.last - self.date).num_days().max(0) as usize + 1
+    }
+
     /// `YYYY-MM-DD`, or `YYYY-MM-DD..YYYY-MM-DD` for a compacted month's file.
     pub fn label(&self) -> String {
         if self.last == self.date {
