@@ -238,9 +238,9 @@ enum ArchiveCommand {
     /// the rows a query reads through it are checked against the old files' footers. Safe
     /// to run again, after a stop too.
     Migrate {
-        /// Archive directory.
-        #[arg(long, value_parser = local_archive)]
-        archive: PathBuf,
+        /// Archive: a directory, or s3://bucket/prefix (S3 settings from AWS_* variables or $SEEDWATCH_S3_CONFIG).
+        #[arg(long)]
+        archive: ArchiveRoot,
         /// Key that signs the manifest entries, when the archive has a manifest [default: as for run].
         #[arg(long, value_name = "FILE")]
         signing_key: Option<PathBuf>,
@@ -1338,11 +1338,11 @@ fn execute(cli: Cli) -> Result<ExitCode> {
         }
         Command::Archive { command: ArchiveCommand::Migrate { archive, signing_key, access } } => {
             access.role()?.require(seedwatch::access::Permission::Maintain, "migrate the archive")?;
-            if !archive.is_dir() {
-                anyhow::bail!("--archive {}: no such directory", archive.display());
+            if !archive.exists()? {
+                anyhow::bail!("--archive {archive}: no archive there");
             }
             // An archive with a manifest is signed with a key of its own: never a new one here.
-            let signer = if archive.join(seedwatch_archive::manifest::MANIFEST_DIR).is_dir() {
+            let signer = if runtime()?.block_on(archive.any_under(seedwatch_archive::manifest::MANIFEST_DIR))? {
                 Some(std::sync::Arc::new(seedwatch_archive::manifest::ManifestSigner::load(&archive_admin::signing_key_path(signing_key))?))
             } else {
                 None
@@ -1355,7 +1355,7 @@ fn execute(cli: Cli) -> Result<ExitCode> {
                 );
             }
             if migrated.is_empty() {
-                println!("migrate: nothing to do (every table of {} already has a Delta log, or no files)", archive.display());
+                println!("migrate: nothing to do (every table of {archive} is in the current layout, or has no files)");
             } else {
                 println!("migrate: {} table(s) converted, row counts equal", migrated.len());
             }

@@ -405,3 +405,42 @@ fn settings_come_from_a_private_file_and_a_bad_one_is_named_by_line() {
     assert!(!out.status.success());
     assert!(err.contains(&format!("{}:2", bad.display())) && err.contains("AWS_SECRET_KEY_TYPO"), "{err}");
 }
+
+#[test]
+fn an_archive_of_the_day_layout_in_a_bucket_is_migrated_in_place() {
+    let s3 = S3Server::start();
+    let bucket = s3.bucket("migrate");
+    let archive = format!("{bucket}/m");
+    // The fixture of tests/table_format.rs: the day layout, as the previous release wrote it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixture = common::repo().join("tests/fixtures/day-layout-archive.tgz");
+    let status = Command::new("tar").arg("xzf").arg(&fixture).arg("-C").arg(dir.path()).status().expect("tar");
+    assert!(status.success(), "unpacking {}", fixture.display());
+    std::fs::copy(dir.path().join("keys/signing.pem"), dir.path().join("signing.pem")).expect("key");
+    s3.tool(&["upload-dir", "migrate", "m", &dir.path().join("archive").display().to_string()]);
+    let content = |s3: &S3Server| -> Vec<Vec<String>> {
+        TABLES
+            .iter()
+            .map(|t| {
+                let mut rows: Vec<String> = s3.query(&archive, &format!("SELECT * FROM {t}")).iter().map(|r| r.to_string()).collect();
+                rows.sort();
+                rows
+            })
+            .collect()
+    };
+    let before = content(&s3);
+    assert!(before[0].len() > 50, "login rows: {}", before[0].len());
+
+    let key = dir.path().join("signing.pem").display().to_string();
+    let out = s3.seedwatch(&strings(&["archive", "migrate", "--archive", &archive, "--signing-key", &key]));
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().filter(|l| l.starts_with("migrated ")).count(), TABLES.len(), "{}", text(&out.stdout));
+    assert_eq!(content(&s3), before, "rows changed by the migration");
+    let left: Vec<String> = s3.keys("migrate", "m/login/").into_iter().filter(|k| k.ends_with(".parquet") && !k.contains("/_delta_log/")).collect();
+    assert!(!left.is_empty() && left.iter().all(|k| k.rsplit('/').next().is_some_and(|n| n.starts_with("part-migrate-"))), "{left:?}");
+    let out = s3.verify(&archive, dir.path());
+    assert!(out.status.success(), "verify after migrate: {}{}", text(&out.stdout), text(&out.stderr));
+    // Another reader agrees.
+    let counts: serde_json::Value = serde_json::from_str(&s3.tool(&["delta-counts", &archive, "login", "api"])).expect("json");
+    assert_eq!(counts["login"].as_u64(), Some(before[0].len() as u64), "{counts}");
+}

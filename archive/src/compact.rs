@@ -391,9 +391,9 @@ mod tests {
     #[test]
     fn quiet_days_go_into_their_months_file_and_busy_days_keep_their_own() {
         let live = vec![
-            file("login/date=2026-09-29/part-a.parquet", 100),
-            file("login/date=2026-09-30/part-a.parquet", 100),
-            file("login/date=2026-09-30/part-b.parquet", 100),
+            file("login/date=2026-09-29/part-a.parquet", 10),
+            file("login/date=2026-09-30/part-a.parquet", 10),
+            file("login/date=2026-09-30/part-b.parquet", 10),
             // Busy: a day of its own, two files into one.
             file("login/date=2026-10-01/part-a.parquet", 60),
             file("login/date=2026-10-01/part-b.parquet", 60),

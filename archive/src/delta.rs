@@ -21,7 +21,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
@@ -390,10 +389,10 @@ pub struct Migrated {
     pub rows_in_table: u64,
 }
 
-/// Whether the Parquet file at `path` stores a `date` column.
-fn stores_date(path: &Path) -> Result<bool, ArchiveError> {
-    let file = std::fs::File::open(path).map_err(crate::io_err("opening", path))?;
-    let reader = parquet::file::serialized_reader::SerializedFileReader::new(file).map_err(|e| ArchiveError::Parquet { path: path.to_path_buf(), message: e.to_string() })?;
+/// Whether the Parquet file at `path` (under `root`) stores a `date` column.
+fn stores_date(root: &ArchiveRoot, path: &str) -> Result<bool, ArchiveError> {
+    let bytes = root.read(path)?;
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new(bytes).map_err(|e| ArchiveError::Parquet { path: path.into(), message: e.to_string() })?;
     let schema = parquet::file::reader::FileReader::metadata(&reader).file_metadata().schema_descr_ptr();
     Ok(schema.columns().iter().any(|c| c.name() == crate::layout::DATE_COLUMN))
 }
@@ -409,19 +408,19 @@ fn stores_date(path: &Path) -> Result<bool, ArchiveError> {
 /// Tables already converted are left alone, so it can run again after a stop: a run that
 /// stopped after its manifest entry is finished from the entry, and files a run wrote but
 /// never recorded are removed first.
-pub async fn migrate(root: &Path, signer: Option<Arc<crate::manifest::ManifestSigner>>) -> Result<Vec<Migrated>, ArchiveError> {
-    use crate::manifest::{recorded_files, relative_path, Action as Entry, ManifestLog, MANIFEST_DIR};
+pub async fn migrate(root: &ArchiveRoot, signer: Option<Arc<crate::manifest::ManifestSigner>>) -> Result<Vec<Migrated>, ArchiveError> {
+    use crate::manifest::{recorded_files, Action as Entry, ManifestLog, MANIFEST_DIR};
     use std::collections::BTreeSet;
-    let local = ArchiveRoot::from(root);
-    let has_manifest = root.join(MANIFEST_DIR).is_dir();
+    let local = root;
+    let has_manifest = root.any_under(MANIFEST_DIR).await?;
     let run_id = format!("migrate-{}-{:08x}", chrono::Utc::now().format("%Y%m%dT%H%M%S"), std::process::id());
     let mut migrated = Vec::new();
     for table in Table::ALL {
-        let existing = open(&local, table).await?;
+        let existing = open(local, table).await?;
         if existing.as_ref().is_some_and(|d| !is_day_layout(d)) {
             continue;
         }
-        let on_disk: Vec<String> = crate::writer::parquet_files(&root.join(table.name()))?.iter().map(|p| relative_path(root, p)).collect();
+        let on_disk: Vec<String> = root.data_files(table.name())?;
         // What the table holds now: its log's files, or every file in place (no log).
         let live: BTreeSet<String> = match &existing {
             Some(delta) => live_paths(delta, table)?.into_iter().collect(),
@@ -430,17 +429,16 @@ pub async fn migrate(root: &Path, signer: Option<Arc<crate::manifest::ManifestSi
         if existing.is_none() && live.is_empty() {
             continue;
         }
-        let recorded = if has_manifest { recorded_files(&local)? } else { Default::default() };
+        let recorded = if has_manifest { recorded_files(local)? } else { Default::default() };
         let prefix = format!("{}/", table.name());
         let active: BTreeSet<String> = recorded.keys().filter(|p| p.starts_with(&prefix)).cloned().collect();
         let is_ours = |path: &str| path.rsplit('/').next().is_some_and(|name| name.starts_with("part-migrate-"));
         let record_of = |path: &str| -> Result<FileRecord, ArchiveError> {
-            let rows = crate::prune::parquet_rows(&root.join(path))?;
             Ok(match recorded.get(path) {
-                Some((_, record)) => FileRecord { rows, ..record.clone() },
+                Some((_, record)) => record.clone(),
                 None => {
-                    let bytes = std::fs::metadata(root.join(path)).map_err(crate::io_err("reading metadata of", &root.join(path)))?.len();
-                    FileRecord { path: path.to_string(), sha256: String::new(), bytes, rows, min_time: None, max_time: None }
+                    let (sha256, bytes) = root.sha256(path)?;
+                    FileRecord { path: path.to_string(), sha256, bytes, rows: crate::prune::rows_of(root, path, &recorded)?, min_time: None, max_time: None }
                 }
             })
         };
@@ -453,29 +451,45 @@ pub async fn migrate(root: &Path, signer: Option<Arc<crate::manifest::ManifestSi
         } else {
             // Files a stopped run wrote but never recorded.
             for path in on_disk.iter().filter(|p| is_ours(p) && !live.contains(*p) && !active.contains(*p)) {
-                std::fs::remove_file(root.join(path)).map_err(crate::io_err("removing", &root.join(path)))?;
+                root.delete(path)?;
             }
+            // New files are encoded here first: in place on disk, on this host's temp disk
+            // for a bucket (then uploaded under their name).
+            let staging = crate::writer::temp_root(root).join(&run_id);
             let (mut kept, mut added, mut removed, mut removed_records) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for path in &live {
-                let file = root.join(path);
-                if stores_date(&file)? {
+                if stores_date(root, path)? {
                     kept.push(record_of(path)?);
                     continue;
                 }
                 let old = record_of(path)?;
-                let batches = crate::compact::read_stored(&local, path, table)?;
+                let batches = crate::compact::read_stored(local, path, table)?;
                 let batch = seedwatch_schemas::arrow::compute::concat_batches(&crate::layout::stored_schema(table), &batches)
                     .map_err(|e| ArchiveError::Schema { table: table.name(), message: e.to_string() })?;
                 let folder = path.rsplit_once('/').map_or("", |(folder, _)| folder);
                 let new_path = format!("{folder}/part-{run_id}-{:06}.parquet", added.len() + 1);
-                let target = root.join(&new_path);
+                let target = match root {
+                    ArchiveRoot::Local(dir) => dir.join(&new_path),
+                    ArchiveRoot::S3(_) => {
+                        std::fs::create_dir_all(&staging).map_err(crate::io_err("creating", &staging))?;
+                        staging.join(new_path.rsplit('/').next().unwrap_or(&new_path))
+                    }
+                };
                 let props = crate::writer::file_properties(&batch, &crate::WriterOptions::default(), true, &target)?;
-                let record = crate::writer::encode_to(table, &batch, props, &target, new_path)?;
+                let record = crate::writer::encode_to(table, &batch, props, &target, new_path.clone())?;
                 if record.rows != old.rows {
                     return Err(ArchiveError::Schema { table: table.name(), message: format!("migrating {path}: {} rows read, {} written", old.rows, record.rows) });
                 }
-                let dir = root.join(folder);
-                std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(crate::io_err("syncing", &dir))?;
+                match root {
+                    ArchiveRoot::Local(dir) => {
+                        let dir = dir.join(folder);
+                        std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(crate::io_err("syncing", &dir))?;
+                    }
+                    ArchiveRoot::S3(_) => {
+                        root.upload(&target, &new_path)?;
+                        std::fs::remove_file(&target).map_err(crate::io_err("removing", &target))?;
+                    }
+                }
                 added.push(record);
                 removed.push(path.clone());
                 removed_records.push(old);
@@ -483,10 +497,10 @@ pub async fn migrate(root: &Path, signer: Option<Arc<crate::manifest::ManifestSi
             stop_here("written");
             if !added.is_empty() && has_manifest {
                 let signer = signer.clone().ok_or_else(|| ArchiveError::Layout {
-                    root: root.to_path_buf(),
+                    root: root.to_string().into(),
                     message: "the archive has a signed manifest: migrating it rewrites files, which needs the signing key (--signing-key or $SEEDWATCH_SIGNING_KEY)".into(),
                 })?;
-                ManifestLog::open(&local, signer, &run_id)?.append(Entry::Compact, added.clone(), removed_records)?;
+                ManifestLog::open(local, signer, &run_id)?.append(Entry::Compact, added.clone(), removed_records)?;
             }
             stop_here("recorded");
             (kept, added, removed)
@@ -496,7 +510,7 @@ pub async fn migrate(root: &Path, signer: Option<Arc<crate::manifest::ManifestSi
             // (A day-layout table's files never store their date: all of them are rewritten.)
             Some(mut delta) => commit_relayout(&mut delta, table, &added, &removed).await?,
             None => {
-                let mut delta = open_or_create(&local, table).await?;
+                let mut delta = open_or_create(local, table).await?;
                 let all: Vec<FileRecord> = kept.iter().cloned().chain(added.iter().cloned()).collect();
                 commit(&mut delta, table, Change::Append, &all, &[]).await?;
             }
@@ -506,10 +520,16 @@ pub async fn migrate(root: &Path, signer: Option<Arc<crate::manifest::ManifestSi
         }
         migrated.push(Migrated { table, files: kept.len() + added.len(), rewritten: added.len(), rows_in_files, rows_in_table: 0 });
     }
+    if let ArchiveRoot::S3(_) = root {
+        let staging = crate::writer::temp_root(root).join(&run_id);
+        if staging.is_dir() {
+            std::fs::remove_dir_all(&staging).map_err(crate::io_err("removing", &staging))?;
+        }
+    }
     if migrated.is_empty() {
         return Ok(migrated);
     }
-    let ctx = crate::query::open_session(root).await?;
+    let ctx = crate::query::open_session(root.clone()).await?;
     for m in &mut migrated {
         // A filter, so the count is read from the files rather than from the log's statistics.
         let column = m.table.date_column();
@@ -519,7 +539,7 @@ pub async fn migrate(root: &Path, signer: Option<Arc<crate::manifest::ManifestSi
         m.rows_in_table = batches.first().and_then(|b| b.column(0).as_primitive_opt::<seedwatch_schemas::arrow::datatypes::Int64Type>()).map_or(0, |c| c.value(0).max(0) as u64);
         if m.rows_in_table != m.rows_in_files {
             return Err(ArchiveError::Layout {
-                root: root.to_path_buf(),
+                root: root.to_string().into(),
                 message: format!("table `{}`: its files hold {} rows but the migrated table reads {}", m.table.name(), m.rows_in_files, m.rows_in_table),
             });
         }

@@ -1547,7 +1547,7 @@ mod tests {
         new.actor = Some("admin.oak".into());
         // An archive from before the table format: migrated first (the old file keeps its schema).
         let root = dir.path().to_path_buf();
-        let migrated = crate::delta::block_on(async move { crate::delta::migrate(&root, None).await }).expect("runtime").expect("migrate");
+        let migrated = crate::delta::block_on(async move { crate::delta::migrate(&ArchiveRoot::from(root.as_path()), None).await }).expect("runtime").expect("migrate");
         assert_eq!((migrated.len(), migrated[0].rows_in_table), (1, 1));
         // The writer reads the old file's keys (without the newer key columns) as it opens the day.
         let mut w = ArchiveWriter::open(dir.path(), WriterOptions::default()).expect("open");

@@ -37,6 +37,12 @@ def main():
         body = bytearray(client().get_object(Bucket=bucket, Key=key)["Body"].read())
         body[len(body) // 2] ^= 0xFF
         client().put_object(Bucket=bucket, Key=key, Body=bytes(body))
+    elif command == "upload-dir":
+        bucket, prefix, local = args
+        for folder, _, names in os.walk(local):
+            for name in names:
+                path = os.path.join(folder, name)
+                client().upload_file(path, bucket, f"{prefix}/{os.path.relpath(path, local)}")
     elif command == "put":
         bucket, key, text = args
         client().put_object(Bucket=bucket, Key=key, Body=text.encode())
