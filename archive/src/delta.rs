@@ -411,12 +411,22 @@ fn stores_date(root: &ArchiveRoot, path: &str) -> Result<bool, ArchiveError> {
 pub async fn migrate(root: &ArchiveRoot, signer: Option<Arc<crate::manifest::ManifestSigner>>) -> Result<Vec<Migrated>, ArchiveError> {
     use crate::manifest::{recorded_files, Action as Entry, ManifestLog, MANIFEST_DIR};
     use std::collections::BTreeSet;
-    let local = root;
     let has_manifest = root.any_under(MANIFEST_DIR).await?;
+    // Refused before anything is written: migrating rewrites files, and a signed manifest
+    // records every file.
+    let signer = match (has_manifest, signer) {
+        (true, None) => {
+            return Err(ArchiveError::Layout {
+                root: root.to_string().into(),
+                message: "the archive has a signed manifest: migrating it rewrites files, which needs the signing key (--signing-key or $SEEDWATCH_SIGNING_KEY)".into(),
+            })
+        }
+        (_, signer) => signer,
+    };
     let run_id = format!("migrate-{}-{:08x}", chrono::Utc::now().format("%Y%m%dT%H%M%S"), std::process::id());
     let mut migrated = Vec::new();
     for table in Table::ALL {
-        let existing = open(local, table).await?;
+        let existing = open(root, table).await?;
         if existing.as_ref().is_some_and(|d| !is_day_layout(d)) {
             continue;
         }
@@ -429,7 +439,7 @@ pub async fn migrate(root: &ArchiveRoot, signer: Option<Arc<crate::manifest::Man
         if existing.is_none() && live.is_empty() {
             continue;
         }
-        let recorded = if has_manifest { recorded_files(local)? } else { Default::default() };
+        let recorded = if has_manifest { recorded_files(root)? } else { Default::default() };
         let prefix = format!("{}/", table.name());
         let active: BTreeSet<String> = recorded.keys().filter(|p| p.starts_with(&prefix)).cloned().collect();
         let is_ours = |path: &str| path.rsplit('/').next().is_some_and(|name| name.starts_with("part-migrate-"));
@@ -463,7 +473,7 @@ pub async fn migrate(root: &ArchiveRoot, signer: Option<Arc<crate::manifest::Man
                     continue;
                 }
                 let old = record_of(path)?;
-                let batches = crate::compact::read_stored(local, path, table)?;
+                let batches = crate::compact::read_stored(root, path, table)?;
                 let batch = seedwatch_schemas::arrow::compute::concat_batches(&crate::layout::stored_schema(table), &batches)
                     .map_err(|e| ArchiveError::Schema { table: table.name(), message: e.to_string() })?;
                 let folder = path.rsplit_once('/').map_or("", |(folder, _)| folder);
@@ -495,12 +505,9 @@ pub async fn migrate(root: &ArchiveRoot, signer: Option<Arc<crate::manifest::Man
                 removed_records.push(old);
             }
             stop_here("written");
-            if !added.is_empty() && has_manifest {
-                let signer = signer.clone().ok_or_else(|| ArchiveError::Layout {
-                    root: root.to_string().into(),
-                    message: "the archive has a signed manifest: migrating it rewrites files, which needs the signing key (--signing-key or $SEEDWATCH_SIGNING_KEY)".into(),
-                })?;
-                ManifestLog::open(local, signer, &run_id)?.append(Entry::Compact, added.clone(), removed_records)?;
+            // (An archive without a manifest gets one from its next writer, which adopts its files.)
+            if let (true, false, Some(signer)) = (has_manifest, added.is_empty(), &signer) {
+                ManifestLog::open(root, signer.clone(), &run_id)?.append(Entry::Compact, added.clone(), removed_records)?;
             }
             stop_here("recorded");
             (kept, added, removed)
@@ -510,13 +517,13 @@ pub async fn migrate(root: &ArchiveRoot, signer: Option<Arc<crate::manifest::Man
             // (A day-layout table's files never store their date: all of them are rewritten.)
             Some(mut delta) => commit_relayout(&mut delta, table, &added, &removed).await?,
             None => {
-                let mut delta = open_or_create(local, table).await?;
+                let mut delta = open_or_create(root, table).await?;
                 let all: Vec<FileRecord> = kept.iter().cloned().chain(added.iter().cloned()).collect();
                 commit(&mut delta, table, Change::Append, &all, &[]).await?;
             }
         }
         for path in &removed {
-            local.delete(path)?;
+            root.delete(path)?;
         }
         migrated.push(Migrated { table, files: kept.len() + added.len(), rewritten: added.len(), rows_in_files, rows_in_table: 0 });
     }
