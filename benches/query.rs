@@ -82,7 +82,7 @@ fn build(root: &Path, n: u64) {
     let started = Instant::now();
     let (tx, rx) = mpsc::sync_channel::<Vec<EventBatch>>(4);
     let producer = std::thread::spawn(move || {
-        let mut decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"bench-secret-0123456789").expect("fingerprinter")).expect("redactor"));
+        let mut decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"bench-secret-0123456789").expect("fingerprinter")));
         let mut i = 0;
         while i < n {
             let mut chunk = LineChunk::new();

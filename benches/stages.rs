@@ -34,7 +34,7 @@ fn sample() -> (Vec<u8>, Vec<LineSpan>, tempfile::TempDir) {
 }
 
 fn decoder() -> Decoder {
-    Decoder::new(Redactor::new(Fingerprinter::new(b"bench-secret-0123456789").expect("fp")).expect("redactor"))
+    Decoder::new(Redactor::new(Fingerprinter::new(b"bench-secret-0123456789").expect("fp")))
 }
 
 fn chunks(data: &[u8], spans: &[LineSpan], per_chunk: usize) -> Vec<LineChunk> {

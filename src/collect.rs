@@ -59,7 +59,7 @@ pub fn collect(opts: &CollectOptions) -> Result<CollectReport> {
     if opts.follow && (opts.inputs.len() != 1 || opts.inputs[0].as_os_str() == "-") {
         return Err(anyhow!("--follow takes exactly one file (run one collector per file)"));
     }
-    let redactor = Redactor::new(Fingerprinter::load(&opts.fingerprint_key)?)?;
+    let redactor = Redactor::new(Fingerprinter::load(&opts.fingerprint_key)?);
     let mut decoder = Decoder::new(redactor.clone()).with_max_clock_skew(crate::pipeline::DEFAULT_MAX_CLOCK_SKEW_MS);
     let producer = Producer::new(&opts.kafka)?;
     if opts.follow {

@@ -99,7 +99,7 @@ pub struct DetectReport {
 pub fn detect(opts: &DetectOptions, stop: Arc<AtomicBool>) -> Result<DetectReport> {
     let started = Instant::now();
     crate::internal_events::ReadinessExpected { checks: &["rules", "kafka", "archive"] }.emit();
-    let redactor = Redactor::new(Fingerprinter::load(&opts.fingerprint_key)?)?;
+    let redactor = Redactor::new(Fingerprinter::load(&opts.fingerprint_key)?);
     let rules = seedwatch_detect::load_rules(&opts.rules)?;
     let reference = Arc::new(Reference::load(&opts.rules, opts.locations.as_deref(), opts.roster.as_deref())?);
     // Checked once here, so a bad rule set fails before joining the group.

@@ -14,7 +14,7 @@ use crate::intake::RequestLimits;
 
 fn redactor() -> &'static Redactor {
     static REDACTOR: OnceLock<Redactor> = OnceLock::new();
-    REDACTOR.get_or_init(|| Fingerprinter::new(b"seedwatch-fuzzing-secret").and_then(Redactor::new).unwrap_or_else(|e| panic!("fuzzing redactor: {e}")))
+    REDACTOR.get_or_init(|| Fingerprinter::new(b"seedwatch-fuzzing-secret").map(Redactor::new).unwrap_or_else(|e| panic!("fuzzing redactor: {e}")))
 }
 
 /// The NDJSON path: bytes split into lines as a file is, then decoded. Every line is an event

@@ -167,7 +167,7 @@ struct Shared {
 pub fn serve(opts: &IntakeOptions, stop: Arc<AtomicBool>, bound: impl FnOnce(SocketAddr)) -> Result<()> {
     let tokens = TokenFile::load(&opts.tokens)?;
     let tls = opts.tls.as_ref().map(crate::tls::server_config).transpose().context("--tls-cert/--tls-key")?;
-    let redactor = Redactor::new(Fingerprinter::load(&opts.fingerprint_key)?)?;
+    let redactor = Redactor::new(Fingerprinter::load(&opts.fingerprint_key)?);
     let producer = Producer::new(&opts.kafka)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     crate::internal_events::ReadinessExpected { checks: &["listening", "kafka"] }.emit();

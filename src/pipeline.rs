@@ -114,7 +114,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     let reference = Arc::new(Reference::load(&opts.rules, opts.locations.as_deref(), opts.roster.as_deref())?);
     let partitions = partition_count(opts.partitions);
     let mut engines = engines(&load_rules(&opts.rules)?, &reference, partitions, opts.allowed_lateness_ms)?;
-    let redactor = Redactor::new(Fingerprinter::load_or_create(&opts.fingerprint_key)?)?;
+    let redactor = Redactor::new(Fingerprinter::load_or_create(&opts.fingerprint_key)?);
     // Each input its own stream with its own decoder (the clock-skew bound is arrival's).
     let tenancy = tenancy(&reference);
     let decoder = || {

@@ -42,7 +42,7 @@ fn fixture_reference(dir: &Path) -> Result<Reference> {
 
 fn findings_over(rule: &CompiledRule, reference: &Arc<Reference>, path: &Path, problems: &mut Vec<String>) -> Result<usize> {
     let source = file_source(path, ChunkLimits::default())?;
-    let decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"seedwatch-rule-fixtures")?)?);
+    let decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"seedwatch-rule-fixtures")?));
     let engine = RuleEngine::with_reference(vec![rule.clone()], reference.clone())?;
     if let Some((_, why)) = engine.skipped().first() {
         problems.push(format!("cannot run: {why}; add it under fixtures/"));

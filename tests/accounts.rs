@@ -15,7 +15,7 @@ use seedwatch_schemas::Finding;
 fn findings(rules: &[&str], reference: Reference, lines: &[String]) -> Vec<Finding> {
     let rules: Vec<_> = load_rules(&common::repo().join("rules")).expect("rules").into_iter().filter(|r| rules.contains(&r.id.as_str())).collect();
     let engine = RuleEngine::with_reference(rules, Arc::new(reference)).expect("engine");
-    let decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"accounts-test-secret").expect("fp")).expect("redactor"));
+    let decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"accounts-test-secret").expect("fp")));
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     let mut found = detect_source(engine, decoder, Box::new(reader_source("accounts", std::io::Cursor::new(text.into_bytes())))).expect("detect").findings;
     found.sort_by(|a, b| (&a.rule, &a.subject).cmp(&(&b.rule, &b.subject)));

@@ -90,7 +90,7 @@ fn volume_spikes_under(keys: &[Key], policy: Option<&str>) -> Vec<Finding> {
     let reference = Arc::new(Reference { locations: load_locations(&locations).expect("locations"), policy: policy.unwrap_or_default(), ..Reference::default() });
     let rules: Vec<_> = load_rules(&common::repo().join("rules")).expect("rules").into_iter().filter(|r| r.id == "api.volume_spike").collect();
     let engine = RuleEngine::with_reference(rules, reference).expect("engine");
-    let decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"baseline-test-secret").expect("fp")).expect("redactor"));
+    let decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"baseline-test-secret").expect("fp")));
     let mut lines: Vec<(i64, String)> = keys.iter().flat_map(Key::lines).collect();
     lines.sort();
     let text: String = lines.into_iter().map(|(_, l)| l + "\n").collect();

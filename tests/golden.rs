@@ -20,7 +20,7 @@ fn findings_for(input: &Path) -> String {
     let reference = std::sync::Arc::new(seedwatch_detect::reference::Reference { policy, ..Default::default() });
     let engine = RuleEngine::with_reference(rules, reference).expect("engine").with_clock(fixed_clock);
     let fp = Fingerprinter::new(b"golden-secret-0123456789").expect("fingerprinter");
-    let decoder = Decoder::new(Redactor::new(fp).expect("redactor"));
+    let decoder = Decoder::new(Redactor::new(fp));
     let file = std::fs::File::open(input).expect("input");
     let detected = detect_source(engine, decoder, Box::new(reader_source("input.ndjson", file))).expect("detect");
     assert_eq!(detected.decode.dead_total(), 0, "golden inputs must be valid");

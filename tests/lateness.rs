@@ -33,7 +33,7 @@ fn run_rule(rule: &str, chunks: &[Vec<String>], lateness_ms: i64) -> (Vec<Findin
     assert_eq!(rules.len(), 1, "rule {rule}");
     let reference = Reference::load(&repo.join("rules"), None, None).expect("policy");
     let mut engine = RuleEngine::with_reference(rules, Arc::new(reference)).expect("engine").with_allowed_lateness(lateness_ms);
-    let mut decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"lateness-test-secret").expect("fp")).expect("redactor"));
+    let mut decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"lateness-test-secret").expect("fp")));
     let (mut out, mut late) = (Vec::new(), 0);
     for lines in chunks {
         let text = lines.join("\n");

@@ -26,7 +26,7 @@ fn engine(rule: &str) -> RuleEngine {
 }
 
 fn decoder() -> Decoder {
-    Decoder::new(seedwatch_ingest::Redactor::new(Fingerprinter::new(b"lifecycle-test-secret").expect("fp")).expect("redactor"))
+    Decoder::new(seedwatch_ingest::Redactor::new(Fingerprinter::new(b"lifecycle-test-secret").expect("fp")))
 }
 
 /// Feed `lines` as one chunk, then advance to its newest event; what came out.

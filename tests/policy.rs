@@ -19,7 +19,7 @@ fn findings(policy_text: &str, rule: &str, fixture: &str) -> Vec<Finding> {
     let reference = Arc::new(Reference { policy: load_policy(&path).expect("policy"), ..Reference::default() });
     let rules: Vec<_> = load_rules(&common::repo().join("rules")).expect("rules").into_iter().filter(|r| r.id == rule).collect();
     let engine = RuleEngine::with_reference(rules, reference).expect("engine");
-    let decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"policy-test-secret").expect("fp")).expect("redactor"));
+    let decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"policy-test-secret").expect("fp")));
     let file = std::fs::File::open(common::repo().join("rules").join(fixture)).expect("fixture");
     detect_source(engine, decoder, Box::new(reader_source(fixture, file))).expect("detect").findings
 }

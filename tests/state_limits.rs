@@ -43,7 +43,7 @@ impl Run {
         let mut reference = Reference::load(&repo.join("rules"), None, None).expect("policy");
         reference.policy = reference.policy.with_limits(limits);
         let engine = RuleEngine::with_reference(rules, Arc::new(reference)).expect("engine");
-        let decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"state-limits-test-secret").expect("fp")).expect("redactor"));
+        let decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"state-limits-test-secret").expect("fp")));
         Self { engine, decoder, findings: Vec::new(), evicted: 0 }
     }
 

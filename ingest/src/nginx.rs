@@ -252,7 +252,7 @@ mod tests {
         let mut mapped = LineChunk::new();
         NginxMapping::default().map_chunk(&input, &mut mapped);
         let fingerprinter = Fingerprinter::new(b"0123456789abcdef0123456789abcdef").expect("key");
-        let mut decoder = Decoder::new(Redactor::new(fingerprinter).expect("redactor"));
+        let mut decoder = Decoder::new(Redactor::new(fingerprinter));
         let decoded = decoder.decode_chunk(&mapped, 0).expect("decode");
         assert_eq!((decoded.stats.events_total(), decoded.stats.dead_total()), (1, 1));
         let api = &decoded.events[0].batch;

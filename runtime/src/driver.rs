@@ -809,7 +809,7 @@ mod tests {
             chunk.data.extend_from_slice(line.as_bytes());
             chunk.lines.push(LineSpan { start, end: chunk.data.len(), number: first_offset + i as u64, original_len: line.len() });
         }
-        let redactor = Redactor::new(Fingerprinter::new(b"driver-test-secret-0123").unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("{e}"));
+        let redactor = Redactor::new(Fingerprinter::new(b"driver-test-secret-0123").unwrap_or_else(|e| panic!("{e}")));
         let decoded = Decoder::new(redactor).decode_chunk(&chunk, ms("2026-11-06T00:00:00Z")).unwrap_or_else(|e| panic!("{e}"));
         let resume_at = Some(first_offset as i64 + times.len() as i64);
         Polled::Rows(Rows { input, scope: Scope::Partition(partition), chunk: decoded, source_kind: "kafka", resume_at, bytes_done: 0, seconds: 0.0 })

@@ -224,7 +224,7 @@ mod tests {
         let text = lines.iter().map(|t| format!(r#"{{"time":"{t}","family":"sync","system":"metrc","state":"CA","license":"L1","integration":"flowhub","outcome":"success"}}"#)).collect::<Vec<_>>().join("\n");
         let limits = ChunkLimits { max_lines: 1, max_bytes: 1 << 20 };
         let source = seedwatch_ingest::source::LineReader::new("test", std::io::Cursor::new(text.into_bytes()), limits);
-        let decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"input-test-secret-0123").unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("{e}")));
+        let decoder = Decoder::new(Redactor::new(Fingerprinter::new(b"input-test-secret-0123").unwrap_or_else(|e| panic!("{e}"))));
         Box::new(LineInput::new(Box::new(source), decoder, "file"))
     }
 
