@@ -28,15 +28,14 @@
 //! `_tmp/<run>/` before they are recorded; after the entry they are copied into place
 //! (`writer::recover_staged` finishes that for a compaction that stopped in between).
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use std::collections::BTreeMap;
-
-use chrono::NaiveDate;
+use chrono::{Datelike as _, NaiveDate};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use seedwatch_schemas::arrow::array::{new_null_array, ArrayRef, RecordBatch, StringArray};
+use seedwatch_schemas::arrow::array::{new_null_array, ArrayRef, RecordBatch};
 use seedwatch_schemas::arrow::compute::{cast, concat_batches, lexsort_to_indices, take_record_batch, SortColumn, SortOptions};
 use seedwatch_schemas::Table;
 
@@ -93,14 +92,8 @@ pub struct DayCompacted {
     pub bytes_after: u64,
 }
 
-/// A stop point for the tests of an interrupted compaction: `SEEDWATCH_TEST_STOP_COMPACTION`
-/// set to `written` (new files encoded, nothing recorded) or `recorded` (manifest entry
-/// written, nothing renamed) ends the process there, as a crash would.
 fn stop_here(point: &str) {
-    if std::env::var("SEEDWATCH_TEST_STOP_COMPACTION").is_ok_and(|p| p == point) {
-        eprintln!("compact: stopping after `{point}` (SEEDWATCH_TEST_STOP_COMPACTION)");
-        std::process::exit(86);
-    }
+    crate::stop_for_tests("SEEDWATCH_TEST_STOP_COMPACTION", point);
 }
 
 /// A live file of a table: its path and the rows it holds.
@@ -129,16 +122,16 @@ struct Group {
 /// rewritten unless that is the month's file alone. So compacting again does nothing.
 fn groups_to_compact(live: Vec<LiveFile>, before: NaiveDate, month_rows: u64) -> Vec<Group> {
     let mut days: BTreeMap<NaiveDate, Vec<LiveFile>> = BTreeMap::new();
-    let mut months: BTreeMap<String, Vec<LiveFile>> = BTreeMap::new();
+    let mut months: BTreeMap<NaiveDate, Vec<LiveFile>> = BTreeMap::new();
     for file in live {
         match file.span.clone() {
             Span::Day(date) if date < before => days.entry(date).or_default().push(file),
             Span::Day(_) => {}
-            Span::Month(month) => months.entry(month).or_default().push(file),
+            Span::Month(first) => months.entry(first).or_default().push(file),
         }
     }
     let mut groups = Vec::new();
-    let mut small: BTreeMap<String, (usize, Vec<String>)> = months.into_iter().map(|(m, files)| (m, (0, files.into_iter().map(|f| f.path).collect()))).collect();
+    let mut small: BTreeMap<NaiveDate, (usize, Vec<String>)> = months.into_iter().map(|(m, files)| (m, (0, files.into_iter().map(|f| f.path).collect()))).collect();
     for (date, files) in days {
         let rows: u64 = files.iter().map(|f| f.rows).sum();
         let paths: Vec<String> = files.into_iter().map(|f| f.path).collect();
@@ -148,14 +141,14 @@ fn groups_to_compact(live: Vec<LiveFile>, before: NaiveDate, month_rows: u64) ->
                 groups.push(Group { dir: format!("date={label}"), label, days: 1, files: paths });
             }
         } else {
-            let entry = small.entry(crate::layout::month_of(date)).or_default();
+            let entry = small.entry(date.with_day(1).unwrap_or(date)).or_default();
             entry.0 += 1;
             entry.1.extend(paths);
         }
     }
-    for (month, (days, files)) in small {
+    for (first, (days, files)) in small {
         if days > 0 || files.len() > 1 {
-            groups.push(Group { dir: crate::layout::month_dir(&month), label: month, days, files });
+            groups.push(Group { dir: crate::layout::month_dir(first), label: crate::layout::month_of(first), days, files });
         }
     }
     groups.sort_by(|a, b| a.label.cmp(&b.label));
@@ -170,11 +163,15 @@ fn is_compacted(path: &str) -> bool {
 /// Read `path` (under the root) as `table`'s files are stored (`layout::stored_schema`):
 /// columns a file written before they existed read as null, and a file of the day layout
 /// (no `date` column) gets its folder's day.
-pub(crate) fn read_stored(root: &ArchiveRoot, path: &str, table: Table) -> Result<Vec<RecordBatch>, ArchiveError> {
+fn read_stored(root: &ArchiveRoot, path: &str, table: Table) -> Result<Vec<RecordBatch>, ArchiveError> {
+    // The whole file at once: the day is held in memory to be sorted anyway.
+    decode_stored(root.read(path)?, path, table)
+}
+
+/// [`read_stored`] of the bytes of `path`, read already.
+pub(crate) fn decode_stored(bytes: bytes::Bytes, path: &str, table: Table) -> Result<Vec<RecordBatch>, ArchiveError> {
     let perr = |e: parquet::errors::ParquetError| ArchiveError::Parquet { path: PathBuf::from(path), message: e.to_string() };
     let schema_err = |e: seedwatch_schemas::arrow::error::ArrowError| ArchiveError::Schema { table: table.name(), message: format!("{path}: {e}") };
-    // The whole file at once: the day is held in memory to be sorted anyway.
-    let bytes = root.read(path)?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(perr)?.build().map_err(perr)?;
     let schema = crate::layout::stored_schema(table);
     let folder_day = match crate::layout::span_of(path) {
@@ -191,7 +188,7 @@ pub(crate) fn read_stored(root: &ArchiveRoot, path: &str, table: Table) -> Resul
                 Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
                 Some(column) => cast(column, field.data_type()).map_err(schema_err),
                 None if field.name() == crate::layout::DATE_COLUMN => match &folder_day {
-                    Some(day) => Ok(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(day.as_str(), batch.num_rows()))) as ArrayRef),
+                    Some(day) => Ok(crate::layout::date_column(day, batch.num_rows())),
                     None => Err(ArchiveError::Schema { table: table.name(), message: format!("{path}: no `date` column, and not in a day folder") }),
                 },
                 None => Ok(new_null_array(field.data_type(), batch.num_rows())),
@@ -266,7 +263,7 @@ fn compact_group(
     run_id: &str,
     table: Table,
     group: &Group,
-    recorded: &std::collections::BTreeMap<String, (u64, FileRecord)>,
+    recorded: &BTreeMap<String, (u64, FileRecord)>,
     options: &CompactOptions,
     manifest: &mut ManifestLog,
 ) -> Result<DayCompacted, ArchiveError> {

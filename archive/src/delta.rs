@@ -169,7 +169,7 @@ fn add_action(table: Table, record: &FileRecord, modified_ms: i64) -> Result<Act
     if let (Some(min), Some(max)) = (record.min_time, record.max_time) {
         if let (Some(min_time), Some(max_time)) = (stat_time(min), stat_time(max)) {
             let (column, date) = (table.date_column(), crate::layout::DATE_COLUMN);
-            let day = |ms: i64| crate::layout::day_string(ms.div_euclid(86_400_000));
+            let day = |ms: i64| crate::layout::day_string(ms.div_euclid(crate::layout::DAY_MS));
             stats["minValues"] = serde_json::json!({ column: min_time, date: day(min) });
             stats["maxValues"] = serde_json::json!({ column: max_time, date: day(max) });
         }
@@ -288,36 +288,26 @@ pub fn append_missing(root: &ArchiveRoot, table: Table, added: Vec<FileRecord>) 
     })?
 }
 
-/// Open every table under `root`, creating those without a log. A table that holds files
-/// but no log was written by a seedwatch before the table format: that is an error
-/// naming `seedwatch archive migrate`.
+/// Open every table under `root`, creating those without a log. A table of an earlier
+/// seedwatch's layout (files but no log: before the table format; `date` a partition
+/// column: the day layout) is an error naming `seedwatch archive migrate`.
 pub fn open_all(root: &ArchiveRoot) -> Result<HashMap<Table, DeltaTable>, ArchiveError> {
     let root = root.clone();
     block_on(async move {
+        let needs_migration = |table: Table, layout: &str| ArchiveError::Layout {
+            root: root.to_string().into(),
+            message: format!("table `{}` is in the layout of seedwatch {layout}: run `seedwatch archive migrate --archive {root}` once", table.name()),
+        };
         for table in Table::ALL {
             if !is_delta(&root, table).await? && root.list_async(table.name()).await?.iter().any(|(path, _)| path.ends_with(".parquet")) {
-                return Err(ArchiveError::Layout {
-                    root: root.to_string().into(),
-                    message: format!(
-                        "table `{}` is in the layout of seedwatch before Delta Lake (Parquet files, no _delta_log): run `seedwatch archive migrate --archive {}` once",
-                        table.name(),
-                        root
-                    ),
-                });
+                return Err(needs_migration(table, "before Delta Lake (Parquet files, no _delta_log)"));
             }
         }
         let mut deltas = HashMap::new();
         for table in Table::ALL {
             let delta = open_or_create(&root, table).await?;
             if is_day_layout(&delta) {
-                return Err(ArchiveError::Layout {
-                    root: root.to_string().into(),
-                    message: format!(
-                        "table `{}` is in the day layout of seedwatch before month files (`date` a partition column, not in the files): run `seedwatch archive migrate --archive {}` once",
-                        table.name(),
-                        root
-                    ),
-                });
+                return Err(needs_migration(table, "before month files, the day layout (`date` a partition column, not in the files)"));
             }
             deltas.insert(table, delta);
         }
@@ -358,14 +348,8 @@ pub fn reconcile(root: &ArchiveRoot, deltas: &mut HashMap<Table, DeltaTable>, re
     Ok(())
 }
 
-/// A stop point for the tests of an interrupted migration: `SEEDWATCH_TEST_STOP_MIGRATION`
-/// set to `written` (a table's new files in place, nothing recorded) or `recorded` (its
-/// manifest entry written, its log not yet switched) ends the process there, as a crash would.
 fn stop_here(point: &str) {
-    if std::env::var("SEEDWATCH_TEST_STOP_MIGRATION").is_ok_and(|p| p == point) {
-        eprintln!("migrate: stopping after `{point}` (SEEDWATCH_TEST_STOP_MIGRATION)");
-        std::process::exit(86);
-    }
+    crate::stop_for_tests("SEEDWATCH_TEST_STOP_MIGRATION", point);
 }
 
 /// Whether `delta` is in the day layout: `date` a partition column, taken from the folder
@@ -389,9 +373,8 @@ pub struct Migrated {
     pub rows_in_table: u64,
 }
 
-/// Whether the Parquet file at `path` (under `root`) stores a `date` column.
-fn stores_date(root: &ArchiveRoot, path: &str) -> Result<bool, ArchiveError> {
-    let bytes = root.read(path)?;
+/// Whether `bytes`, the Parquet file at `path`, store a `date` column.
+fn stores_date(bytes: bytes::Bytes, path: &str) -> Result<bool, ArchiveError> {
     let reader = parquet::file::serialized_reader::SerializedFileReader::new(bytes).map_err(|e| ArchiveError::Parquet { path: path.into(), message: e.to_string() })?;
     let schema = parquet::file::reader::FileReader::metadata(&reader).file_metadata().schema_descr_ptr();
     Ok(schema.columns().iter().any(|c| c.name() == crate::layout::DATE_COLUMN))
@@ -468,12 +451,14 @@ pub async fn migrate(root: &ArchiveRoot, signer: Option<Arc<crate::manifest::Man
             let staging = crate::writer::temp_root(root).join(&run_id);
             let (mut kept, mut added, mut removed, mut removed_records) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for path in &live {
-                if stores_date(root, path)? {
+                // Read once: most files (all of a day-layout table's) are rewritten.
+                let bytes = root.read(path)?;
+                if stores_date(bytes.clone(), path)? {
                     kept.push(record_of(path)?);
                     continue;
                 }
                 let old = record_of(path)?;
-                let batches = crate::compact::read_stored(root, path, table)?;
+                let batches = crate::compact::decode_stored(bytes, path, table)?;
                 let batch = seedwatch_schemas::arrow::compute::concat_batches(&crate::layout::stored_schema(table), &batches)
                     .map_err(|e| ArchiveError::Schema { table: table.name(), message: e.to_string() })?;
                 let folder = path.rsplit_once('/').map_or("", |(folder, _)| folder);

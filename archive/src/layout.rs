@@ -23,7 +23,8 @@ use crate::ArchiveError;
 /// The column holding each row's day, `YYYY-MM-DD` (UTC).
 pub const DATE_COLUMN: &str = "date";
 
-const DAY_MS: i64 = 86_400_000;
+/// Milliseconds in a day: a time's day number is `time.div_euclid(DAY_MS)`.
+pub const DAY_MS: i64 = 86_400_000;
 
 /// What a table's files hold: its columns, then [`DATE_COLUMN`].
 pub fn stored_schema(table: Table) -> SchemaRef {
@@ -32,10 +33,15 @@ pub fn stored_schema(table: Table) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// The date of a day number since the epoch.
+pub fn day_date(day: i64) -> Option<NaiveDate> {
+    chrono::DateTime::from_timestamp_millis(day * DAY_MS).map(|d| d.date_naive())
+}
+
 /// `YYYY-MM-DD` of a day number since the epoch.
 pub fn day_string(day: i64) -> String {
-    match chrono::DateTime::from_timestamp_millis(day * DAY_MS) {
-        Some(d) => d.date_naive().format("%Y-%m-%d").to_string(),
+    match day_date(day) {
+        Some(d) => d.format("%Y-%m-%d").to_string(),
         None => format!("day-{day}"),
     }
 }
@@ -45,9 +51,9 @@ pub fn day_dir(day: i64) -> String {
     format!("date={}", day_string(day))
 }
 
-/// The folder (under the table) of compacted files of the month `YYYY-MM`.
-pub fn month_dir(month: &str) -> String {
-    format!("month={month}")
+/// The folder (under the table) of compacted files of `date`'s month: `month=YYYY-MM`.
+pub fn month_dir(date: NaiveDate) -> String {
+    format!("month={}", month_of(date))
 }
 
 /// `YYYY-MM` of a day.
@@ -60,28 +66,22 @@ pub fn month_of(date: NaiveDate) -> String {
 pub enum Span {
     /// A writer's file (or a compacted day): one day.
     Day(NaiveDate),
-    /// A compacted month: some of its days.
-    Month(String),
+    /// A compacted month (its first day): some of its days.
+    Month(NaiveDate),
 }
 
 impl Span {
-    /// The month the file belongs to, `YYYY-MM`.
-    pub fn month(&self) -> String {
+    /// The first and last day the file may hold.
+    pub fn days(&self) -> (NaiveDate, NaiveDate) {
         match self {
-            Span::Day(date) => month_of(*date),
-            Span::Month(month) => month.clone(),
+            Span::Day(date) => (*date, *date),
+            Span::Month(first) => (*first, *first + chrono::Months::new(1) - chrono::Days::new(1)),
         }
     }
 
     /// Whether the file may hold rows of days in `[from, to]`.
     pub fn overlaps(&self, from: Option<NaiveDate>, to: Option<NaiveDate>) -> bool {
-        let (first, last) = match self {
-            Span::Day(date) => (*date, *date),
-            Span::Month(month) => match NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d") {
-                Ok(first) => (first, first + chrono::Months::new(1) - chrono::Days::new(1)),
-                Err(_) => return true,
-            },
-        };
+        let (first, last) = self.days();
         from.is_none_or(|from| last >= from) && to.is_none_or(|to| first <= to)
     }
 }
@@ -99,15 +99,18 @@ pub fn span_of(path: &str) -> Option<Span> {
         return NaiveDate::parse_from_str(date, "%Y-%m-%d").ok().map(Span::Day);
     }
     let month = folder.strip_prefix("month=")?;
-    NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").ok().map(|_| Span::Month(month.to_string()))
+    NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").ok().map(Span::Month)
+}
+
+/// A [`DATE_COLUMN`] of `rows` rows, all `date` (`YYYY-MM-DD`).
+pub fn date_column(date: &str, rows: usize) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(std::iter::repeat_n(date, rows)))
 }
 
 /// `batch` (in the table's schema) with the [`DATE_COLUMN`] of `day` appended, as written.
 pub fn with_date(table: Table, batch: &RecordBatch, day: i64) -> Result<RecordBatch, ArchiveError> {
-    let date = day_string(day);
-    let column: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(date.as_str(), batch.num_rows())));
     let mut columns = batch.columns().to_vec();
-    columns.push(column);
+    columns.push(date_column(&day_string(day), batch.num_rows()));
     RecordBatch::try_new(stored_schema(table), columns).map_err(|e| ArchiveError::Schema { table: table.name(), message: e.to_string() })
 }
 
@@ -123,7 +126,7 @@ mod tests {
     fn a_path_names_its_day_or_its_month() {
         assert_eq!(span_of("login/date=2026-09-01/part-a.parquet"), Some(Span::Day(d("2026-09-01"))));
         assert_eq!(span_of("date=2026-09-01/part-a.parquet"), Some(Span::Day(d("2026-09-01"))));
-        assert_eq!(span_of("login/month=2026-09/part-compact-a.parquet"), Some(Span::Month("2026-09".into())));
+        assert_eq!(span_of("login/month=2026-09/part-compact-a.parquet"), Some(Span::Month(d("2026-09-01"))));
         assert_eq!(span_of("login/_delta_log/00000000000000000010.checkpoint.parquet"), None);
         assert_eq!(span_of("login/month=2026-13/part.parquet"), None);
         assert_eq!(span_of("login/date=2026-09-01/part.json"), None);
@@ -131,13 +134,14 @@ mod tests {
 
     #[test]
     fn a_month_overlaps_the_ranges_that_touch_any_of_its_days() {
-        let september = Span::Month("2026-09".into());
+        let september = Span::Month(d("2026-09-01"));
+        assert_eq!(september.days(), (d("2026-09-01"), d("2026-09-30")));
         assert!(september.overlaps(Some(d("2026-09-30")), None));
         assert!(!september.overlaps(Some(d("2026-10-01")), None));
         assert!(september.overlaps(None, Some(d("2026-09-01"))));
         assert!(!september.overlaps(None, Some(d("2026-08-31"))));
         assert!(Span::Day(d("2026-09-01")).overlaps(Some(d("2026-09-01")), Some(d("2026-09-01"))));
-        assert_eq!(Span::Day(d("2026-09-01")).month(), "2026-09");
         assert_eq!(day_dir(0), "date=1970-01-01");
+        assert_eq!(month_dir(d("2026-09-17")), "month=2026-09");
     }
 }

@@ -31,6 +31,17 @@ use seedwatch_schemas::arrow::array::BooleanArray;
 use seedwatch_schemas::arrow::record_batch::RecordBatch;
 use seedwatch_schemas::Table;
 
+/// A stop point for the tests of an interrupted compaction or migration: the environment
+/// variable `variable` (`SEEDWATCH_TEST_STOP_COMPACTION`, `SEEDWATCH_TEST_STOP_MIGRATION`) set
+/// to `point` (`written`: new files encoded, nothing recorded; `recorded`: the manifest entry
+/// written, the log not yet switched) ends the process there, as a crash would.
+pub(crate) fn stop_for_tests(variable: &str, point: &str) {
+    if std::env::var(variable).is_ok_and(|p| p == point) {
+        eprintln!("stopping after `{point}` ({variable})");
+        std::process::exit(86);
+    }
+}
+
 /// Writes rows to durable storage. `write` may buffer; `commit` makes
 /// everything written so far durable and reports what it did.
 ///

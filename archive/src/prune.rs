@@ -96,16 +96,10 @@ fn files_by_day(root: &ArchiveRoot, table: Table, recorded: &BTreeMap<String, (u
         }
         match crate::layout::span_of(&path) {
             Some(Span::Day(date)) => days.entry(date).or_default().push((path, bytes)),
-            Some(Span::Month(month)) => {
+            Some(span @ Span::Month(_)) => {
                 let day = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.date_naive());
                 let range = recorded.get(&path).and_then(|(_, r)| Some((day(r.min_time?)?, day(r.max_time?)?)));
-                let (first, last) = match range {
-                    Some(range) => range,
-                    None => {
-                        let first = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").map_err(query_err)?;
-                        (first, first + chrono::Months::new(1) - chrono::Days::new(1))
-                    }
-                };
+                let (first, last) = range.unwrap_or_else(|| span.days());
                 out.push((first, last, vec![(path, bytes)]));
             }
             None => {}

@@ -12,7 +12,7 @@ use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use seedwatch_schemas::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use seedwatch_schemas::arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
 use seedwatch_schemas::arrow::compute::{concat_batches, filter_record_batch};
 use seedwatch_schemas::arrow::datatypes::TimestampMillisecondType;
 use seedwatch_schemas::Table;
@@ -21,7 +21,7 @@ use crate::manifest::{file_sha256, relative_path, Action, FileRecord, ManifestLo
 use crate::store::ArchiveRoot;
 use crate::{io_err, ArchiveError, Sink, Written};
 
-const DAY_MS: i64 = 86_400_000;
+use crate::layout::DAY_MS;
 
 /// Columns that a dictionary never helps, with the encoding that does (`benches/query.rs`
 /// prints bytes per event per column). Event times and line numbers rise almost
@@ -689,12 +689,10 @@ fn read_ids<R: parquet::file::reader::ChunkReader + 'static>(reader: R, path: &P
     for batch in builder.with_projection(mask).build().map_err(perr)? {
         let mut batch = batch.map_err(|e| ArchiveError::Parquet { path: path.to_path_buf(), message: e.to_string() })?;
         if let Some(date) = date {
-            let keep = batch
-                .column_by_name(crate::layout::DATE_COLUMN)
-                .and_then(|c| c.as_string_opt::<i32>())
-                .map(|dates| dates.iter().map(|d| Some(d == Some(date))).collect::<BooleanArray>())
-                .ok_or_else(|| ArchiveError::Parquet { path: path.to_path_buf(), message: "`date` is not a string column".into() })?;
-            batch = filter_record_batch(&batch, &keep).map_err(|e| ArchiveError::Parquet { path: path.to_path_buf(), message: e.to_string() })?;
+            let arrow_err = |e: seedwatch_schemas::arrow::error::ArrowError| ArchiveError::Parquet { path: path.to_path_buf(), message: e.to_string() };
+            let dates = batch.column_by_name(crate::layout::DATE_COLUMN).ok_or_else(|| ArchiveError::Parquet { path: path.to_path_buf(), message: "no `date` column".into() })?;
+            let keep = seedwatch_schemas::arrow::compute::kernels::cmp::eq(dates, &StringArray::new_scalar(date)).map_err(arrow_err)?;
+            batch = filter_record_batch(&batch, &keep).map_err(arrow_err)?;
         }
         ids.extend(row_keys(&batch, key_columns).map_err(|message| ArchiveError::Parquet { path: path.to_path_buf(), message })?);
     }
@@ -774,9 +772,10 @@ impl ArchiveWriter {
                 let dir = format!("{}/{}", table.name(), partition_dir(day));
                 load_ids(&self.root, &dir, table.key_columns(), None, &mut partition.ids)?;
                 // A compacted month holds days of a quiet table too (see `layout`).
-                let date = crate::layout::day_string(day);
-                let month = format!("{}/{}", table.name(), crate::layout::month_dir(&date[..date.len().min(7)]));
-                load_ids(&self.root, &month, table.key_columns(), Some(&date), &mut partition.ids)?;
+                if let Some(date) = crate::layout::day_date(day) {
+                    let month = format!("{}/{}", table.name(), crate::layout::month_dir(date));
+                    load_ids(&self.root, &month, table.key_columns(), Some(&crate::layout::day_string(day)), &mut partition.ids)?;
+                }
             }
             self.partitions.insert((table, day), partition);
         }
